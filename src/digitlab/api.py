@@ -1,0 +1,170 @@
+"""The Python API: what the CLI (and later the service) call, and nothing else.
+
+    import digitlab
+    ds = digitlab.load_dataset("mnist")
+    run = digitlab.train("keras-mlp-dropout", epochs=1)
+    metrics = digitlab.evaluate(run.path)
+    model = digitlab.load_model(run.path)
+    digits = model.predict(ds.test_images[:5, 0])   # (5, 28, 28) -> (5,)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import plots
+from .checkpoint import CONFIG, HISTORY, WEIGHTS, load_weights, read_json, write_json, write_text
+from .data import Dataset, load_dataset
+from .errors import CheckpointError, ConfigError
+from .evaluate import Metrics, compute_metrics, predict_logits
+from .models import create_model
+from .train import Run, fit, pick_device
+
+__all__ = ["Model", "Run", "load_dataset", "train", "evaluate", "load_model"]
+
+
+class Model:
+    """A trained model ready to use: the network, its classes and the config that built it."""
+
+    def __init__(self, module: nn.Module, config: dict, path: Path | None = None):
+        self.module = module.eval()
+        self.config = config
+        self.path = path
+        self.classes: tuple[str, ...] = tuple(config["dataset"]["classes"])
+        self.image_shape: tuple[int, int, int] = tuple(config["dataset"]["image_shape"])
+
+    def __repr__(self) -> str:
+        return f"Model({self.config['recipe']['name']!r}, model={self.config['model']['name']!r}, path={self.path})"
+
+    def _as_uint8_batch(self, images) -> torch.Tensor:
+        """Accept (H, W), (N, H, W), (N, C, H, W) arrays: uint8 0..255 or float 0..1, ink bright."""
+        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+        c, h, w = self.image_shape
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim == 3 and c == 1:
+            x = x[:, None]
+        if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
+            raise ConfigError(f"expected images of shape (N, {h}, {w}) or (N, {c}, {h}, {w}), got {tuple(x.shape)}")
+        if x.dtype == torch.uint8:
+            return x
+        if not x.is_floating_point():
+            raise ConfigError(f"images must be uint8 (0..255) or float (0..1), got {x.dtype}")
+        if x.numel() and (x.min() < 0 or x.max() > 1):
+            raise ConfigError("float images must lie in [0, 1] (ink bright on a dark ground)")
+        return (x * 255).round().to(torch.uint8)
+
+    def predict_proba(self, images) -> np.ndarray:
+        """(N, K) class probabilities for a batch of images."""
+        logits = predict_logits(self.module, self._as_uint8_batch(images))
+        return torch.softmax(logits, 1).numpy()
+
+    def predict(self, images) -> np.ndarray:
+        """(N,) predicted class indices (for digits, the digit itself)."""
+        return self.predict_proba(images).argmax(1)
+
+
+def load_model(run: str | Path | Run, device: str | None = None) -> Model:
+    """Load a run directory (config.json + model.safetensors) as a `Model`."""
+    if isinstance(run, Run):
+        run = run.path
+    path = Path(run)
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a run directory (expected a folder with {CONFIG} and {WEIGHTS})")
+    config = read_json(path / CONFIG)
+    try:
+        name, args = config["model"]["name"], config["model"]["args"]
+        config["dataset"]["classes"], config["dataset"]["image_shape"]
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{path / CONFIG} lacks {err}: not a digitlab run configuration") from err
+    module = create_model(name, **{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+    try:
+        module.load_state_dict(load_weights(path / WEIGHTS))
+    except RuntimeError as err:
+        raise CheckpointError(f"{path / WEIGHTS} does not match the model in {path / CONFIG}: {err}") from err
+    return Model(module.to(pick_device(device)), config, path)
+
+
+def train(
+    recipe: str,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    data_dir: str | Path | None = None,
+    out: str | Path = "runs",
+    resume: str | Path | None = None,
+    val_split: float = 0.0,
+    subset: int | None = None,
+    dataset: Dataset | None = None,
+    evaluate_after: bool = True,
+    progress: bool = True,
+) -> Run:
+    """Train a named recipe, write its run directory, then evaluate it on the test set.
+
+    recipe: a name from `digitlab recipes` (ignored with `resume`); epochs, batch_size, lr,
+    seed: override the recipe's fields; device: 'auto' (CUDA if present), 'cpu' or 'cuda';
+    out: the folder that gets runs/<recipe>-<timestamp>/; resume: a run directory to continue
+    from its last complete checkpoint; val_split: hold out this fraction of the training set
+    for per-epoch validation (default: validate on the test set, as the tutorials do);
+    subset: train on a seeded random subset of this many training images.
+    """
+    run = fit(recipe, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, data_dir=data_dir,
+              out=out, resume=resume, val_split=val_split, subset=subset, dataset=dataset, progress=progress)
+    if evaluate_after:
+        evaluate(run.path, data_dir=data_dir, dataset=dataset if dataset is not None else None, progress=progress)
+    return run
+
+
+def evaluate(
+    run: str | Path | Run,
+    split: str = "test",
+    *,
+    data_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    dataset: Dataset | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> Metrics:
+    """Evaluate a run on a split of its dataset (or another with the same image shape).
+
+    Writes into `out` (default: the run directory) metrics[-SPLIT].json, report[-SPLIT].txt,
+    confusion[-SPLIT].png, errors[-SPLIT].png, samples[-SPLIT].png and, from history.json,
+    curves.png. The test split keeps the plain names DESIGN.md lists.
+    """
+    model = load_model(run, device=device)
+    config = model.config
+    if dataset is None:
+        dataset = load_dataset(config["dataset"]["name"], data_dir=data_dir, progress=progress)
+    if tuple(dataset.image_shape) != model.image_shape:
+        raise ConfigError(f"the model takes {model.image_shape} images, {dataset.name} has {dataset.image_shape}")
+    images, labels = dataset.split(split)
+    metrics = compute_metrics(predict_logits(model.module, images), labels, dataset.classes)
+
+    folder = Path(out) if out is not None else model.path
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = "" if split == "test" else f"-{split}"
+    write_json(folder / f"metrics{tag}.json", {"run": str(model.path), "dataset": dataset.name, "split": split,
+                                               **metrics.to_json()})
+    header = f"{config['recipe']['name']} on {dataset.name} {split} ({len(labels)} images)\n"
+    write_text(folder / f"report{tag}.txt", header + f"accuracy {metrics.accuracy:.4f}  loss {metrics.loss:.4f}\n\n"
+               + metrics.report + "\n")
+    plots.plot_confusion(metrics.confusion, dataset.classes, folder / f"confusion{tag}.png",
+                         title=f"{config['recipe']['name']} — {dataset.name} {split}")
+    wrong = metrics.errors[:36]
+    plots.plot_errors(images[wrong], metrics.labels[wrong], metrics.predictions[wrong], metrics.confidences[wrong],
+                      dataset.classes, folder / f"errors{tag}.png")
+    plots.plot_samples(images, labels, dataset.classes, folder / f"samples{tag}.png",
+                       predictions=metrics.predictions)
+    history_path = model.path / HISTORY
+    if history_path.exists():
+        history = read_json(history_path)
+        if history:
+            plots.plot_curves(history, folder / "curves.png")
+    return metrics

@@ -1,0 +1,176 @@
+"""Run directories on disk: safetensors weights beside JSON, written atomically.
+
+Nothing users load is ever unpickled: weights and optimiser tensors are safetensors,
+everything else is JSON. Every file is written to a temporary name in the same folder
+and renamed only when whole, so a crash never leaves a half-written file.
+
+A run directory (DESIGN.md):
+    config.json         recipe, model name and arguments, dataset, normalisation, version
+    model.safetensors   the latest weights
+    history.json        one row per epoch
+    metrics.json, report.txt, *.png   written by evaluation
+    checkpoint/latest.json  -> checkpoint/epoch-NNNN/{model,optimizer}.safetensors + state.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+HISTORY = "history.json"
+CHECKPOINTS = "checkpoint"
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Call write(tmp_path) for a temporary file beside `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: Path, data: Any) -> Path:
+    text = json.dumps(data, indent=2, default=_json_default) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path} is missing") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON: {err}") from err
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor]) -> Path:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a valid safetensors file: {err}") from err
+
+
+# --- optimiser state: tensors to safetensors, the rest to JSON -------------------------
+
+
+def optimizer_to_files(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer.state_dict() into flat tensors and a JSON-able remainder."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{index}.{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, index, key = name.split(".", 2)
+        state.setdefault(int(index), {})[key] = value
+    for index, entry in meta.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(entry)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+# --- per-epoch checkpoints -------------------------------------------------------------
+
+
+def save_checkpoint(
+    run_dir: Path,
+    epoch: int,
+    model_state: dict[str, torch.Tensor],
+    optimizer_state: dict,
+    rng: dict[str, torch.Tensor],
+    state: dict,
+) -> Path:
+    """Write checkpoint/epoch-NNNN/ whole, then point checkpoint/latest.json at it.
+
+    The folder is built under a temporary name and renamed when complete; latest.json is
+    replaced atomically afterwards, so at every instant it names a complete checkpoint.
+    Older epoch folders are removed only after that.
+    """
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"epoch-{epoch:04d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        opt_tensors, opt_meta = optimizer_to_files(optimizer_state)
+        save_weights(tmp / "model.safetensors", model_state)
+        save_weights(tmp / "optimizer.safetensors", opt_tensors)
+        save_weights(tmp / "rng.safetensors", rng)
+        write_json(tmp / "state.json", {**state, "epoch": epoch, "optimizer": opt_meta})
+        final = root / name
+        if final.exists():  # a rerun of the same epoch after a crash past this point
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_json(root / "latest.json", {"epoch": epoch, "folder": name})
+    for old in root.iterdir():
+        if old.name != name and old.name != "latest.json":
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    return final
+
+
+def load_checkpoint(run_dir: Path) -> dict:
+    """The latest complete checkpoint: model, optimizer, rng tensors and the JSON state."""
+    root = Path(run_dir) / CHECKPOINTS
+    latest = read_json(root / "latest.json")
+    folder = root / str(latest.get("folder", ""))
+    if not folder.is_dir() or "/" in latest.get("folder", "/"):
+        raise CheckpointError(f"{root / 'latest.json'} names a checkpoint that does not exist: {folder}")
+    state = read_json(folder / "state.json")
+    return {
+        "model": load_weights(folder / "model.safetensors"),
+        "optimizer": optimizer_from_files(load_weights(folder / "optimizer.safetensors"), state.pop("optimizer")),
+        "rng": load_weights(folder / "rng.safetensors"),
+        "state": state,
+    }

@@ -1,0 +1,40 @@
+"""One exception family for everything a user can cause and act on.
+
+The CLI prints the message of a `DigitlabError` without a traceback and exits with
+`exit_code` (2: bad input or usage). Anything else is an internal failure (exit 1).
+"""
+
+
+class DigitlabError(Exception):
+    """Base of every error digitlab raises on purpose; the message says what to do."""
+
+    exit_code = 2
+
+
+class DataError(DigitlabError):
+    """A dataset file is missing, corrupt, truncated or inconsistent."""
+
+
+class DatasetNotFoundError(DataError):
+    """A dataset is not on disk and could not be downloaded."""
+
+
+class ChecksumError(DataError):
+    """A file's checksum does not match the published one."""
+
+
+class UnknownNameError(DigitlabError):
+    """A dataset, model or recipe name that is not registered."""
+
+
+class CheckpointError(DigitlabError):
+    """A run directory or checkpoint is missing, incomplete or does not match its config."""
+
+
+class ConfigError(DigitlabError):
+    """An option or recipe field has a value that cannot work."""
+
+
+def unknown_name(kind: str, name: str, known) -> UnknownNameError:
+    """The error for a name missing from a registry, listing what is registered."""
+    return UnknownNameError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(sorted(known))}")

@@ -1,0 +1,46 @@
+"""Model factories by name: one registry, every model answers the same interface.
+
+A model takes float32 images in [0, 1] of shape (N, C, H, W) and returns logits (N, K).
+Any normalisation a model wants is inside it (a `Normalize` layer with buffers), so a
+checkpoint rebuilt from `create_model(name, **args)` needs nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, unknown_name
+
+ModelFactory = Callable[..., nn.Module]
+MODELS: dict[str, ModelFactory] = {}
+
+
+def register_model(fn: ModelFactory) -> ModelFactory:
+    """Register a factory under its function name, with '_' written as '-'."""
+    MODELS[fn.__name__.replace("_", "-")] = fn
+    return fn
+
+
+def model_names() -> list[str]:
+    return sorted(MODELS)
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model; an unknown name or argument is a clear error."""
+    if name not in MODELS:
+        raise unknown_name("model", name, MODELS)
+    try:
+        return MODELS[name](**kwargs)
+    except TypeError as err:  # a bad keyword from a config or the command line
+        raise ConfigError(f"model {name!r} cannot be built with {kwargs}: {err}") from err
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+from . import cnn, mlp  # noqa: E402,F401  (registers the models)
+from .summary import summarize  # noqa: E402,F401

@@ -1,0 +1,70 @@
+"""Convolutional networks: the classic Keras MNIST CNN and digitlab's own `digitnet`."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from . import register_model
+from .layers import Normalize, keras_init
+
+
+@register_model
+def keras_cnn(in_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> nn.Module:
+    """The Keras examples' mnist_cnn: two valid 3x3 convolutions of 32, max-pool, dropout, dense 128.
+
+    (N, 1, 28, 28) -> conv 26x26x32 -> conv 24x24x32 -> pool 12x12x32 -> 4608 -> 128 -> K.
+    Inputs are pixels in [0, 1] (x / 255), Keras-default initialisation.
+    """
+    c, h, w = in_shape
+    flat = 32 * ((h - 4) // 2) * ((w - 4) // 2)
+    return keras_init(
+        nn.Sequential(
+            nn.Conv2d(c, 32, 3), nn.ReLU(),
+            nn.Conv2d(32, 32, 3), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Dropout(0.25),
+            nn.Flatten(),
+            nn.Linear(flat, 128), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(128, num_classes),
+        )
+    )
+
+
+def conv_stage(cin: int, cout: int, kernel: int = 3) -> list[nn.Module]:
+    """Conv ('same', no bias: batch norm has one) -> max-pool 2 -> BatchNorm -> ReLU.
+
+    Pooling straight after the convolution, before batch norm and ReLU, runs those two
+    memory-bound ops (and their backward passes) on a quarter of the pixels: measured on
+    2 CPU cores it cut digitnet's step time by more than half, for the same accuracy.
+    """
+    return [
+        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
+        nn.MaxPool2d(2),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
+
+
+@register_model
+def digitnet(
+    in_shape: tuple[int, int, int] = (1, 28, 28),
+    num_classes: int = 10,
+    widths: tuple[int, int, int] = (32, 64, 128),
+    mean: tuple[float, ...] = (0.1307,),
+    std: tuple[float, ...] = (0.3081,),
+) -> nn.Module:
+    """digitlab's default CNN: three conv-pool-BN-ReLU stages, each halving the resolution.
+
+    (N, C, 28, 28) -> 5x5 conv w0 -> 14x14 -> 3x3 conv w1 -> 7x7 -> 3x3 conv w2 -> 3x3
+    -> flatten -> K. Few channels at full resolution keep it cheap on a CPU; batch norm
+    lets it train fast with a one-cycle schedule.
+    """
+    c, h, w = in_shape
+    w0, w1, w2 = widths
+    return nn.Sequential(
+        Normalize(mean, std),
+        *conv_stage(c, w0, 5),
+        *conv_stage(w0, w1),
+        *conv_stage(w1, w2),
+        nn.Flatten(),
+        nn.Linear(w2 * (h // 8) * (w // 8), num_classes),
+    )

@@ -1,6 +1,8 @@
 import os
 from pathlib import Path
+
 import pytest
+
 
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
@@ -12,3 +14,11 @@ def shared_data_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+@pytest.fixture(scope="session")
+def mnist(shared_data_dir):
+    """Real MNIST, loaded once for the whole session."""
+    from digitlab import load_dataset
+
+    return load_dataset("mnist", data_dir=shared_data_dir, download=False, progress=False)

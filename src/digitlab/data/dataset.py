@@ -52,7 +52,7 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     means, stds = [], []
     levels = torch.arange(256, dtype=torch.float64) / 255.0
     for c in range(images.shape[1]):
-        counts = torch.bincount(images[:, c].reshape(-1).to(torch.int64), minlength=256).to(torch.float64)
+        counts = torch.bincount(images[:, c].reshape(-1), minlength=256).to(torch.float64)
         n = counts.sum()
         mean = (counts * levels).sum() / n
         var = (counts * (levels - mean) ** 2).sum() / (n - 1)

@@ -1,0 +1,254 @@
+"""Datasets by name: one registry, whole datasets as in-memory uint8 tensors.
+
+    data = load_dataset("mnist")        # downloads into the data directory when missing
+    data.train_images.shape, data.mean  # (60000, 1, 28, 28), (0.1307,)
+
+A new dataset is one `DatasetSpec` in `DATASETS`: its upstream files and a function that reads
+them from their folder into train and test tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import unknown_name
+from .cifar import CIFAR10_CLASSES, read_cifar10_binary
+from .dataset import Dataset, channel_stats
+from .download import RemoteFile, fetch_missing, missing_files_error, resolve_data_dir, verify_file
+from .idx import load_idx_pair
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetSpec",
+    "dataset_names",
+    "describe_datasets",
+    "download_dataset",
+    "load_dataset",
+    "resolve_data_dir",
+    "verify_dataset",
+]
+
+# train images, train labels, test images, test labels
+Splits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What digitlab knows about a dataset: where it comes from and how to read it."""
+
+    name: str  # also the name of its folder in the data directory
+    description: str
+    source: str  # authors, where it is published, licence
+    classes: tuple[str, ...]
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    files: tuple[RemoteFile, ...]  # empty for a dataset bundled with a library
+    read: Callable[[Path], Splits]  # its folder -> the four tensors
+
+
+# The four MNIST-format files; MNIST and Fashion-MNIST use the same names.
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+def _idx_files(md5s: tuple[str, str, str, str], mirrors: tuple[str, ...]) -> tuple[RemoteFile, ...]:
+    return tuple(RemoteFile(name, mirrors, md5=md5) for name, md5 in zip(IDX_FILES, md5s, strict=True))
+
+
+def _read_idx_folder(folder: Path) -> Splits:
+    train_images, train_labels = load_idx_pair(folder / IDX_FILES[0], folder / IDX_FILES[1])
+    test_images, test_labels = load_idx_pair(folder / IDX_FILES[2], folder / IDX_FILES[3])
+    return train_images, train_labels, test_images, test_labels
+
+
+def _read_cifar10(folder: Path) -> Splits:
+    return read_cifar10_binary(folder / "cifar-10-binary.tar.gz")
+
+
+def _read_digits8x8(folder: Path) -> Splits:
+    """scikit-learn's bundled 8x8 digits (no files, fully offline) with a fixed stratified split."""
+    # Imported here: scikit-learn takes about a second to import and only this dataset needs it.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    # Pixel values are counts 0..16 of set pixels in 4x4 blocks; scale them to the uint8 range.
+    images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None]  # (1797, 1, 8, 8)
+    labels = digits.target.astype(np.int64)
+    train_images, test_images, train_labels, test_labels = train_test_split(
+        images, labels, test_size=0.2, random_state=0, stratify=labels
+    )
+    splits = (train_images, train_labels, test_images, test_labels)
+    return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in splits)
+
+
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            name="mnist",
+            description="MNIST handwritten digits, 28x28 grey, 60000 train / 10000 test",
+            source="Yann LeCun, Corinna Cortes, Christopher J.C. Burges; CC BY-SA 3.0",
+            classes=DIGIT_CLASSES,
+            image_shape=(1, 28, 28),
+            files=_idx_files(
+                (
+                    "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                    "d53e105ee54ea40749a09fcbcd1e9432",
+                    "9fb629c4189551a2d022fa330f9573f3",
+                    "ec29112dd5afa0611ce80d1b7f02629c",
+                ),
+                (
+                    "http://yann.lecun.com/exdb/mnist/",  # the original
+                    "https://ossci-datasets.s3.amazonaws.com/mnist/",  # PyTorch's mirror
+                    "https://storage.googleapis.com/cvdf-datasets/mnist/",  # TensorFlow's mirror
+                ),
+            ),
+            read=_read_idx_folder,
+        ),
+        DatasetSpec(
+            name="fashion-mnist",
+            description="Fashion-MNIST clothing images, 28x28 grey, 60000 train / 10000 test",
+            source="Zalando Research (Xiao, Rasul, Vollgraf 2017); MIT licence",
+            classes=(
+                "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+            ),
+            image_shape=(1, 28, 28),
+            files=_idx_files(
+                (
+                    "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                    "25c81989df183df01b3e8a0aad5dffbe",
+                    "bef4ecab320f06d8554ea6380940ec79",
+                    "bb300cfdad3c16e7a12a480ee83cd310",
+                ),
+                (
+                    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",  # the original
+                    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+                ),
+            ),
+            read=_read_idx_folder,
+        ),
+        DatasetSpec(
+            name="cifar10",
+            description="CIFAR-10 colour photos in 10 classes, 32x32 RGB, 50000 train / 10000 test",
+            source="Alex Krizhevsky, Vinod Nair, Geoffrey Hinton (Krizhevsky 2009); no licence stated, "
+            "cite the report",
+            classes=CIFAR10_CLASSES,
+            image_shape=(3, 32, 32),
+            # The Toronto page is the only source we know to serve this exact file; no mirror is listed
+            # rather than one we cannot vouch for.
+            files=(
+                RemoteFile(
+                    "cifar-10-binary.tar.gz",
+                    ("https://www.cs.toronto.edu/~kriz/",),
+                    md5="c32a1d4ab5d03f1284b67883e8d87530",
+                ),
+            ),
+            read=_read_cifar10,
+        ),
+        DatasetSpec(
+            name="digits8x8",
+            description="scikit-learn's 8x8 handwritten digits, offline, 1437 train / 360 test (fixed split)",
+            source="UCI Optical Recognition of Handwritten Digits, bundled with scikit-learn; CC BY 4.0",
+            classes=DIGIT_CLASSES,
+            image_shape=(1, 8, 8),
+            files=(),
+            read=_read_digits8x8,
+        ),
+    )
+}
+
+
+def dataset_names() -> list[str]:
+    """The registered dataset names, in registry order."""
+    return list(DATASETS)
+
+
+def _spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise unknown_name("dataset", name, DATASETS) from None
+
+
+def _folder(spec: DatasetSpec, data_dir: str | os.PathLike | None) -> Path:
+    return resolve_data_dir(data_dir) / spec.name
+
+
+def load_dataset(
+    name: str, data_dir: str | os.PathLike | None = None, download: bool = True, progress: bool = True
+) -> Dataset:
+    """A whole dataset in memory; missing files are downloaded first unless `download` is False.
+
+    `mean` and `std` are measured on the training images. Raises UnknownNameError for an
+    unregistered name and DataError (or its subclasses) for missing or damaged files.
+    """
+    spec = _spec(name)
+    folder = _folder(spec, data_dir)
+    if download:
+        fetch_missing(spec.files, folder, progress)
+    else:
+        missing = [f.filename for f in spec.files if not (folder / f.filename).is_file()]
+        if missing:
+            raise missing_files_error(folder, missing)
+    train_images, train_labels, test_images, test_labels = spec.read(folder)
+    mean, std = channel_stats(train_images)
+    return Dataset(spec.name, train_images, train_labels, test_images, test_labels, spec.classes, mean, std)
+
+
+def download_dataset(name: str, data_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """Download the files of `name` that are missing; its folder (for digits8x8, never created)."""
+    spec = _spec(name)
+    folder = _folder(spec, data_dir)
+    fetch_missing(spec.files, folder, progress)
+    return folder
+
+
+def verify_dataset(name: str, data_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Per file {"file", "path", "status": "ok" | "missing" | "mismatch", "md5"}.
+
+    A dataset without files (digits8x8) gives one row with status "ok", so that every dataset
+    has something to report.
+    """
+    spec = _spec(name)
+    if not spec.files:
+        return [{"file": "(no files)", "path": "", "status": "ok", "md5": None}]
+    folder = _folder(spec, data_dir)
+    return [verify_file(remote, folder / remote.filename) for remote in spec.files]
+
+
+def describe_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
+    """One row per dataset for `digitlab data list`: what it is, where it lives, whether it is there.
+
+    "present" only checks that the files exist (`verify_dataset` checks their contents); a
+    dataset without files has "folder" None and is always present.
+    """
+    rows = []
+    for spec in DATASETS.values():
+        folder = _folder(spec, data_dir)
+        rows.append(
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "source": spec.source,
+                "folder": str(folder) if spec.files else None,
+                "present": all((folder / f.filename).is_file() for f in spec.files),
+                "files": [f.filename for f in spec.files],
+                "image_shape": spec.image_shape,
+                "num_classes": len(spec.classes),
+            }
+        )
+    return rows

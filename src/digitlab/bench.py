@@ -1,0 +1,156 @@
+"""`digitlab bench seeds`: every classic recipe trained in full, over seeds, against its source.
+
+Each run appends a row (recipe, seed, test accuracy, training seconds, machine, date) to a
+JSON results file; the table in BENCHMARKS.md and the package's measured.json (read by
+`digitlab recipes`) are rebuilt from all rows, so slow recipes can be run in separate
+invocations and every figure keeps the command, machine and date that produced it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from .catalog import MEASURED
+from .checkpoint import read_json, write_json, write_text
+from .data import DATASETS, resolve_data_dir
+from .errors import ConfigError
+from .recipes import RECIPES, get_recipe
+
+# How far below the published accuracy a faithful reproduction may land, in points: 0.5 by
+# default, 2 for the recipes whose training is noisier (per-sample OpenCV backprop, CIFAR-10).
+TOLERANCE = {"opencv-mlp": 2.0, "keras-cifar10-mlp": 2.0}
+START, END = "<!-- bench seeds: begin -->", "<!-- bench seeds: end -->"
+
+
+def machine() -> str:
+    """'2-core AMD EPYC, no GPU' style description of where the numbers were measured."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()}-core {cpu}, {gpu}"
+
+
+def data_available(dataset: str, data_dir) -> bool:
+    spec = DATASETS[dataset]
+    folder = resolve_data_dir(data_dir) / spec.name
+    return all((folder / f.filename).is_file() for f in spec.files)
+
+
+def bench_seeds(
+    recipes: list[str] | None,
+    seeds: int,
+    max_seconds: float,
+    results: Path,
+    markdown: Path,
+    out: Path,
+    device: str = "auto",
+    data_dir=None,
+) -> list[dict]:
+    from .api import train  # the API trains; this module only schedules and tabulates
+
+    if seeds < 1:
+        raise ConfigError("--seeds must be at least 1")
+    names = recipes or list(RECIPES)
+    for name in names:
+        get_recipe(name)  # unknown names fail before anything runs
+    rows = read_json(results) if results.exists() else []
+    command = "digitlab bench seeds " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "seeds"] else \
+        f"digitlab bench seeds --recipes {' '.join(names)} --seeds {seeds}"
+    for name in names:
+        recipe = get_recipe(name)
+        if not data_available(recipe.dataset, data_dir):
+            print(f"{name}: skipped, {recipe.dataset} is not in {resolve_data_dir(data_dir)} "
+                  f"(`digitlab data download {recipe.dataset}`)", flush=True)
+            continue
+        spent = 0.0
+        for k in range(seeds):
+            if k and spent > max_seconds:
+                print(f"{name}: {k} seed(s) took {spent:.0f} s > --max-seconds {max_seconds:.0f}; stopping there")
+                break
+            seed = recipe.seed + k
+            started = time.perf_counter()
+            run = train(name, seed=seed, device=device, data_dir=data_dir, out=out, evaluate_after=False)
+            wall = time.perf_counter() - started
+            spent += wall
+            accuracy = run.history[-1]["val_accuracy"]  # validation is the test set here
+            row = {
+                "recipe": name, "seed": seed, "accuracy": accuracy,
+                "train_seconds": sum(r["seconds"] for r in run.history), "wall_seconds": wall,
+                "epochs": len(run.history), "device": run.config["train"]["device"], "machine": machine(),
+                "threads": torch.get_num_threads(), "torch": torch.__version__, "date": date.today().isoformat(),
+                "command": command, "run": str(run.path),
+            }
+            print(f"{name} seed {seed}: {accuracy * 100:.2f}% in {row['train_seconds']:.0f} s", flush=True)
+            rows = [r for r in rows if (r["recipe"], r["seed"]) != (name, seed)] + [row]
+            write_json(results, rows)  # after every run: a crash later loses nothing
+            publish(rows, markdown)
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict[str, dict]:
+    by_recipe: dict[str, list[dict]] = {}
+    for r in rows:
+        by_recipe.setdefault(r["recipe"], []).append(r)
+    summary = {}
+    for name, runs in by_recipe.items():
+        acc = [r["accuracy"] for r in runs]
+        summary[name] = {
+            "mean": statistics.fmean(acc), "sd": statistics.stdev(acc) if len(acc) > 1 else 0.0, "n": len(acc),
+            "min": min(acc), "max": max(acc),
+            "train_seconds": statistics.fmean(r["train_seconds"] for r in runs),
+            "device": runs[-1]["device"], "machine": runs[-1]["machine"], "date": max(r["date"] for r in runs),
+            "commands": sorted({r["command"] for r in runs}),
+        }
+    return summary
+
+
+def publish(rows: list[dict], markdown: Path) -> None:
+    """Rewrite the package's measured.json and the seeds section of BENCHMARKS.md."""
+    summary = summarise(rows)
+    write_json(Path(__file__).with_name(MEASURED), summary)
+    lines = [
+        START,
+        "| recipe | published | ours: mean ± sd (n seeds) | min – max | training time per run | device | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, recipe in RECIPES.items():
+        pub = f"{recipe.published_accuracy * 100:.2f}%" if recipe.published_accuracy else "—"
+        s = summary.get(name)
+        if s is None:
+            lines.append(f"| `{name}` | {pub} | not run | | | | |")
+            continue
+        if recipe.published_accuracy:
+            gap = (s["mean"] - recipe.published_accuracy) * 100
+            tol = TOLERANCE.get(name, 0.5)
+            verdict = f"{gap:+.2f} pts: " + ("ok" if gap >= -tol else f"BELOW by more than {tol}")
+        else:
+            verdict = "our recipe"
+        lines.append(
+            f"| `{name}` | {pub} | {s['mean'] * 100:.2f}% ± {s['sd'] * 100:.2f} ({s['n']}) | "
+            f"{s['min'] * 100:.2f} – {s['max'] * 100:.2f}% | {s['train_seconds']:.0f} s | "
+            f"{s['device']}, {s['machine']} | {verdict} |")
+    lines.append("")
+    lines.append("Commands and dates: " + "; ".join(
+        f"`{name}`: {', '.join('`' + c + '`' for c in s['commands'])} ({s['date']})" for name, s in summary.items()))
+    lines.append(END)
+    block = "\n".join(lines)
+    text = markdown.read_text() if markdown.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n## Reproduction of the classic recipes (`digitlab bench seeds`)\n\n" + block + "\n"
+    write_text(markdown, text)

@@ -1,0 +1,224 @@
+"""The `digitlab` command: a thin layer over the Python API.
+
+Errors a user can act on (DigitlabError) print one line and exit 2; anything else is a bug
+and exits 1 with its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import DigitlabError, UnknownNameError
+
+EPILOG = """examples:
+  digitlab recipes                              what can be trained, published vs measured accuracy
+  digitlab data verify mnist                    check the MNIST files' checksums
+  digitlab train digitnet                       our default recipe (>= 99.6%% on MNIST)
+  digitlab train keras-cnn --epochs 2 --val-split 0.1
+  digitlab train --resume runs/keras-cnn-20261121-101500
+  digitlab evaluate runs/digitnet-20261121-101500 --split train
+  digitlab summary keras-mlp-512
+  digitlab bench seeds --seeds 3
+
+data directory: --data-dir, else $DIGITLAB_DATA, else ~/.cache/digitlab"""
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $DIGITLAB_DATA, else ~/.cache/digitlab)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digitlab",
+        description="Handwritten-digit recognition: the classic MNIST recipes reproduced, faster recipes of our own.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("recipes", help="list recipes: source, model, parameters, published vs our accuracy")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("data", help="datasets: list, download, verify checksums")
+    data_sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = data_sub.add_parser("list", help="every dataset, its folder and whether its files are there")
+    add_data_dir(q)
+    q.set_defaults(func=cmd_data_list)
+    q = data_sub.add_parser("download", help="download a dataset's missing files (checksums verified)")
+    q.add_argument("name", help="dataset name (see `digitlab data list`)")
+    add_data_dir(q)
+    q.set_defaults(func=cmd_data_download)
+    q = data_sub.add_parser("verify", help="check files against their published MD5; exit 2 if any is missing or wrong")
+    q.add_argument("name", nargs="?", help="dataset name (default: every dataset whose folder exists)")
+    add_data_dir(q)
+    q.set_defaults(func=cmd_data_verify)
+
+    p = sub.add_parser("train", help="train a recipe; writes runs/<recipe>-<timestamp>/",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("recipe", nargs="?", help="recipe name (see `digitlab recipes`); omit with --resume")
+    p.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
+    p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    p.add_argument("--lr", type=float, help="override the recipe's (peak) learning rate")
+    p.add_argument("--seed", type=int, help="override the recipe's seed (same seed, same history)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--val-split", type=float, default=0.0,
+                   help="hold out this fraction of the training set for validation (0: validate on the test "
+                        "set, as the tutorials do)")
+    p.add_argument("--limit", type=int, help="train on a seeded random subset of this many training images")
+    p.add_argument("--out", default="runs", help="folder for run directories")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last complete checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="report, confusion matrix, error gallery for a run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--split", default="test", choices=["test", "train"], help="which split (default: test)")
+    p.add_argument("--out", help="write the files here instead of the run directory")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("summary", help="Keras-style table: layers, output shapes, parameter counts")
+    p.add_argument("target", help="recipe name or run directory")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("bench", help="reproducible benchmark tables written to BENCHMARKS.md")
+    bench_sub = p.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    q = bench_sub.add_parser("seeds", help="train the classic recipes in full over several seeds vs published accuracy",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    q.add_argument("--recipes", nargs="+", help="recipes to run (default: every recipe whose data is available)")
+    q.add_argument("--seeds", type=int, default=3, help="seeds per recipe (fewer for the slow ones, see --max-seconds)")
+    q.add_argument("--max-seconds", type=float, default=900,
+                   help="stop adding seeds to a recipe once its runs took this long in total")
+    q.add_argument("--results", default="benchmarks/results/seeds.json",
+                   help="JSON file the runs are appended to (rows from earlier invocations are kept)")
+    q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'seeds' section is rewritten")
+    q.add_argument("--out", default="runs/bench", help="folder for the run directories")
+    q.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_data_dir(q)
+    q.set_defaults(func=cmd_bench_seeds)
+    return parser
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def cmd_recipes(args) -> int:
+    from .catalog import recipe_table
+
+    rows = recipe_table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'recipe':<19}{'dataset':<9}{'model':<11}{'params':>10}  {'published':>9}  {'ours':>15}  source")
+    for r in rows:
+        pub = f"{r['published_accuracy'] * 100:.2f}%" if r["published_accuracy"] else "-"
+        ours = r["measured"] or "not measured"
+        print(f"{r['name']:<19}{r['dataset']:<9}{r['model']:<11}{r['parameters']:>10,}  {pub:>9}  {ours:>15}  "
+              f"{r['source']}")
+    print("\n'ours': mean ± sd over seeds from `digitlab bench seeds` (BENCHMARKS.md).")
+    return 0
+
+
+def cmd_data_list(args) -> int:
+    from .data import describe_datasets, resolve_data_dir
+
+    print(f"data directory: {resolve_data_dir(args.data_dir)}\n")
+    print(f"{'dataset':<15}{'shape':<11}{'classes':>7}  {'files':<9} description")
+    for row in describe_datasets(args.data_dir):
+        shape = "x".join(str(d) for d in row["image_shape"])
+        state = "bundled" if row["folder"] is None else ("present" if row["present"] else "missing")
+        print(f"{row['name']:<15}{shape:<11}{row['num_classes']:>7}  {state:<9} {row['description']}")
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    from .data import download_dataset
+
+    folder = download_dataset(args.name, args.data_dir)
+    print(f"{args.name}: all files present and verified in {folder}")
+    return 0
+
+
+def cmd_data_verify(args) -> int:
+    from .data import describe_datasets, verify_dataset
+
+    if args.name:
+        names = [args.name]
+    else:  # every dataset with something on disk, plus the bundled one
+        names = [r["name"] for r in describe_datasets(args.data_dir)
+                 if r["folder"] is None or Path(r["folder"]).is_dir()]
+    bad = 0
+    for name in names:
+        for row in verify_dataset(name, args.data_dir):
+            bad += row["status"] != "ok"
+            print(f"{name:<15}{row['status']:<10}{row['file']:<30}{row['md5'] or ''}")
+    if bad:
+        print(f"\n{bad} file(s) missing or wrong; `digitlab data download NAME` fetches them", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_train(args) -> int:
+    from . import api
+
+    if not args.recipe and not args.resume:
+        raise UnknownNameError("name a recipe to train (see `digitlab recipes`) or --resume RUN")
+    run = api.train(args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                    device=args.device, data_dir=args.data_dir, out=args.out, resume=args.resume,
+                    val_split=args.val_split, subset=args.limit, progress=not args.quiet)
+    last = run.history[-1]
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    print(f"{run.recipe.name}: test accuracy {metrics['accuracy'] * 100:.2f}% after {last['epoch']} epochs "
+          f"({sum(r['seconds'] for r in run.history):.1f} s of training)")
+    print(f"run directory: {run.path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import api
+
+    metrics = api.evaluate(args.run, split=args.split, data_dir=args.data_dir, out=args.out, device=args.device)
+    print(metrics.report)
+    print(f"accuracy {metrics.accuracy * 100:.2f}%  loss {metrics.loss:.4f}  ({len(metrics.labels)} images)")
+    print(f"files written to {args.out or args.run}")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from .catalog import summary_text
+
+    print(summary_text(args.target))
+    return 0
+
+
+def cmd_bench_seeds(args) -> int:
+    from .bench import bench_seeds
+
+    bench_seeds(recipes=args.recipes, seeds=args.seeds, max_seconds=args.max_seconds, results=Path(args.results),
+                markdown=Path(args.markdown), out=Path(args.out), device=args.device, data_dir=args.data_dir)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except DigitlabError as err:
+        print(f"digitlab: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("digitlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

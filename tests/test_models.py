@@ -1,0 +1,87 @@
+"""Every registered model and recipe, tested the moment it is registered."""
+
+import pytest
+import torch
+
+from digitlab.catalog import recipe_model, summary_text
+from digitlab.errors import ConfigError, UnknownNameError
+from digitlab.models import MODELS, count_parameters, create_model
+from digitlab.recipes import RECIPES, get_recipe
+
+SHAPES = {"opencv-mlp": [(1, 28, 28)]}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("in_shape", [(1, 28, 28), (3, 32, 32)])
+def test_every_model_runs_forward_and_backward(name, in_shape):
+    if in_shape not in SHAPES.get(name, [in_shape]):
+        pytest.skip(f"{name} is built for {SHAPES[name]} only")
+    torch.manual_seed(0)
+    model = create_model(name, in_shape=in_shape, num_classes=10)
+    x = torch.rand(4, *in_shape)
+    logits = model(x)
+    assert logits.shape == (4, 10)
+    assert torch.isfinite(logits).all()
+    logits.logsumexp(1).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_builds(name):
+    recipe = get_recipe(name)
+    recipe.validate()
+    assert count_parameters(recipe_model(recipe)) > 0
+
+
+# Parameter counts worked out by hand: a dense layer has in*out weights + out biases; a conv
+# layer k*k*in*out + out (no bias before batch norm); batch norm 2 per channel.
+HAND_COUNTED = {
+    "keras-mlp-512": (784 * 512 + 512) + (512 * 512 + 512) + (512 * 10 + 10),  # 401,920 + 262,656 + 5,130
+    "keras-mlp-dropout": (784 * 512 + 512) + (512 * 256 + 256) + (256 * 10 + 10),
+    "keras-mlp-sigmoid": (784 * 256 + 256) + (256 * 128 + 128) + (128 * 10 + 10),
+    "keras-cifar10-mlp": (3072 * 1024 + 1024) + (1024 * 512 + 512) + (512 * 10 + 10),
+    "keras-cnn": (9 * 1 * 32 + 32) + (9 * 32 * 32 + 32) + (12 * 12 * 32 * 128 + 128) + (128 * 10 + 10),
+    "digitnet": (25 * 32 + 2 * 32) + (9 * 32 * 64 + 2 * 64) + (9 * 64 * 128 + 2 * 128) + (128 * 3 * 3 * 10 + 10),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HAND_COUNTED))
+def test_parameter_counts_match_hand_computation(name):
+    assert count_parameters(recipe_model(get_recipe(name))) == HAND_COUNTED[name]
+
+
+def test_keras_mlp_512_summary_shows_the_keras_totals():
+    text = summary_text("keras-mlp-512")
+    for figure in ("401,920", "262,656", "5,130", "Total params: 669,706"):
+        assert figure in text
+    assert "(None, 512)" in text
+
+
+def test_keras_initialisation_is_glorot_uniform_with_zero_biases():
+    torch.manual_seed(0)
+    model = create_model("mlp", hidden=(512, 256))
+    first = model[1]
+    bound = (6 / (784 + 512)) ** 0.5
+    assert first.weight.abs().max() <= bound
+    assert first.weight.abs().max() > 0.95 * bound  # uniform up to the bound, not a narrower init
+    assert torch.count_nonzero(first.bias) == 0
+
+
+def test_unknown_model_and_bad_arguments_are_clear_errors():
+    with pytest.raises(UnknownNameError, match="known models"):
+        create_model("resnet-9000")
+    with pytest.raises(ConfigError, match="cannot be built"):
+        create_model("mlp", depth=3)
+
+
+def test_recipe_overrides_are_validated():
+    recipe = get_recipe("keras-cnn")
+    assert recipe.override(epochs=2, lr=None).epochs == 2
+    assert recipe.override(epochs=2).lr == recipe.lr  # None leaves a field alone
+    with pytest.raises(ConfigError):
+        recipe.override(epochs=0)
+    with pytest.raises(ConfigError):
+        recipe.override(batch_size=-1)
+    with pytest.raises(ConfigError):
+        recipe.override(colour="red")

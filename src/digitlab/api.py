@@ -90,7 +90,7 @@ def load_model(run: str | Path | Run, device: str | None = None) -> Model:
 
 
 def train(
-    recipe: str,
+    recipe: str | None,
     *,
     epochs: int | None = None,
     batch_size: int | None = None,
@@ -108,7 +108,7 @@ def train(
 ) -> Run:
     """Train a named recipe, write its run directory, then evaluate it on the test set.
 
-    recipe: a name from `digitlab recipes` (ignored with `resume`); epochs, batch_size, lr,
+    recipe: a name from `digitlab recipes` (None with `resume`); epochs, batch_size, lr,
     seed: override the recipe's fields; device: 'auto' (CUDA if present), 'cpu' or 'cuda';
     out: the folder that gets runs/<recipe>-<timestamp>/; resume: a run directory to continue
     from its last complete checkpoint; val_split: hold out this fraction of the training set
@@ -118,7 +118,7 @@ def train(
     run = fit(recipe, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, data_dir=data_dir,
               out=out, resume=resume, val_split=val_split, subset=subset, dataset=dataset, progress=progress)
     if evaluate_after:
-        evaluate(run.path, data_dir=data_dir, dataset=dataset if dataset is not None else None, progress=progress)
+        evaluate(run.path, data_dir=data_dir, dataset=dataset, progress=progress)
     return run
 
 

@@ -59,11 +59,16 @@ def bench_seeds(
     out: Path,
     device: str = "auto",
     data_dir=None,
+    threads: int | None = None,
 ) -> list[dict]:
     from .api import train  # the API trains; this module only schedules and tabulates
 
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError("--threads must be at least 1")
+        torch.set_num_threads(threads)
     names = recipes or list(RECIPES)
     for name in names:
         get_recipe(name)  # unknown names fail before anything runs
@@ -113,6 +118,7 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
             "min": min(acc), "max": max(acc),
             "train_seconds": statistics.fmean(r["train_seconds"] for r in runs),
             "device": runs[-1]["device"], "machine": runs[-1]["machine"], "date": max(r["date"] for r in runs),
+            "threads": sorted({r["threads"] for r in runs}),
             "commands": sorted({r["command"] for r in runs}),
         }
     return summary
@@ -124,7 +130,8 @@ def publish(rows: list[dict], markdown: Path) -> None:
     write_json(Path(__file__).with_name(MEASURED), summary)
     lines = [
         START,
-        "| recipe | published | ours: mean ± sd (n seeds) | min – max | training time per run | device | verdict |",
+        "| recipe | published | ours: mean ± sd (n seeds) | min – max | training time per run | device (threads) "
+        "| verdict |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, recipe in RECIPES.items():
@@ -142,7 +149,7 @@ def publish(rows: list[dict], markdown: Path) -> None:
         lines.append(
             f"| `{name}` | {pub} | {s['mean'] * 100:.2f}% ± {s['sd'] * 100:.2f} ({s['n']}) | "
             f"{s['min'] * 100:.2f} – {s['max'] * 100:.2f}% | {s['train_seconds']:.0f} s | "
-            f"{s['device']}, {s['machine']} | {verdict} |")
+            f"{s['device']} ({'/'.join(map(str, s['threads']))}), {s['machine']} | {verdict} |")
     lines.append("")
     lines.append("Commands and dates: " + "; ".join(
         f"`{name}`: {', '.join('`' + c + '`' for c in s['commands'])} ({s['date']})" for name, s in summary.items()))

@@ -163,6 +163,9 @@ def save_checkpoint(
 def load_checkpoint(run_dir: Path) -> dict:
     """The latest complete checkpoint: model, optimizer, rng tensors and the JSON state."""
     root = Path(run_dir) / CHECKPOINTS
+    if not (root / "latest.json").is_file():
+        raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from (it stopped before its first "
+                              f"epoch ended, or is not a run directory): train it again instead")
     latest = read_json(root / "latest.json")
     folder = root / str(latest.get("folder", ""))
     if not folder.is_dir() or "/" in latest.get("folder", "/"):

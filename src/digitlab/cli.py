@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'seeds' section is rewritten")
     q.add_argument("--out", default="runs/bench", help="folder for the run directories")
     q.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    q.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice, one per core)")
     add_data_dir(q)
     q.set_defaults(func=cmd_bench_seeds)
     return parser
@@ -203,7 +204,8 @@ def cmd_bench_seeds(args) -> int:
     from .bench import bench_seeds
 
     bench_seeds(recipes=args.recipes, seeds=args.seeds, max_seconds=args.max_seconds, results=Path(args.results),
-                markdown=Path(args.markdown), out=Path(args.out), device=args.device, data_dir=args.data_dir)
+                markdown=Path(args.markdown), out=Path(args.out), device=args.device, data_dir=args.data_dir,
+                threads=args.threads)
     return 0
 
 

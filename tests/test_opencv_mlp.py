@@ -1,7 +1,7 @@
-"""The `opencv-mlp` engine: OpenCV's ANN_MLP trained in steps, and its torch reproduction.
+"""The `opencv-mlp` engine: OpenCV's ANN_MLP as the tutorial trains it, and its torch reproduction.
 
-References are independent of the code under test: OpenCV's own single `train` call for the
-stepped training, OpenCV's own `predict` for the torch module. About 15 s on one core.
+The torch module is checked against an independent reference, OpenCV's own `predict`.
+About 15 s on one core.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from digitlab.engines.opencv_mlp import (
     OpenCVMLP,
     ann_mlp_metrics,
     ann_mlp_to_state,
-    create_ann_mlp,
     train_ann_mlp,
 )
 from digitlab.errors import DataError
@@ -57,7 +56,7 @@ def test_torch_module_reproduces_predict(trained, mnist, tmp_path):
 
     save_file(ann_mlp_to_state(trained), tmp_path / "model.safetensors")  # the state must be storable
     model = OpenCVMLP.from_state(load_file(tmp_path / "model.safetensors")).eval()
-    images = torch.from_numpy(mnist["test_images"].copy()).unsqueeze(1).float() / 255  # (N, 1, 28, 28) in [0, 1]
+    images = torch.from_numpy(mnist["test_images"].copy()).unsqueeze(1).float() / 255  # (N, 1, 28, 28)
     with torch.no_grad():
         outputs = model(images).numpy()
 
@@ -73,17 +72,6 @@ def test_state_loads_into_default_module(trained):
     assert model.layers[0].weight.shape == (512, 784)
 
 
-def test_stepped_training_equals_one_opencv_call(mnist):
-    """One epoch per call plus the mirrored shuffle gives OpenCV's single-call weights, bit for bit."""
-    images, labels, epochs = mnist["train_images"][:500], mnist["train_labels"][:500], 3
-    reference = create_ann_mlp((784, 512, 512, 10), max_iter=epochs)
-    reference.train(images.reshape(500, 784).astype(np.float32), cv2.ml.ROW_SAMPLE,
-                    np.eye(10, dtype=np.float32)[labels])
-    stepped = train_ann_mlp(images, labels, max_iter=epochs, progress=False)
-    for i in range(6):  # input scaling, 3 weight matrices, output scaling and its inverse
-        np.testing.assert_array_equal(stepped.getWeights(i), reference.getWeights(i))
-
-
 def test_same_seed_same_weights(mnist):
     images, labels = mnist["train_images"][:200], mnist["train_labels"][:200]
     first, second, other = (
@@ -94,11 +82,15 @@ def test_same_seed_same_weights(mnist):
     assert not np.array_equal(first.getWeights(1), other.getWeights(1))
 
 
-def test_on_epoch_reports_each_epoch(mnist):
-    calls = []
-    train_ann_mlp(mnist["train_images"][:100], mnist["train_labels"][:100], max_iter=3, progress=False,
-                  on_epoch=lambda epoch, seconds, ann: calls.append((epoch, seconds > 0)))
-    assert calls == [(1, True), (2, True), (3, True)]
+def test_max_iter_counts_epochs_and_eps_can_stop_early(mnist):
+    """max_iter is a number of passes; EPS is OpenCV's (a huge eps stops after the first epoch,
+    whose error is compared with 0)."""
+    images, labels = mnist["train_images"][:200], mnist["train_labels"][:200]
+    one_epoch = train_ann_mlp(images, labels, max_iter=1, progress=False)
+    stopped = train_ann_mlp(images, labels, max_iter=3, eps=1e6, progress=False)
+    three_epochs = train_ann_mlp(images, labels, max_iter=3, eps=1e-12, progress=False)
+    np.testing.assert_array_equal(stopped.getWeights(1), one_epoch.getWeights(1))
+    assert not np.array_equal(three_epochs.getWeights(1), one_epoch.getWeights(1))
 
 
 def test_bad_input_is_a_clear_error(mnist):

@@ -131,3 +131,17 @@ def test_onecycle_schedule_rises_then_falls_to_zero():
     assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:]))
     step = get_recipe("keras-cnn").override(schedule="step", step_epochs=2, gamma=0.5)
     assert learning_rate(step, 2 * steps, steps) == pytest.approx(step.lr * 0.5)
+
+
+def test_opencv_recipe_runs_through_the_same_api_and_run_directory(mnist, tmp_path):
+    run = digitlab.train("opencv-mlp", epochs=2, subset=1000, dataset=mnist, out=tmp_path, progress=False)
+    assert {"config.json", "model.safetensors", "history.json", "metrics.json", "confusion.png"} <= {
+        p.name for p in run.path.iterdir()}
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    # OpenCVMLP reproduces OpenCV's predict: the torch evaluation agrees with OpenCV's own accuracy.
+    assert metrics["accuracy"] == pytest.approx(run.history[0]["val_accuracy"], abs=1e-4)
+    assert metrics["accuracy"] > 0.6
+    model = digitlab.load_model(run.path)
+    assert (model.predict(mnist.test_images[:100, 0]) == mnist.test_labels[:100].numpy()).mean() > 0.6
+    with pytest.raises(CheckpointError):
+        digitlab.train(None, resume=run.path, epochs=3, dataset=mnist, progress=False)

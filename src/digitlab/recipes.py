@@ -36,7 +36,7 @@ class Recipe:
     momentum: float = 0.0  # SGD only
     nesterov: bool = False  # SGD only
     weight_decay: float = 0.0
-    eps: float = 1e-7  # Adam/Adadelta epsilon; 1e-7 is Keras' default (K.epsilon())
+    eps: float = 1e-7  # Adam/Adadelta epsilon (1e-7 is Keras' K.epsilon()); opencv: the EPS stop criterion
     rho: float = 0.95  # Adadelta decay
     schedule: str = "constant"  # constant | step | exponential | onecycle
     step_epochs: int = 10  # step: multiply lr by gamma every step_epochs epochs
@@ -99,10 +99,12 @@ RECIPES: dict[str, Recipe] = {
             description="OpenCV cv2.ml.ANN_MLP 784-512-512-10, symmetric sigmoid, backprop",
             dataset="mnist",
             model="opencv-mlp",
+            model_args={"hidden": (512, 512), "alpha": 2.5, "beta": 1.0},  # SIGMOID_SYM parameters
             engine="opencv",
-            optimizer="sgd",  # OpenCV's own backprop (per-sample updates); for the record only
+            optimizer="sgd",  # OpenCV's own backprop: per-sample updates, momentum 0
             lr=1e-5,  # backprop weight scale
-            epochs=10,  # OpenCV iterations (term criteria MAX_ITER 10 | EPS 0.01)
+            epochs=10,  # OpenCV "iterations" = passes over the data (term criteria MAX_ITER 10 | EPS 0.01)
+            eps=0.01,  # EPS criterion: on full MNIST it stops OpenCV after 6 of the 10 passes
             batch_size=1,
             source="OpenCV ANN_MLP MNIST tutorial (cv2.ml, SIGMOID_SYM alpha 2.5 beta 1.0, BACKPROP 1e-5)",
             published_accuracy=0.917,

@@ -230,22 +230,48 @@ def fit(
         recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
         recipe = recipe.override(**overrides)
     recipe.validate()
-    if recipe.engine != "torch":
-        from .engines.opencv_mlp import fit_opencv  # imported late: cv2 only for this recipe
-
-        return fit_opencv(recipe, dataset=dataset, data_dir=data_dir, out=out, run_dir=run_dir, subset=subset,
-                          progress=progress)
+    if checkpoint is not None and recipe.engine != "torch":
+        raise CheckpointError(f"{recipe.name} trains in one {recipe.engine} call and cannot be resumed")
 
     dev = pick_device(device)
     dataset = dataset or load_dataset(recipe.dataset, data_dir=data_dir, progress=progress)
     train_x, train_y, val_x, val_y = split_validation(dataset, val_split, subset, recipe.seed)
     if val_x is None:  # the tutorials validate on the test set; --val-split is the honest way
         val_x, val_y = dataset.test_images, dataset.test_labels
-    train_x, train_y, val_x, val_y = (t.to(dev) for t in (train_x, train_y, val_x, val_y))
+    if run_dir is None:
+        run_path = Path(resume) if resume is not None else new_run_dir(Path(out), recipe.name)
+    else:
+        run_path = Path(run_dir)
+        run_path.mkdir(parents=True, exist_ok=True)
+    args = model_arguments(recipe, dataset)
+    config = {
+        "digitlab_version": __version__,
+        "recipe": recipe.to_json(),
+        "model": {"name": recipe.model, "args": args},
+        "dataset": {"name": dataset.name, "classes": list(dataset.classes), "mean": list(dataset.mean),
+                    "std": list(dataset.std), "image_shape": list(dataset.image_shape)},
+        "train": {"device": str(dev) if recipe.engine == "torch" else f"cpu ({recipe.engine})",
+                  "val_split": val_split, "subset": subset,
+                  "validation": "held-out training images" if val_split else "test set",
+                  "torch_version": torch.__version__, "threads": torch.get_num_threads()},
+    }
+    write_json(run_path / CONFIG, config)
 
+    if recipe.engine == "opencv":
+        from .engines.opencv_mlp import fit_opencv  # imported late: cv2 is needed for this recipe only
+
+        state, history = fit_opencv(recipe, train_x, train_y, val_x, val_y, progress=progress)
+        save_weights(run_path / WEIGHTS, state)
+        write_json(run_path / HISTORY, history)
+        model = create_model(recipe.model, **args)
+        model.load_state_dict(state)
+        return Run(path=run_path, recipe=recipe, model=model.eval(), history=history, config=config)
+    if recipe.engine != "torch":
+        raise ConfigError(f"unknown engine {recipe.engine!r}")
+
+    train_x, train_y, val_x, val_y = (t.to(dev) for t in (train_x, train_y, val_x, val_y))
     torch.manual_seed(recipe.seed)  # model initialisation, then dropout masks
     generator = torch.Generator(device=dev).manual_seed(recipe.seed + 1)  # shuffling, augmentation
-    args = model_arguments(recipe, dataset)
     model = create_model(recipe.model, **args).to(dev)
     layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
@@ -253,24 +279,7 @@ def fit(
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        restore_rng(generator, {k: v for k, v in checkpoint["rng"].items()})
-    if run_dir is None:
-        run_path = Path(resume) if resume is not None else new_run_dir(Path(out), recipe.name)
-    else:
-        run_path = Path(run_dir)
-        run_path.mkdir(parents=True, exist_ok=True)
-
-    config = {
-        "digitlab_version": __version__,
-        "recipe": recipe.to_json(),
-        "model": {"name": recipe.model, "args": args},
-        "dataset": {"name": dataset.name, "classes": list(dataset.classes), "mean": list(dataset.mean),
-                    "std": list(dataset.std), "image_shape": list(dataset.image_shape)},
-        "train": {"device": str(dev), "val_split": val_split, "subset": subset,
-                  "validation": "held-out training images" if val_split else "test set",
-                  "torch_version": torch.__version__, "threads": torch.get_num_threads()},
-    }
-    write_json(run_path / CONFIG, config)
+        restore_rng(generator, checkpoint["rng"])
 
     n = len(train_y)
     steps_per_epoch = math.ceil(n / recipe.batch_size)

@@ -4,25 +4,33 @@ and `OpenCVMLP`, a torch module that reproduces its predictions.
 The tutorial: layers 784-512-512-10, SIGMOID_SYM with alpha 2.5 and beta 1.0, BACKPROP with
 weight scale (learning rate) 1e-5, term criteria MAX_ITER|EPS with 10 iterations and eps 0.01,
 0/1 one-hot float32 targets, raw pixels 0..255 as float32 inputs. It publishes 91.7% test
-accuracy; `train_ann_mlp` on all 60,000 images gives 92.19% (10,000 test images), as an
-independent run of the tutorial did: OpenCV's training has no seed to vary (below), so every
-run on the same software gives the same weights. 533 s as one `train` call, 1 run, one core of
-a shared 2-core machine (opencv-contrib 5.0.0).
+accuracy. `train_ann_mlp` on all 60,000 images: 92.19% on the 10,000 test images, as an
+independent run of the tutorial measured; OpenCV's training has no seed to vary (below), so the
+same software gives the same weights every time. One `train` call, 533 s on one core of a
+shared 2-core machine while the other core was busy (1 run, opencv-contrib-python 5.0.0).
 
 What OpenCV's ANN_MLP does (modules/ml/src/ann_mlp.cpp in opencv_contrib 5.0, checked against
 the real object where the API allows):
 
 - BACKPROP is online SGD, one weight update per sample. The term criteria's max_iter counts
   *epochs*: the loop runs max_iter * count sample steps and reshuffles the rows at the start of
-  each epoch. "10 iterations" is 10 passes over the 60,000 images: 600,000 updates.
-- EPS: at an epoch boundary inside one `train` call, stop if |E_prev - E| < eps * count, E being
-  the epoch's summed squared error measured online. Not visible from Python.
+  each epoch. "10 iterations" means at most 10 passes over the 60,000 images.
+- EPS: at the start of each epoch after the first, inside one `train` call, training stops if
+  |E_prev - E| < eps * count, E being the summed squared error of the epoch just finished,
+  measured online (before each sample's update; not visible from Python; E_prev is 0 at the
+  start of epoch 2). On full MNIST the
+  tutorial's call stops here after 6 of its 10 epochs (360,000 updates). Measured by replaying
+  the training one epoch per call (UPDATE_WEIGHTS, momentum 0, each call fed its rows in the
+  order the single call's shuffle uses, by mirroring the ANN's RNG): the weights after epoch 6
+  equal the single call's bit for bit; epochs 1-5 and 7-10 differ. Epochs 7-10 would have given
+  92.04-92.23% test accuracy, so stopping costs nothing. Because that stop test needs the online
+  E, one call of max_iter epochs is the only faithful way to train, and it gives no progress.
 - `setTrainMethod(BACKPROP)` with its default second parameter sets momentum 0 (read back:
   `getBackpropMomentumScale() == 0.0`); `setBackpropWeightScale(1e-5)` then sets the rate.
 - Inputs: unless NO_INPUT_SCALE is given, `train` standardises every input column with the
-  training set's mean and std (scale 1/std, 1 where the variance is below DBL_EPSILON; shift
-  -mean*scale), stored as layer 0 of `getWeights`. So dividing by 255 first would change
-  nothing but rounding; we feed 0..255 like the tutorial and keep OpenCV's default scaling.
+  training set's mean and std (scale 1/std, or 1 where the variance is below DBL_EPSILON; shift
+  -mean*scale), stored as layer 0 of `getWeights`. So dividing by 255 first would change nothing
+  but rounding; we feed 0..255 like the tutorial and keep OpenCV's default scaling.
 - Outputs: each target column's [min, max] (here [0, 1]) is mapped to SIGMOID_SYM's
   [-0.95, 0.95] for training. `predict` applies the activation on *every* layer, the output
   layer included, then maps back: out = (y + 0.95) / 1.9 for 0/1 targets, so outputs lie in
@@ -33,36 +41,29 @@ the real object where the API allows):
   inverse (targets -> activation range, used by training only); L = number of layers.
 - Random numbers come from the ANN's own `cv::RNG(0xFFFFFFFFFFFFFFFF)`, reset whenever the layer
   sizes are set; `cv2.setRNGSeed` does not reach it (measured: seeds 0 and 1 give bit-identical
-  weights). The initial weights (Nguyen-Widrow) are therefore always the same.
-
-Training in steps. One `train` call of 10 epochs blocks for ~9 minutes with no way to report.
-`train_ann_mlp` instead calls `train` once per epoch with UPDATE_WEIGHTS, and gets the *same
-weights bit for bit*: momentum is 0, so no optimiser state is lost between calls, and the one
-thing that differs, the sample order, is restored by mirroring the ANN's RNG here and feeding
-each call its rows in the order the single call's compounded shuffle would have used. Measured:
-bit-identical weights to one 3-epoch call on 500 images (the test checks this) and to the full
-60,000-image 10-epoch call; the stepped run takes the same time (+0.1 s a epoch for the
-mirror). The EPS test cannot fire inside a one-epoch call; measured on the full data, it does
-not fire within the tutorial's 10 epochs either, which is why the weights agree.
+  weights). The initial weights (Nguyen-Widrow) and the shuffles are therefore always the same.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
+from ..models.opencv_mlp import PIXEL_MAX, OpenCVMLP  # noqa: F401  (OpenCVMLP: re-exported)
 
 NUM_CLASSES = 10
-PIXEL_MAX = 255.0  # the ANN is trained on raw 0..255 pixels; OpenCVMLP rescales [0, 1] inputs
-# Measured on this project's shared 2-core machine: 533 s for 10 epochs x 60,000 images (one
-# `train` call), 62 s for one epoch when stepping; about 1 ms per sample per epoch on one core.
+# Measured on this project's shared 2-core machine, one core: 1.0 ms per sample per epoch on
+# 2,000 images and on full MNIST (62 s an epoch), 1.5 ms in the tutorial's 6-epoch full call
+# (533 s) while the other core was busy, 3 ms while the other core also trained an ANN_MLP
+# (they share caches and memory bandwidth). Used only to tell the user what to expect.
 SECONDS_PER_SAMPLE_EPOCH = 1e-3
 
 
@@ -97,24 +98,20 @@ def train_ann_mlp(
     eps: float = 0.01,
     seed: int = 0,
     progress: bool = True,
-    on_epoch: Callable[[int, float, cv2.ml.ANN_MLP], None] | None = None,
 ) -> cv2.ml.ANN_MLP:
-    """Train an ANN_MLP as the OpenCV tutorial does: `max_iter` epochs of per-sample backprop.
+    """Train an ANN_MLP as the OpenCV tutorial does: one blocking `train` call.
 
     train_images_uint8: (N, 784), (N, 28, 28) or (N, 1, 28, 28) pixels, numpy or torch; uint8
         0..255 as MNIST stores them, or float in [0, 1] (digitlab's convention, scaled by 255).
     train_labels: (N,) class indices 0..9. Targets are 0/1 one-hot float32 rows.
-    max_iter: epochs (OpenCV's "iterations" are passes over the data, see the module docstring).
-    eps: OpenCV's EPS term criterion, kept in the ANN's settings. Training runs one epoch per
-        `train` call, where OpenCV never applies it; so exactly `max_iter` epochs run. For the
-        tutorial's 10 epochs on MNIST that is also what one single call does (measured).
+    max_iter, eps: OpenCV's term criteria: at most max_iter epochs, fewer when the epoch error
+        stops changing by eps per sample (see the module docstring: 6 epochs on full MNIST).
     seed: OpenCV's ANN_MLP ignores `cv2.setRNGSeed` (it has its own fixed generator), so every
         run gives the same weights. seed 0 trains on the rows in the order given, the tutorial's
         run; any other seed first permutes them with numpy's `default_rng(seed)`, which gives
         another sample order (the initial weights stay OpenCV's).
-    progress: a line with the expected time, then a bar over the epochs.
-    on_epoch: called as on_epoch(epoch, seconds, ann) after each epoch (1-based), e.g. to record
-        `ann_mlp_metrics` into a history. Training time excludes it.
+    progress: a line with the expected time, then a bar of the elapsed time. OpenCV releases
+        the GIL while it trains, so a thread can tick; nothing can report epochs.
     """
     if max_iter < 1:
         raise ConfigError(f"max_iter must be at least 1 epoch, got {max_iter}")
@@ -126,40 +123,14 @@ def train_ann_mlp(
         pixels, targets = pixels[permutation], targets[permutation]
 
     sizes = (pixels.shape[1], *hidden, NUM_CLASSES)
-    count = len(pixels)
-    # max_iter=1: each `train` call below is exactly one epoch (count sample steps).
-    ann = create_ann_mlp(sizes, alpha=alpha, beta=beta, weight_scale=weight_scale, max_iter=1, eps=eps)
-    rng = _AnnRNG()
-    rng.skip(2 * sum((n_in + 1) * n_out for n_in, n_out in zip(sizes, sizes[1:])))  # the initial weights' draws
-    order = np.arange(count)  # the single call's running shuffle of the row indices
-    epoch_pixels, epoch_targets = np.empty_like(pixels), np.empty_like(targets)
-
-    if progress:
-        estimate = count * max_iter * SECONDS_PER_SAMPLE_EPOCH
-        expected = f"{estimate / 60:.0f} min" if estimate >= 120 else f"{estimate:.0f} s"
-        tqdm.write(
-            f"OpenCV ANN_MLP {'-'.join(map(str, sizes))}: {max_iter} epochs of per-sample backprop "
-            f"over {count} images; OpenCV trains on one core, expect about {expected}"
-        )
-    epochs = tqdm(range(1, max_iter + 1), desc="ANN_MLP", unit="epoch", disable=not progress)
-    for epoch in epochs:
-        start = time.perf_counter()
-        if epoch == 1:
-            # Without UPDATE_WEIGHTS: computes the input and output scaling, initialises the weights.
-            ann.train(pixels, cv2.ml.ROW_SAMPLE, targets)
-        else:
-            np.take(pixels, order, axis=0, out=epoch_pixels)
-            np.take(targets, order, axis=0, out=epoch_targets)
-            data = cv2.ml.TrainData_create(epoch_pixels, cv2.ml.ROW_SAMPLE, epoch_targets)
-            ann.train(data, cv2.ml.ANN_MLP_UPDATE_WEIGHTS)
-        # That call shuffled the identity order with the swaps the single call would have applied
-        # to its running order; apply them here so the next call gets the single call's order.
-        rng.shuffle(order)
-        seconds = time.perf_counter() - start
-        if on_epoch is not None:
-            on_epoch(epoch, seconds, ann)
-    # Leave the tutorial's criteria in the ANN's settings (what `ann.save` writes), not max_iter=1.
-    ann.setTermCriteria((cv2.TERM_CRITERIA_MAX_ITER | cv2.TERM_CRITERIA_EPS, max_iter, eps))
+    ann = create_ann_mlp(sizes, alpha=alpha, beta=beta, weight_scale=weight_scale, max_iter=max_iter, eps=eps)
+    longest = len(pixels) * max_iter * SECONDS_PER_SAMPLE_EPOCH
+    with _elapsed_bar(
+        f"OpenCV ANN_MLP {'-'.join(map(str, sizes))}: per-sample backprop over {len(pixels)} images, "
+        f"at most {max_iter} epochs; one core, up to about {_duration(longest)} (no progress inside)",
+        disable=not progress,
+    ):
+        ann.train(pixels, cv2.ml.ROW_SAMPLE, targets)
     return ann
 
 
@@ -218,82 +189,31 @@ def ann_mlp_to_state(ann: cv2.ml.ANN_MLP) -> dict[str, torch.Tensor]:
     }
 
 
-class OpenCVMLP(nn.Module):
-    """ANN_MLP's `predict` in torch: images (N, 1, 28, 28) in [0, 1] -> raw outputs (N, 10).
+@contextmanager
+def _elapsed_bar(message: str, disable: bool) -> Iterator[None]:
+    """Print `message`, then tick a bar of elapsed seconds from a thread until the block ends."""
+    if disable:
+        yield
+        return
+    tqdm.write(message)
+    done = threading.Event()
+    with tqdm(desc="ANN_MLP training", bar_format="{desc}: {elapsed} elapsed") as bar:
 
-    pixels * 255 -> input scaling -> per layer: affine, then SIGMOID_SYM (output layer included)
-    -> output scaling. argmax of the outputs is the class. Computes in float64 as OpenCV does
-    (`.float()` gives a float32 copy); returns the input's float dtype. Load weights with
-    `load_state_dict(ann_mlp_to_state(ann))` or build with `OpenCVMLP.from_state(state)`.
-    """
+        def tick() -> None:
+            while not done.wait(1.0):
+                bar.refresh()
 
-    def __init__(
-        self, layer_sizes: Sequence[int] = (784, 512, 512, 10), alpha: float = 2.5, beta: float = 1.0
-    ) -> None:
-        super().__init__()
-        sizes = [int(s) for s in layer_sizes]
-        f64 = torch.float64
-        self.register_buffer("layer_sizes", torch.tensor(sizes, dtype=torch.int64))
-        # alpha, beta as a buffer so a loaded state carries them and forward uses what was loaded
-        self.register_buffer("activation_params", torch.tensor([alpha, beta], dtype=f64))
-        self.register_buffer("input_scale", torch.ones(sizes[0], dtype=f64))
-        self.register_buffer("input_shift", torch.zeros(sizes[0], dtype=f64))
-        self.layers = nn.ModuleList(nn.Linear(n_in, n_out, dtype=f64) for n_in, n_out in zip(sizes, sizes[1:]))
-        self.register_buffer("output_scale", torch.ones(sizes[-1], dtype=f64))
-        self.register_buffer("output_shift", torch.zeros(sizes[-1], dtype=f64))
-        # Maps targets into the activation's range; training only, kept so the state is the whole ANN.
-        self.register_buffer("target_scale", torch.ones(sizes[-1], dtype=f64))
-        self.register_buffer("target_shift", torch.zeros(sizes[-1], dtype=f64))
-
-    @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor]) -> OpenCVMLP:
-        """The module with the layer sizes and weights of `state` (from `ann_mlp_to_state`)."""
-        alpha, beta = state["activation_params"].tolist()
-        model = cls(state["layer_sizes"].tolist(), alpha, beta)
-        model.load_state_dict(state)
-        return model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.flatten(1).to(self.input_scale.dtype) * PIXEL_MAX  # (N, 784) in 0..255, as trained
-        x = x * self.input_scale + self.input_shift
-        alpha, beta = self.activation_params
-        for layer in self.layers:
-            # beta * (1 - exp(-alpha*z)) / (1 + exp(-alpha*z)), written as tanh: the same function
-            # (within 1e-16 here), without exp's overflow for large |z|.
-            x = beta * torch.tanh(0.5 * alpha * layer(x))
-        outputs = x * self.output_scale + self.output_shift  # (N, 10)
-        return outputs.to(images.dtype if images.is_floating_point() else torch.float32)
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            ticker.join()
 
 
-class _AnnRNG:
-    """A mirror of the ANN's cv::RNG: multiply-with-carry, state = a * low32(state) + high32(state)."""
-
-    A = 4164903690  # CV_RNG_COEFF
-    MODULUS = A * 2**32 - 1
-
-    def __init__(self, state: int = 2**64 - 1) -> None:  # ANN_MLP's RNG((uint64)-1)
-        self.state = state
-
-    def next(self) -> int:
-        self.state = self.A * (self.state & 0xFFFFFFFF) + (self.state >> 32)
-        return self.state & 0xFFFFFFFF
-
-    def skip(self, steps: int) -> None:
-        """Advance `steps` draws at once. With S = carry * 2**32 + x, a step maps S to
-        a * x + carry, which is a * S modulo a * 2**32 - 1; and a state below that modulus stays
-        below it, so once there, n steps are one modular power."""
-        while steps and self.state >= self.MODULUS:
-            self.next()
-            steps -= 1
-        self.state = pow(self.A, steps, self.MODULUS) * self.state % self.MODULUS
-
-    def shuffle(self, order: np.ndarray) -> None:
-        """ANN_MLP's per-epoch shuffle, in place: count swaps of two uniformly drawn positions."""
-        count = len(order)
-        for _ in range(count):
-            j = self.next() % count  # RNG::uniform(0, count)
-            k = self.next() % count
-            order[j], order[k] = order[k], order[j]
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def _ann_settings(ann: cv2.ml.ANN_MLP) -> cv2.FileStorage:
@@ -327,3 +247,30 @@ def _class_indices(labels: np.ndarray | torch.Tensor, count: int) -> np.ndarray:
     if array.min() < 0 or array.max() >= NUM_CLASSES:
         raise DataError(f"labels must be class indices 0..{NUM_CLASSES - 1}")
     return array
+
+
+def fit_opencv(
+    recipe,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    progress: bool = True,
+) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Train the recipe's ANN_MLP; its weights as `OpenCVMLP` state and a one-row history.
+
+    OpenCV trains in one blocking call, so the history has a single row covering all of it;
+    loss is OpenCV's own (squared error per sample in the activation's range), not cross-entropy.
+    """
+    args = recipe.model_args
+    start = time.perf_counter()
+    ann = train_ann_mlp(train_x, train_y, hidden=tuple(args.get("hidden", (512, 512))),
+                        alpha=args.get("alpha", 2.5), beta=args.get("beta", 1.0), weight_scale=recipe.lr,
+                        max_iter=recipe.epochs, eps=recipe.eps, seed=recipe.seed, progress=progress)
+    seconds = time.perf_counter() - start
+    train_metrics = ann_mlp_metrics(ann, train_x, train_y)
+    val_metrics = ann_mlp_metrics(ann, val_x, val_y)
+    history = [{"epoch": 1, "loss": train_metrics["loss"], "accuracy": train_metrics["accuracy"],
+                "val_loss": val_metrics["loss"], "val_accuracy": val_metrics["accuracy"], "seconds": seconds,
+                "lr": recipe.lr, "loss_kind": "OpenCV squared error", "max_iterations": recipe.epochs}]
+    return ann_mlp_to_state(ann), history

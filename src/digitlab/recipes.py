@@ -187,7 +187,7 @@ RECIPES: dict[str, Recipe] = {
             warmup=0.2,
             label_smoothing=0.1,
             batch_size=256,
-            epochs=12,
+            epochs=15,
             augment=Augment(shift=2.0, rotate=10.0, scale=0.1),
             channels_last=True,
             source="digitlab",

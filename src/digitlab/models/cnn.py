@@ -38,7 +38,7 @@ def conv_stage(cin: int, cout: int, kernel: int = 3) -> list[nn.Module]:
     """
     return [
         nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
-        nn.MaxPool2d(2),
+        nn.MaxPool2d(2, ceil_mode=True),  # 7x7 -> 4x4 keeps the last row and column
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     ]
@@ -54,7 +54,7 @@ def digitnet(
 ) -> nn.Module:
     """digitlab's default CNN: three conv-pool-BN-ReLU stages, each halving the resolution.
 
-    (N, C, 28, 28) -> 5x5 conv w0 -> 14x14 -> 3x3 conv w1 -> 7x7 -> 3x3 conv w2 -> 3x3
+    (N, C, 28, 28) -> 5x5 conv w0 -> 14x14 -> 3x3 conv w1 -> 7x7 -> 3x3 conv w2 -> 4x4
     -> flatten -> K. Few channels at full resolution keep it cheap on a CPU; batch norm
     lets it train fast with a one-cycle schedule.
     """
@@ -66,5 +66,5 @@ def digitnet(
         *conv_stage(w0, w1),
         *conv_stage(w1, w2),
         nn.Flatten(),
-        nn.Linear(w2 * (h // 8) * (w // 8), num_classes),
+        nn.Linear(w2 * -(-h // 8) * -(-w // 8), num_classes),  # ceil(h / 8) x ceil(w / 8) after three pools
     )

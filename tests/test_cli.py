@@ -55,6 +55,8 @@ def test_usage_errors_exit_2(capsys):
     (["evaluate", "/nonexistent/run"], "not a run directory"),
     (["summary", "/nonexistent/run"], "neither a run directory nor a recipe"),
     (["data", "verify", "imagenet"], "unknown dataset"),
+    (["train", "keras-cnn", "--set", "optimizer=rmsprop"], "unknown optimizer"),
+    (["train", "keras-cnn", "--set", "wings=2"], "--set expects FIELD=VALUE"),
 ])
 def test_bad_input_gives_a_clear_message_and_exit_2(capsys, args, message, shared_data_dir):
     code, _, err = run_cli(capsys, *args, *(["--data-dir", shared_data_dir] if args[0] != "summary" else []))

@@ -84,6 +84,9 @@ def test_val_split_validates_on_held_out_training_images(mnist, tmp_path):
     assert run.config["train"]["validation"] == "held-out training images"
     assert run.config["train"]["val_split"] == 0.25
     assert 0.5 < run.history[0]["val_accuracy"] <= 1.0
+    held_out = digitlab.evaluate(run.path, split="val", dataset=mnist, out=tmp_path / "eval", progress=False)
+    assert len(held_out.labels) == 500
+    assert held_out.accuracy == pytest.approx(run.history[0]["val_accuracy"], abs=1e-9)
     with pytest.raises(ConfigError):
         digitlab.train("keras-mlp-dropout", val_split=1.0, dataset=mnist, out=tmp_path, progress=False)
 
@@ -116,6 +119,8 @@ def test_evaluate_writes_report_and_plots_for_another_split(mnist, tmp_path):
     assert {"metrics-train.json", "report-train.txt", "confusion-train.png", "errors-train.png",
             "samples-train.png", "curves.png"} <= names
     assert "precision" in (tmp_path / "eval" / "report-train.txt").read_text()
+    with pytest.raises(ConfigError, match="without --val-split"):
+        digitlab.evaluate(run.path, split="val", dataset=mnist, progress=False)
 
 
 def test_onecycle_schedule_rises_then_falls_to_zero():

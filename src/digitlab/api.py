@@ -22,7 +22,7 @@ from .data import Dataset, load_dataset
 from .errors import CheckpointError, ConfigError
 from .evaluate import Metrics, compute_metrics, predict_logits
 from .models import create_model
-from .train import Run, fit, pick_device
+from .train import Run, fit, pick_device, split_validation
 
 __all__ = ["Model", "Run", "load_dataset", "train", "evaluate", "load_model"]
 
@@ -102,6 +102,7 @@ def train(
     resume: str | Path | None = None,
     val_split: float = 0.0,
     subset: int | None = None,
+    settings: list[str] | None = None,
     dataset: Dataset | None = None,
     evaluate_after: bool = True,
     progress: bool = True,
@@ -113,10 +114,12 @@ def train(
     out: the folder that gets runs/<recipe>-<timestamp>/; resume: a run directory to continue
     from its last complete checkpoint; val_split: hold out this fraction of the training set
     for per-epoch validation (default: validate on the test set, as the tutorials do);
-    subset: train on a seeded random subset of this many training images.
+    subset: train on a seeded random subset of this many training images; settings: more
+    recipe fields as "FIELD=VALUE" strings, e.g. ["schedule=onecycle", "label_smoothing=0.1"].
     """
     run = fit(recipe, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, data_dir=data_dir,
-              out=out, resume=resume, val_split=val_split, subset=subset, dataset=dataset, progress=progress)
+              out=out, resume=resume, val_split=val_split, subset=subset, settings=settings, dataset=dataset,
+              progress=progress)
     if evaluate_after:
         evaluate(run.path, data_dir=data_dir, dataset=dataset, progress=progress)
     return run
@@ -132,7 +135,8 @@ def evaluate(
     device: str | None = None,
     progress: bool = True,
 ) -> Metrics:
-    """Evaluate a run on a split of its dataset (or another with the same image shape).
+    """Evaluate a run on a split of its dataset: 'test', 'train', or 'val' (the images a
+    --val-split run held out of training).
 
     Writes into `out` (default: the run directory) metrics[-SPLIT].json, report[-SPLIT].txt,
     confusion[-SPLIT].png, errors[-SPLIT].png, samples[-SPLIT].png and, from history.json,
@@ -144,7 +148,14 @@ def evaluate(
         dataset = load_dataset(config["dataset"]["name"], data_dir=data_dir, progress=progress)
     if tuple(dataset.image_shape) != model.image_shape:
         raise ConfigError(f"the model takes {model.image_shape} images, {dataset.name} has {dataset.image_shape}")
-    images, labels = dataset.split(split)
+    if split == "val":  # the held-out part of the training set, rebuilt from the run's seed
+        train_config = config["train"]
+        if not train_config.get("val_split"):
+            raise ConfigError(f"{model.path} was trained without --val-split: it has no validation split")
+        _, _, images, labels = split_validation(dataset, train_config["val_split"], train_config["subset"],
+                                                config["recipe"]["seed"])
+    else:
+        images, labels = dataset.split(split)
     metrics = compute_metrics(predict_logits(model.module, images), labels, dataset.classes)
 
     folder = Path(out) if out is not None else model.path

@@ -19,6 +19,7 @@ EPILOG = """examples:
   digitlab data verify mnist                    check the MNIST files' checksums
   digitlab train digitnet                       our default recipe (>= 99.6%% on MNIST)
   digitlab train keras-cnn --epochs 2 --val-split 0.1
+  digitlab train keras-cnn --set schedule=onecycle --set label_smoothing=0.1
   digitlab train --resume runs/keras-cnn-20261121-101500
   digitlab evaluate runs/digitnet-20261121-101500 --split train
   digitlab summary keras-mlp-512
@@ -71,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hold out this fraction of the training set for validation (0: validate on the test "
                         "set, as the tutorials do)")
     p.add_argument("--limit", type=int, help="train on a seeded random subset of this many training images")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
+                   help="change any other recipe field, repeatable: optimizer=sgd|adam|adamw|adadelta, "
+                        "schedule=constant|step|exponential|onecycle, label_smoothing=0.1, momentum=0.9, "
+                        "weight_decay=5e-4, augment=SHIFT,ROTATE,SCALE (e.g. 2,10,0.1), channels_last=true ...")
     p.add_argument("--out", default="runs", help="folder for run directories")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last complete checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -79,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="report, confusion matrix, error gallery for a run")
     p.add_argument("run", help="run directory")
-    p.add_argument("--split", default="test", choices=["test", "train"], help="which split (default: test)")
+    p.add_argument("--split", default="test", choices=["test", "train", "val"],
+                   help="which split (default: test; val: the images a --val-split run held out)")
     p.add_argument("--out", help="write the files here instead of the run directory")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_data_dir(p)
@@ -174,7 +180,7 @@ def cmd_train(args) -> int:
         raise UnknownNameError("name a recipe to train (see `digitlab recipes`) or --resume RUN")
     run = api.train(args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                     device=args.device, data_dir=args.data_dir, out=args.out, resume=args.resume,
-                    val_split=args.val_split, subset=args.limit, progress=not args.quiet)
+                    val_split=args.val_split, subset=args.limit, settings=args.settings, progress=not args.quiet)
     last = run.history[-1]
     metrics = json.loads((run.path / "metrics.json").read_text())
     print(f"{run.recipe.name}: test accuracy {metrics['accuracy'] * 100:.2f}% after {last['epoch']} epochs "

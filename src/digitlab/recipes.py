@@ -62,6 +62,39 @@ class Recipe:
         recipe.validate()
         return recipe
 
+    def with_settings(self, settings: list[str]) -> "Recipe":
+        """A copy with FIELD=VALUE strings applied (the CLI's --set), each value parsed by its field's type."""
+        types = {f.name: f.type for f in dataclasses.fields(self)}
+        changes: dict = {}
+        for setting in settings:
+            key, sep, text = setting.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in types:
+                raise ConfigError(f"--set expects FIELD=VALUE with a recipe field; got {setting!r}. "
+                                  f"Fields: {', '.join(sorted(types))}")
+            kind = str(types[key])
+            try:
+                if kind.startswith("bool"):
+                    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError(text)
+                    value = text.lower() in ("true", "1", "yes")
+                elif kind.startswith("int"):
+                    value = int(text)
+                elif kind.startswith("float"):
+                    value = None if text.lower() == "none" else float(text)
+                elif kind.startswith("Augment"):
+                    value = None if text.lower() == "none" else Augment(*(float(v) for v in text.split(",")))
+                elif kind == "dict":
+                    raise ValueError("model arguments are part of the recipe's model; choose another recipe")
+                else:
+                    value = text
+            except (ValueError, TypeError) as err:
+                raise ConfigError(f"--set {setting!r}: cannot read {text!r} as {kind} ({err})") from None
+            changes[key] = value
+        recipe = dataclasses.replace(self, **changes)
+        recipe.validate()
+        return recipe
+
     def validate(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}")

@@ -195,16 +195,16 @@ def new_run_dir(out: Path, recipe_name: str) -> Path:
 
 
 def fit(
-    recipe: Recipe | str,
+    recipe: Recipe | str | None,
     *,
     dataset: Dataset | None = None,
     data_dir: str | Path | None = None,
     out: str | Path = "runs",
-    run_dir: str | Path | None = None,
     resume: str | Path | None = None,
     device: str | None = None,
     val_split: float = 0.0,
     subset: int | None = None,
+    settings: list[str] | None = None,
     progress: bool = True,
     **overrides,
 ) -> Run:
@@ -215,6 +215,8 @@ def fit(
         config = read_json(run_path / CONFIG)
         recipe = Recipe.from_json(config["recipe"])
         unsupported = {k for k, v in overrides.items() if v is not None} - {"epochs"}
+        if settings:
+            unsupported.add("--set")
         if unsupported:
             raise ConfigError(f"--resume continues the run as configured; only --epochs may change, "
                               f"not {sorted(unsupported)}")
@@ -228,7 +230,7 @@ def fit(
                                   f"pass --epochs N with N > {start_epoch} to train further")
     else:
         recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
-        recipe = recipe.override(**overrides)
+        recipe = recipe.with_settings(settings or []).override(**overrides)
     recipe.validate()
     if checkpoint is not None and recipe.engine != "torch":
         raise CheckpointError(f"{recipe.name} trains in one {recipe.engine} call and cannot be resumed")
@@ -238,11 +240,7 @@ def fit(
     train_x, train_y, val_x, val_y = split_validation(dataset, val_split, subset, recipe.seed)
     if val_x is None:  # the tutorials validate on the test set; --val-split is the honest way
         val_x, val_y = dataset.test_images, dataset.test_labels
-    if run_dir is None:
-        run_path = Path(resume) if resume is not None else new_run_dir(Path(out), recipe.name)
-    else:
-        run_path = Path(run_dir)
-        run_path.mkdir(parents=True, exist_ok=True)
+    run_path = Path(resume) if resume is not None else new_run_dir(Path(out), recipe.name)
     args = model_arguments(recipe, dataset)
     config = {
         "digitlab_version": __version__,

@@ -21,7 +21,7 @@ from .checkpoint import CONFIG, HISTORY, WEIGHTS, load_weights, read_json, write
 from .data import Dataset, load_dataset
 from .errors import CheckpointError, ConfigError
 from .evaluate import Metrics, compute_metrics, predict_logits
-from .models import create_model
+from .models import create_model_from_config
 from .train import Run, fit, pick_device, split_validation
 
 __all__ = ["Model", "Run", "load_dataset", "train", "evaluate", "load_model"]
@@ -77,16 +77,16 @@ def load_model(run: str | Path | Run, device: str | None = None) -> Model:
         raise CheckpointError(f"{path} is not a run directory (expected a folder with {CONFIG} and {WEIGHTS})")
     config = read_json(path / CONFIG)
     try:
-        name, args = config["model"]["name"], config["model"]["args"]
-        config["dataset"]["classes"], config["dataset"]["image_shape"]
+        module = create_model_from_config(config["model"])
+        model = Model(module, config, path)  # reads the dataset's classes and image shape
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{path / CONFIG} lacks {err}: not a digitlab run configuration") from err
-    module = create_model(name, **{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
     try:
         module.load_state_dict(load_weights(path / WEIGHTS))
     except RuntimeError as err:
         raise CheckpointError(f"{path / WEIGHTS} does not match the model in {path / CONFIG}: {err}") from err
-    return Model(module.to(pick_device(device)), config, path)
+    module.to(pick_device(device))
+    return model
 
 
 def train(

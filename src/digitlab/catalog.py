@@ -11,7 +11,7 @@ from torch import nn
 from .checkpoint import CONFIG, read_json
 from .data import DATASETS
 from .errors import UnknownNameError
-from .models import count_parameters, create_model, summarize
+from .models import count_parameters, create_model, create_model_from_config, summarize
 from .recipes import RECIPES, Recipe, get_recipe
 
 MEASURED = "measured.json"  # written by `digitlab bench seeds`, shipped with the package
@@ -58,8 +58,7 @@ def summary_text(target: str) -> str:
     path = Path(target)
     if path.is_dir():
         config = read_json(path / CONFIG)
-        args = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model"]["args"].items()}
-        model = create_model(config["model"]["name"], **args)
+        model = create_model_from_config(config["model"])
         return summarize(model, tuple(config["dataset"]["image_shape"]), f"{config['recipe']['name']} ({path})")
     if target not in RECIPES:
         raise UnknownNameError(f"{target!r} is neither a run directory nor a recipe; "

@@ -152,15 +152,19 @@ def split_validation(
 
 @torch.no_grad()
 def evaluate_loss_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                           batch_size: int = 2048) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` on uint8 images already on its device."""
+                           label_smoothing: float = 0.0, batch_size: int = 2048) -> tuple[float, float]:
+    """Mean loss and accuracy of `model` on uint8 images already on its device.
+
+    The loss is the training objective (with the recipe's label smoothing), as Keras reports
+    val_loss, so that the train and validation curves compare.
+    """
     model.eval()
     total_loss, correct = 0.0, 0
     for start in range(0, len(labels), batch_size):
         x = images[start:start + batch_size].float().div_(255)
         y = labels[start:start + batch_size]
         logits = model(x)
-        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+        total_loss += F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing).item()
         correct += (logits.argmax(1) == y).sum().item()
     return total_loss / len(labels), correct / len(labels)
 
@@ -312,7 +316,7 @@ def fit(
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
         bar.close()
         train_seconds = time.perf_counter() - started
-        val_loss, val_accuracy = evaluate_loss_accuracy(model, val_x, val_y)
+        val_loss, val_accuracy = evaluate_loss_accuracy(model, val_x, val_y, recipe.label_smoothing)
         row = {"epoch": epoch + 1, "loss": loss_sum.item() / n, "accuracy": correct.item() / n,
                "val_loss": val_loss, "val_accuracy": val_accuracy, "seconds": train_seconds,
                "lr": learning_rate(recipe, (epoch + 1) * steps_per_epoch - 1, steps_per_epoch)}

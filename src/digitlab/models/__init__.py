@@ -38,6 +38,19 @@ def create_model(name: str, **kwargs) -> nn.Module:
         raise ConfigError(f"model {name!r} cannot be built with {kwargs}: {err}") from err
 
 
+def create_model_from_config(model_config: dict) -> nn.Module:
+    """Rebuild a model from a run's config.json "model" entry: {"name", "args"}.
+
+    JSON turns tuples into lists; factories take tuples (shapes, widths), so lists are turned back.
+    """
+    try:
+        name = model_config["name"]
+        args = {k: tuple(v) if isinstance(v, list) else v for k, v in model_config["args"].items()}
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ConfigError(f"a run's model entry needs a 'name' and an 'args' mapping; got {model_config!r}") from err
+    return create_model(name, **args)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -150,3 +150,21 @@ def test_opencv_recipe_runs_through_the_same_api_and_run_directory(mnist, tmp_pa
     assert (model.predict(mnist.test_images[:100, 0]) == mnist.test_labels[:100].numpy()).mean() > 0.6
     with pytest.raises(CheckpointError):
         digitlab.train(None, resume=run.path, epochs=3, dataset=mnist, progress=False)
+
+
+def test_augmentation_is_seeded_bounded_and_does_what_it_says(mnist):
+    from digitlab.recipes import Augment
+
+    x = mnist.test_images[:64].float() / 255
+    pen = Augment(shift=2, rotate=12, scale=0.15, thickness=0.3, blur=1.0, noise=0.05, contrast=0.3)
+    a = train_module.augment_batch(x, pen, torch.Generator().manual_seed(7))
+    b = train_module.augment_batch(x, pen, torch.Generator().manual_seed(7))
+    c = train_module.augment_batch(x, pen, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    # thickness=0.5: every image is either dilated or eroded; dilation adds ink, erosion removes it.
+    thick = train_module.augment_batch(x, Augment(thickness=0.5), torch.Generator().manual_seed(0))
+    changed = (thick.sum((1, 2, 3)) - x.sum((1, 2, 3))).abs() > 1
+    assert changed.all()
+    assert ((thick > x).any() or (thick < x).any())
+    assert torch.equal(train_module.augment_batch(x, Augment(), torch.Generator()), x)  # nothing asked, nothing done

@@ -68,8 +68,20 @@ class Model:
         return self.predict_proba(images).argmax(1)
 
 
-def load_model(run: str | Path | Run, device: str | None = None) -> Model:
-    """Load a run directory (config.json + model.safetensors) as a `Model`."""
+BUNDLED_MODEL = Path(__file__).with_name("weights") / "digitnet-pen"
+
+
+def load_model(run: str | Path | Run | None = None, device: str | None = None) -> Model:
+    """Load a run directory (config.json + model.safetensors) as a `Model`.
+
+    With no run, the bundled default model (recipe digitnet-pen, trained by digitlab itself;
+    see weights/README.md) that works offline with no training.
+    """
+    if run is None:
+        if not (BUNDLED_MODEL / WEIGHTS).is_file():
+            raise CheckpointError(f"the bundled model is missing from this installation ({BUNDLED_MODEL}); "
+                                  "pass a run directory")
+        run = BUNDLED_MODEL
     if isinstance(run, Run):
         run = run.path
     path = Path(run)

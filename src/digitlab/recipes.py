@@ -16,11 +16,18 @@ from .errors import ConfigError, unknown_name
 
 @dataclass(frozen=True)
 class Augment:
-    """Random affine jitter applied per image on the fly, as batched tensor ops."""
+    """Random jitter applied per image on the fly, as batched tensor ops.
+
+    The first three are geometric (one affine warp); the rest mimic real pens and cameras.
+    """
 
     shift: float = 0.0  # max translation, pixels, each axis
     rotate: float = 0.0  # max rotation, degrees
     scale: float = 0.0  # max relative zoom, e.g. 0.1 = 0.9x .. 1.1x
+    thickness: float = 0.0  # probability of a 3x3 dilation (thicker pen), and likewise of an erosion
+    blur: float = 0.0  # max Gaussian blur sigma, pixels (out-of-focus cameras, soft pencils)
+    noise: float = 0.0  # max std of additive Gaussian pixel noise, [0, 1] scale
+    contrast: float = 0.0  # max loss of ink contrast: ink scaled by 1 - U(0, contrast)
 
 
 @dataclass(frozen=True)
@@ -222,6 +229,25 @@ RECIPES: dict[str, Recipe] = {
             batch_size=256,
             epochs=15,
             augment=Augment(shift=2.0, rotate=10.0, scale=0.1),
+            channels_last=True,
+            source="digitlab",
+        ),
+        Recipe(
+            name="digitnet-pen",
+            description="digitnet with pen and camera augmentation (stroke width, blur, noise, fading): "
+                        "the bundled default model that `predict` and `read` use",
+            dataset="mnist",
+            model="digitnet",
+            normalize=True,
+            optimizer="adamw",
+            lr=4e-3,
+            weight_decay=5e-4,
+            schedule="onecycle",
+            warmup=0.2,
+            label_smoothing=0.1,
+            batch_size=256,
+            epochs=15,
+            augment=Augment(shift=2.0, rotate=12.0, scale=0.15, thickness=0.3, blur=1.0, noise=0.05, contrast=0.3),
             channels_last=True,
             source="digitlab",
         ),

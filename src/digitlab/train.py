@@ -104,25 +104,52 @@ def learning_rate(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
 
 
 def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
-    """Random rotation, zoom and shift of a float batch (N, C, H, W), one affine warp per image.
+    """Randomly rotate, zoom, shift, thicken/thin, blur, fade and noise a float batch (N, C, H, W).
 
-    All images are transformed by one batched affine_grid + grid_sample, with parameters
-    drawn from `generator` so that a seed fixes them.
+    Every image gets its own parameters, drawn from `generator` so that a seed fixes them; each
+    effect is one batched op over the whole batch (no per-image Python loop).
     """
     n, _, h, w = x.shape
     dev = x.device
 
-    def uniform(limit: float) -> torch.Tensor:
+    def uniform(limit: float) -> torch.Tensor:  # (N,) in [-limit, limit]
         return (torch.rand(n, generator=generator, device=dev) * 2 - 1) * limit
 
-    angle = uniform(math.radians(aug.rotate))
-    zoom = 1 + uniform(aug.scale)
-    # affine_grid maps output to input coordinates in [-1, 1]: a shift of s pixels is 2s/size.
-    tx, ty = uniform(2 * aug.shift / w), uniform(2 * aug.shift / h)
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)  # (N, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    def per_image(v: torch.Tensor) -> torch.Tensor:  # (N,) -> (N, 1, 1, 1) to broadcast
+        return v.view(n, 1, 1, 1)
+
+    if aug.rotate or aug.scale or aug.shift:
+        angle = uniform(math.radians(aug.rotate))
+        zoom = 1 + uniform(aug.scale)
+        # affine_grid maps output to input coordinates in [-1, 1]: a shift of s pixels is 2s/size.
+        tx, ty = uniform(2 * aug.shift / w), uniform(2 * aug.shift / h)
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)  # (N, 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if aug.thickness:
+        # Grey-level dilation/erosion with a 3x3 square: a pen one pixel wider or narrower.
+        pick = torch.rand(n, generator=generator, device=dev)
+        dilated = F.max_pool2d(x, 3, stride=1, padding=1)
+        eroded = -F.max_pool2d(-x, 3, stride=1, padding=1)
+        x = torch.where(per_image(pick < aug.thickness), dilated,
+                        torch.where(per_image(pick > 1 - aug.thickness), eroded, x))
+    if aug.blur:
+        # One depthwise convolution with a different Gaussian kernel per image.
+        sigma = torch.rand(n, generator=generator, device=dev) * aug.blur + 1e-3
+        radius = max(1, math.ceil(2 * aug.blur))
+        offsets = torch.arange(-radius, radius + 1, device=dev, dtype=x.dtype)
+        kernel_1d = torch.exp(-offsets[None] ** 2 / (2 * sigma[:, None] ** 2))
+        kernel_1d = kernel_1d / kernel_1d.sum(1, keepdim=True)  # (N, K)
+        kernels = (kernel_1d[:, :, None] * kernel_1d[:, None, :]).repeat_interleave(x.shape[1], 0)[:, None]
+        x = F.conv2d(x.reshape(1, -1, h, w), kernels, padding=radius, groups=kernels.shape[0]).view(x.shape)
+    if aug.contrast:
+        x = x * per_image(1 - torch.rand(n, generator=generator, device=dev) * aug.contrast)
+    if aug.noise:
+        std = per_image(torch.rand(n, generator=generator, device=dev) * aug.noise)
+        noise = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
+        x = (x + noise * std).clamp_(0, 1)
+    return x
 
 
 def split_validation(

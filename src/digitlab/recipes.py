@@ -246,7 +246,7 @@ RECIPES: dict[str, Recipe] = {
             warmup=0.2,
             label_smoothing=0.1,
             batch_size=256,
-            epochs=15,
+            epochs=24,  # 15 gave 99.47%: the heavier augmentation needs longer to converge
             augment=Augment(shift=2.0, rotate=12.0, scale=0.15, thickness=0.3, blur=1.0, noise=0.05, contrast=0.3),
             channels_last=True,
             source="digitlab",

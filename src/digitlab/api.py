@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,10 @@ from .data import Dataset, load_dataset
 from .errors import CheckpointError, ConfigError
 from .evaluate import Metrics, compute_metrics, predict_logits
 from .models import create_model_from_config
+from .preprocess import ImageSource, to_mnist_style
 from .train import Run, fit, pick_device, split_validation
 
-__all__ = ["Model", "Run", "load_dataset", "train", "evaluate", "load_model"]
+__all__ = ["Model", "Prediction", "Run", "load_dataset", "train", "evaluate", "load_model", "predict"]
 
 
 class Model:
@@ -191,3 +193,42 @@ def evaluate(
         if history:
             plots.plot_curves(history, folder / "curves.png")
     return metrics
+
+
+@dataclass
+class Prediction:
+    """One image's reading: the class, its probability, the top 3, and the 28x28 input the model saw."""
+
+    digit: str
+    confidence: float
+    top3: list[tuple[str, float]]
+    probabilities: list[float]
+    model_input: np.ndarray  # (28, 28) uint8, ink bright: what preprocessing made of the image
+
+    def to_json(self) -> dict:
+        return {"digit": self.digit, "confidence": self.confidence,
+                "top3": [{"digit": d, "probability": p} for d, p in self.top3],
+                "probabilities": self.probabilities}
+
+
+def predict(images: ImageSource | list[ImageSource], model: Model | str | Path | None = None) -> list[Prediction]:
+    """Read one digit per image: each is prepared MNIST-style (preprocess.to_mnist_style) first.
+
+    images: one image or a list (paths, bytes, PIL images or arrays, any common format);
+    model: a loaded Model, a run directory, or None for the bundled default model.
+    """
+    if not isinstance(model, Model):
+        model = load_model(model)
+    if model.image_shape != (1, 28, 28):
+        raise ConfigError(f"predict needs a model of 28x28 grey digits; {model} takes {model.image_shape}")
+    batch = images if isinstance(images, list) else [images]
+    inputs = np.stack([to_mnist_style(image) for image in batch])  # (N, 28, 28) uint8
+    probabilities = model.predict_proba(inputs)
+    predictions = []
+    for x, p in zip(inputs, probabilities):
+        order = np.argsort(-p)[:3]
+        predictions.append(Prediction(
+            digit=model.classes[order[0]], confidence=float(p[order[0]]),
+            top3=[(model.classes[i], float(p[i])) for i in order], probabilities=[float(v) for v in p],
+            model_input=x))
+    return predictions

@@ -23,6 +23,7 @@ EPILOG = """examples:
   digitlab train --resume runs/keras-cnn-20261121-101500
   digitlab evaluate runs/digitnet-20261121-101500 --split train
   digitlab summary keras-mlp-512
+  digitlab predict my_digit.png --show-input seen/
   digitlab bench seeds --seeds 3
 
 data directory: --data-dir, else $DIGITLAB_DATA, else ~/.cache/digitlab"""
@@ -94,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="Keras-style table: layers, output shapes, parameter counts")
     p.add_argument("target", help="recipe name or run directory")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("predict", help="one digit per image: digit, confidence, top 3 (MNIST-style preparation first)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, TIFF, WebP, ...)")
+    p.add_argument("--model", metavar="RUN", help="run directory (default: the bundled model)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--show-input", metavar="DIR", help="save the 28x28 image the model saw for each input here")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="reproducible benchmark tables written to BENCHMARKS.md")
     bench_sub = p.add_subparsers(dest="suite", metavar="SUITE", required=True)
@@ -196,6 +204,30 @@ def cmd_evaluate(args) -> int:
     print(metrics.report)
     print(f"accuracy {metrics.accuracy * 100:.2f}%  loss {metrics.loss:.4f}  ({len(metrics.labels)} images)")
     print(f"files written to {args.out or args.run}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from . import api
+    from .checkpoint import atomic_write
+
+    model = api.load_model(args.model)
+    rows = []
+    for path in args.images:  # one at a time: a bad image names itself and stops before any output file
+        (prediction,) = api.predict(path, model)
+        rows.append({"image": path, **prediction.to_json()})
+        if args.show_input:
+            import cv2
+
+            target = Path(args.show_input) / (Path(path).stem + "-28x28.png")
+            ok, png = cv2.imencode(".png", prediction.model_input)
+            atomic_write(target, lambda tmp, data=png.tobytes(): tmp.write_bytes(data))
+            rows[-1]["model_input"] = str(target)
+        if not args.json:
+            top = "  ".join(f"{d} {p * 100:.1f}%" for d, p in prediction.top3)
+            print(f"{path}: {prediction.digit} ({prediction.confidence * 100:.1f}%)   top 3: {top}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
     return 0
 
 

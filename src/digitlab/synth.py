@@ -1,0 +1,198 @@
+"""Synthetic pages of handwritten digit strings with known truth, for tests and `bench read`.
+
+    pages = make_pages(100, seed=0, images=mnist_test_images, labels=mnist_test_labels)
+    page, truth = pages[0]        # (H, W, 3) uint8 RGB, PageTruth(lines=['4071', '93'], boxes=...)
+
+MNIST test digits are composed into 1-3 lines of 2-8 digits on paper-like ground: light grey or
+cream with noise, blotches and a lighting gradient, optionally ruled; the writing varies in size
+(digit height 20-80 px), gaps (touching or overlapping pairs on a quarter of the pages), slant,
+baseline drift and ink colour; the page is then blurred and JPEG-compressed. Every draw comes
+from the `numpy.random.Generator` passed in, so one seed gives the same pages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+Box = tuple[int, int, int, int]  # (x, y, w, h) in page pixels
+
+# RGB ink colours: black, blue ballpoint, dark grey pencil-ish.
+INKS = ((25, 25, 30), (30, 45, 140), (75, 75, 80))
+MNIST_BOX = 20  # MNIST fits each digit's larger side into 20 of its 28 pixels
+
+
+@dataclass(frozen=True)
+class PageTruth:
+    """What a page says: one string per line (top to bottom) and each digit's ink box."""
+
+    lines: list[str]
+    boxes: list[list[Box]]  # boxes[i][j]: digit j of line i
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _as_digit_arrays(digits_source) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) as numpy: images (N, 28, 28) uint8 (a channel axis of 1 is dropped)."""
+    images, labels = digits_source
+    images = np.asarray(images)
+    if images.ndim == 4:
+        images = images[:, 0]
+    return images, np.asarray(labels)
+
+
+def render_digit(image: np.ndarray, height: float, shear: float) -> np.ndarray:
+    """A 28x28 uint8 digit scaled so MNIST's 20-px box becomes `height` px, slanted by `shear`
+    (dx per dy; positive leans right), cropped to its ink: float32 alpha in [0, 1]."""
+    scale = height / MNIST_BOX
+    size = max(2, round(28 * scale))
+    big = cv2.resize(image.astype(np.float32) / 255, (size, size), interpolation=cv2.INTER_LINEAR)
+    pad = int(abs(shear) * size) + 2
+    # x' = x + shear * (centre_y - y): the top moves right for a positive shear, the centre stays.
+    matrix = np.float32([[1, -shear, shear * size / 2 + pad], [0, 1, 0]])
+    slanted = cv2.warpAffine(big, matrix, (size + 2 * pad, size), flags=cv2.INTER_LINEAR)
+    rows, cols = np.nonzero(slanted > 0.1)
+    return np.clip(slanted[rows.min():rows.max() + 1, cols.min():cols.max() + 1], 0, 1)
+
+
+def _paper(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Light grey or cream paper (float32 RGB 0..255) with fine noise and soft blotches."""
+    grey = rng.uniform(195, 250)
+    cream = rng.uniform(0, 1)  # 0: neutral grey, 1: cream (less blue, a little less green)
+    colour = np.array([grey, grey - 8 * cream, grey - 30 * cream], np.float32)
+    page = np.empty((height, width, 3), np.float32)
+    page[:] = colour
+    blotches = cv2.resize(rng.normal(0, 1, (max(2, height // 40), max(2, width // 40))).astype(np.float32),
+                          (width, height), interpolation=cv2.INTER_CUBIC)
+    page += (rng.uniform(0, 4) * blotches)[..., None]
+    page += rng.normal(0, rng.uniform(1, 5), (height, width, 1)).astype(np.float32)
+    return page
+
+
+def _lighting(rng: np.random.Generator, height: int, width: int, strength: float) -> np.ndarray:
+    """A multiplicative light field: 1 on the bright side falling linearly to 1 - strength."""
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    ramp = xx * np.cos(angle) + yy * np.sin(angle)
+    ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1.0)
+    return 1 - strength * ramp
+
+
+def make_page(
+    rng: np.random.Generator,
+    digits_source: tuple[np.ndarray, np.ndarray],
+    *,
+    n_lines: int | None = None,
+    n_digits: int | None = None,
+    digit_height: float | None = None,
+    touching: bool | None = None,
+    ruled: bool | None = None,
+    lighting: float | None = None,
+    drift: float | None = None,
+    line_gap: float | None = None,
+    jpeg_quality: int | None = None,
+) -> tuple[np.ndarray, PageTruth]:
+    """One synthetic page: (H, W, 3) uint8 RGB and its `PageTruth`.
+
+    digits_source: (images (N, 28, 28) uint8 ink-bright, labels (N,)) to draw digits from.
+    Every keyword left as None is drawn from `rng`: n_lines 1-3; n_digits per line 2-8;
+    digit_height 20-80 px; touching (one adjacent pair per line with a gap of -10%..0 of the
+    digit height) on 25% of pages; ruled lines on 30%; lighting (how much darker the dark side
+    is) 0-0.45; drift (baseline slope dy/dx) -0.04..0.04; line_gap (between lines, in digit
+    heights) 0.5-1.2; jpeg_quality 30-90.
+    """
+    images, labels = _as_digit_arrays(digits_source)
+    n_lines = n_lines if n_lines is not None else int(rng.integers(1, 4))
+    height = digit_height if digit_height is not None else float(rng.uniform(20, 80))
+    touching = touching if touching is not None else bool(rng.random() < 0.25)
+    ruled = ruled if ruled is not None else bool(rng.random() < 0.3)
+    lighting = lighting if lighting is not None else float(rng.uniform(0, 0.45))
+    drift = drift if drift is not None else float(rng.uniform(-0.04, 0.04))
+    line_gap = line_gap if line_gap is not None else float(rng.uniform(0.5, 1.2))
+    jpeg_quality = jpeg_quality if jpeg_quality is not None else int(rng.integers(30, 91))
+    shear = rng.uniform(-0.25, 0.25)  # one writer: one slant per page, jittered per digit
+    strength = rng.uniform(0.75, 1.0)  # how dark the ink is at full MNIST intensity
+
+    # Lay out every digit (alpha image and top-left corner) in page coordinates before the page
+    # exists, then size the page around them.
+    placed: list[list[tuple[np.ndarray, float, float]]] = []
+    line_strings: list[str] = []
+    for line in range(n_lines):
+        count = n_digits if n_digits is not None else int(rng.integers(2, 9))
+        picks = rng.integers(0, len(images), count)
+        gaps = rng.uniform(0.15, 0.8, count) * height
+        if touching and count >= 2:
+            gaps[rng.integers(0, count - 1)] = rng.uniform(-0.1, 0.0) * height
+        baseline = line * height * (1 + line_gap)
+        x, row = 0.0, []
+        for k, index in enumerate(picks):
+            alpha = render_digit(images[index], height * rng.uniform(0.92, 1.08), shear + rng.uniform(-0.05, 0.05))
+            h, w = alpha.shape
+            # MNIST centres each digit by its centre of mass, so a short digit sits mid-box; keep
+            # the bottoms near the baseline (+-5% of the height) as handwriting does.
+            top = baseline + height - h + drift * x + rng.uniform(-0.05, 0.05) * height
+            row.append((alpha, x, top))
+            x += w + gaps[k]
+        placed.append(row)
+        line_strings.append("".join(str(int(labels[i])) for i in picks))
+
+    margins = rng.uniform(0.5, 2.0, 4) * height  # left, top, right, bottom
+    left = min(x for row in placed for _, x, _ in row)
+    top = min(y for row in placed for _, _, y in row)
+    right = max(x + a.shape[1] for row in placed for a, x, _ in row)
+    bottom = max(y + a.shape[0] for row in placed for a, _, y in row)
+    width_px = int(np.ceil(right - left + margins[0] + margins[2]))
+    height_px = int(np.ceil(bottom - top + margins[1] + margins[3]))
+    shift_x, shift_y = margins[0] - left, margins[1] - top
+
+    page = _paper(rng, height_px, width_px)
+    if ruled:
+        # Ruled lines under every line of writing (the digits stand on them) and between them
+        # at the same pitch, light blue or grey, 1-3 px; a red margin line when there is room.
+        colour = (150, 180, 225) if rng.random() < 0.5 else (165, 165, 165)
+        thickness = max(1, round(height / 30))
+        pitch = height * (1 + line_gap)
+        y = (shift_y + height) % pitch
+        while y < height_px:
+            cv2.line(page, (0, round(y)), (width_px - 1, round(y)), colour, thickness)
+            y += pitch
+        if margins[0] > 0.8 * height:
+            x_margin = round(margins[0] / 3)
+            cv2.line(page, (x_margin, 0), (x_margin, height_px - 1), (220, 120, 120), thickness)
+
+    ink_alpha = np.zeros((height_px, width_px), np.float32)
+    boxes: list[list[Box]] = []
+    for row in placed:
+        line_boxes = []
+        for alpha, x, y in row:
+            x0, y0 = round(x + shift_x), round(y + shift_y)
+            h, w = alpha.shape
+            region = ink_alpha[y0:y0 + h, x0:x0 + w]
+            np.maximum(region, alpha, out=region)  # overlapping strokes of touching digits join
+            line_boxes.append((x0, y0, w, h))
+        boxes.append(line_boxes)
+
+    ink = np.array(INKS[rng.integers(len(INKS))], np.float32) + rng.uniform(-10, 10, 3)
+    coverage = (ink_alpha * strength)[..., None]
+    page = page * (1 - coverage) + ink * coverage
+    page *= _lighting(rng, height_px, width_px, lighting)[..., None]
+    sigma = rng.uniform(0, 1.0)
+    if sigma > 0.3:
+        page = cv2.GaussianBlur(page, (0, 0), sigma)
+    page_bgr = cv2.cvtColor(np.clip(page, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+    _, encoded = cv2.imencode(".jpg", page_bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    page = cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return page, PageTruth(lines=line_strings, boxes=boxes)
+
+
+def make_pages(
+    n: int, seed: int, images: np.ndarray, labels: np.ndarray
+) -> list[tuple[np.ndarray, PageTruth]]:
+    """`n` random pages from one seeded generator: the same seed gives the same pages."""
+    rng = np.random.default_rng(seed)
+    source = _as_digit_arrays((images, labels))
+    return [make_page(rng, source) for _ in range(n)]

@@ -245,3 +245,14 @@ def test_plots_leave_pyplot_alone(tmp_path):
         "assert 'matplotlib.pyplot' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    from digitlab.evaluate import fit_temperature
+
+    generator = torch.Generator().manual_seed(0)
+    true_logits = torch.randn(20000, 10, generator=generator) * 3
+    labels = torch.multinomial(torch.softmax(true_logits, 1), 1, generator=generator).squeeze(1)
+    # Logits that are 2.5x too flat, as label smoothing leaves them: the fit must undo the factor.
+    assert fit_temperature(true_logits / 2.5, labels) == pytest.approx(1 / 2.5, rel=0.05)
+    assert fit_temperature(true_logits, labels) == pytest.approx(1.0, rel=0.05)

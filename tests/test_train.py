@@ -27,6 +27,7 @@ def test_keras_mlp_dropout_one_epoch_reaches_96_percent(mnist, tmp_path):
     metrics = json.loads((run.path / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(run.history[-1]["val_accuracy"], abs=1e-6)
     assert not list(run.path.rglob("*.tmp"))
+    assert all(p.stat().st_mode & 0o044 for p in run.path.iterdir() if p.is_file())  # readable by others
 
 
 def test_digitnet_one_epoch_reaches_98_5_percent(mnist, tmp_path):

@@ -24,9 +24,11 @@ from .errors import CheckpointError, ConfigError
 from .evaluate import Metrics, compute_metrics, predict_logits
 from .models import create_model_from_config
 from .preprocess import ImageSource, to_mnist_style
+from .read import UNSURE_BELOW, Reading
+from .read import read as read_image
 from .train import Run, fit, pick_device, split_validation
 
-__all__ = ["Model", "Prediction", "Run", "load_dataset", "train", "evaluate", "load_model", "predict"]
+__all__ = ["Model", "Prediction", "Run", "load_dataset", "train", "evaluate", "load_model", "predict", "read"]
 
 
 class Model:
@@ -38,6 +40,9 @@ class Model:
         self.path = path
         self.classes: tuple[str, ...] = tuple(config["dataset"]["classes"])
         self.image_shape: tuple[int, int, int] = tuple(config["dataset"]["image_shape"])
+        # Probabilities are softmax(logits / temperature); a calibrated model records its own
+        # temperature (evaluate.fit_temperature), others use 1.
+        self.temperature: float = float(config.get("calibration", {}).get("temperature", 1.0))
 
     def __repr__(self) -> str:
         return f"Model({self.config['recipe']['name']!r}, model={self.config['model']['name']!r}, path={self.path})"
@@ -63,7 +68,7 @@ class Model:
     def predict_proba(self, images) -> np.ndarray:
         """(N, K) class probabilities for a batch of images."""
         logits = predict_logits(self.module, self._as_uint8_batch(images))
-        return torch.softmax(logits, 1).numpy()
+        return torch.softmax(logits / self.temperature, 1).numpy()
 
     def predict(self, images) -> np.ndarray:
         """(N,) predicted class indices (for digits, the digit itself)."""
@@ -217,10 +222,7 @@ def predict(images: ImageSource | list[ImageSource], model: Model | str | Path |
     images: one image or a list (paths, bytes, PIL images or arrays, any common format);
     model: a loaded Model, a run directory, or None for the bundled default model.
     """
-    if not isinstance(model, Model):
-        model = load_model(model)
-    if model.image_shape != (1, 28, 28):
-        raise ConfigError(f"predict needs a model of 28x28 grey digits; {model} takes {model.image_shape}")
+    model = _digit_model(model)
     batch = images if isinstance(images, list) else [images]
     inputs = np.stack([to_mnist_style(image) for image in batch])  # (N, 28, 28) uint8
     probabilities = model.predict_proba(inputs)
@@ -232,3 +234,22 @@ def predict(images: ImageSource | list[ImageSource], model: Model | str | Path |
             top3=[(model.classes[i], float(p[i])) for i in order], probabilities=[float(v) for v in p],
             model_input=x))
     return predictions
+
+
+def _digit_model(model: Model | str | Path | None) -> Model:
+    """A loaded 28x28 digit model: the one given, a run directory, or the bundled default."""
+    if not isinstance(model, Model):
+        model = load_model(model)
+    if model.image_shape != (1, 28, 28):
+        raise ConfigError(f"reading digits needs a model of 28x28 grey digits; {model} takes {model.image_shape}")
+    return model
+
+
+def read(image: ImageSource, model: Model | str | Path | None = None, *,
+         unsure_below: float = UNSURE_BELOW) -> Reading:
+    """Read the lines of digits in a photo or scan: text, and each digit's box and confidence.
+
+    model: a loaded Model, a run directory, or None for the bundled default model;
+    unsure_below: digits whose top probability is lower read as '?' (not guessed).
+    """
+    return read_image(image, _digit_model(model), unsure_below=unsure_below)

@@ -31,6 +31,8 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 HISTORY = "history.json"
 CHECKPOINTS = "checkpoint"
+_UMASK = os.umask(0)  # read once (os.umask can only be read by setting it) and restored at once
+os.umask(_UMASK)
 
 
 def atomic_write(path: Path, write) -> Path:
@@ -43,6 +45,7 @@ def atomic_write(path: Path, write) -> Path:
         write(Path(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files 0600; give them the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

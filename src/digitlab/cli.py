@@ -24,6 +24,7 @@ EPILOG = """examples:
   digitlab evaluate runs/digitnet-20261121-101500 --split train
   digitlab summary keras-mlp-512
   digitlab predict my_digit.png --show-input seen/
+  digitlab read cheque.jpg --annotate cheque-read.png
   digitlab bench seeds --seeds 3
 
 data directory: --data-dir, else $DIGITLAB_DATA, else ~/.cache/digitlab"""
@@ -102,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--show-input", metavar="DIR", help="save the 28x28 image the model saw for each input here")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("read", help="lines of digits in photos or scans: text, boxes, confidences")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="photos or scans of one or more lines of digits")
+    p.add_argument("--model", metavar="RUN", help="run directory (default: the bundled model)")
+    p.add_argument("--unsure-below", type=float, default=None, metavar="P",
+                   help="digits whose top probability is below P read as '?' (default: 0.6)")
+    p.add_argument("--annotate", metavar="OUT.png",
+                   help="draw boxes and readings; with several images, OUT-<image name>.png for each")
+    p.add_argument("--json", action="store_true", help="print the whole structure as JSON")
+    p.set_defaults(func=cmd_read)
 
     p = sub.add_parser("bench", help="reproducible benchmark tables written to BENCHMARKS.md")
     bench_sub = p.add_subparsers(dest="suite", metavar="SUITE", required=True)
@@ -228,6 +239,34 @@ def cmd_predict(args) -> int:
             print(f"{path}: {prediction.digit} ({prediction.confidence * 100:.1f}%)   top 3: {top}")
     if args.json:
         print(json.dumps(rows, indent=2))
+    return 0
+
+
+def cmd_read(args) -> int:
+    from . import api
+    from .read import UNSURE_BELOW, save_annotation
+
+    model = api.load_model(args.model)
+    unsure = UNSURE_BELOW if args.unsure_below is None else args.unsure_below
+    results = []
+    for path in args.images:
+        reading = api.read(path, model, unsure_below=unsure)
+        results.append({"image": path, **reading.to_json()})
+        if args.annotate:
+            out = Path(args.annotate)
+            if len(args.images) > 1:
+                out = out.with_name(f"{out.stem}-{Path(path).stem}{out.suffix or '.png'}")
+            save_annotation(out, path, reading)
+            results[-1]["annotation"] = str(out)
+        if not args.json:
+            print(f"{path}:")
+            for line in reading.lines:
+                sure = " ".join(f"{d.text}:{d.confidence * 100:.0f}%" for d in line.digits)
+                print(f"  {line.text}    ({sure})")
+            if not reading.lines:
+                print("  (no digits found)")
+    if args.json:
+        print(json.dumps(results, indent=2))
     return 0
 
 

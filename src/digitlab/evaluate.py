@@ -174,3 +174,28 @@ def predict_logits(
         for module, training in modes:
             module.training = training
     return torch.cat(logits)
+
+
+def fit_temperature(logits: torch.Tensor | np.ndarray, labels) -> float:
+    """The temperature T minimising the mean cross-entropy of softmax(logits / T) (Guo et al., 2017).
+
+    Scaling logits changes no prediction, only how sure the probabilities say the model is:
+    label smoothing, for one, trains a model to stay below ~0.9 on every image, so a
+    threshold on its raw probabilities would doubt digits it reads correctly. Golden-section
+    search over log T in [1/20, 20]; the loss is convex in 1/T.
+    """
+    z = torch.as_tensor(_as_numpy(logits), dtype=torch.float64)
+    y = torch.as_tensor(_as_numpy(labels), dtype=torch.long)
+
+    def loss(log_t: float) -> float:
+        return float(torch.nn.functional.cross_entropy(z / np.exp(log_t), y))
+
+    lo, hi = -np.log(20.0), np.log(20.0)
+    ratio = (np.sqrt(5) - 1) / 2
+    for _ in range(60):
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        if loss(a) < loss(b):
+            hi = b
+        else:
+            lo = a
+    return float(np.exp((lo + hi) / 2))

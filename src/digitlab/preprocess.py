@@ -75,15 +75,15 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, max_bytes: 
     than `max_pixels` are refused before they are decoded. A transparent image is flattened
     onto a ground its drawing contrasts with: black under white strokes, white under dark ones.
     """
+    name = str(source) if isinstance(source, (str, os.PathLike)) else "the image"
     if isinstance(source, np.ndarray):
         grey, alpha = _array_channels(source)
     else:
-        name = str(source) if isinstance(source, (str, os.PathLike)) else "the image"
         image = source if isinstance(source, Image.Image) else _open(source, name, max_bytes, max_pixels)
         _check_pixels(image.size, max_pixels, name)
         grey, alpha = _image_channels(_decode(image, name))
     if min(grey.shape) < MIN_SIDE:
-        raise ImageError(f"the image is {grey.shape[1]}x{grey.shape[0]} pixels: too small to hold a digit "
+        raise ImageError(f"{name} is {grey.shape[1]}x{grey.shape[0]} pixels: too small to hold a digit "
                          f"(at least {MIN_SIDE}x{MIN_SIDE})")
     if alpha is not None and alpha.min() < alpha.max():
         grey = _composite(grey, alpha)

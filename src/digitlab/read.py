@@ -51,6 +51,7 @@ from .preprocess import ImageError, center_digit, ink_map, load_image
 Box = tuple[int, int, int, int]  # (x, y, w, h) in pixels
 
 UNSURE = "?"
+UNSURE_BELOW = 0.6  # default: a digit whose top probability is lower reads as UNSURE
 MAX_SIDE = 2000  # larger images are read at this size (boxes are mapped back): a phone photo's
 # 4000 px add nothing to digits that are tens of pixels high, and cost seconds of morphology
 
@@ -555,7 +556,7 @@ def _union(boxes: list[Box]) -> Box:
     return (x0, y0, x1 - x0, y1 - y0)
 
 
-def read(image, model, *, unsure_below: float = 0.6) -> Reading:
+def read(image, model, *, unsure_below: float = UNSURE_BELOW) -> Reading:
     """Read every line of digits in an image.
 
     image: anything `preprocess.load_image` takes (a path, bytes, a PIL image, an array: grey

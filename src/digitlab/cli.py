@@ -130,6 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice, one per core)")
     add_data_dir(q)
     q.set_defaults(func=cmd_bench_seeds)
+    q = bench_sub.add_parser("read", help="read real handwriting (USPS, cheques, photos) and generated pages, "
+                                          "beside Tesseract when installed",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    q.add_argument("--model", metavar="RUN", help="run directory (default: the bundled model)")
+    q.add_argument("--pages", type=int, default=200, help="synthetic pages generated from the MNIST test set")
+    q.add_argument("--seed", type=int, default=0, help="seed of the synthetic pages")
+    q.add_argument("--unsure-below", type=float, help="the reader's unsure threshold (default: read.py's, 0.6)")
+    q.add_argument("--limit", type=int, help="at most this many images per set (quick runs)")
+    q.add_argument("--no-tesseract", action="store_true", help="do not run Tesseract even when installed")
+    q.add_argument("--results", default="benchmarks/results/read.json", help="JSON file of the results")
+    q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'bench read' section is rewritten")
+    add_data_dir(q)
+    q.set_defaults(func=cmd_bench_read)
     return parser
 
 
@@ -283,6 +296,15 @@ def cmd_bench_seeds(args) -> int:
     bench_seeds(recipes=args.recipes, seeds=args.seeds, max_seconds=args.max_seconds, results=Path(args.results),
                 markdown=Path(args.markdown), out=Path(args.out), device=args.device, data_dir=args.data_dir,
                 threads=args.threads)
+    return 0
+
+
+def cmd_bench_read(args) -> int:
+    from .bench_read import bench_read
+
+    bench_read(data_dir=args.data_dir, model=args.model, markdown=Path(args.markdown), results=Path(args.results),
+               synthetic_pages=args.pages, seed=args.seed, unsure_below=args.unsure_below,
+               tesseract=not args.no_tesseract, limit=args.limit)
     return 0
 
 

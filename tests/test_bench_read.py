@@ -1,0 +1,186 @@
+"""`bench_read`: the digit-accuracy metric against hand-computed cases, line matching, and the
+whole benchmark on a tiny data directory (JSON, the BENCHMARKS.md section, the rest of the file
+kept), with and without Tesseract, and the error for a data directory without real-digits."""
+
+import csv
+import json
+import shutil
+
+import pytest
+
+import digitlab
+from digitlab.bench_read import (END, HEADING, START, _match_lines, bench_read, digit_accuracy, digits_correct,
+                                 edit_distance, string_metrics, tesseract_version)
+from digitlab.errors import DatasetNotFoundError, DigitlabError
+from digitlab.read import UNSURE_BELOW
+
+# --- the metric ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("a, b, distance", [
+    ("", "", 0), ("123", "123", 0), ("123", "", 3), ("", "45", 2),
+    ("12345", "1245", 1),  # a digit missed
+    ("1234", "12?4", 1),  # an unsure digit is a wrong one
+    ("123", "1293", 1),  # one extra
+    ("123", "321", 2),  # two substitutions
+    ("kitten", "sitting", 3), ("18014", "18?014", 1),
+])
+def test_edit_distance(a, b, distance):
+    assert edit_distance(a, b) == distance
+    assert edit_distance(b, a) == distance
+
+
+def test_digits_correct_is_length_less_edits_floored_at_zero():
+    assert digits_correct("12345", "12345") == 5
+    assert digits_correct("12345", "1245") == 4
+    assert digits_correct("12345", "123456") == 4  # an extra digit costs one too
+    assert digits_correct("1234", "12?4") == 3
+    assert digits_correct("12", "") == 0
+    assert digits_correct("12", "99999") == 0  # 5 edits > 2 digits: 0, not negative
+
+
+def test_digit_accuracy_and_string_metrics_by_hand():
+    pairs = [("12345", "1245"), ("123", ""), ("77", "77"), ("9", "4")]
+    # right digits: 4 + 0 + 2 + 0 = 6 of 5 + 3 + 2 + 1 = 11
+    assert digit_accuracy(pairs) == pytest.approx(6 / 11)
+    metrics = string_metrics(pairs)
+    assert metrics["strings_exact"] == pytest.approx(1 / 4)
+    assert metrics["digit_accuracy"] == pytest.approx(6 / 11)
+    assert (metrics["strings"], metrics["digits"]) == (4, 11)
+    assert digit_accuracy([]) == 0.0
+
+
+def test_lines_are_matched_by_overlap_not_order():
+    truth = [(10, 10, 100, 30), (10, 60, 100, 30), (10, 110, 100, 30)]
+    read = [("333", (12, 112, 90, 28)), ("111", (8, 12, 100, 30)), ("999", (400, 400, 10, 10))]
+    assert _match_lines(truth, read) == ["111", "", "333"]  # the middle line was not read
+    # two read lines over one true line: the one that overlaps it more
+    assert _match_lines([(0, 0, 100, 20)], [("12", (0, 0, 40, 20)), ("1234", (0, 0, 95, 20))]) == ["1234"]
+
+
+# --- the benchmark on a tiny data directory -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(mnist, tmp_path_factory):
+    """An MLP trained briefly: the benchmark's plumbing, not its figures, is under test here."""
+    run = digitlab.train("keras-mlp-dropout", epochs=1, subset=2000, dataset=mnist,
+                         out=tmp_path_factory.mktemp("runs"), progress=False, evaluate_after=False)
+    return digitlab.load_model(run.path)
+
+
+@pytest.fixture()
+def tiny_data(shared_data_dir, tmp_path):
+    """tmp/data with real-digits/ (5 USPS digits, 3 cheques, 1 webcam photo and their labels.csv
+    rows) and mnist -> the shared MNIST."""
+    source = shared_data_dir / "real-digits"
+    if not (source / "labels.csv").is_file():
+        pytest.skip(f"real-digits is not in {shared_data_dir}")
+    with open(source / "labels.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    chosen = ([r for r in rows if r["subset"] == "usps-test"][:5] + [r for r in rows if r["subset"] ==
+                                                                     "orand-car-a-train"][:3]
+              + [r for r in rows if r["subset"] == "photo-webcam"][:1])
+    data = tmp_path / "data"
+    target = data / "real-digits"
+    for row in chosen:
+        (target / row["file"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / row["file"], target / row["file"])
+    with open(target / "labels.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(chosen)
+    (data / "mnist").symlink_to(shared_data_dir / "mnist", target_is_directory=True)
+    return data
+
+
+BEFORE = "# Benchmarks\n\nIntro that must stay.\n\n## Seeds\n\n<!-- bench seeds: begin -->\nseeds\n" \
+         "<!-- bench seeds: end -->\n"
+AFTER = "\n## Later section\n\nText after the read section must stay too.\n"
+
+
+def test_bench_read_writes_json_and_its_markdown_section(tiny_data, tiny_model, tmp_path):
+    markdown, results = tmp_path / "BENCHMARKS.md", tmp_path / "out" / "read.json"
+    markdown.write_text(BEFORE)
+    report = bench_read(data_dir=tiny_data, model=tiny_model, markdown=markdown, results=results,
+                        synthetic_pages=3, limit=4, tesseract=False, progress=False)
+
+    assert json.loads(results.read_text()) == json.loads(json.dumps(report))
+    sets = report["sets"]
+    assert [sets[k]["n"] for k in ("usps", "orand", "photos", "synthetic")] == [4, 3, 1, 3]  # limit caps USPS
+    assert sets["synthetic"]["lines"] >= 3
+    for key, entry in sets.items():
+        assert entry["tesseract"] is None
+        result = entry["digitlab"]
+        for metric in ("accuracy", "strings_exact", "digit_accuracy"):
+            if metric in result:
+                assert 0 <= result[metric] <= 1
+        assert result["seconds_per_image"] > 0
+    assert "accuracy" in sets["usps"]["digitlab"] and "digit_accuracy" in sets["orand"]["digitlab"]
+    assert report["unsure_below"] == UNSURE_BELOW  # None: read.py's default
+    assert report["model"]["recipe"] == "keras-mlp-dropout"
+    assert report["tesseract"]["state"] == "not run"
+
+    text = markdown.read_text()
+    assert text.startswith(BEFORE.rstrip("\n"))  # what was there stays
+    assert text.count(START) == text.count(END) == 1 and text.count(HEADING) == 1
+    section = text[text.index(START):text.index(END)]
+    assert "| set | n | metric | target | digitlab | tesseract |" in section
+    assert "| ≥ 95% |" in section and "seconds per page" in section and "not run" in section
+    assert "USPS test digits" in section and "ORAND-CAR-A" in section and "Synthetic pages" in section
+    assert "keras-mlp-dropout" in section and "unsure threshold 0.6" in section
+
+    # Run again into a file that has text after the section: the section is replaced in place.
+    markdown.write_text(text + AFTER)
+    bench_read(data_dir=tiny_data, model=tiny_model, markdown=markdown, results=results, synthetic_pages=0,
+               limit=2, unsure_below=0.0, tesseract=False, progress=False)
+    again = markdown.read_text()
+    assert again.startswith(text[:text.index(START)]) and again.endswith(AFTER)
+    assert again.count(START) == again.count(END) == again.count(HEADING) == 1
+    assert "unsure threshold 0" in again and "Capped at 2 per set" in again
+    assert json.loads(results.read_text())["sets"]["synthetic"]["digitlab"] is None
+
+
+def test_tesseract_not_installed_says_so(tiny_data, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr("digitlab.bench_read.shutil.which", lambda name: None)
+    markdown = tmp_path / "BENCHMARKS.md"  # absent: created with a heading
+    report = bench_read(data_dir=tiny_data, model=tiny_model, markdown=markdown, results=tmp_path / "r.json",
+                        synthetic_pages=1, limit=1, tesseract=True, progress=False)
+    assert report["tesseract"] == {**report["tesseract"], "state": "not installed", "version": None}
+    assert all(entry["tesseract"] is None for entry in report["sets"].values())
+    text = markdown.read_text()
+    assert text.startswith("# Benchmarks") and HEADING in text
+    assert "| not installed |" in text and "Tesseract: not installed" in text
+
+
+@pytest.mark.skipif(tesseract_version() is None, reason="the tesseract binary is not installed")
+def test_tesseract_side_by_side(tiny_data, tiny_model, tmp_path):
+    report = bench_read(data_dir=tiny_data, model=tiny_model, markdown=tmp_path / "B.md",
+                        results=tmp_path / "r.json", synthetic_pages=1, limit=2, progress=False)
+    assert report["tesseract"]["state"] == "installed"
+    for entry in report["sets"].values():
+        assert entry["tesseract"]["seconds_per_image"] > 0
+        assert set(entry["digitlab"]) - {"strings_exact_without_marks"} == set(entry["tesseract"]) - {"failures"}
+        assert entry["tesseract"]["failures"] == []
+
+
+def test_missing_real_digits_is_a_clear_error(shared_data_dir, tmp_path):
+    data = tmp_path / "data"
+    (data / "mnist").mkdir(parents=True)
+    markdown, results = tmp_path / "BENCHMARKS.md", tmp_path / "read.json"
+    with pytest.raises(DatasetNotFoundError) as caught:
+        bench_read(data_dir=data, markdown=markdown, results=results, progress=False)
+    assert isinstance(caught.value, DigitlabError)
+    assert str(data / "real-digits") in str(caught.value) and "DIGITLAB_DATA" in str(caught.value)
+    assert not markdown.exists() and not results.exists()
+
+
+def test_missing_image_listed_in_labels_is_a_clear_error(tiny_data, tiny_model, tmp_path):
+    folder = tiny_data / "real-digits"
+    with open(folder / "labels.csv", newline="") as f:
+        first = next(csv.DictReader(f))["file"]
+    (folder / first).unlink()
+    with pytest.raises(DigitlabError, match="not in"):
+        bench_read(data_dir=tiny_data, model=tiny_model, markdown=tmp_path / "B.md", results=tmp_path / "r.json",
+                   progress=False)

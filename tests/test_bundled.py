@@ -60,7 +60,11 @@ def test_read_command_writes_json_and_annotation(capsys, tmp_path, mnist):
     (result,) = json.loads(capsys.readouterr().out)
     assert code == 0
     assert result["text"] == truth.text
-    assert cv2.imread(str(tmp_path / "seen.png")).shape == page.shape
+    seen = cv2.imread(str(tmp_path / "seen.png"))
+    assert seen.shape == page.shape
+    # Drawn on the colour page, not its grey version: away from the boxes the pixels are the page's.
+    corner = cv2.cvtColor(page, cv2.COLOR_RGB2BGR)[:8, :8].astype(int)
+    assert np.abs(seen[:8, :8].astype(int) - corner).max() <= 1
 
 
 @pytest.mark.parametrize("name, content", [

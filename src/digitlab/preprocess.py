@@ -90,6 +90,23 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, max_bytes: 
     return grey
 
 
+def load_colour(source: ImageSource, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES) -> np.ndarray | None:
+    """The image as (H, W, 3) uint8 RGB for showing it (annotations), with the same limits,
+    checks and EXIF orientation as `load_image`; None where a colour view would mislead
+    (transparent, 16-bit or float images: show `load_image`'s grey instead)."""
+    if isinstance(source, np.ndarray):
+        if source.ndim == 3 and source.shape[2] == 3 and source.dtype == np.uint8:
+            return source
+        return None
+    name = str(source) if isinstance(source, (str, os.PathLike)) else "the image"
+    image = source if isinstance(source, Image.Image) else _open(source, name, max_bytes, max_pixels)
+    _check_pixels(image.size, max_pixels, name)
+    image = _decode(image, name)
+    if image.mode not in ("RGB", "L", "P", "CMYK", "YCbCr", "1") or image.has_transparency_data:
+        return None
+    return np.asarray(image.convert("RGB"))
+
+
 def _open(source, name: str, max_bytes: int, max_pixels: int) -> Image.Image:
     """Read at most `max_bytes` and open the image lazily: only its header is parsed."""
     if isinstance(source, (str, os.PathLike)):

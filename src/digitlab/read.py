@@ -46,7 +46,7 @@ import numpy as np
 
 from .checkpoint import atomic_write
 from .errors import ConfigError
-from .preprocess import ImageError, center_digit, ink_map, load_image
+from .preprocess import ImageError, center_digit, ink_map, load_colour, load_image
 
 Box = tuple[int, int, int, int]  # (x, y, w, h) in pixels
 
@@ -637,10 +637,11 @@ UNSURE_COLOUR = (255, 140, 0)  # RGB orange
 def annotate(image, reading: Reading) -> np.ndarray:
     """The image (H, W, 3) uint8 RGB with each digit's box and reading drawn on it: green when
     sure; orange for '?', with the model's best guess after it ('?7') where there is one.
-    `image` is what was given to `read` (an RGB uint8 array is drawn on in colour; anything
-    else is shown in grey)."""
-    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
-        canvas = image.copy()
+    `image` is what was given to `read`: drawn on in colour where it has ordinary colours (an RGB
+    uint8 array, a colour file), else on its grey version (transparent, 16-bit, float images)."""
+    colour = load_colour(image)
+    if colour is not None:
+        canvas = colour.copy()
     else:
         grey = np.clip(load_image(image) * 255, 0, 255).astype(np.uint8)
         canvas = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)

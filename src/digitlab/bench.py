@@ -156,10 +156,17 @@ def publish(rows: list[dict], markdown: Path) -> None:
     lines.append("Commands and dates: " + "; ".join(
         f"`{name}`: {', '.join('`' + c + '`' for c in s['commands'])} ({s['date']})" for name, s in summary.items()))
     lines.append(END)
-    block = "\n".join(lines)
+    write_section(markdown, START, END, "\n".join(lines),
+                  "## Reproduction of the classic recipes (`digitlab bench seeds`)\n\n")
+
+
+def write_section(markdown: Path, start: str, end: str, block: str, preamble: str) -> None:
+    """Put `block` (which begins with `start` and ends with `end`) into `markdown` in place of
+    the text between those markers, keeping everything else; where the markers are absent,
+    append `preamble` (a heading and intro) and the block."""
     text = markdown.read_text() if markdown.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
+    if start in text and end in text and text.index(start) < text.index(end):
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
     else:
-        text = text.rstrip("\n") + "\n\n## Reproduction of the classic recipes (`digitlab bench seeds`)\n\n" + block + "\n"
+        text = text.rstrip("\n") + "\n\n" + preamble + block + "\n"
     write_text(markdown, text)

@@ -45,8 +45,8 @@ import cv2
 import torch
 from tqdm.auto import tqdm
 
-from .bench import machine
-from .checkpoint import write_json, write_text
+from .bench import machine, write_section
+from .checkpoint import write_json
 from .data import resolve_data_dir
 from .errors import ConfigError, DataError, DatasetNotFoundError
 
@@ -550,14 +550,8 @@ def publish(report: dict, markdown: Path) -> None:
                                                                  if report.get("limit") else ""),
         END,
     ]
-    block = "\n".join(lines)
-    text = markdown.read_text() if markdown.exists() else "# Benchmarks\n"
-    if START in text and END in text and text.index(START) < text.index(END):
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = (text.rstrip("\n") + f"\n\n{HEADING}\n\n"
-                "digitlab's reader and single-digit prediction on real handwriting that is not MNIST "
-                "(`real-digits` in the shared data), and on generated pages, beside Tesseract on the same "
-                "images. ✓ / ✗: at or above / below the target. Per-set details, and the first misreadings, "
-                "are in `benchmarks/results/read.json`.\n\n" + block + "\n")
-    write_text(markdown, text)
+    write_section(markdown, START, END, "\n".join(lines), f"{HEADING}\n\n"
+                  "digitlab's reader and single-digit prediction on real handwriting that is not MNIST "
+                  "(`real-digits` in the shared data), and on generated pages, beside Tesseract on the same "
+                  "images. ✓ / ✗: at or above / below the target. Per-set details, and the first misreadings, "
+                  "are in `benchmarks/results/read.json`.\n\n")

@@ -233,7 +233,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     from . import api
-    from .checkpoint import atomic_write
+    from .files import atomic_write
 
     model = api.load_model(args.model)
     rows = []

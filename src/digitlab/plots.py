@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .errors import ConfigError
+from .files import atomic_write
 
 DPI = 100
 
@@ -32,17 +32,8 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _save_atomically(figure: Figure, path: str | os.PathLike) -> Path:
-    """Write `figure` as a PNG at `path` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A random hidden name in the same folder: os.replace is atomic only within one filesystem.
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        figure.savefig(temporary, format="png")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    """Write `figure` as a PNG at `path`, whole or not at all (files.atomic_write)."""
+    return atomic_write(Path(path), lambda tmp: figure.savefig(tmp, format="png"))
 
 
 def _as_numpy(x) -> np.ndarray:

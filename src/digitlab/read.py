@@ -44,7 +44,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 from .errors import ConfigError
 from .preprocess import ImageError, center_digit, ink_map, load_colour, load_image
 

@@ -18,8 +18,9 @@ Tesseract on the same images, timed per image:
 
 Metrics: strings exact (the read string equals the label) and digit accuracy
 (`digit_accuracy`: per string, the label's length less the edit distance, at least 0, summed
-over strings and divided by the labels' digits). A '?' (a mark or an unsure digit) is a wrong
-character like any other. Tesseract runs with `-l eng` and `tessedit_char_whitelist=0123456789`.
+over strings and divided by the labels' digits). Punctuation read ('.', ',', '-') is removed
+first, as the labels leave it out; a '?' (a mark or an unsure digit) is a wrong character like
+any other. Tesseract runs with `-l eng` and `tessedit_char_whitelist=0123456789`.
 
 The results go to a JSON file (atomically) and to a marked section of BENCHMARKS.md, which is
 rewritten in place; the rest of that file is kept as it is.
@@ -306,7 +307,7 @@ def bench_read(
     this many images (pages) per set, for a quick run.
     """
     from .api import Model, load_dataset, load_model, predict, read  # the API reads; this module tabulates
-    from .read import UNSURE, UNSURE_BELOW
+    from .read import PUNCTUATION, UNSURE, UNSURE_BELOW
     from .synth import make_pages
 
     if limit is not None and limit < 1:
@@ -325,11 +326,14 @@ def bench_read(
     def capped(items: list) -> list:
         return items[:limit] if limit is not None else items
 
+    no_punctuation = str.maketrans("", "", "".join(PUNCTUATION))
+
     def texts_of(reading) -> tuple[list[str], list[str]]:
-        """Each line's text, and the same without marks (a '?' that no digit model was asked about:
-        a dash, dot or comma): the second only for the JSON's strings_exact_without_marks."""
-        return ([line.text for line in reading.lines],
-                ["".join(d.text for d in line.digits if not (d.text == UNSURE and d.confidence == 0))
+        """Each line's digits and '?'s, without the punctuation read ('.', ',', '-': the labels
+        leave it out), and the same without '?' marks either (a '?' that no digit model was asked
+        about: a blob too small or flat for a digit) for the JSON's strings_exact_without_marks."""
+        return ([line.text.translate(no_punctuation) for line in reading.lines],
+                ["".join(d.text for d in line.digits if d.confidence > 0 or d.text not in (UNSURE, *PUNCTUATION))
                  for line in reading.lines])
 
     def whole_text(image) -> tuple[str, str]:

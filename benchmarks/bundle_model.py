@@ -36,6 +36,7 @@ def main() -> None:
     history = read_json(args.run / HISTORY)
     config = read_json(args.run / CONFIG)
     config["calibration"] = {"temperature": temperature, "fitted_on": "MNIST test set, 10,000 images"}
+    config["evaluation"] = {"dataset": "mnist", "split": "test", "n": len(metrics.labels), "accuracy": metrics.accuracy}
     save_weights(BUNDLED_MODEL / WEIGHTS, load_weights(args.run / WEIGHTS))
     write_json(BUNDLED_MODEL / CONFIG, config)
     size_kb = (BUNDLED_MODEL / WEIGHTS).stat().st_size / 1024

@@ -11,10 +11,8 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import struct
 import time
 import tracemalloc
-import zlib
 
 import cv2
 import numpy as np
@@ -22,6 +20,7 @@ import pytest
 from PIL import Image
 
 from digitlab.errors import DataError, DigitlabError
+from imagetools import huge_png, png_bytes
 from digitlab.preprocess import (
     MNIST_STROKE_RANGE,
     MNIST_STROKE_WIDTH,
@@ -83,14 +82,6 @@ def assert_mnist_like(digit: np.ndarray) -> None:
     assert ring.mean() < 4, "the ground should be black"
     assert 19 <= max(box_size(digit)) <= 21
     assert np.abs(center_of_mass(digit) - 14).max() < 0.5
-
-
-def png_bytes(image: Image.Image | np.ndarray, fmt: str = "PNG", **options) -> bytes:
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -341,15 +332,6 @@ def test_exif_orientation_is_applied(tmp_path, orientation, turns):
 def test_image_error_is_a_data_error():
     assert issubclass(ImageError, DataError) and issubclass(ImageError, DigitlabError)
     assert ImageError.exit_code == 2
-
-
-def huge_png(width: int, height: int) -> bytes:
-    """A small valid PNG whose header declares width x height (IHDR patched, CRC recomputed)."""
-    data = bytearray(png_bytes(np.zeros((8, 8), np.uint8)))
-    assert data[12:16] == b"IHDR"
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
 
 
 @pytest.mark.parametrize("width, height", [(20000, 20000), (8000, 8000)])  # past Pillow's own limit, and ours

@@ -23,12 +23,14 @@ from .data import Dataset, load_dataset
 from .errors import CheckpointError, ConfigError
 from .evaluate import Metrics, compute_metrics, predict_logits
 from .models import create_model_from_config
-from .preprocess import ImageSource, to_mnist_style
+from .preprocess import MAX_PIXELS, ImageError, ImageSource, to_mnist_style
 from .read import UNSURE_BELOW, Reading
+from .read import annotate as annotate_image
 from .read import read as read_image
 from .train import Run, fit, pick_device, split_validation
 
-__all__ = ["Model", "Prediction", "Run", "load_dataset", "train", "evaluate", "load_model", "predict", "read"]
+__all__ = ["Model", "Prediction", "Run", "load_dataset", "train", "evaluate", "load_model", "predict", "read",
+           "annotate"]
 
 
 class Model:
@@ -216,15 +218,22 @@ class Prediction:
                 "probabilities": self.probabilities}
 
 
-def predict(images: ImageSource | list[ImageSource], model: Model | str | Path | None = None) -> list[Prediction]:
+def predict(images: ImageSource | list[ImageSource], model: Model | str | Path | None = None, *,
+            prepare: bool = True, max_pixels: int = MAX_PIXELS) -> list[Prediction]:
     """Read one digit per image: each is prepared MNIST-style (preprocess.to_mnist_style) first.
 
     images: one image or a list (paths, bytes, PIL images or arrays, any common format);
-    model: a loaded Model, a run directory, or None for the bundled default model.
+    model: a loaded Model, a run directory, or None for the bundled default model;
+    prepare: False when the images already are MNIST-style (28, 28) arrays, ink bright (uint8,
+    or float in [0, 1]): the model then sees them as they are; max_pixels: larger images are
+    refused (preprocess.ImageTooLargeError) from their header, before they are decoded.
     """
     model = _digit_model(model)
     batch = images if isinstance(images, list) else [images]
-    inputs = np.stack([to_mnist_style(image) for image in batch])  # (N, 28, 28) uint8
+    if prepare:
+        inputs = np.stack([to_mnist_style(image, max_pixels=max_pixels) for image in batch])  # (N, 28, 28) uint8
+    else:
+        inputs = np.stack([_as_model_input(image) for image in batch])
     probabilities = model.predict_proba(inputs)
     predictions = []
     for x, p in zip(inputs, probabilities):
@@ -234,6 +243,24 @@ def predict(images: ImageSource | list[ImageSource], model: Model | str | Path |
             top3=[(model.classes[i], float(p[i])) for i in order], probabilities=[float(v) for v in p],
             model_input=x))
     return predictions
+
+
+def _as_model_input(image) -> np.ndarray:
+    """A prepared (28, 28) digit as uint8, ink bright: from uint8, or float in [0, 1]."""
+    array = np.asarray(image)
+    if array.shape != (28, 28):
+        raise ImageError(f"a prepared digit must be a (28, 28) array, got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+        raise ImageError(f"a prepared digit must hold finite numbers, got {array.dtype}")
+    if array.dtype.kind == "f":
+        if array.min() < 0 or array.max() > 1:
+            raise ImageError("a float digit must hold values in [0, 1] (or give uint8 0-255)")
+        return np.round(array * 255).astype(np.uint8)
+    if array.min() < 0 or array.max() > 255:
+        raise ImageError("an integer digit must hold values in 0-255")
+    return array.astype(np.uint8)
 
 
 def _digit_model(model: Model | str | Path | None) -> Model:
@@ -246,10 +273,16 @@ def _digit_model(model: Model | str | Path | None) -> Model:
 
 
 def read(image: ImageSource, model: Model | str | Path | None = None, *,
-         unsure_below: float = UNSURE_BELOW) -> Reading:
+         unsure_below: float = UNSURE_BELOW, max_pixels: int = MAX_PIXELS) -> Reading:
     """Read the lines of digits in a photo or scan: text, and each digit's box and confidence.
 
     model: a loaded Model, a run directory, or None for the bundled default model;
-    unsure_below: digits whose top probability is lower read as '?' (not guessed).
+    unsure_below: digits whose top probability is lower read as '?' (not guessed);
+    max_pixels: larger images are refused from their header, before they are decoded.
     """
-    return read_image(image, _digit_model(model), unsure_below=unsure_below)
+    return read_image(image, _digit_model(model), unsure_below=unsure_below, max_pixels=max_pixels)
+
+
+def annotate(image: ImageSource, reading: Reading, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The image (H, W, 3) uint8 RGB with `reading`'s boxes and digits drawn on it (read.annotate)."""
+    return annotate_image(image, reading, max_pixels=max_pixels)

@@ -25,6 +25,7 @@ EPILOG = """examples:
   digitlab summary keras-mlp-512
   digitlab predict my_digit.png --show-input seen/
   digitlab read cheque.jpg --annotate cheque-read.png
+  digitlab serve --port 8000                    then open http://127.0.0.1:8000/
   digitlab bench seeds --seeds 3
 
 data directory: --data-dir, else $DIGITLAB_DATA, else ~/.cache/digitlab"""
@@ -114,6 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the whole structure as JSON")
     p.set_defaults(func=cmd_read)
 
+    p = sub.add_parser("serve", help="the REST API and the browser page (draw a digit, drop a photo)",
+                       description="Serve the REST API (/api/predict, /api/read, /api/models, /healthz, "
+                                   "OpenAPI docs at /docs) and the page at / on uvicorn. Ctrl-C or SIGTERM "
+                                   "stops it cleanly.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", metavar="RUN", help="run directory (default: the bundled model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--max-body-mb", type=float, default=10, help="larger request bodies are refused with 413")
+    p.add_argument("--max-pixels", type=int, default=40_000_000,
+                   help="images declaring more pixels are refused with 413 before they are decoded")
+    p.add_argument("--threads", type=int, default=1, help="PyTorch threads for model work")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level")
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("bench", help="reproducible benchmark tables written to BENCHMARKS.md")
     bench_sub = p.add_subparsers(dest="suite", metavar="SUITE", required=True)
     q = bench_sub.add_parser("seeds", help="train the classic recipes in full over several seeds vs published accuracy",
@@ -143,6 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'bench read' section is rewritten")
     add_data_dir(q)
     q.set_defaults(func=cmd_bench_read)
+    q = bench_sub.add_parser("serve", help="load test of `digitlab serve` on loopback: requests/s, p50/p99 latency",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    q.add_argument("--clients", type=int, default=16, help="concurrent clients, each with one keep-alive connection")
+    q.add_argument("--seconds", type=float, default=10, help="how long each kind of request is sent")
+    q.add_argument("--kinds", nargs="+", default=["pixels", "canvas"], choices=["pixels", "canvas"],
+                   help="pixels: JSON 28x28 arrays (seen as they are); canvas: PNG data URLs (prepared first)")
+    q.add_argument("--model", metavar="RUN", help="run directory (default: the bundled model)")
+    q.add_argument("--results", default="benchmarks/results/serve.json", help="JSON file of the results")
+    q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'bench serve' section is rewritten")
+    add_data_dir(q)
+    q.set_defaults(func=cmd_bench_serve)
     return parser
 
 
@@ -305,6 +333,27 @@ def cmd_bench_read(args) -> int:
     bench_read(data_dir=args.data_dir, model=args.model, markdown=Path(args.markdown), results=Path(args.results),
                synthetic_pages=args.pages, seed=args.seed, unsure_below=args.unsure_below,
                tesseract=not args.no_tesseract, limit=args.limit)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .errors import ConfigError
+    from .serve import serve
+
+    if args.max_body_mb <= 0 or args.max_pixels <= 0 or args.threads < 1:
+        raise ConfigError("--max-body-mb and --max-pixels must be positive and --threads at least 1")
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must lie in 1-65535, got {args.port}")
+    serve(args.model, host=args.host, port=args.port, max_body=round(args.max_body_mb * 1024 * 1024),
+          max_pixels=args.max_pixels, threads=args.threads, log_level=args.log_level)
+    return 0
+
+
+def cmd_bench_serve(args) -> int:
+    from .bench_serve import bench_serve
+
+    bench_serve(clients=args.clients, seconds=args.seconds, kinds=args.kinds, model=args.model,
+                data_dir=args.data_dir, results=Path(args.results), markdown=Path(args.markdown))
     return 0
 
 

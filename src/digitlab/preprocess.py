@@ -62,6 +62,15 @@ class ImageError(DataError):
     """An image that cannot be read, is too large or too small, or holds no digit."""
 
 
+class ImageTooLargeError(ImageError):
+    """An image over the limits: more bytes than max_bytes, or a header declaring more pixels
+    than max_pixels (refused before decoding). The service answers 413."""
+
+
+class NotAnImageError(ImageError):
+    """Data that no image decoder recognises (a text file, an unknown format). The service answers 415."""
+
+
 # --- decoding -------------------------------------------------------------------------------------
 
 
@@ -114,7 +123,8 @@ def _open(source, name: str, max_bytes: int, max_pixels: int) -> Image.Image:
         if not path.is_file():
             raise ImageError(f"{path}: no such file")
         if path.stat().st_size > max_bytes:
-            raise ImageError(f"{path} is {path.stat().st_size:,} bytes, more than the limit of {max_bytes:,}")
+            raise ImageTooLargeError(f"{path} is {path.stat().st_size:,} bytes, more than the limit of "
+                                     f"{max_bytes:,}")
         data = path.read_bytes()
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -128,22 +138,25 @@ def _open(source, name: str, max_bytes: int, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageError(f"{name} is empty (0 bytes)")
     if len(data) > max_bytes:
-        raise ImageError(f"{name} is more than {max_bytes:,} bytes, the limit")
+        raise ImageTooLargeError(f"{name} is more than {max_bytes:,} bytes, the limit")
     try:
         with warnings.catch_warnings():  # our own, lower pixel limit is checked next
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as err:  # Pillow's own limit, above ours
-        raise ImageError(f"{name} declares too many pixels (the limit is {max_pixels:,}): {err}") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"{name} is not an image Pillow can read (PNG, JPEG, BMP, TIFF, WebP...): {err}") from err
+        raise ImageTooLargeError(f"{name} declares too many pixels (the limit is {max_pixels:,}): {err}") from err
+    except UnidentifiedImageError as err:  # its message names only a BytesIO object
+        raise NotAnImageError(f"{name} is not an image Pillow can read (PNG, JPEG, BMP, TIFF, WebP...): its "
+                              f"first bytes are {data[:8]!r}") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise NotAnImageError(f"{name} is not an image Pillow can read (PNG, JPEG, BMP, TIFF, WebP...): {err}") from err
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> None:
     """Refuse an image by the size its header declares, before any pixel is decoded."""
     width, height = size
     if width * height > max_pixels:
-        raise ImageError(f"{name} is {width}x{height} = {width * height:,} pixels, more than the limit of "
+        raise ImageTooLargeError(f"{name} is {width}x{height} = {width * height:,} pixels, more than the limit of "
                          f"{max_pixels:,}: resize it first")
 
 

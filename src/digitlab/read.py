@@ -48,7 +48,7 @@ import numpy as np
 
 from .files import atomic_write
 from .errors import ConfigError
-from .preprocess import ImageError, center_digit, ink_map, load_colour, load_image
+from .preprocess import MAX_PIXELS, ImageError, center_digit, ink_map, load_colour, load_image
 
 Box = tuple[int, int, int, int]  # (x, y, w, h) in pixels
 
@@ -628,16 +628,17 @@ def _union(boxes: list[Box]) -> Box:
     return (x0, y0, x1 - x0, y1 - y0)
 
 
-def read(image, model, *, unsure_below: float = UNSURE_BELOW) -> Reading:
+def read(image, model, *, unsure_below: float = UNSURE_BELOW, max_pixels: int = MAX_PIXELS) -> Reading:
     """Read every line of digits in an image.
 
     image: anything `preprocess.load_image` takes (a path, bytes, a PIL image, an array: grey
     float in [0, 1], uint8 grey or RGB); model: a `digitlab.Model` for 28x28 digits (its classes are the digit texts);
-    unsure_below: a digit whose top probability is lower reads as '?' (its candidates stay).
+    unsure_below: a digit whose top probability is lower reads as '?' (its candidates stay);
+    max_pixels: a larger image is refused (preprocess.ImageTooLargeError) from its header.
     """
     if not 0 <= unsure_below <= 1:
         raise ConfigError(f"unsure_below must lie in [0, 1], got {unsure_below}")
-    grey = load_image(image)
+    grey = load_image(image, max_pixels=max_pixels)
     height, width = grey.shape
     scale = max(height, width) / MAX_SIDE
     if scale > 1:
@@ -712,16 +713,16 @@ SURE_COLOUR = (0, 190, 0)  # RGB green
 UNSURE_COLOUR = (255, 140, 0)  # RGB orange
 
 
-def annotate(image, reading: Reading) -> np.ndarray:
+def annotate(image, reading: Reading, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """The image (H, W, 3) uint8 RGB with each digit's box and reading drawn on it: green when
     sure; orange for '?', with the model's best guess after it ('?7') where there is one.
     `image` is what was given to `read`: drawn on in colour where it has ordinary colours (an RGB
     uint8 array, a colour file), else on its grey version (transparent, 16-bit, float images)."""
-    colour = load_colour(image)
+    colour = load_colour(image, max_pixels=max_pixels)
     if colour is not None:
         canvas = colour.copy()
     else:
-        grey = np.clip(load_image(image) * 255, 0, 255).astype(np.uint8)
+        grey = np.clip(load_image(image, max_pixels=max_pixels) * 255, 0, 255).astype(np.uint8)
         canvas = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
     if canvas.shape[:2] != (reading.height, reading.width):
         raise ConfigError(f"the image is {canvas.shape[1]}x{canvas.shape[0]}, the reading is of a "

@@ -1,0 +1,233 @@
+"""The service through the real app (FastAPI TestClient, the bundled model, real images), and
+`digitlab serve` as a process: startup, a bounded load test, clean shutdown."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+import digitlab
+from digitlab.bench_serve import bench_serve, free_port, start_service, stop_service
+from digitlab.serve import create_app
+from imagetools import huge_png, png_bytes
+
+@pytest.fixture(scope="module")
+def model():
+    return digitlab.load_model()
+
+
+@pytest.fixture(scope="module")
+def client(model):
+    with TestClient(create_app(model)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def test_digits(mnist):
+    """The first 50 MNIST test digits: (50, 28, 28) uint8 and their labels."""
+    return mnist.test_images[:50, 0].numpy(), mnist.test_labels[:50].numpy()
+
+
+def canvas_png(digit: np.ndarray) -> bytes:
+    """An MNIST digit drawn as the page's pad sends it: 280x280, dark ink on light paper, PNG."""
+    return png_bytes((253 - cv2.resize(digit, (280, 280)) * (226 / 255)).astype(np.uint8))
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def assert_error(response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["status"] == status and isinstance(body["error"], str) and body["error"]
+    for word in words:
+        assert word in body["error"], body["error"]
+
+
+# --- endpoints ------------------------------------------------------------------------------------
+
+
+def test_health_models_docs_and_page(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+    (info,) = client.get("/api/models").json()["models"]
+    assert info["name"] == "digitnet-pen" and info["bundled"] and info["parameters"] == 113_898
+    assert info["classes"] == [str(d) for d in range(10)]
+    assert info["evaluation"]["accuracy"] >= 0.995  # the bundled model's measured MNIST test accuracy
+    assert "/api/predict" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/docs").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for asset in ("static/app.js", "static/style.css"):
+        assert asset in page.text and client.get(f"/{asset}").status_code == 200
+    assert "http" not in page.text.replace("http-equiv", "")  # no CDN: every asset is ours
+
+
+def test_predict_pixels_as_they_are(client, test_digits):
+    images, labels = test_digits
+    right = 0
+    for image, label in zip(images, labels):
+        answer = client.post("/api/predict", json={"pixels": image.tolist()}).json()
+        right += answer["digit"] == str(label)
+        assert np.array_equal(np.array(answer["input"]), image)  # prepare: false, the model saw it as sent
+        assert len(answer["probabilities"]) == 10 and abs(sum(answer["probabilities"]) - 1) < 1e-4
+        assert [t["digit"] for t in answer["top3"]][0] == answer["digit"]
+    assert right >= 49  # the bundled model: 99.6% on MNIST's test set
+
+
+def test_predict_float_pixels_and_prepare(client, test_digits):
+    image, label = test_digits[0][0], test_digits[1][0]
+    as_floats = client.post("/api/predict", json={"pixels": (image / 255).tolist()}).json()
+    assert as_floats["digit"] == str(label)
+    prepared = client.post("/api/predict", json={"pixels": image.tolist(), "prepare": True}).json()
+    assert prepared["digit"] == str(label)
+
+
+def test_predict_canvas_upload_and_raw_body(client, test_digits):
+    images, labels = test_digits
+    for image, label in zip(images[:10], labels[:10]):
+        png = canvas_png(image)
+        answers = [
+            client.post("/api/predict", json={"image": data_url(png)}).json(),
+            client.post("/api/predict", files={"file": ("digit.png", png, "image/png")}).json(),
+            client.post("/api/predict", content=png, headers={"content-type": "image/png"}).json(),
+        ]
+        assert {a["digit"] for a in answers} == {str(label)}
+        seen = np.array(answers[0]["input"], np.float64)
+        ys, xs = np.mgrid[:28, :28]
+        assert abs((seen * ys).sum() / seen.sum() - 14) < 0.5 and abs((seen * xs).sum() / seen.sum() - 14) < 0.5
+
+
+def test_concurrent_predictions_are_batched_and_right(client, test_digits):
+    images, labels = test_digits
+
+    def ask(k: int) -> str:
+        return client.post("/api/predict", json={"pixels": images[k].tolist()}).json()["digit"]
+
+    with ThreadPoolExecutor(16) as pool:
+        digits = list(pool.map(ask, range(len(images))))
+    single = [client.post("/api/predict", json={"pixels": image.tolist()}).json()["digit"] for image in images]
+    assert digits == single
+
+
+def test_read_a_photo_with_annotation(client, shared_data_dir):
+    photo = (shared_data_dir / "real-digits" / "photos" / "vinay0410_numbers.jpg").read_bytes()
+    answer = client.post("/api/read?annotate=true", content=photo, headers={"content-type": "image/jpeg"}).json()
+    assert answer["text"] == "13540"
+    assert all({"text", "box", "confidence", "candidates"} <= set(d) for d in answer["lines"][0]["digits"])
+    header, payload = answer["annotated"].split(",", 1)
+    assert header == "data:image/png;base64"
+    annotated = Image.open(io.BytesIO(base64.b64decode(payload)))
+    assert annotated.size == (answer["width"], answer["height"]) == Image.open(io.BytesIO(photo)).size
+    plain = client.post("/api/read", files={"file": ("p.jpg", photo, "image/jpeg")}).json()
+    assert plain["text"] == "13540" and "annotated" not in plain
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(model):
+    with TestClient(create_app(model, max_body=1000)) as small:
+        assert_error(small.post("/api/predict", content=b"x" * 1001, headers={"content-type": "image/png"}),
+                     413, "1,000")
+
+        def trickle():  # chunked: no Content-Length, the limit is found while reading
+            for _ in range(20):
+                yield b"y" * 100
+
+        assert_error(small.post("/api/read", content=trickle(), headers={"content-type": "image/png"}), 413)
+        assert small.get("/healthz").status_code == 200
+
+
+def test_image_errors(client):
+    assert_error(client.post("/api/predict", content=huge_png(20000, 20000), headers={"content-type": "image/png"}),
+                 413, "pixels")
+    assert_error(client.post("/api/read", content=huge_png(8000, 8000), headers={"content-type": "image/png"}),
+                 413, "40,000,000")
+    assert_error(client.post("/api/read", content=b"hello, world\n", headers={"content-type": "text/plain"}),
+                 415, "not an image")
+    assert_error(client.post("/api/predict", json={"image": data_url(b"GIF89a not really")}), 415)
+    truncated = png_bytes(np.full((300, 300), 200, np.uint8))[:-40]
+    assert_error(client.post("/api/read", content=truncated, headers={"content-type": "image/png"}), 422)
+    assert_error(client.post("/api/predict", content=png_bytes(np.full((64, 64), 255, np.uint8)),
+                             headers={"content-type": "image/png"}), 422, "no ink")
+    assert_error(client.post("/api/predict", content=b"", headers={"content-type": "image/png"}), 422, "empty")
+    assert_error(client.post("/api/read", files={"other": ("a.png", b"x", "image/png")}), 422, "file")
+
+
+@pytest.mark.parametrize("body, words", [
+    (b"{not json", ("not valid JSON",)),
+    (b"[1, 2, 3]", ("either",)),
+    (json.dumps({"pixels": [[0] * 28] * 27}).encode(), ("28x28",)),
+    (json.dumps({"pixels": [[0] * 27] * 28}).encode(), ("28x28",)),
+    (json.dumps({"pixels": [["a"] * 28] * 28}).encode(), ("numbers",)),
+    (json.dumps({"pixels": [[300] * 28] * 28}).encode(), ("0-255",)),
+    (json.dumps({"pixels": [[-1] * 28] * 28}).encode(), ("0-255",)),
+    (json.dumps({"image": "not a data url"}).encode(), ("data URL",)),
+    (json.dumps({"image": "data:image/png;base64,@@@"}).encode(), ("base64",)),
+    (json.dumps({"image": "x", "pixels": []}).encode(), ("either",)),
+])
+def test_malformed_json_is_422(client, body, words):
+    assert_error(client.post("/api/predict", content=body, headers={"content-type": "application/json"}), 422, *words)
+
+
+def test_bad_parameters_and_paths(client):
+    assert_error(client.post("/api/read?unsure_below=2", content=b"x"), 422, "unsure_below")
+    assert_error(client.post("/api/read?unsure_below=abc", content=b"x"), 422, "unsure_below")
+    assert_error(client.get("/api/nothing"), 404)
+    assert_error(client.get("/api/predict"), 405)
+
+
+# --- the process ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_the_service_starts_answers_and_shuts_down_cleanly(stop, test_digits):
+    port = free_port()
+    process = start_service(port)
+    try:
+        body = json.dumps({"pixels": test_digits[0][0].tolist()}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/predict", body,
+                                         {"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert json.load(answer)["digit"] == str(test_digits[1][0])
+        process.send_signal(stop)
+        assert process.wait(timeout=20) == 0
+    finally:
+        stop_service(process)
+
+
+def test_a_bounded_load_test_has_no_errors(shared_data_dir, tmp_path):
+    report = bench_serve(clients=8, seconds=1.5, data_dir=shared_data_dir, results=tmp_path / "serve.json",
+                         markdown=tmp_path / "BENCHMARKS.md", progress=False)
+    for kind, run in report["runs"].items():
+        assert run["errors"] == 0 and run["requests"] > 0, kind
+        assert run["digits_right"] >= 0.95, kind
+    assert report["service_exit_code"] == 0
+    assert "bench serve" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_serve_cli_refuses_bad_options():
+    for args in (["--port", "70000"], ["--max-body-mb", "0"], ["--threads", "0"]):
+        run = subprocess.run([sys.executable, "-m", "digitlab", "serve", *args], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 2 and "error" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_serve_cli_help_explains():
+    run = subprocess.run([sys.executable, "-m", "digitlab", "serve", "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0 and "/api/predict" in run.stdout and "--max-pixels" in run.stdout

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -241,7 +240,8 @@ def publish(report: dict, markdown: Path) -> None:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     what = {"pixels": "`/api/predict` JSON 28x28 pixels", "canvas": "`/api/predict` JSON canvas PNG data URL"}
     for kind, run in report["runs"].items():
-        right = f"{run['digits_right'] * 100:.1f}% of {run['digits_checked']}" if run["digits_right"] is not None else "—"
+        right = ("—" if run["digits_right"] is None
+                 else f"{run['digits_right'] * 100:.1f}% of {run['digits_checked']}")
         lines.append(f"| {what[kind]} | {report['clients']} | {run['requests']:,} | {run['errors']} | "
                      f"{run['requests_per_second']:.0f} | {run['p50_ms']:.1f} ms | {run['p90_ms']:.1f} ms | "
                      f"{run['p99_ms']:.1f} ms | {run['max_ms']:.1f} ms | {right} |")
@@ -258,8 +258,3 @@ def publish(report: dict, markdown: Path) -> None:
                   f"{f'{rss:.0f} MiB' if rss is not None else 'unknown'}; it exited with "
                   f"{report['service_exit_code']} on SIGTERM.{verdict}", END]
     write_section(markdown, START, END, "\n".join(lines), HEADING + "\n\n")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    bench_serve()

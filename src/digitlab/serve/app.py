@@ -52,7 +52,7 @@ from ..api import annotate as annotate_image
 from ..checkpoint import read_json
 from ..errors import DigitlabError
 from ..models import count_parameters
-from ..preprocess import MAX_PIXELS, ImageError, ImageTooLargeError, NotAnImageError
+from ..preprocess import MAX_PIXELS, ImageTooLargeError, NotAnImageError
 from ..read import UNSURE_BELOW
 
 MAX_BODY = 10 * 1024 * 1024  # bytes: a phone photo is 2-8 MB

@@ -97,9 +97,9 @@ class BodyLimit:
             try:
                 size = int(declared)
             except ValueError:
-                return await _send_error(send, 400, "Content-Length is not a number")
+                return await _send_error(scope, receive, send, 400, "Content-Length is not a number")
             if size > self.limit:
-                return await _send_error(send, 413, self._message(size))
+                return await _send_error(scope, receive, send, 413, self._message(size))
         received = 0
         started = False
 
@@ -122,7 +122,7 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge as err:
             if not started:
-                await _send_error(send, 413, self._message(err.size, at_least=True))
+                await _send_error(scope, receive, send, 413, self._message(err.size, at_least=True))
 
     def _message(self, size: int, at_least: bool = False) -> str:
         return (f"the request body is {'more than ' if at_least else ''}{size:,} bytes; the limit is "
@@ -134,12 +134,11 @@ class _BodyTooLarge(Exception):
         self.size = size
 
 
-async def _send_error(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message, "status": status}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+async def _send_error(scope, receive, send, status: int, message: str) -> None:
+    """`_error`'s answer, sent from the middleware, closing the connection (the body is unread)."""
+    response = _error(status, message)
+    response.headers["connection"] = "close"
+    await response(scope, receive, send)
 
 
 # --- the inference thread and its batches ---------------------------------------------------------

@@ -55,6 +55,8 @@ class Recipe:
     augment: Augment | None = None
     normalize: bool = False  # pass the dataset's mean/std to the model's Normalize layer
     channels_last: bool = False  # NHWC memory layout for conv nets: ~2x faster steps on CPU (oneDNN)
+    bf16: bool = False  # bfloat16 autocast where the hardware has it (CPU AVX-512 BF16/AMX, CUDA); else fp32
+    compile: bool = False  # torch.compile the model (pays on GPUs; on 2 CPU cores it costs 22 s and is slower)
     seed: int = 0
     source: str = ""  # where the recipe comes from
     published_accuracy: float | None = None  # test accuracy the source reports, 0..1
@@ -161,6 +163,37 @@ DIGITNET_PEN = dataclasses.replace(
     augment=Augment(shift=2.0, rotate=12.0, scale=0.15, thickness=0.3, blur=1.0, noise=0.05, contrast=0.3),
 )
 
+# The least wall-clock time to 99.0% (BENCHMARKS.md, `digitlab bench speed`): one epoch of a
+# quarter-width digitnet, bf16 where the CPU has it, batch 128 so that one epoch has enough steps.
+FAST = Recipe(
+    name="fast",
+    description="least time to 99%: one epoch of a narrow digitnet (16-32-64), bf16, one-cycle AdamW",
+    dataset="mnist",
+    model="digitnet",
+    model_args={"widths": (16, 32, 64)},
+    normalize=True,
+    optimizer="adamw",
+    lr=4e-3,
+    weight_decay=5e-4,
+    schedule="onecycle",
+    warmup=0.2,
+    batch_size=128,
+    epochs=1,
+    channels_last=True,
+    bf16=True,
+    source="digitlab",
+)
+
+FAST_995 = dataclasses.replace(
+    FAST,
+    name="fast-995",
+    description="99.5% within a minute: a 24-48-96 digitnet, light augmentation, few epochs, bf16",
+    model_args={"widths": (24, 48, 96)},
+    epochs=5,
+    label_smoothing=0.1,
+    augment=Augment(shift=2.0, rotate=10.0, scale=0.1),
+)
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in [
@@ -246,6 +279,8 @@ RECIPES: dict[str, Recipe] = {
         ),
         DIGITNET,
         DIGITNET_PEN,
+        FAST,
+        FAST_995,
     ]
 }
 

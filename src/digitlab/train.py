@@ -64,6 +64,18 @@ def pick_device(device: str | None = None) -> torch.device:
     return chosen
 
 
+def bf16_supported(dev: torch.device) -> bool:
+    """Whether bfloat16 matrix maths runs natively here (else autocast would emulate it, slowly)."""
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if dev.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    try:  # oneDNN's own check: AVX-512 BF16 or AMX on x86, BF16 on Arm
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def model_arguments(recipe: Recipe, dataset: Dataset) -> dict:
     """The factory arguments that rebuild this run's model (stored in config.json)."""
     args = {"in_shape": list(dataset.image_shape), "num_classes": dataset.num_classes, **recipe.model_args}
@@ -282,7 +294,8 @@ def fit(
         "train": {"device": str(dev) if recipe.engine == "torch" else f"cpu ({recipe.engine})",
                   "val_split": val_split, "subset": subset,
                   "validation": "held-out training images" if val_split else "test set",
-                  "torch_version": torch.__version__, "threads": torch.get_num_threads()},
+                  "torch_version": torch.__version__, "threads": torch.get_num_threads(),
+                  "bf16": recipe.bf16 and bf16_supported(dev)},
     }
     write_json(run_path / CONFIG, config)
 
@@ -309,7 +322,9 @@ def fit(
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         restore_rng(generator, checkpoint["rng"])
+    forward = torch.compile(model) if recipe.compile else model  # same parameters; saved through `model`
 
+    amp = config["train"]["bf16"]  # bf16 autocast only where the hardware runs it natively
     n = len(train_y)
     steps_per_epoch = math.ceil(n / recipe.batch_size)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
@@ -331,8 +346,9 @@ def fit(
             if recipe.augment is not None:
                 x = augment_batch(x, recipe.augment, generator)
             x = x.contiguous(memory_format=layout)
-            logits = model(x)
-            loss = criterion(logits, y)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                logits = forward(x)
+                loss = criterion(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +21,9 @@ from torch import nn
 from . import plots
 from .checkpoint import CONFIG, HISTORY, WEIGHTS, load_weights, read_json, write_json, write_text
 from .data import Dataset, load_dataset
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, ExportError
 from .evaluate import Metrics, compute_metrics, predict_logits
-from .models import create_model_from_config
+from .models import count_parameters, create_model_from_config
 from .preprocess import MAX_PIXELS, ImageError, ImageSource, to_mnist_style
 from .read import UNSURE_BELOW, Reading
 from .read import annotate as annotate_image
@@ -34,10 +35,20 @@ __all__ = ["Model", "Prediction", "Run", "load_dataset", "train", "evaluate", "l
 
 
 class Model:
-    """A trained model ready to use: the network, its classes and the config that built it."""
+    """A trained model ready to use: the network, its classes and the config that built it.
 
-    def __init__(self, module: nn.Module, config: dict, path: Path | None = None):
-        self.module = module.eval()
+    It runs on one of two backends: `session` (ONNX Runtime, see export.py) when there is one,
+    else `module` (PyTorch eager). A run directory loaded on the CPU has both -- the session
+    for inference, the module for training-side work (summaries, export, verification); an
+    .onnx file has only the session (module None).
+    """
+
+    def __init__(self, module: nn.Module | None, config: dict, path: Path | None = None, *, session=None,
+                 parameters: int | None = None):
+        if module is None and session is None:
+            raise ValueError("a Model needs a torch module or an ONNX Runtime session")
+        self.module = module.eval() if module is not None else None
+        self.session = session  # export.OnnxSession or None
         self.config = config
         self.path = path
         self.classes: tuple[str, ...] = tuple(config["dataset"]["classes"])
@@ -45,9 +56,22 @@ class Model:
         # Probabilities are softmax(logits / temperature); a calibrated model records its own
         # temperature (evaluate.fit_temperature), others use 1.
         self.temperature: float = float(config.get("calibration", {}).get("temperature", 1.0))
+        self._parameters = parameters
 
     def __repr__(self) -> str:
-        return f"Model({self.config['recipe']['name']!r}, model={self.config['model']['name']!r}, path={self.path})"
+        return (f"Model({self.config['recipe']['name']!r}, model={self.config['model']['name']!r}, path={self.path}, "
+                f"backend={self.backend!r})")
+
+    @property
+    def backend(self) -> str:
+        """'onnx' (ONNX Runtime) or 'torch' (PyTorch eager): what `logits` runs on."""
+        return "onnx" if self.session is not None else "torch"
+
+    @property
+    def parameter_count(self) -> int | None:
+        """The network's parameters (as count_parameters counts them); None for an .onnx file
+        whose metadata does not say."""
+        return count_parameters(self.module) if self.module is not None else self._parameters
 
     def _as_uint8_batch(self, images) -> torch.Tensor:
         """Accept (H, W), (N, H, W), (N, C, H, W) arrays: uint8 0..255 or float 0..1, ink bright."""
@@ -67,9 +91,16 @@ class Model:
             raise ConfigError("float images must lie in [0, 1] (ink bright on a dark ground)")
         return (x * 255).round().to(torch.uint8)
 
+    def logits(self, images) -> np.ndarray:
+        """(N, K) float32 logits for a batch of images: the one inference entry, on `backend`."""
+        x = self._as_uint8_batch(images)
+        if self.session is not None:
+            return self.session.logits(x.cpu().numpy())
+        return predict_logits(self.module, x).numpy()
+
     def predict_proba(self, images) -> np.ndarray:
         """(N, K) class probabilities for a batch of images."""
-        logits = predict_logits(self.module, self._as_uint8_batch(images))
+        logits = torch.from_numpy(self.logits(images))
         return torch.softmax(logits / self.temperature, 1).numpy()
 
     def predict(self, images) -> np.ndarray:
@@ -78,14 +109,25 @@ class Model:
 
 
 BUNDLED_MODEL = Path(__file__).with_name("weights") / "digitnet-pen"
+BACKENDS = ("auto", "torch", "onnx")
+log = logging.getLogger(__name__)
 
 
-def load_model(run: str | Path | Run | None = None, device: str | None = None) -> Model:
-    """Load a run directory (config.json + model.safetensors) as a `Model`.
+def load_model(run: str | Path | Run | None = None, device: str | None = None, backend: str = "auto") -> Model:
+    """Load a run directory (config.json + model.safetensors), or an .onnx file from `export_onnx`
+    (`digitlab export`), as a `Model`.
 
     With no run, the bundled default model (recipe digitnet-pen, trained by digitlab itself;
     see weights/README.md) that works offline with no training.
+
+    backend: 'auto' (the default) runs a model on the CPU with ONNX Runtime -- a run directory
+    is exported to ONNX in memory at load (~0.25 s), and should that fail it runs on PyTorch,
+    with a logged warning -- and a model on a GPU with PyTorch; 'torch': PyTorch eager only;
+    'onnx': ONNX Runtime or an error. An .onnx file runs on ONNX Runtime only. ONNX Runtime
+    uses torch.get_num_threads() threads.
     """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
     if run is None:
         if not (BUNDLED_MODEL / WEIGHTS).is_file():
             raise CheckpointError(f"the bundled model is missing from this installation ({BUNDLED_MODEL}); "
@@ -94,8 +136,11 @@ def load_model(run: str | Path | Run | None = None, device: str | None = None) -
     if isinstance(run, Run):
         run = run.path
     path = Path(run)
+    if path.is_file():
+        return _load_onnx(path, device, backend)
     if not path.is_dir():
-        raise CheckpointError(f"{path} is not a run directory (expected a folder with {CONFIG} and {WEIGHTS})")
+        raise CheckpointError(f"{path} is not a run directory (expected a folder with {CONFIG} and {WEIGHTS}) "
+                              "nor an .onnx file")
     config = read_json(path / CONFIG)
     try:
         module = create_model_from_config(config["model"])
@@ -106,8 +151,40 @@ def load_model(run: str | Path | Run | None = None, device: str | None = None) -
         module.load_state_dict(load_weights(path / WEIGHTS))
     except RuntimeError as err:
         raise CheckpointError(f"{path / WEIGHTS} does not match the model in {path / CONFIG}: {err}") from err
-    module.to(pick_device(device))
+    device = pick_device(device)
+    module.to(device)
+    if backend == "onnx" and device.type != "cpu":
+        raise ConfigError(f"backend 'onnx' runs on the CPU; {device} was asked for (use backend 'torch' or 'auto')")
+    if backend != "torch" and device.type == "cpu":
+        from .export import session_for
+
+        try:
+            model.session = session_for(module, model.image_shape)
+        except Exception as err:  # noqa: BLE001 -- 'auto' falls back to PyTorch whatever went wrong
+            if backend == "onnx":
+                raise ExportError(f"{path} could not run on ONNX Runtime: {type(err).__name__}: {err}") from err
+            log.warning("digitlab: %s runs on PyTorch: ONNX Runtime could not take it (%s: %s)", path,
+                        type(err).__name__, err)
     return model
+
+
+def _load_onnx(path: Path, device: str | None, backend: str) -> Model:
+    """An .onnx file from `export_onnx` as a Model on ONNX Runtime (its config from its metadata)."""
+    from .export import open_onnx
+
+    if backend == "torch":
+        raise ConfigError(f"{path} is an ONNX model: it runs on ONNX Runtime only (backend 'auto' or 'onnx'); "
+                          "for PyTorch load the run directory it was exported from")
+    if device not in (None, "auto", "cpu"):
+        raise ConfigError(f"{path} is an ONNX model: it runs on the CPU, not {device!r}")
+    try:
+        session, config, parameters = open_onnx(path)
+    except CheckpointError as err:
+        if path.suffix.lower() == ".onnx":
+            raise
+        raise CheckpointError(f"{path} is neither a run directory nor an .onnx file from `digitlab export`: "
+                              f"{err}") from err
+    return Model(None, config, path, session=session, parameters=parameters)
 
 
 def train(
@@ -161,10 +238,13 @@ def evaluate(
 
     Writes into `out` (default: the run directory) metrics[-SPLIT].json, report[-SPLIT].txt,
     confusion[-SPLIT].png, errors[-SPLIT].png, samples[-SPLIT].png and, from history.json,
-    curves.png. The test split keeps the plain names DESIGN.md lists.
+    curves.png. The test split keeps the plain names DESIGN.md lists. `run` may be an .onnx
+    file from `export_onnx`; it has no run directory to write into, so `out` is then required.
     """
     model = load_model(run, device=device)
     config = model.config
+    if out is None and not Path(model.path).is_dir():
+        raise ConfigError(f"{model.path} is a file, not a run directory: say where the report and plots go (--out DIR)")
     if dataset is None:
         dataset = load_dataset(config["dataset"]["name"], data_dir=data_dir, progress=progress)
     if tuple(dataset.image_shape) != model.image_shape:
@@ -177,7 +257,7 @@ def evaluate(
                                                 config["recipe"]["seed"])
     else:
         images, labels = dataset.split(split)
-    metrics = compute_metrics(predict_logits(model.module, images), labels, dataset.classes)
+    metrics = compute_metrics(model.logits(images), labels, dataset.classes)
 
     folder = Path(out) if out is not None else model.path
     folder.mkdir(parents=True, exist_ok=True)
@@ -194,8 +274,8 @@ def evaluate(
                       dataset.classes, folder / f"errors{tag}.png")
     plots.plot_samples(images, labels, dataset.classes, folder / f"samples{tag}.png",
                        predictions=metrics.predictions)
-    history_path = model.path / HISTORY
-    if history_path.exists():
+    history_path = Path(model.path) / HISTORY
+    if history_path.is_file():
         history = read_json(history_path)
         if history:
             plots.plot_curves(history, folder / "curves.png")

@@ -26,9 +26,14 @@ EPILOG = """examples:
   digitlab predict my_digit.png --show-input seen/
   digitlab read cheque.jpg --annotate cheque-read.png
   digitlab serve --port 8000                    then open http://127.0.0.1:8000/
+  digitlab export --onnx digitnet-pen.onnx      the bundled model as one ONNX file, verified
+  digitlab predict --model digitnet-pen.onnx my_digit.png
   digitlab bench seeds --seeds 3
 
 data directory: --data-dir, else $DIGITLAB_DATA, else ~/.cache/digitlab"""
+
+
+MODEL_HELP = "run directory, or an .onnx file from `digitlab export` (default: the bundled model)"
 
 
 def add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -86,10 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="report, confusion matrix, error gallery for a run")
-    p.add_argument("run", help="run directory")
+    p.add_argument("run", help="run directory, or an .onnx file from `digitlab export` (then give --out)")
     p.add_argument("--split", default="test", choices=["test", "train", "val"],
                    help="which split (default: test; val: the images a --val-split run held out)")
-    p.add_argument("--out", help="write the files here instead of the run directory")
+    p.add_argument("--out", help="write the files here instead of the run directory (required for an .onnx file)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_data_dir(p)
     p.set_defaults(func=cmd_evaluate)
@@ -100,14 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="one digit per image: digit, confidence, top 3 (MNIST-style preparation first)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, TIFF, WebP, ...)")
-    p.add_argument("--model", metavar="RUN", help="run directory (default: the bundled model)")
+    p.add_argument("--model", metavar="RUN", help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--show-input", metavar="DIR", help="save the 28x28 image the model saw for each input here")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("read", help="lines of digits in photos or scans: text, boxes, confidences")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="photos or scans of one or more lines of digits")
-    p.add_argument("--model", metavar="RUN", help="run directory (default: the bundled model)")
+    p.add_argument("--model", metavar="RUN", help=MODEL_HELP)
     p.add_argument("--unsure-below", type=float, default=None, metavar="P",
                    help="digits whose top probability is below P read as '?' (default: 0.6)")
     p.add_argument("--annotate", metavar="OUT.png",
@@ -120,16 +125,29 @@ def build_parser() -> argparse.ArgumentParser:
                                    "OpenAPI docs at /docs) and the page at / on uvicorn. Ctrl-C or SIGTERM "
                                    "stops it cleanly.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", metavar="RUN", help="run directory (default: the bundled model)")
+    p.add_argument("--model", metavar="RUN", help=MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--max-body-mb", type=float, default=10, help="larger request bodies are refused with 413")
     p.add_argument("--max-pixels", type=int, default=40_000_000,
                    help="images declaring more pixels are refused with 413 before they are decoded")
-    p.add_argument("--threads", type=int, default=1, help="PyTorch threads for model work")
+    p.add_argument("--threads", type=int, default=1, help="threads for model work (ONNX Runtime and PyTorch)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="a run (or the bundled model) as one self-contained ONNX file, verified",
+                       description="Export a model to ONNX: input 'images' uint8 (N, C, H, W), any batch size; "
+                                   "output 'logits' float32; the run's config (classes, image shape, calibration) "
+                                   "in the file's metadata, so `--model FILE.onnx` works wherever a run does. "
+                                   "Before the file is written, ONNX Runtime runs it on the test set of the "
+                                   "model's dataset: it must give PyTorch's class on >= 99.9% of the images with "
+                                   "logits within 1e-4, or nothing is written.")
+    p.add_argument("run", nargs="?", metavar="RUN", help="run directory (default: the bundled model)")
+    p.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
+    p.add_argument("--no-verify", action="store_true", help="write without checking against PyTorch")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="reproducible benchmark tables written to BENCHMARKS.md")
     bench_sub = p.add_subparsers(dest="suite", metavar="SUITE", required=True)
@@ -150,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = bench_sub.add_parser("read", help="read real handwriting (USPS, cheques, photos) and generated pages, "
                                           "beside Tesseract when installed",
                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    q.add_argument("--model", metavar="RUN", help="run directory (default: the bundled model)")
+    q.add_argument("--model", metavar="RUN", help=MODEL_HELP)
     q.add_argument("--pages", type=int, default=200, help="synthetic pages generated from the MNIST test set")
     q.add_argument("--seed", type=int, default=0, help="seed of the synthetic pages")
     q.add_argument("--unsure-below", type=float, help="the reader's unsure threshold (default: read.py's, 0.6)")
@@ -166,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seconds", type=float, default=10, help="how long each kind of request is sent")
     q.add_argument("--kinds", nargs="+", default=["pixels", "canvas"], choices=["pixels", "canvas"],
                    help="pixels: JSON 28x28 arrays (seen as they are); canvas: PNG data URLs (prepared first)")
-    q.add_argument("--model", metavar="RUN", help="run directory (default: the bundled model)")
+    q.add_argument("--model", metavar="RUN", help=MODEL_HELP)
     q.add_argument("--results", default="benchmarks/results/serve.json", help="JSON file of the results")
     q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'bench serve' section is rewritten")
     add_data_dir(q)
@@ -315,6 +333,19 @@ def cmd_summary(args) -> int:
     from .catalog import summary_text
 
     print(summary_text(args.target))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_onnx
+
+    done = export_onnx(args.run, args.onnx, verify=not args.no_verify, data_dir=args.data_dir)
+    print(f"wrote {done.path}: {done.size / 1024:,.0f} KiB, {done.parameters:,} parameters "
+          f"({done.exporter} exporter)")
+    if done.verification is None:
+        print("not verified (--no-verify)")
+    else:
+        print(f"verified with ONNX Runtime: {done.verification}")
     return 0
 
 

@@ -35,6 +35,10 @@ class ConfigError(DigitlabError):
     """An option or recipe field has a value that cannot work."""
 
 
+class ExportError(DigitlabError):
+    """A model could not be exported, or its export does not compute what the model computes."""
+
+
 def unknown_name(kind: str, name: str, known) -> UnknownNameError:
     """The error for a name missing from a registry, listing what is registered."""
     return UnknownNameError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(sorted(known))}")

@@ -51,7 +51,6 @@ from ..api import BUNDLED_MODEL, Model, load_model, predict, read
 from ..api import annotate as annotate_image
 from ..checkpoint import read_json
 from ..errors import DigitlabError
-from ..models import count_parameters
 from ..preprocess import MAX_PIXELS, ImageTooLargeError, NotAnImageError
 from ..read import UNSURE_BELOW
 
@@ -285,7 +284,9 @@ def _reading_error(err: DigitlabError) -> ServiceError:
 
 def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_BODY,
                max_pixels: int = MAX_PIXELS, max_batch: int = MAX_BATCH) -> FastAPI:
-    """The service as an ASGI app. model: a Model, a run directory, or None for the bundled one."""
+    """The service as an ASGI app. model: a Model, a run directory, an .onnx file from `digitlab export`,
+    or None for the bundled one. A path is loaded with the default backend (ONNX Runtime, with
+    torch.get_num_threads() threads)."""
     model = model if isinstance(model, Model) else load_model(model)
     batcher = Batcher(model, max_batch, max_pixels)
 
@@ -392,7 +393,8 @@ def _model_info(model: Model) -> dict:
         "path": None if bundled or model.path is None else str(model.path),
         "bundled": bundled,
         "classes": list(model.classes),
-        "parameters": count_parameters(model.module),
+        "parameters": model.parameter_count,
+        "backend": model.backend,
         "evaluation": evaluation,
         "temperature": model.temperature,
         "active": True,
@@ -403,8 +405,8 @@ def serve(model: Model | str | Path | None = None, *, host: str = "127.0.0.1", p
           max_body: int = MAX_BODY, max_pixels: int = MAX_PIXELS, threads: int = 1,
           log_level: str = "info") -> None:
     """Run the service on uvicorn until Ctrl-C or SIGTERM, then shut down cleanly (requests in
-    flight answered, the inference thread stopped) and return. threads: torch's threads for
-    model work."""
+    flight answered, the inference thread stopped) and return. threads: PyTorch's and ONNX
+    Runtime's threads for model work (a Model given already loaded keeps its own)."""
     import contextlib
 
     import torch

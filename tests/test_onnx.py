@@ -239,3 +239,30 @@ def test_the_service_answers_with_the_onnx_file(onnx_file, mnist):
         digits = [client.post("/api/predict", json={"pixels": image.tolist()}).json()["digit"] for image in images]
     assert digits == [str(label) for label in labels]
 
+
+# --- the inference benchmark's machinery -----------------------------------------------------------
+
+
+def test_bench_infer_quick_reports_every_path_and_a_compile_failure(tmp_path, monkeypatch, shared_data_dir):
+    import torch
+
+    from digitlab.bench_infer import bench_infer
+
+    def no_compiler(*_args, **_kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    report = bench_infer([], quick=True, data_dir=shared_data_dir, results=tmp_path / "infer.json",
+                         markdown=tmp_path / "BENCHMARKS.md", progress=False)
+    (row,) = report["models"]
+    paths = row["paths"]
+    assert paths["compile"]["error"] == "RuntimeError: no C++ compiler"
+    for name in ("eager", "onnx"):
+        r = paths[name]
+        assert r["images_per_s_256"] > 0 and r["images_per_s_1024"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"]
+        assert r["same_class"] >= 0.999 and r["max_logit_diff"] <= 1e-4
+    assert json.loads((tmp_path / "infer.json").read_text())["quick"] is True
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "<!-- bench infer: begin -->" in text and "ONNX Runtime" in text and "no C++ compiler" in text
+    with pytest.raises(ConfigError, match="at least 300"):
+        bench_infer([], calls=100, data_dir=shared_data_dir, results=None, markdown=None)

@@ -178,6 +178,29 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'bench read' section is rewritten")
     add_data_dir(q)
     q.set_defaults(func=cmd_bench_read)
+    q = bench_sub.add_parser("infer", help="inference speed: PyTorch eager, torch.compile, ONNX Runtime; "
+                                           "images/s, one-image latency, agreement",
+                             description="For the bundled model and each --model: images/s at batch 256 and "
+                                         "1024, one-image latency p50/p99, and agreement with eager PyTorch on "
+                                         "the MNIST test set, for PyTorch eager (channels_last), torch.compile "
+                                         "(compilation timed apart) and ONNX Runtime.")
+    q.add_argument("--model", metavar="RUN", action="append", default=[],
+                   help="also this run directory or .onnx file, repeatable (the bundled model always runs)")
+    q.add_argument("--paths", nargs="+", default=["eager", "compile", "onnx"], choices=["eager", "compile", "onnx"],
+                   metavar="PATH", help="inference paths to measure: eager, compile, onnx (default: all three)")
+    q.add_argument("--seconds", type=float, default=3, help="how long each batch size runs (default: 3)")
+    q.add_argument("--calls", type=int, default=1000,
+                   help="one-image calls behind p50/p99, at least 300 (default: 1000)")
+    q.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: one per core)")
+    q.add_argument("--quick", action="store_true",
+                   help="smoke test: 0.2 s per batch size, 30 calls, 1,000 images (checks the machinery; figures "
+                        "mean nothing)")
+    q.add_argument("--results", default="benchmarks/results/infer.json",
+                   help="JSON file of the results (default: benchmarks/results/infer.json)")
+    q.add_argument("--markdown", default="BENCHMARKS.md",
+                   help="file whose 'bench infer' section is rewritten (default: BENCHMARKS.md)")
+    add_data_dir(q)
+    q.set_defaults(func=cmd_bench_infer)
     q = bench_sub.add_parser("serve", help="load test of `digitlab serve` on loopback: requests/s, p50/p99 latency",
                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     q.add_argument("--clients", type=int, default=16, help="concurrent clients, each with one keep-alive connection")
@@ -364,6 +387,14 @@ def cmd_bench_read(args) -> int:
     bench_read(data_dir=args.data_dir, model=args.model, markdown=Path(args.markdown), results=Path(args.results),
                synthetic_pages=args.pages, seed=args.seed, unsure_below=args.unsure_below,
                tesseract=not args.no_tesseract, limit=args.limit)
+    return 0
+
+
+def cmd_bench_infer(args) -> int:
+    from .bench_infer import bench_infer
+
+    bench_infer(args.model, paths=args.paths, seconds=args.seconds, calls=args.calls, threads=args.threads,
+                data_dir=args.data_dir, quick=args.quick, results=Path(args.results), markdown=Path(args.markdown))
     return 0
 
 

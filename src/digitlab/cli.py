@@ -212,6 +212,27 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'bench serve' section is rewritten")
     add_data_dir(q)
     q.set_defaults(func=cmd_bench_serve)
+    q = bench_sub.add_parser(
+        "speed", help="training speed: `fast` over seeds, each trick undone, vs Keras 3, a DataLoader loop, "
+                      "scikit-learn; peak memory",
+        description="Time `fast` and `fast-995` over seeds (training seconds, load time apart, GFLOP/s against "
+                    "this CPU's measured peak), undo each of fast's tricks on its own, and run the usual tools "
+                    "side by side on the same machine: Keras 3 on keras-cnn and keras-mlp-dropout (needs "
+                    "`pip install 'digitlab[peers]'`), a conventional PyTorch DataLoader loop, scikit-learn's "
+                    "MLPClassifier. Every contender runs in its own process. Takes about 15 minutes on 2 cores.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    q.add_argument("--seeds", type=int, default=5, help="seeds of `fast`")
+    q.add_argument("--seeds-995", type=int, default=3, help="seeds of `fast-995` (0 skips it)")
+    q.add_argument("--keras-max-epochs", type=int, default=12, help="Keras keras-cnn trains until 99%% or this")
+    q.add_argument("--mlp-epochs", type=int, default=5, help="epochs of the MLP comparisons")
+    q.add_argument("--no-peers", action="store_true", help="leave out Keras, scikit-learn and the DataLoader loop")
+    q.add_argument("--no-ablations", action="store_true", help="do not undo fast's tricks one by one")
+    q.add_argument("--quick", action="store_true",
+                   help="smoke test: 5,000 images, 1 epoch, 1 seed (checks the machinery; figures mean nothing)")
+    q.add_argument("--results", default="benchmarks/results/speed.json", help="JSON file of the results")
+    q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'bench speed' section is rewritten")
+    add_data_dir(q)
+    q.set_defaults(func=cmd_bench_speed)
     return parser
 
 
@@ -416,6 +437,15 @@ def cmd_bench_serve(args) -> int:
 
     bench_serve(clients=args.clients, seconds=args.seconds, kinds=args.kinds, model=args.model,
                 data_dir=args.data_dir, results=Path(args.results), markdown=Path(args.markdown))
+    return 0
+
+
+def cmd_bench_speed(args) -> int:
+    from .bench_speed import bench_speed
+
+    bench_speed(seeds=args.seeds, seeds_995=args.seeds_995, peers=not args.no_peers, ablations=not args.no_ablations,
+                keras_max_epochs=args.keras_max_epochs, mlp_epochs=args.mlp_epochs, data_dir=args.data_dir,
+                quick=args.quick, markdown=Path(args.markdown), results=Path(args.results))
     return 0
 
 

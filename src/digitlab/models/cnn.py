@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from . import register_model
-from .layers import Normalize, keras_init
+from .layers import Dropout, Normalize, keras_init
 
 
 @register_model
@@ -21,9 +21,9 @@ def keras_cnn(in_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 1
         nn.Sequential(
             nn.Conv2d(c, 32, 3), nn.ReLU(),
             nn.Conv2d(32, 32, 3), nn.ReLU(),
-            nn.MaxPool2d(2), nn.Dropout(0.25),
+            nn.MaxPool2d(2), Dropout(0.25),
             nn.Flatten(),
-            nn.Linear(flat, 128), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(flat, 128), nn.ReLU(), Dropout(0.5),
             nn.Linear(128, num_classes),
         )
     )

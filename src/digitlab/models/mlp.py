@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from . import register_model
-from .layers import keras_init
+from .layers import Dropout, keras_init
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -31,7 +31,7 @@ def mlp(
     for size in hidden:
         layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
         if dropout:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
         width = size
     layers.append(nn.Linear(width, num_classes))
     return keras_init(nn.Sequential(*layers))

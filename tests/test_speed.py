@@ -30,7 +30,7 @@ def test_bf16_is_only_used_where_the_hardware_has_it():
     assert bf16_supported(torch.device("meta")) is False
     recipe = get_recipe("fast")
     assert recipe.bf16 and recipe.channels_last and recipe.epochs == 1
-    assert get_recipe("keras-cnn").bf16 is False  # the classic recipes keep their float32 arithmetic
+    assert get_recipe("keras-mlp-dropout").bf16 is False  # the MLPs keep their float32 arithmetic
 
 
 def test_compiled_training_saves_plain_weights_that_load(mnist, tmp_path):

@@ -34,9 +34,13 @@ def test_bf16_is_only_used_where_the_hardware_has_it():
 
 
 def test_compiled_training_saves_plain_weights_that_load(mnist, tmp_path):
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     run = digitlab.train("fast", dataset=mnist, out=tmp_path, progress=False, evaluate_after=False, subset=1024,
                          settings=["compile=true", "bf16=false"])
     assert run.config["recipe"]["compile"] is True
+    assert counters["stats"]["unique_graphs"] >= 1  # the steps really went through torch.compile
     model = digitlab.load_model(run.path)  # no torch.compile prefixes in the saved names
     assert model.predict(mnist.test_images[:10]).shape == (10,)
 

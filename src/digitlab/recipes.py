@@ -165,23 +165,16 @@ DIGITNET_PEN = dataclasses.replace(
 
 # The least wall-clock time to 99.0% (BENCHMARKS.md, `digitlab bench speed`): one epoch of a
 # quarter-width digitnet, bf16 where the CPU has it, batch 128 so that one epoch has enough steps.
-FAST = Recipe(
+FAST = dataclasses.replace(
+    DIGITNET,
     name="fast",
     description="least time to 99%: one epoch of a narrow digitnet (16-32-64), bf16, one-cycle AdamW",
-    dataset="mnist",
-    model="digitnet",
     model_args={"widths": (16, 32, 64)},
-    normalize=True,
-    optimizer="adamw",
-    lr=4e-3,
-    weight_decay=5e-4,
-    schedule="onecycle",
-    warmup=0.2,
+    label_smoothing=0.0,
     batch_size=128,
     epochs=1,
-    channels_last=True,
+    augment=None,
     bf16=True,
-    source="digitlab",
 )
 
 FAST_995 = dataclasses.replace(

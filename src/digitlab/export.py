@@ -11,11 +11,12 @@ own) to "logits", float32 (N, K). The run's config.json travels in the file's me
 temperature; "digitlab.parameters" holds the network's parameter count and
 "digitlab.verification" what `verify_onnx` measured before the file was written.
 
-Why ONNX Runtime (measured on 2 Zen 4 cores, the bundled digitnet-pen on the MNIST test set):
-13,000 images/s batched and 0.095 ms p50 for one image, against PyTorch eager's 4,400 images/s
-and 0.34-0.42 ms -- with the same class on all 10,000 images and logits within 2.4e-6. So
-`load_model` runs a run directory on ONNX Runtime through an in-memory export (0.24 s with the
-TorchScript-based exporter; the torch.export-based one takes 2.8 s, and is the fallback only).
+Why ONNX Runtime (`digitlab bench infer` on 2 Zen 4 cores, the bundled digitnet-pen, BENCHMARKS.md):
+11,590 images/s at batch 1024 and 0.146 ms p50 for one image, against PyTorch eager's 6,229
+images/s and 0.415 ms -- with the same class on all 10,000 MNIST test images and logits within
+2.4e-6. So `load_model` runs a run directory on ONNX Runtime through an in-memory export (the
+TorchScript-based exporter; the torch.export-based one took 2.8 s against its 0.24 s when
+measured, and is the fallback only).
 """
 
 from __future__ import annotations

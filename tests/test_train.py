@@ -71,6 +71,11 @@ def test_resume_gives_the_same_history_as_an_uninterrupted_run(recipe, subset, m
 def test_resuming_a_finished_run_asks_for_more_epochs(mnist, tmp_path):
     run = digitlab.train("keras-mlp-dropout", epochs=1, subset=500, dataset=mnist, out=tmp_path, progress=False,
                          evaluate_after=False)
+    # Trained but never evaluated (as if killed during evaluation): resuming finishes the evaluation.
+    assert not (run.path / "metrics.json").exists()
+    finished = digitlab.train(None, resume=run.path, dataset=mnist, progress=False)
+    assert [r["epoch"] for r in finished.history] == [1]
+    assert (run.path / "metrics.json").is_file()
     with pytest.raises(CheckpointError, match="--epochs"):
         digitlab.train(None, resume=run.path, dataset=mnist, progress=False)
     more = digitlab.train(None, resume=run.path, epochs=2, dataset=mnist, progress=False, evaluate_after=False)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError
-from .files import atomic_write
+from .errors import CheckpointError, WriteError
+from .files import atomic_write, make_temp_dir, remove_temporaries
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 HISTORY = "history.json"
 CHECKPOINTS = "checkpoint"
+METRICS = "metrics.json"  # written last by evaluation: a run directory with it is complete
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -64,7 +64,14 @@ def _json_default(value: Any) -> Any:
 
 def save_weights(path: Path, state: dict[str, torch.Tensor]) -> Path:
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp))
+        except SafetensorError as err:  # how safetensors reports a failed write (a full disk, say)
+            raise OSError(str(err)) from err
+
+    return atomic_write(path, write)
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -121,9 +128,8 @@ def save_checkpoint(
     Older epoch folders are removed only after that.
     """
     root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     name = f"epoch-{epoch:04d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    tmp = make_temp_dir(root, name)
     try:
         opt_tensors, opt_meta = optimizer_to_files(optimizer_state)
         save_weights(tmp / "model.safetensors", model_state)
@@ -134,14 +140,39 @@ def save_checkpoint(
         if final.exists():  # a rerun of the same epoch after a crash past this point
             shutil.rmtree(final)
         os.replace(tmp, final)
+        write_json(root / "latest.json", {"epoch": epoch, "folder": name})
+    except (OSError, WriteError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteError(f"could not save the checkpoint of epoch {epoch} in {root}: {_reason(err)}; "
+                         f"the previous checkpoint is intact, and --resume {run_dir} continues from it") from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_json(root / "latest.json", {"epoch": epoch, "folder": name})
     for old in root.iterdir():
         if old.name != name and old.name != "latest.json":
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
     return final
+
+
+def _reason(err: BaseException) -> str:
+    cause = err.__cause__ if isinstance(err, WriteError) and isinstance(err.__cause__, OSError) else err
+    return cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (Path(run_dir) / CHECKPOINTS / "latest.json").is_file()
+
+
+def remove_partial_writes(run_dir: Path) -> None:
+    """Clear what a killed process left half-written in a run directory: hidden temporary
+    files, and checkpoint folders never renamed into place. Complete files are untouched."""
+    remove_temporaries(Path(run_dir))
+    root = Path(run_dir) / CHECKPOINTS
+    remove_temporaries(root)
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name.startswith(".epoch-") and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def load_checkpoint(run_dir: Path) -> dict:

@@ -35,6 +35,10 @@ class ConfigError(DigitlabError):
     """An option or recipe field has a value that cannot work."""
 
 
+class WriteError(DigitlabError):
+    """A file could not be written (disk full, read-only folder, no permission); nothing was replaced."""
+
+
 class ExportError(DigitlabError):
     """A model could not be exported, or its export does not compute what the model computes."""
 

@@ -5,11 +5,22 @@ than to keep a float copy, and 4x smaller); a batch is a set of indices into it;
 and augmentation draw from one seeded generator, so a seed gives the same history on the
 same machine, and `resume` restores that generator, the global RNG (dropout), the
 optimiser and the history from the last complete checkpoint.
+
+Under torchrun (distributed.py) every process runs this same loop on its slice of each
+global batch; only rank 0 touches the run directory.
+
+Never losing work: every file is written whole or not at all (files.atomic_write), a run
+directory appears with its config.json already in it, and a checkpoint is a folder renamed
+into place before checkpoint/latest.json names it. A process killed at any instant leaves
+the last complete checkpoint, and `--resume` continues from it (or from the start, if no
+epoch had finished), clearing the hidden leftovers of the interrupted writes first.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,15 +35,22 @@ from . import __version__
 from .checkpoint import (
     CONFIG,
     HISTORY,
+    METRICS,
     WEIGHTS,
+    has_checkpoint,
     load_checkpoint,
+    optimizer_from_files,
+    optimizer_to_files,
     read_json,
+    remove_partial_writes,
     save_checkpoint,
     save_weights,
     write_json,
 )
 from .data import Dataset, load_dataset
-from .errors import CheckpointError, ConfigError
+from .distributed import Cluster, DistributedError
+from .errors import CheckpointError, ConfigError, DigitlabError, WriteError
+from .files import make_temp_dir
 from .models import create_model
 from .recipes import Augment, Recipe, get_recipe
 
@@ -46,6 +64,7 @@ class Run:
     model: nn.Module
     history: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    rank: int = 0  # under torchrun, the process that returned it; only rank 0's run directory is written
 
 
 # --- choices made once per run ------------------------------------------------------------
@@ -222,16 +241,76 @@ def restore_rng(generator: torch.Generator, state: dict[str, torch.Tensor]) -> N
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def new_run_dir(out: Path, recipe_name: str) -> Path:
-    """runs/<recipe>-<timestamp>/, with a suffix if two runs start in the same second."""
+def create_run_dir(out: Path, recipe_name: str, config: dict) -> Path:
+    """runs/<recipe>-<timestamp>/ (with a suffix if two runs start in the same second),
+    appearing with its config.json already in it: the folder is built under a hidden name and
+    renamed, so every run directory that exists can be resumed."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path(out) / f"{recipe_name}-{stamp}"
-    suffix = 1
-    while path.exists():
-        suffix += 1
-        path = Path(out) / f"{recipe_name}-{stamp}-{suffix}"
-    path.mkdir(parents=True)
+    tmp = make_temp_dir(Path(out), f"{recipe_name}-{stamp}")
+    try:
+        write_json(tmp / CONFIG, config)
+        path, suffix = Path(out) / f"{recipe_name}-{stamp}", 1
+        while path.exists():
+            suffix += 1
+            path = Path(out) / f"{recipe_name}-{stamp}-{suffix}"
+        os.rename(tmp, path)
+    except OSError as err:
+        raise WriteError(f"could not create a run directory in {out}: {err.strerror or err}") from err
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def plan_resume(run_path: Path, overrides: dict, settings: list[str] | None):
+    """What `--resume RUN` continues: (recipe, val_split, subset, checkpoint or None).
+
+    A run killed before its first checkpoint starts again from epoch 1; one killed after its
+    last epoch but before its evaluation finishes (model.safetensors and history.json are
+    rewritten from the checkpoint, then the caller evaluates). A run with its metrics.json
+    written is complete: resuming it needs --epochs beyond what it trained.
+    """
+    config = read_json(run_path / CONFIG)
+    try:
+        recipe = Recipe.from_json(config["recipe"])
+        val_split, subset = config["train"]["val_split"], config["train"]["subset"]
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{run_path / CONFIG} lacks {err}: not a digitlab run configuration") from err
+    unsupported = {k for k, v in overrides.items() if v is not None} - {"epochs"}
+    if settings:
+        unsupported.add("--set")
+    if unsupported:
+        raise ConfigError(f"--resume continues the run as configured; only --epochs may change, "
+                          f"not {sorted(unsupported)}")
+    recipe = recipe.override(**overrides)
+    checkpoint = load_checkpoint(run_path) if has_checkpoint(run_path) else None
+    if checkpoint is not None and recipe.engine != "torch":
+        raise CheckpointError(f"{recipe.name} trains in one {recipe.engine} call and cannot be resumed")
+    done = checkpoint["state"]["epoch"] if checkpoint else 0
+    if done >= recipe.epochs and (run_path / METRICS).is_file():
+        raise CheckpointError(f"{run_path} already finished its {recipe.epochs} epochs; "
+                              f"pass --epochs N with N > {done} to train further")
+    return recipe, val_split, subset, checkpoint
+
+
+def share_checkpoint(cluster: Cluster, checkpoint: dict | None, dev: torch.device) -> dict:
+    """Rank 0's checkpoint on every process (tensors as safetensors bytes, the rest as JSON)."""
+    if not cluster.active:
+        return checkpoint
+    main = cluster.main
+    opt_tensors, opt_meta = optimizer_to_files(checkpoint["optimizer"]) if main else (None, None)
+    return {
+        "model": cluster.share_tensors(checkpoint["model"] if main else None, dev),
+        "optimizer": optimizer_from_files(cluster.share_tensors(opt_tensors, dev), cluster.share_json(opt_meta, dev)),
+        "rng": cluster.share_tensors(checkpoint["rng"] if main else None, dev),
+        "state": cluster.share_json(checkpoint["state"] if main else None, dev),
+    }
+
+
+def rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of one process's augmentation and dropout in one epoch (several processes only):
+    a pure function, so a resumed epoch draws what the interrupted one drew."""
+    return (seed * 1_000_003 + epoch * 7919 + rank * 104_729 + 12_345) % 2**62
 
 
 # --- the loop -------------------------------------------------------------------------------
@@ -249,41 +328,64 @@ def fit(
     subset: int | None = None,
     settings: list[str] | None = None,
     progress: bool = True,
+    cluster: Cluster | None = None,
     **overrides,
 ) -> Run:
-    """Train a recipe and write its run directory; see `digitlab.train` for the arguments."""
-    start_epoch, history, checkpoint = 0, [], None
-    if resume is not None:
-        run_path = Path(resume)
-        config = read_json(run_path / CONFIG)
-        recipe = Recipe.from_json(config["recipe"])
-        unsupported = {k for k, v in overrides.items() if v is not None} - {"epochs"}
-        if settings:
-            unsupported.add("--set")
-        if unsupported:
-            raise ConfigError(f"--resume continues the run as configured; only --epochs may change, "
-                              f"not {sorted(unsupported)}")
-        recipe = recipe.override(**overrides)
-        val_split, subset = config["train"]["val_split"], config["train"]["subset"]
-        checkpoint = load_checkpoint(run_path)
-        start_epoch = checkpoint["state"]["epoch"]
-        history = checkpoint["state"]["history"]
-        if start_epoch >= recipe.epochs:
-            raise CheckpointError(f"{run_path} already finished its {recipe.epochs} epochs; "
-                                  f"pass --epochs N with N > {start_epoch} to train further")
-    else:
-        recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
-        recipe = recipe.with_settings(settings or []).override(**overrides)
-    recipe.validate()
-    if checkpoint is not None and recipe.engine != "torch":
-        raise CheckpointError(f"{recipe.name} trains in one {recipe.engine} call and cannot be resumed")
+    """Train a recipe and write its run directory; see `digitlab.train` for the arguments.
 
-    dev = pick_device(device)
-    dataset = dataset or load_dataset(recipe.dataset, data_dir=data_dir, progress=progress)
+    cluster: this process's place in a torchrun job (Cluster.from_environment); None is one
+    process. With several, the process group is joined here and left on return.
+    """
+    cluster = cluster or Cluster()
+    dev = cluster.device(pick_device(device))
+    cluster.start(dev)
+    try:
+        return _fit(recipe, dataset=dataset, data_dir=data_dir, out=out, resume=resume, dev=dev, val_split=val_split,
+                    subset=subset, settings=settings, progress=progress and cluster.main, cluster=cluster,
+                    overrides=overrides)
+    finally:
+        cluster.stop()
+
+
+def _fit(recipe, *, dataset, data_dir, out, resume, dev, val_split, subset, settings, progress, cluster, overrides):
+    # 1. The plan -- recipe, data split, checkpoint -- made by rank 0 and shared: only rank 0
+    # reads the run directory (on several machines the others may not even see it).
+    checkpoint, failure = None, None
+    if cluster.main:
+        try:
+            if resume is not None:
+                remove_partial_writes(Path(resume))
+                recipe, val_split, subset, checkpoint = plan_resume(Path(resume), overrides, settings)
+            else:
+                recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+                recipe = recipe.with_settings(settings or []).override(**overrides)
+            recipe.validate()
+        except DigitlabError as err:
+            if not cluster.active:
+                raise
+            failure = err
+        plan = ({"error": str(failure)} if failure else
+                {"recipe": recipe.to_json(), "val_split": val_split, "subset": subset, "resume": checkpoint is not None})
+    plan = cluster.share_json(plan if cluster.main else None, dev)
+    if "error" in plan:  # every process stops with rank 0's reason
+        raise failure if failure else DistributedError(f"rank 0 could not start the run: {plan['error']}")
+    recipe = Recipe.from_json(plan["recipe"])
+    val_split, subset = plan["val_split"], plan["subset"]
+    if cluster.active and recipe.engine != "torch":
+        raise ConfigError(f"{recipe.name} trains in one {recipe.engine} call: it runs in one process, not under "
+                          "torchrun")
+
+    # 2. The data: every process holds all of it. On each machine, local rank 0 loads first
+    # (and downloads, if needed) while the others wait, so a download happens once per machine.
+    if dataset is None:
+        if cluster.local_rank != 0:
+            cluster.barrier("waiting for local rank 0 to fetch the dataset")
+        dataset = load_dataset(recipe.dataset, data_dir=data_dir, progress=progress)
+        if cluster.local_rank == 0:
+            cluster.barrier("waiting for the other processes to load the dataset")
     train_x, train_y, val_x, val_y = split_validation(dataset, val_split, subset, recipe.seed)
     if val_x is None:  # the tutorials validate on the test set; --val-split is the honest way
         val_x, val_y = dataset.test_images, dataset.test_labels
-    run_path = Path(resume) if resume is not None else new_run_dir(Path(out), recipe.name)
     args = model_arguments(recipe, dataset)
     config = {
         "digitlab_version": __version__,
@@ -295,9 +397,23 @@ def fit(
                   "val_split": val_split, "subset": subset,
                   "validation": "held-out training images" if val_split else "test set",
                   "torch_version": torch.__version__, "threads": torch.get_num_threads(),
-                  "bf16": recipe.bf16 and bf16_supported(dev)},
+                  "bf16": recipe.bf16 and bf16_supported(dev),
+                  "processes": cluster.world, "backend": cluster.backend},
     }
-    write_json(run_path / CONFIG, config)
+
+    # 3. The run directory: rank 0 creates (or updates) it; the others learn its path.
+    run_path = None
+    if cluster.main:
+        if resume is not None:
+            run_path = Path(resume)
+            write_json(run_path / CONFIG, config)
+            if checkpoint is not None:  # bring what a kill may have left behind up to the checkpoint
+                save_weights(run_path / WEIGHTS, checkpoint["model"])
+                write_json(run_path / HISTORY, checkpoint["state"]["history"])
+            (run_path / METRICS).unlink(missing_ok=True)  # it described the weights this run replaces
+        else:
+            run_path = create_run_dir(Path(out), recipe.name, config)
+    run_path = Path(cluster.share_json(str(run_path) if cluster.main else None, dev))
 
     if recipe.engine == "opencv":
         from .engines.opencv_mlp import fit_opencv  # imported late: cv2 is needed for this recipe only
@@ -310,10 +426,17 @@ def fit(
         return Run(path=run_path, recipe=recipe, model=model.eval(), history=history, config=config)
     if recipe.engine != "torch":
         raise ConfigError(f"unknown engine {recipe.engine!r}")
+    checkpoint = share_checkpoint(cluster, checkpoint, dev) if plan["resume"] else None
+    start_epoch = checkpoint["state"]["epoch"] if checkpoint else 0
+    history = checkpoint["state"]["history"] if checkpoint else []
 
+    # 4. Model, optimiser, generators.
     train_x, train_y, val_x, val_y = (t.to(dev) for t in (train_x, train_y, val_x, val_y))
     torch.manual_seed(recipe.seed)  # model initialisation, then dropout masks
-    generator = torch.Generator(device=dev).manual_seed(recipe.seed + 1)  # shuffling, augmentation
+    generator = torch.Generator(device=dev).manual_seed(recipe.seed + 1)  # shuffling (the same in every process)
+    # One process augments with the shuffling generator itself (the history a seed has always
+    # given); several draw augmentation and dropout per process and epoch (rank_seed).
+    local_generator = torch.Generator(device=dev) if cluster.active else generator
     model = create_model(recipe.model, **args).to(dev)
     layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
@@ -322,53 +445,90 @@ def fit(
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         restore_rng(generator, checkpoint["rng"])
-    forward = torch.compile(model) if recipe.compile else model  # same parameters; saved through `model`
+    trained = model
+    if cluster.active:  # DDP all-reduces (averages) the gradients during backward()
+        from torch.nn.parallel import DistributedDataParallel
+
+        with cluster.lost_peer("setting up DistributedDataParallel"):
+            trained = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    forward = torch.compile(trained) if recipe.compile else trained  # same parameters; saved through `model`
 
     amp = config["train"]["bf16"]  # bf16 autocast only where the hardware runs it natively
     n = len(train_y)
-    steps_per_epoch = math.ceil(n / recipe.batch_size)
+    batch = recipe.batch_size  # the global batch: each process takes its slice of it
+    # A last global batch smaller than the number of processes would leave one of them empty: skip it.
+    steps_per_epoch = n // batch + (1 if n % batch >= cluster.world else 0)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     for epoch in range(start_epoch, recipe.epochs):
         model.train()
         started = time.perf_counter()
         order = torch.randperm(n, generator=generator, device=dev)
+        if cluster.active:
+            local_generator.manual_seed(rank_seed(recipe.seed, epoch, cluster.rank))
+            torch.manual_seed(rank_seed(recipe.seed, epoch, cluster.rank) + 1)
         loss_sum = torch.zeros((), device=dev)  # summed on the device: no sync per step
         correct = torch.zeros((), device=dev, dtype=torch.long)
+        seen = 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch",
                    disable=not progress, leave=False, dynamic_ncols=True)
-        for i in bar:
-            step = epoch * steps_per_epoch + i
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(recipe, step, steps_per_epoch)
-            idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
-            x = train_x[idx].float().div_(255)  # (B, C, H, W) in [0, 1]
-            y = train_y[idx]
-            if recipe.augment is not None:
-                x = augment_batch(x, recipe.augment, generator)
-            x = x.contiguous(memory_format=layout)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                logits = forward(x)
-                loss = criterion(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
-                seen = min(n, (i + 1) * recipe.batch_size)
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+        with cluster.lost_peer(f"training epoch {epoch + 1}", only_network=True):
+            for i in bar:
+                step = epoch * steps_per_epoch + i
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(recipe, step, steps_per_epoch)
+                idx = order[i * batch:(i + 1) * batch]
+                mine = idx.tensor_split(cluster.world)[cluster.rank] if cluster.active else idx
+                x = train_x[mine].float().div_(255)  # (B, C, H, W) in [0, 1]
+                y = train_y[mine]
+                if recipe.augment is not None:
+                    x = augment_batch(x, recipe.augment, local_generator)
+                x = x.contiguous(memory_format=layout)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                    logits = forward(x)
+                    loss = criterion(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                if cluster.active:
+                    # DDP averages over processes; weighting each by its share of the global batch
+                    # makes that average the gradient of the global batch's mean loss, as in one process.
+                    (loss * (len(mine) * cluster.world / len(idx))).backward()
+                else:
+                    loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += len(y)
+                if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
         bar.close()
         train_seconds = time.perf_counter() - started
-        val_loss, val_accuracy = evaluate_loss_accuracy(model, val_x, val_y, recipe.label_smoothing)
-        row = {"epoch": epoch + 1, "loss": loss_sum.item() / n, "accuracy": correct.item() / n,
+        loss_total, correct_total, seen = cluster.sum([loss_sum.item(), correct.item(), seen], dev)
+        val_loss, val_accuracy = evaluate_sharded(model, val_x, val_y, recipe.label_smoothing, cluster, dev)
+        row = {"epoch": epoch + 1, "loss": loss_total / seen, "accuracy": correct_total / seen,
                "val_loss": val_loss, "val_accuracy": val_accuracy, "seconds": train_seconds,
                "lr": learning_rate(recipe, (epoch + 1) * steps_per_epoch - 1, steps_per_epoch)}
         history.append(row)
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{recipe.epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} "
                        f"val_loss {val_loss:.4f} val_acc {val_accuracy:.4f} ({train_seconds:.1f} s)")
-        save_checkpoint(run_path, epoch + 1, model.state_dict(), optimizer.state_dict(), rng_state(generator),
-                        {"history": history})
-        save_weights(run_path / WEIGHTS, model.state_dict())
-        write_json(run_path / HISTORY, history)
-    return Run(path=run_path, recipe=recipe, model=model.eval(), history=history, config=config)
+        if cluster.main:
+            save_checkpoint(run_path, epoch + 1, model.state_dict(), optimizer.state_dict(), rng_state(generator),
+                            {"history": history, "processes": cluster.world})
+            save_weights(run_path / WEIGHTS, model.state_dict())
+            write_json(run_path / HISTORY, history)
+    return Run(path=run_path, recipe=recipe, model=model.eval(), history=history, config=config, rank=cluster.rank)
+
+
+def evaluate_sharded(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, label_smoothing: float,
+                     cluster: Cluster, dev: torch.device) -> tuple[float, float]:
+    """evaluate_loss_accuracy over all processes, each on its slice of the images."""
+    if not cluster.active:
+        return evaluate_loss_accuracy(model, images, labels, label_smoothing)
+    # DDP broadcast rank 0's buffers (BatchNorm statistics) before each training forward, and
+    # each process then updated its own: use rank 0's, the ones its checkpoint saves.
+    with cluster.lost_peer("sharing BatchNorm statistics"):
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, 0)
+    mine_x, mine_y = images.tensor_split(cluster.world)[cluster.rank], labels.tensor_split(cluster.world)[cluster.rank]
+    loss, accuracy = evaluate_loss_accuracy(model, mine_x, mine_y, label_smoothing) if len(mine_y) else (0.0, 0.0)
+    loss_sum, correct, count = cluster.sum([loss * len(mine_y), accuracy * len(mine_y), len(mine_y)], dev)
+    return loss_sum / count, correct / count

@@ -39,6 +39,7 @@ from .checkpoint import (
     WEIGHTS,
     has_checkpoint,
     load_checkpoint,
+    load_weights,
     optimizer_from_files,
     optimizer_to_files,
     read_json,
@@ -293,6 +294,22 @@ def plan_resume(run_path: Path, overrides: dict, settings: list[str] | None):
     return recipe, val_split, subset, checkpoint
 
 
+def bring_up_to_date(run_path: Path, checkpoint: dict) -> None:
+    """Rewrite model.safetensors and history.json from the checkpoint where a kill between
+    writing the checkpoint and writing them left them an epoch behind."""
+    history = checkpoint["state"]["history"]
+    try:
+        current = read_json(run_path / HISTORY) == history
+        weights = load_weights(run_path / WEIGHTS)
+        current = current and weights.keys() == checkpoint["model"].keys() and all(
+            torch.equal(weights[k], v.cpu()) for k, v in checkpoint["model"].items())
+    except CheckpointError:  # missing or unreadable: rewrite
+        current = False
+    if not current:
+        save_weights(run_path / WEIGHTS, checkpoint["model"])
+        write_json(run_path / HISTORY, history)
+
+
 def share_checkpoint(cluster: Cluster, checkpoint: dict | None, dev: torch.device) -> dict:
     """Rank 0's checkpoint on every process (tensors as safetensors bytes, the rest as JSON)."""
     if not cluster.active:
@@ -407,9 +424,8 @@ def _fit(recipe, *, dataset, data_dir, out, resume, dev, val_split, subset, sett
         if resume is not None:
             run_path = Path(resume)
             write_json(run_path / CONFIG, config)
-            if checkpoint is not None:  # bring what a kill may have left behind up to the checkpoint
-                save_weights(run_path / WEIGHTS, checkpoint["model"])
-                write_json(run_path / HISTORY, checkpoint["state"]["history"])
+            if checkpoint is not None:
+                bring_up_to_date(run_path, checkpoint)
             (run_path / METRICS).unlink(missing_ok=True)  # it described the weights this run replaces
         else:
             run_path = create_run_dir(Path(out), recipe.name, config)

@@ -61,6 +61,9 @@ def remove_temporaries(folder: Path) -> list[Path]:
     if Path(folder).is_dir():
         for entry in Path(folder).iterdir():
             if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX) and entry.is_file():
-                entry.unlink(missing_ok=True)
+                try:
+                    entry.unlink(missing_ok=True)
+                except OSError:  # a read-only folder: the next write there fails with a clear error anyway
+                    continue
                 removed.append(entry)
     return removed

@@ -20,6 +20,11 @@ fails if there is one), requests per second, latency p50/p90/p99/max (from writi
 request to reading the whole answer), the share of answers that name the digit's MNIST label,
 and the service's peak resident memory (VmHWM). Results go to a JSON file and a section of
 BENCHMARKS.md. Target (issue 4): >= 500 predictions/s with p99 <= 50 ms at 16 clients on 2 cores.
+
+`bench_abuse` (`digitlab bench serve --abuse`) sends the same 28x28 load while abusive clients,
+in a process of their own, send a bounded mix of malformed requests (see EXPECTED): the good
+requests must all succeed, every abusive one must be refused or closed (none left hanging), and
+the service must stay up with its memory bounded.
 """
 
 from __future__ import annotations
@@ -27,12 +32,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import multiprocessing
+import os
 import socket
+import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -41,7 +52,7 @@ import numpy as np
 import torch
 
 from .bench import machine, write_section
-from .checkpoint import write_json
+from .checkpoint import read_json, write_json
 from .errors import ConfigError, DigitlabError
 
 START, END = "<!-- bench serve: begin -->", "<!-- bench serve: end -->"
@@ -63,17 +74,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_service(port: int, model=None, extra: list[str] | None = None) -> subprocess.Popen:
+class Service(subprocess.Popen):
+    """`digitlab serve` as a child process. What it prints goes to a temporary file, not a pipe:
+    a pipe nobody reads fills at 64 KiB and then blocks the service at its next log line, and
+    under abuse uvicorn logs a warning for each malformed request."""
+
+    def __init__(self, command: list[str]):
+        self.log = tempfile.TemporaryFile()
+        super().__init__(command, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+
+def start_service(port: int, model=None, extra: list[str] | None = None) -> Service:
     """`python -m digitlab serve` on 127.0.0.1:port, returned once /healthz answers."""
     command = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--log-level", "warning"]
     if model is not None:
         command += ["--model", str(model)]
-    process = subprocess.Popen(command + (extra or []), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = Service(command + (extra or []))
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
-            raise LoadTestError(f"`{' '.join(command)}` exited with {process.returncode}:\n{output[-2000:]}")
+            raise LoadTestError(f"`{' '.join(command)}` exited with {process.returncode}:\n{process.output()[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
                 if answer.status == 200:
@@ -93,8 +117,6 @@ def stop_service(process: subprocess.Popen, timeout: float = 15) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    if process.stdout:
-        process.stdout.close()
     return process.returncode
 
 
@@ -123,9 +145,12 @@ def request_bodies(kind: str, images: np.ndarray) -> list[bytes]:
     return bodies
 
 
-def http_request(path: str, body: bytes, port: int) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+def http_request(path: str, body: bytes, port: int, content_type: str | None = "application/json",
+                 length: int | None = None) -> bytes:
+    """A POST as raw HTTP/1.1; `length` declares another Content-Length than the body's."""
+    kind = f"Content-Type: {content_type}\r\n" if content_type else ""
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{kind}"
+            f"Content-Length: {len(body) if length is None else length}\r\n\r\n").encode() + body
 
 
 async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -189,16 +214,12 @@ def bench_serve(clients: int = 16, seconds: float = 10, kinds=KINDS, model=None,
                 results: Path | None = Path("benchmarks/results/serve.json"),
                 markdown: Path | None = Path("BENCHMARKS.md"), progress: bool = True) -> dict:
     """Load-test the service; write `results` and the BENCHMARKS.md section (None: don't)."""
-    from .api import load_dataset
-
     if clients < 1 or seconds <= 0:
         raise ConfigError(f"clients must be at least 1 and seconds positive, got {clients} and {seconds}")
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ConfigError(f"unknown request kinds {sorted(unknown)}; choose from {list(KINDS)}")
-    mnist = load_dataset("mnist", data_dir=data_dir, progress=False)
-    images = mnist.test_images[:DIGITS, 0].numpy()
-    labels = mnist.test_labels[:DIGITS].numpy()
+    images, labels = _test_digits(data_dir)
     port = free_port()
     process = start_service(port, model)
     runs = {}
@@ -225,13 +246,31 @@ def bench_serve(clients: int = 16, seconds: float = 10, kinds=KINDS, model=None,
         "service_exit_code": exit_code, "runs": runs,
     }
     if results is not None:
-        write_json(Path(results), report)
+        _write_results(Path(results), report)
     if markdown is not None:
         publish(report, Path(markdown))
     failed = {kind: run["error_samples"] for kind, run in runs.items() if run["errors"]}
     if failed:
         raise LoadTestError(f"requests failed under load: {failed}")
     return report
+
+
+def _test_digits(data_dir) -> tuple[np.ndarray, np.ndarray]:
+    """The first DIGITS MNIST test digits, (N, 28, 28) uint8, and their labels."""
+    from .api import load_dataset
+
+    mnist = load_dataset("mnist", data_dir=data_dir, progress=False)
+    return mnist.test_images[:DIGITS, 0].numpy(), mnist.test_labels[:DIGITS].numpy()
+
+
+def _write_results(path: Path, report: dict, abuse: bool = False) -> None:
+    """serve.json holds the load test at its top level and the abuse test under "abuse": each
+    rewrites its own part and keeps the other's."""
+    previous = read_json(path) if path.exists() else {}
+    if abuse:
+        write_json(path, {**previous, "abuse": report})
+    else:
+        write_json(path, {**report, **({"abuse": previous["abuse"]} if "abuse" in previous else {})})
 
 
 def publish(report: dict, markdown: Path) -> None:
@@ -258,3 +297,283 @@ def publish(report: dict, markdown: Path) -> None:
                   f"{f'{rss:.0f} MiB' if rss is not None else 'unknown'}; it exited with "
                   f"{report['service_exit_code']} on SIGTERM.{verdict}", END]
     write_section(markdown, START, END, "\n".join(lines), HEADING + "\n\n")
+
+
+# --- the service under abuse: `digitlab bench serve --abuse` ----------------------------------------
+
+ABUSE_START, ABUSE_END = "<!-- bench serve abuse: begin -->", "<!-- bench serve abuse: end -->"
+ABUSE_HEADING = "## The service under abuse (`digitlab bench serve --abuse`)"
+PACE = 0.1  # seconds between the requests of one paced kind of abuse: 10 a second of each
+SLOW = 4  # clients trickling a head, and as many trickling a body, a byte every TRICKLE seconds
+TRICKLE = 0.25
+IDLE = 300  # connections opened at once and left silent
+LARGE = 32  # bodies 1 MiB under the size limit (9 MiB by default: 288 MiB in all), sent at once
+GRACE = 5.0  # seconds past the service's read timeout after which a client still waiting calls it a hang
+
+# The right outcomes of each kind of abuse: an HTTP status; "closed", the service closed the
+# connection without a word; "reset", it closed while the client was still sending -- how a
+# refusal of a body it will not read ends. "hung" (nothing after read_timeout + GRACE seconds) is
+# never right.
+EXPECTED = {
+    "wrong content type": {"400", "415", "422"},
+    "truncated image": {"415", "422"},
+    "malformed JSON": {"422"},
+    "malformed HTTP": {"400"},
+    "half-closed": {"closed"},
+    "huge Content-Length": {"413"},
+    "huge declared pixels": {"413"},
+    "oversized head": {"431", "reset"},
+    "slow head": {"408"},
+    "slow body": {"408"},
+    "idle connections": {"closed"},
+    "large bodies": {"415", "503", "reset"},
+}
+SLOW_KINDS = ("slow head", "slow body", "idle connections")  # their seconds until the service closed are kept
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny valid PNG whose header declares width x height pixels (IHDR patched, its CRC redone)."""
+    data = bytearray(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def abuse_requests(port: int, max_body: int) -> dict[str, list[bytes]]:
+    """The paced kinds of abuse: raw HTTP/1.1 bytes for each, sent in turn, each on a new connection."""
+    pad = np.full((280, 280), 253, np.uint8)  # a "1" as the page's drawing pad sends it
+    cv2.line(pad, (140, 40), (140, 240), 30, 24)
+    png, jpeg = (cv2.imencode(ext, pad)[1].tobytes() for ext in (".png", ".jpg"))
+
+    def post(path: str, body: bytes, content_type: str | None = "application/json", length: int | None = None):
+        return http_request(path, body, port, content_type, length)
+
+    return {
+        "wrong content type": [post("/api/predict", b'{"pixels": [[0]]}', "text/plain"),
+                               post("/api/predict", b"<digit>1</digit>", "application/xml"),
+                               post("/api/predict", png),  # a PNG said to be JSON
+                               post("/api/predict", png, "multipart/form-data"),  # no boundary
+                               post("/api/read", png[:64], None)],  # no Content-Type at all
+        "truncated image": [post(path, data[:len(data) // 2], content_type)
+                            for path in ("/api/predict", "/api/read")
+                            for data, content_type in ((png, "image/png"), (jpeg, "image/jpeg"))],
+        "malformed JSON": [post("/api/predict", b'{"pixels": [[0, 0'),
+                           post("/api/predict", b"[" * 100_000 + b"]" * 100_000),  # deeper than json can go
+                           post("/api/predict", json.dumps({"pixels": [[10 ** 400] * 28] * 28}).encode()),
+                           post("/api/predict", json.dumps({"pixels": [[float("nan")] * 28] * 28}).encode()),
+                           post("/api/predict", b'{"image": "data:image/png;base64,@@@"}')],
+        "malformed HTTP": [b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(64),  # a TLS hello
+                           b"GET\r\n\r\n",
+                           post("/api/predict", b"", length=-1),
+                           b"POST /api/predict HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+                           b"POST /api/predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+        "half-closed": [post("/api/predict", b"")[:30],  # part of a head, then the client's end is shut
+                        post("/api/predict", b"", "image/png", length=1000) + png[:100]],  # a tenth of a body
+        "huge Content-Length": [post("/api/predict", b"", "image/png", length=10 ** 12),  # and no body
+                                post("/api/read", b"", "image/jpeg", length=max_body + 1)],
+        "huge declared pixels": [post("/api/predict", png_declaring(20_000, 20_000), "image/png"),
+                                 post("/api/read", png_declaring(65_535, 65_535), "image/png")],
+        "oversized head": [b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 1_000_000 + b"\r\n\r\n",
+                           b"GET /healthz HTTP/1.1\r\n" + b"X-Many: headers\r\n" * 50_000 + b"\r\n"],
+    }
+
+
+def _status(line: bytes) -> str:
+    """The outcome named by the first line the service sent back: its status, or "closed"."""
+    return line.split()[1].decode() if line.startswith(b"HTTP/1.1 ") else "closed"
+
+
+async def _exchange(port: int, data: bytes, limit: float, half_close: bool = False) -> str:
+    """Send `data` on a new connection (then shut the client's side, if `half_close`); the outcome."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        async with asyncio.timeout(limit):
+            try:
+                writer.write(data)
+                if half_close:
+                    writer.write_eof()
+                await writer.drain()
+            except ConnectionError:  # refused before all was sent: its answer may still be there to read
+                pass
+            return _status(await reader.readline())
+    except TimeoutError:
+        return "hung"
+    except ConnectionError:
+        return "reset"
+    finally:
+        writer.close()
+
+
+async def _slow_client(port: int, head: bytes, drip: bytes, limit: float) -> tuple[str, float]:
+    """Send `head`, then `drip` a byte every TRICKLE seconds (and nothing once it is out) until the
+    service answers or closes: the outcome and the seconds that took."""
+    began = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        async with asyncio.timeout(limit):
+            writer.write(head)
+            for k in range(len(drip)):
+                writer.write(drip[k:k + 1])
+                await writer.drain()
+                try:
+                    return _status(await asyncio.wait_for(reader.readline(), TRICKLE)), time.monotonic() - began
+                except TimeoutError:
+                    pass
+            return _status(await reader.readline()), time.monotonic() - began
+    except TimeoutError:
+        return "hung", time.monotonic() - began
+    except ConnectionError:
+        return "reset", time.monotonic() - began
+    finally:
+        writer.close()
+
+
+async def _paced(port: int, kind: str, variants: list[bytes], seconds: float, limit: float) -> list[str]:
+    """One client sending `variants` in turn, one every PACE seconds, for `seconds`: the outcomes."""
+    outcomes = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        variant = variants[len(outcomes) % len(variants)]
+        outcomes.append(await _exchange(port, variant, limit, half_close=kind == "half-closed"))
+        await asyncio.sleep(PACE)
+    return outcomes
+
+
+async def _abuse(port: int, seconds: float, read_timeout: float, max_body: int) -> dict:
+    """Every kind of abuse at once: the paced kinds for `seconds`, the slow and idle clients and a
+    burst of large bodies until the service has answered or closed each. Per kind: its count,
+    its outcomes, how many were not right, and for the slow kinds the longest time to close."""
+    limit = read_timeout + GRACE
+    large = http_request("/api/read", b"\x89PNG\r\n\x1a\n" + bytes(max_body - 2 ** 20 - 8), port, "image/png")
+    slow_head = b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 10_000
+    slow_body = http_request("/api/predict", b"", port, "image/png", length=100_000)
+    jobs = {kind: _paced(port, kind, variants, seconds, limit)
+            for kind, variants in abuse_requests(port, max_body).items()}
+    jobs["slow head"] = asyncio.gather(*(_slow_client(port, b"", slow_head, limit) for _ in range(SLOW)))
+    jobs["slow body"] = asyncio.gather(*(_slow_client(port, slow_body, bytes(100_000), limit) for _ in range(SLOW)))
+    jobs["idle connections"] = asyncio.gather(*(_slow_client(port, b"", b"", limit) for _ in range(IDLE)))
+    jobs["large bodies"] = asyncio.gather(*(_exchange(port, large, limit) for _ in range(LARGE)))
+    done = dict(zip(jobs, await asyncio.gather(*jobs.values())))
+    report = {}
+    for kind, results in done.items():
+        outcomes = [r[0] for r in results] if kind in SLOW_KINDS else results
+        report[kind] = {"sent": len(outcomes), "outcomes": dict(Counter(outcomes).most_common()),
+                        "expected": sorted(EXPECTED[kind]),
+                        "unexpected": sum(outcome not in EXPECTED[kind] for outcome in outcomes)}
+        if kind in SLOW_KINDS:
+            report[kind]["max_seconds"] = max(r[1] for r in results)
+    return report
+
+
+def _abuse_process(port: int, seconds: float, read_timeout: float, max_body: int, results) -> None:
+    """The abusive clients' process: its own CPU and event loop, so that what it does delays the
+    good clients only through the service (and the machine), as other clients would."""
+    results.put("started")
+    results.put(asyncio.run(_abuse(port, seconds, read_timeout, max_body)))
+
+
+def bench_abuse(clients: int = 16, seconds: float = 10, read_timeout: float | None = None, model=None,
+                data_dir=None, results: Path | None = Path("benchmarks/results/serve.json"),
+                markdown: Path | None = Path("BENCHMARKS.md"), progress: bool = True) -> dict:
+    """The 28x28 load at `clients` for `seconds` while abusive clients send EXPECTED's kinds of
+    abuse; the service runs with `read_timeout` (None: its default). Writes the "abuse" part of
+    `results` and its BENCHMARKS.md section (None: don't); raises LoadTestError, after writing,
+    if a good request failed, an abusive one got an outcome not in EXPECTED, the service logged a
+    traceback, or it did not answer afterwards."""
+    from .serve.app import MAX_BODY, READ_TIMEOUT
+
+    read_timeout = READ_TIMEOUT if read_timeout is None else read_timeout
+    if clients < 1 or seconds <= 0 or read_timeout <= 0:
+        raise ConfigError(f"clients must be at least 1, seconds and read_timeout positive, got {clients}, "
+                          f"{seconds} and {read_timeout}")
+    images, labels = _test_digits(data_dir)
+    port = free_port()
+    requests = [http_request("/api/predict", body, port) for body in request_bodies("pixels", images)]
+    load_before = os.getloadavg()[0]  # other jobs on the same cores show here, and in the latencies
+    process = start_service(port, model, ["--read-timeout", f"{read_timeout:g}"])
+    try:
+        asyncio.run(_load(port, requests, labels, min(clients, 4), WARM_UP_SECONDS))
+        rss_before = peak_rss_mb(process.pid)
+        context = multiprocessing.get_context("spawn")  # not fork: this process holds torch's threads
+        queue = context.Queue()
+        abusers = context.Process(target=_abuse_process, args=(port, seconds, read_timeout, MAX_BODY, queue),
+                                  daemon=True)
+        abusers.start()
+        try:
+            queue.get(timeout=START_TIMEOUT)  # "started"
+            good = asyncio.run(_load(port, requests, labels, clients, seconds))
+            abuse = queue.get(timeout=read_timeout + GRACE + 60)
+        except Exception as err:  # noqa: BLE001 -- queue.Empty, or anything the clients hit
+            raise LoadTestError(f"the abusive clients did not report (exit code {abusers.exitcode}): "
+                                f"{type(err).__name__}: {err}") from err
+        finally:
+            abusers.join(10)
+            if abusers.is_alive():
+                abusers.kill()
+        rss_peak = peak_rss_mb(process.pid)
+        alive = process.poll() is None
+        after = asyncio.run(_load(port, requests, labels, 1, 1.0)) if alive else None
+    finally:
+        exit_code = stop_service(process)
+        log = process.output()
+    good["target_met"] = good["requests_per_second"] >= TARGET_RPS and good["p99_ms"] <= TARGET_P99_MS
+    report = {
+        "command": "digitlab bench serve --abuse" + (f" --clients {clients}" if clients != 16 else "")
+                   + (f" --seconds {seconds:g}" if seconds != 10 else "")
+                   + (f" --read-timeout {read_timeout:g}" if read_timeout != READ_TIMEOUT else "")
+                   + (f" --model {model}" if model else ""),
+        "date": date.today().isoformat(), "machine": machine(), "torch": torch.__version__,
+        "load_average_before": load_before,
+        "clients": clients, "seconds": seconds, "read_timeout": read_timeout, "good": good, "abuse": abuse,
+        "service_rss_before_mb": rss_before, "service_peak_rss_mb": rss_peak, "alive_after": alive,
+        "after": None if after is None else {"requests": after["requests"], "errors": after["errors"]},
+        "service_log_lines": len(log.splitlines()), "service_tracebacks": log.count("Traceback"),
+        "service_exit_code": exit_code,
+    }
+    if results is not None:
+        _write_results(Path(results), report, abuse=True)
+    if markdown is not None:
+        publish_abuse(report, Path(markdown))
+    if progress:
+        print(f"good requests during the abuse: {good['requests_per_second']:.0f}/s, p99 {good['p99_ms']:.1f} ms, "
+              f"{good['errors']} errors; peak memory {rss_peak:.0f} MiB", flush=True)
+    problems = ([f"{good['errors']} good requests failed: {good['error_samples']}"] if good["errors"] else []) + [
+        f"{kind}: {run['outcomes']}, expected only {run['expected']}" for kind, run in abuse.items()
+        if run["unexpected"]]
+    if not alive or after is None or after["errors"] or after["requests"] == 0:
+        problems.append(f"the service did not answer after the abuse (alive: {alive}, exit code {exit_code})")
+    if report["service_tracebacks"]:
+        problems.append(f"the service logged {report['service_tracebacks']} tracebacks:\n{log[-3000:]}")
+    if problems:
+        raise LoadTestError("the service under abuse: " + "; ".join(problems))
+    return report
+
+
+def publish_abuse(report: dict, markdown: Path) -> None:
+    lines = [ABUSE_START, "| abuse | sent | outcomes | right | longest until closed |",
+             "| --- | --- | --- | --- | --- |"]
+    for kind, run in report["abuse"].items():
+        outcomes = ", ".join(f"{outcome} ×{n}" for outcome, n in run["outcomes"].items())
+        right = "yes" if not run["unexpected"] else f"NO: {run['unexpected']} not in {', '.join(run['expected'])}"
+        closed = f"{run['max_seconds']:.1f} s" if "max_seconds" in run else ""
+        lines.append(f"| {kind} | {run['sent']:,} | {outcomes} | {right} | {closed} |")
+    good, after = report["good"], report["after"]
+    lines += ["", f"Good requests meanwhile (`/api/predict` JSON 28x28 pixels, {report['clients']} clients, "
+                  f"{report['seconds']:g} s): {good['requests']:,} requests, {good['errors']} errors, "
+                  f"{good['requests_per_second']:.0f} requests/s, p50 {good['p50_ms']:.1f} ms, p90 "
+                  f"{good['p90_ms']:.1f} ms, p99 {good['p99_ms']:.1f} ms, max {good['max_ms']:.1f} ms; the target "
+                  f"(>= {TARGET_RPS} requests/s with p99 <= {TARGET_P99_MS} ms) "
+                  f"{'met' if good['target_met'] else 'NOT met'}.",
+              "", f"The service's peak memory (VmHWM): {report['service_rss_before_mb']:.0f} MiB after the warm-up, "
+                  f"{report['service_peak_rss_mb']:.0f} MiB after the abuse. Afterwards it was "
+                  f"{'alive' if report['alive_after'] else 'DEAD'} and answered "
+                  f"{after['requests'] if after else 0:,} requests in 1 s with {after['errors'] if after else '—'} "
+                  f"errors; its log: {report['service_log_lines']:,} lines, {report['service_tracebacks']} "
+                  f"tracebacks; it exited with {report['service_exit_code']} on SIGTERM.",
+              "", f"`{report['command']}` on {report['date']}: {report['machine']}, torch {report['torch']}, "
+                  f"its 1-minute load average {report['load_average_before']:.1f} before the run (other jobs); "
+                  f"service, good clients and abusive clients (a process of their own) on the same machine; "
+                  f"the service's read timeout {report['read_timeout']:g} s, the paced kinds one request every "
+                  f"{PACE:g} s each on a new connection, {SLOW} slow heads and {SLOW} slow bodies at a byte every "
+                  f"{TRICKLE:g} s, {IDLE} idle connections and {LARGE} large bodies at once.", ABUSE_END]
+    write_section(markdown, ABUSE_START, ABUSE_END, "\n".join(lines), ABUSE_HEADING + "\n\n")

@@ -42,6 +42,19 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $DIGITLAB_DATA, else ~/.cache/digitlab)")
 
 
+class TrainHelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the option help, and the epilog's lines kept as written."""
+
+
+TRAIN_EPILOG = """\
+several processes (DistributedDataParallel: gloo on the CPU, NCCL on GPUs):
+  torchrun --standalone --nproc-per-node 2 -m digitlab train digitnet
+  torchrun --nnodes 2 --node-rank R --nproc-per-node 4 --master-addr HOST0 --master-port 29500 \\
+      -m digitlab train digitnet           (on each machine; README: "Several processes, several machines")
+--batch-size is the global batch: N processes take the steps one process takes with it.
+Only rank 0 writes the run directory; a process that dies ends the job with an error."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitlab",
@@ -71,10 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_data_verify)
 
     p = sub.add_parser("train", help="train a recipe; writes runs/<recipe>-<timestamp>/",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=TrainHelpFormatter, epilog=TRAIN_EPILOG)
     p.add_argument("recipe", nargs="?", help="recipe name (see `digitlab recipes`); omit with --resume")
     p.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
-    p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    p.add_argument("--batch-size", type=int,
+                   help="override the recipe's batch size (under torchrun: the global batch, split over processes)")
     p.add_argument("--lr", type=float, help="override the recipe's (peak) learning rate")
     p.add_argument("--seed", type=int, help="override the recipe's seed (same seed, same history)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -87,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "schedule=constant|step|exponential|onecycle, label_smoothing=0.1, momentum=0.9, "
                         "weight_decay=5e-4, augment=SHIFT,ROTATE,SCALE (e.g. 2,10,0.1), channels_last=true ...")
     p.add_argument("--out", default="runs", help="folder for run directories")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last complete checkpoint")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last complete checkpoint (after a crash or a "
+                   "kill: from the start if no epoch had finished; only --epochs may change)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_data_dir(p)
     p.set_defaults(func=cmd_train)
@@ -134,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=40_000_000,
                    help="images declaring more pixels are refused with 413 before they are decoded")
     p.add_argument("--threads", type=int, default=1, help="threads for model work (ONNX Runtime and PyTorch)")
+    p.add_argument("--read-timeout", type=float, default=10, metavar="SECONDS",
+                   help="time for a request's head, and again for its body, to arrive; a slower one gets 408 "
+                        "and its connection is closed (an 8 MB photo in 10 s needs 6.4 Mbit/s)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level")
     p.set_defaults(func=cmd_serve)
@@ -209,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seconds", type=float, default=10, help="how long each kind of request is sent")
     q.add_argument("--kinds", nargs="+", default=["pixels", "canvas"], choices=["pixels", "canvas"],
                    help="pixels: JSON 28x28 arrays (seen as they are); canvas: PNG data URLs (prepared first)")
+    q.add_argument("--abuse", action="store_true",
+                   help="instead: the pixels load while, from another process, clients send malformed requests, "
+                        "slow heads and bodies, idle connections and large bodies; every good request must "
+                        "succeed, every abusive one be refused or closed, the service stay up (results under "
+                        "'abuse', a section of its own)")
+    q.add_argument("--read-timeout", type=float, default=10, metavar="SECONDS",
+                   help="with --abuse: the service's `serve --read-timeout`")
     q.add_argument("--model", metavar="RUN", help=MODEL_HELP)
     q.add_argument("--results", default="benchmarks/results/serve.json", help="JSON file of the results")
     q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'bench serve' section is rewritten")
@@ -305,6 +330,8 @@ def cmd_train(args) -> int:
     run = api.train(args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                     device=args.device, data_dir=args.data_dir, out=args.out, resume=args.resume,
                     val_split=args.val_split, subset=args.limit, settings=args.settings, progress=not args.quiet)
+    if run.rank != 0:  # under torchrun, rank 0 reports for all
+        return 0
     last = run.history[-1]
     metrics = json.loads((run.path / "metrics.json").read_text())
     print(f"{run.recipe.name}: test accuracy {metrics['accuracy'] * 100:.2f}% after {last['epoch']} epochs "
@@ -425,20 +452,25 @@ def cmd_serve(args) -> int:
     from .errors import ConfigError
     from .serve import serve
 
-    if args.max_body_mb <= 0 or args.max_pixels <= 0 or args.threads < 1:
-        raise ConfigError("--max-body-mb and --max-pixels must be positive and --threads at least 1")
+    if args.max_body_mb <= 0 or args.max_pixels <= 0 or args.read_timeout <= 0 or args.threads < 1:
+        raise ConfigError("--max-body-mb, --max-pixels and --read-timeout must be positive and --threads at least 1")
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must lie in 1-65535, got {args.port}")
     serve(args.model, host=args.host, port=args.port, max_body=round(args.max_body_mb * 1024 * 1024),
-          max_pixels=args.max_pixels, threads=args.threads, log_level=args.log_level)
+          max_pixels=args.max_pixels, threads=args.threads, read_timeout=args.read_timeout,
+          log_level=args.log_level)
     return 0
 
 
 def cmd_bench_serve(args) -> int:
-    from .bench_serve import bench_serve
+    from .bench_serve import bench_abuse, bench_serve
 
-    bench_serve(clients=args.clients, seconds=args.seconds, kinds=args.kinds, model=args.model,
-                data_dir=args.data_dir, results=Path(args.results), markdown=Path(args.markdown))
+    if args.abuse:
+        bench_abuse(clients=args.clients, seconds=args.seconds, read_timeout=args.read_timeout, model=args.model,
+                    data_dir=args.data_dir, results=Path(args.results), markdown=Path(args.markdown))
+    else:
+        bench_serve(clients=args.clients, seconds=args.seconds, kinds=args.kinds, model=args.model,
+                    data_dir=args.data_dir, results=Path(args.results), markdown=Path(args.markdown))
     return 0
 
 

@@ -24,6 +24,12 @@ read, or as soon as a chunked body passes it); an image declaring more than `max
 -> 413 before it is decoded; not an image -> 415; malformed JSON, a wrong array shape, an image
 with no digit -> 422. Model work runs off the event loop, in one inference thread; requests
 that arrive together are read in one batch (up to `max_batch`).
+
+Bounds against abuse (each found missing by `digitlab bench serve --abuse`, see BodyLimits and
+GuardedHttp): a request's head must arrive within `read_timeout` seconds and fit in MAX_HEAD
+bytes (else 408 / 431, closed), and its body within `read_timeout` more (else 408); the bodies
+held at once, across requests, fit in `body_budget` bytes (else 503); a client that hangs up
+mid-body ends its request quietly; an unexpected error is a JSON 500 too.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .. import __version__
 from ..api import BUNDLED_MODEL, Model, load_model, predict, read
@@ -56,6 +65,9 @@ from ..read import UNSURE_BELOW
 
 MAX_BODY = 10 * 1024 * 1024  # bytes: a phone photo is 2-8 MB
 MAX_BATCH = 64  # predictions read in one model call
+READ_TIMEOUT = 10.0  # seconds for a request's head, and again for its body: an 8 MB photo in 10 s is 6.4 Mbit/s
+MAX_HEAD = 64 * 1024  # bytes of request line and headers; h11's default is 16 KiB, nginx's 32 KiB
+BODY_BUDGET = 64 * 1024 * 1024  # bytes of request bodies held at once, across requests: six phone photos
 STATIC = resources.files("digitlab.serve") / "static"
 
 
@@ -77,16 +89,33 @@ def _json(payload: Any) -> Response:
     return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
 
 
-# --- the body limit -------------------------------------------------------------------------------
+# --- bounds on a request's body --------------------------------------------------------------------
 
 
-class BodyLimit:
-    """ASGI middleware: refuse a request body over `limit` bytes with 413, from its Content-Length
-    before anything is read, or -- a chunked body has none -- as soon as the bytes read pass it."""
+class BodyLimits:
+    """ASGI middleware bounding what a request body may cost, each refusal a JSON error that closes
+    the connection (the rest of the body is not read):
 
-    def __init__(self, app, limit: int):
+    - size: over `limit` bytes -> 413, from Content-Length before anything is read, or -- a chunked
+      body has none -- as soon as the bytes read pass it;
+    - time: the whole body must arrive within `timeout` seconds of the request's head, else 408.
+      Without this a body sent a byte a second held its request open for as long as the client liked;
+    - memory: the bodies held at once, all requests together, must fit in `budget` bytes, else 503
+      with Retry-After. Without this, 100 clients each sending a 9 MB body at once took the service
+      from 450 MiB to 1.65 GiB resident, and more clients would take more. The first
+      HIGH_WATER_LIMIT (64 KiB) bytes of each body are not counted: uvicorn buffers that much per
+      connection anyway before it stops reading, and so a flood of large bodies never turns away
+      a small request (a 28x28 JSON digit is 2 KB, a canvas PNG 15 KB).
+
+    A client that hangs up mid-body ends its request quietly: Starlette raises ClientDisconnect,
+    which uvicorn would log as a server error, with a traceback, for each such client."""
+
+    def __init__(self, app, limit: int, timeout: float = READ_TIMEOUT, budget: int = BODY_BUDGET):
         self.app = app
         self.limit = limit
+        self.timeout = timeout
+        self.budget = budget
+        self.held = 0  # bytes of bodies counted against the budget now, all requests together
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -99,16 +128,34 @@ class BodyLimit:
                 return await _send_error(scope, receive, send, 400, "Content-Length is not a number")
             if size > self.limit:
                 return await _send_error(scope, receive, send, 413, self._message(size))
-        received = 0
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        received = counted = 0  # bytes of this body: read, and counted against the budget
+        body_done = False
         started = False
 
         async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _BodyTooLarge(received)
+            nonlocal received, counted, body_done
+            if body_done:  # what is awaited now is the client's disconnect: no deadline on that
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _Refused(408, f"the request body did not arrive within {self.timeout:g} s") from None
+            if message["type"] != "http.request":
+                return message
+            body_done = not message.get("more_body", False)
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise _Refused(413, self._message(received, at_least=True))
+            more = max(received - HIGH_WATER_LIMIT, 0) - counted
+            if more:
+                if self.held + more > self.budget:
+                    raise _Refused(503, f"the service is holding {self.held / 2**20:.0f} MiB of other request "
+                                        f"bodies, its limit: try again in a moment",
+                                   {"retry-after": "1"})
+                self.held += more
+                counted += more
             return message
 
         async def tracking_send(message):
@@ -119,25 +166,127 @@ class BodyLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge as err:
+        except _Refused as err:
             if not started:
-                await _send_error(scope, receive, send, 413, self._message(err.size, at_least=True))
+                await _send_error(scope, receive, send, err.status, err.message, err.headers)
+        except ClientDisconnect:
+            pass  # nobody is left to answer
+        finally:
+            self.held -= counted
 
     def _message(self, size: int, at_least: bool = False) -> str:
         return (f"the request body is {'more than ' if at_least else ''}{size:,} bytes; the limit is "
                 f"{self.limit:,} bytes")
 
 
-class _BodyTooLarge(Exception):
-    def __init__(self, size: int):
-        self.size = size
+class _Refused(Exception):
+    """Raised from a request's receive(): answer `status` instead of reading on."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
 
 
-async def _send_error(scope, receive, send, status: int, message: str) -> None:
+async def _send_error(scope, receive, send, status: int, message: str, headers: dict | None = None) -> None:
     """`_error`'s answer, sent from the middleware, closing the connection (the body is unread)."""
     response = _error(status, message)
-    response.headers["connection"] = "close"
+    response.headers.update({"connection": "close", **(headers or {})})
     await response(scope, receive, send)
+
+
+# --- bounds on a request's head, in uvicorn's protocol ---------------------------------------------
+
+
+class GuardedHttp(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol (httptools, what uvicorn[standard] runs), with the two bounds on
+    a request's head that it lacks (measured before this class, uvicorn 0.54):
+
+    - time: a connection must send a whole request head within `read_timeout` seconds of opening,
+      or of its last answer, else it is closed (with a 408 if it had begun one). uvicorn's own
+      keep-alive timeout starts only after an answer, and any byte received cancels it: 500
+      idle connections, or a head sent a byte a second, stayed open for as long as the client
+      wished, each holding a file descriptor (a service under systemd gets 1,024);
+    - size: a head over `max_head` bytes -> 431 and closed. httptools buffers a header by
+      concatenating bytes: one 300 MB header took 109 s of the service's event loop and its
+      peak memory from 450 MiB to 1 GiB.
+
+    Body bounds are BodyLimits' (ASGI, in the app). uvicorn calls this class with its own
+    arguments; `serve` binds read_timeout with functools.partial. It relies on attributes of
+    HttpToolsProtocol (loop, transport, cycle, pipeline) that are not uvicorn's public API: a
+    release that changes them fails tests/test_serve.py's abuse test."""
+
+    def __init__(self, *args, read_timeout: float = READ_TIMEOUT, max_head: int = MAX_HEAD, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.read_timeout = read_timeout
+        self.max_head = max_head
+        self.reading_head = True  # False from a head's end to its body's end
+        self.head_bytes = 0  # of the head being read, counted by whole reads (see data_received)
+        self.parsed = 0  # heads and bodies completed on this connection
+        self.head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def connection_lost(self, exc) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        parsed = self.parsed
+        super().data_received(data)
+        # Counted only when every byte of `data` went to one unfinished head: a read that also
+        # ended a head or a body is not, so a head may pass max_head by one read (at most
+        # 256 KiB) before it is refused, and no request is ever refused for its body's bytes.
+        if self.reading_head and self.parsed == parsed and not self.transport.is_closing():
+            self.head_bytes += len(data)
+            if self.head_bytes > self.max_head:
+                self._refuse(431, f"the request's head is more than {self.max_head:,} bytes")
+
+    def on_headers_complete(self) -> None:
+        self._stop_head_timer()
+        self.reading_head, self.head_bytes = False, 0
+        self.parsed += 1
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.reading_head = True  # what comes next is the next request's head
+        self.parsed += 1
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self.pipeline:  # the client's turn to send a head
+            self._start_head_timer()
+
+    def _start_head_timer(self) -> None:
+        self._stop_head_timer()
+        self.head_timer = self.loop.call_later(self.read_timeout, self._head_too_slow)
+
+    def _stop_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self.head_timer = None
+        if self.head_bytes:
+            self._refuse(408, f"the request's head did not arrive within {self.read_timeout:g} s")
+        elif not self.transport.is_closing():  # an idle connection: closed without a word, as at keep-alive's end
+            self.transport.close()
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer a JSON error, written here since no request has begun, and close."""
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:  # else a request is being answered: just close
+            body = json.dumps({"error": message, "status": status}).encode()
+            self.transport.write(b"".join([
+                STATUS_LINE[status], b"content-type: application/json\r\n",
+                b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n", body]))
+        self.transport.close()
 
 
 # --- the inference thread and its batches ---------------------------------------------------------
@@ -254,7 +403,7 @@ def _pixels(value: Any) -> np.ndarray:
         raise ServiceError(422, '"pixels" must be a 28x28 array: 28 rows of 28 numbers')
     try:
         array = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:  # OverflowError: an integer of 400+ digits
         raise ServiceError(422, f'"pixels" must hold numbers only: {err}') from err
     if not np.isfinite(array).all():
         raise ServiceError(422, '"pixels" must hold finite numbers')
@@ -283,10 +432,12 @@ def _reading_error(err: DigitlabError) -> ServiceError:
 
 
 def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_BODY,
-               max_pixels: int = MAX_PIXELS, max_batch: int = MAX_BATCH) -> FastAPI:
+               max_pixels: int = MAX_PIXELS, max_batch: int = MAX_BATCH, read_timeout: float = READ_TIMEOUT,
+               body_budget: int = BODY_BUDGET) -> FastAPI:
     """The service as an ASGI app. model: a Model, a run directory, an .onnx file from `digitlab export`,
     or None for the bundled one. A path is loaded with the default backend (ONNX Runtime, with
-    torch.get_num_threads() threads)."""
+    torch.get_num_threads() threads). read_timeout: seconds for a request's body to arrive once its
+    head has (the head's own deadline is the server's: see `serve`)."""
     model = model if isinstance(model, Model) else load_model(model)
     batcher = Batcher(model, max_batch, max_pixels)
 
@@ -300,7 +451,7 @@ def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_B
                   description="Handwritten-digit recognition: one digit (`/api/predict`) or the digit strings "
                               "in a photo (`/api/read`). Errors are JSON: `{\"error\": message, \"status\": code}`.")
     app.state.model = model
-    app.add_middleware(BodyLimit, limit=max_body)
+    app.add_middleware(BodyLimits, limit=max_body, timeout=read_timeout, budget=body_budget)
 
     @app.exception_handler(ServiceError)
     async def service_error(_request, err: ServiceError):
@@ -315,6 +466,10 @@ def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_B
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request, err: StarletteHTTPException):
         return _error(err.status_code, str(err.detail))
+
+    @app.exception_handler(Exception)
+    async def server_error(_request, err: Exception):  # a bug: JSON like every error (and still logged)
+        return _error(500, f"internal error: {type(err).__name__}")
 
     @app.get("/healthz", summary="Liveness: 200 while the service runs")
     async def healthz():
@@ -335,6 +490,8 @@ def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_B
                 body = json.loads(await request.body())
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 raise ServiceError(422, f"the body is not valid JSON: {err}") from err
+            except RecursionError:  # "[[[[..." a few thousand deep, which was a 500
+                raise ServiceError(422, "the body's JSON is nested too deeply") from None
             if not isinstance(body, dict) or ("image" in body) == ("pixels" in body):
                 raise ServiceError(422, 'send a JSON object with either "image" (a data URL) or "pixels" (28x28)')
             if "image" in body:
@@ -403,11 +560,17 @@ def _model_info(model: Model) -> dict:
 
 def serve(model: Model | str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
           max_body: int = MAX_BODY, max_pixels: int = MAX_PIXELS, threads: int = 1,
-          log_level: str = "info") -> None:
+          read_timeout: float = READ_TIMEOUT, log_level: str = "info") -> None:
     """Run the service on uvicorn until Ctrl-C or SIGTERM, then shut down cleanly (requests in
     flight answered, the inference thread stopped) and return. threads: PyTorch's and ONNX
-    Runtime's threads for model work (a Model given already loaded keeps its own)."""
+    Runtime's threads for model work (a Model given already loaded keeps its own). read_timeout:
+    seconds for a request's head to arrive, and again for its body (GuardedHttp, BodyLimits).
+
+    No limit on connections (uvicorn's limit_concurrency): it counts open connections, idle ones
+    too -- with limit_concurrency=50, 60 idle connections turned the next request of a client
+    already connected into a 503. The head deadline closes idle connections instead."""
     import contextlib
+    import functools
 
     import torch
     import uvicorn
@@ -422,5 +585,7 @@ def serve(model: Model | str | Path | None = None, *, host: str = "127.0.0.1", p
                 self._captured_signals.clear()
 
     torch.set_num_threads(threads)
-    app = create_app(model, max_body=max_body, max_pixels=max_pixels)
-    Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)).run()
+    app = create_app(model, max_body=max_body, max_pixels=max_pixels, read_timeout=read_timeout)
+    http = functools.partial(GuardedHttp, read_timeout=read_timeout)
+    Server(uvicorn.Config(app, host=host, port=port, http=http, log_level=log_level,
+                          timeout_graceful_shutdown=10)).run()

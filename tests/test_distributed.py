@@ -98,6 +98,9 @@ def test_two_processes_match_one_and_resume_after_a_rank_dies(shared_data_dir, t
     try:
         victim = rank_process(1, f"--out {broken}")
         wait_for(broken, job)
+        while not [p for p in broken.iterdir() if not p.name.startswith(".")]:  # renamed into place
+            assert job.poll() is None
+            time.sleep(0.01)
         wait_for(only_run(broken) / "checkpoint" / "latest.json", job)
         os.kill(victim, signal.SIGKILL)
         output, _ = job.communicate(timeout=60)

@@ -284,9 +284,10 @@ def plan_resume(run_path: Path, overrides: dict, settings: list[str] | None):
         raise ConfigError(f"--resume continues the run as configured; only --epochs may change, "
                           f"not {sorted(unsupported)}")
     recipe = recipe.override(**overrides)
+    if recipe.engine != "torch":
+        raise CheckpointError(f"{recipe.name} trains in one {recipe.engine} call and cannot be resumed: "
+                              f"train it again")
     checkpoint = load_checkpoint(run_path) if has_checkpoint(run_path) else None
-    if checkpoint is not None and recipe.engine != "torch":
-        raise CheckpointError(f"{recipe.name} trains in one {recipe.engine} call and cannot be resumed")
     done = checkpoint["state"]["epoch"] if checkpoint else 0
     if done >= recipe.epochs and (run_path / METRICS).is_file():
         raise CheckpointError(f"{run_path} already finished its {recipe.epochs} epochs; "

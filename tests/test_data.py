@@ -508,3 +508,130 @@ def test_real_fashion_mnist(shared_data_dir):
     assert torch.bincount(data.train_labels).tolist() == [6000] * 10
     assert torch.bincount(data.test_labels).tolist() == [1000] * 10
     assert data.mean[0] == pytest.approx(0.2860, abs=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged datasets through load_dataset: a clear error, and the data directory as it was.
+# Each case starts from the real MNIST test files; downloads go to the loopback server.
+
+
+def with_idx(data: bytes, change) -> bytes:
+    """A gzipped IDX file with `change` applied to its uncompressed bytes, gzipped again."""
+    raw = bytearray(gzip.decompress(data))
+    change(raw)
+    return gzip.compress(bytes(raw), compresslevel=1)
+
+
+def flip_middle_byte(data: bytes) -> bytes:
+    damaged = bytearray(data)
+    damaged[len(damaged) // 2] ^= 0xFF
+    return bytes(damaged)
+
+
+def drop_last_label(raw: bytearray) -> None:
+    raw[4:8] = struct.pack(">I", 9_999)
+    del raw[-1]
+
+
+def label_ten_at_1234(raw: bytearray) -> None:
+    raw[8 + 1234] = 10
+
+
+# file to damage, damage, the error it must give
+DAMAGED_MNIST = {
+    "corrupt-gz": ("train-labels-idx1-ubyte.gz", flip_middle_byte, "corrupt or truncated gzip data.*CRC"),
+    "truncated-gz": ("t10k-images-idx3-ubyte.gz", lambda data: data[: len(data) // 2], "corrupt or truncated gzip"),
+    "wrong-magic": ("train-images-idx3-ubyte.gz", lambda data: with_idx(data, lambda raw: raw.__setitem__(0, 1)),
+                    "not an IDX file .magic number 01000803"),
+    "count-mismatch": ("t10k-labels-idx1-ubyte.gz", lambda data: with_idx(data, drop_last_label),
+                       "holds 10000 images but .* holds 9999 labels"),
+    "label-out-of-range": ("train-labels-idx1-ubyte.gz", lambda data: with_idx(data, label_ten_at_1234),
+                           "label 10 at index 1234 is out of range 0..9"),
+}
+
+
+@pytest.fixture(scope="module")
+def real_mnist_test_files(shared_data_dir) -> dict[str, bytes]:
+    """The four MNIST file names holding the real MNIST test set (train = test: small and real)."""
+    images = (shared_data_dir / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes()
+    labels = (shared_data_dir / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    return {name: images if "images" in name else labels for name in (f.filename for f in DATASETS["mnist"].files)}
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes): what a test compares before and after."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def serve_as(monkeypatch, root: Path, base: str, name: str, files: dict[str, bytes]) -> None:
+    """Serve `files` on loopback as dataset `name`, registered with their own MD5s: the downloads
+    verify, so what is tested is the reading of the files and the clean-up after it."""
+    spec = DATASETS[name]
+    for filename, data in files.items():
+        serve(root, name, filename, data)
+    local = tuple(replace(f, mirrors=(base + name + "/",), md5=hashlib.md5(files[f.filename]).hexdigest())
+                  for f in spec.files)
+    monkeypatch.setitem(DATASETS, name, replace(spec, files=local))
+
+
+def assert_refused(name: str, data_dir: Path, damaged_file: str, message: str, download: bool) -> None:
+    before = contents(data_dir)
+    with pytest.raises(DataError, match=message) as error:
+        load_dataset(name, data_dir=data_dir, download=download, progress=False)
+    assert str(data_dir / name / damaged_file) in str(error.value)  # names the file, not just the problem
+    assert contents(data_dir) == before  # nothing cached, nothing removed
+    if not download:
+        return
+    assert "removed again" in str(error.value)
+    assert not (data_dir / name).exists()  # no file, no temporary file, not even the folder
+
+
+@pytest.mark.parametrize("download", [True, False], ids=["downloaded", "already-there"])
+@pytest.mark.parametrize("case", list(DAMAGED_MNIST))
+def test_damaged_mnist_files_are_refused_and_nothing_is_cached(tmp_path, server, monkeypatch, real_mnist_test_files,
+                                                                case, download):
+    filename, damage, message = DAMAGED_MNIST[case]
+    files = {**real_mnist_test_files, filename: damage(real_mnist_test_files[filename])}
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    if download:
+        serve_as(monkeypatch, *server, "mnist", files)
+    else:
+        (data_dir / "mnist").mkdir()
+        for name, data in files.items():
+            (data_dir / "mnist" / name).write_bytes(data)
+    assert_refused("mnist", data_dir, filename, message, download)
+
+
+@pytest.mark.parametrize("download", [True, False], ids=["downloaded", "already-there"])
+def test_truncated_cifar10_archive_is_refused_and_nothing_is_cached(tmp_path, server, monkeypatch, download):
+    archive = write_tar(tmp_path / "whole.tar.gz", cifar_members()).read_bytes()
+    files = {"cifar-10-binary.tar.gz": archive[: len(archive) * 2 // 3]}
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    if download:
+        serve_as(monkeypatch, *server, "cifar10", files)
+    else:
+        (data_dir / "cifar10").mkdir()
+        (data_dir / "cifar10" / "cifar-10-binary.tar.gz").write_bytes(files["cifar-10-binary.tar.gz"])
+    assert_refused("cifar10", data_dir, "cifar-10-binary.tar.gz", "corrupt or truncated archive", download)
+
+
+def test_a_checksum_mismatch_on_download_caches_nothing(tmp_path, server, shared_data_dir, monkeypatch):
+    """The real MNIST files and their published MD5s; the mirror serves the last one cut short.
+    The three files that verified are removed again with it: the cache is as it was."""
+    root, base = server
+    real = {f.filename: (shared_data_dir / "mnist" / f.filename).read_bytes() for f in DATASETS["mnist"].files}
+    last = DATASETS["mnist"].files[-1].filename
+    for name, data in real.items():
+        serve(root, "mnist", name, data[: len(data) // 2] if name == last else data)
+    spec = DATASETS["mnist"]
+    monkeypatch.setitem(DATASETS, "mnist", replace(spec, files=tuple(replace(f, mirrors=(base + "mnist/",))
+                                                                      for f in spec.files)))
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with pytest.raises(ChecksumError, match=f"could not download {last}") as error:
+        load_dataset("mnist", data_dir=data_dir, progress=False)
+    assert "wrong checksum" in str(error.value) and spec.files[-1].md5 in str(error.value)
+    assert "removed again" in str(error.value)
+    assert list(data_dir.iterdir()) == []

@@ -19,11 +19,13 @@ import torch
 from torch import nn
 
 from . import plots
-from .checkpoint import CONFIG, HISTORY, WEIGHTS, load_weights, read_json, write_json, write_text
+from .checkpoint import CONFIG, HISTORY, METRICS, WEIGHTS, read_json, write_json, write_text
 from .data import Dataset, load_dataset
+from .distributed import Cluster
 from .errors import CheckpointError, ConfigError, ExportError
 from .evaluate import Metrics, compute_metrics, predict_logits
-from .models import count_parameters, create_model_from_config
+from .model_files import build_network, refuse_pickle
+from .models import count_parameters
 from .preprocess import MAX_PIXELS, ImageError, ImageSource, to_mnist_style
 from .read import UNSURE_BELOW, Reading
 from .read import annotate as annotate_image
@@ -137,20 +139,15 @@ def load_model(run: str | Path | Run | None = None, device: str | None = None, b
         run = run.path
     path = Path(run)
     if path.is_file():
+        refuse_pickle(path)
         return _load_onnx(path, device, backend)
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a run directory (expected a folder with {CONFIG} and {WEIGHTS}) "
                               "nor an .onnx file")
     config = read_json(path / CONFIG)
-    try:
-        module = create_model_from_config(config["model"])
-        model = Model(module, config, path)  # reads the dataset's classes and image shape
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{path / CONFIG} lacks {err}: not a digitlab run configuration") from err
-    try:
-        module.load_state_dict(load_weights(path / WEIGHTS))
-    except RuntimeError as err:
-        raise CheckpointError(f"{path / WEIGHTS} does not match the model in {path / CONFIG}: {err}") from err
+    # Checked against the weights' header before it is built: the files are untrusted (model_files.py).
+    module = build_network(config, path / CONFIG, path / WEIGHTS)
+    model = Model(module, config, path)
     device = pick_device(device)
     module.to(device)
     if backend == "onnx" and device.type != "cpu":
@@ -214,11 +211,15 @@ def train(
     for per-epoch validation (default: validate on the test set, as the tutorials do);
     subset: train on a seeded random subset of this many training images; settings: more
     recipe fields as "FIELD=VALUE" strings, e.g. ["schedule=onecycle", "label_smoothing=0.1"].
+
+    Started by torchrun, each process calls this and they train together (distributed.py);
+    only rank 0 writes and evaluates the run, and the others return a Run with rank > 0.
     """
+    cluster = Cluster.from_environment()  # several processes when started by torchrun
     run = fit(recipe, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, data_dir=data_dir,
               out=out, resume=resume, val_split=val_split, subset=subset, settings=settings, dataset=dataset,
-              progress=progress)
-    if evaluate_after:
+              progress=progress, cluster=cluster)
+    if evaluate_after and cluster.main:
         evaluate(run.path, data_dir=data_dir, dataset=dataset, progress=progress)
     return run
 
@@ -262,8 +263,6 @@ def evaluate(
     folder = Path(out) if out is not None else model.path
     folder.mkdir(parents=True, exist_ok=True)
     tag = "" if split == "test" else f"-{split}"
-    write_json(folder / f"metrics{tag}.json", {"run": str(model.path), "dataset": dataset.name, "split": split,
-                                               **metrics.to_json()})
     header = f"{config['recipe']['name']} on {dataset.name} {split} ({len(labels)} images)\n"
     write_text(folder / f"report{tag}.txt", header + f"accuracy {metrics.accuracy:.4f}  loss {metrics.loss:.4f}\n\n"
                + metrics.report + "\n")
@@ -279,6 +278,9 @@ def evaluate(
         history = read_json(history_path)
         if history:
             plots.plot_curves(history, folder / "curves.png")
+    # Last: a run directory with metrics.json has been evaluated whole (train.plan_resume relies on it).
+    write_json(folder / (METRICS if split == "test" else f"metrics{tag}.json"),
+               {"run": str(model.path), "dataset": dataset.name, "split": split, **metrics.to_json()})
     return metrics
 
 

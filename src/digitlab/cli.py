@@ -260,6 +260,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'bench speed' section is rewritten")
     add_data_dir(q)
     q.set_defaults(func=cmd_bench_speed)
+    q = bench_sub.add_parser(
+        "fuzz", help="damaged files through the IDX reader and the image path: only digitlab's errors may come out",
+        description="Generate damaged inputs with Hypothesis (fuzz_inputs.py) -- IDX pairs through load_idx_pair; "
+                    "image files (PNG, JPEG, BMP, GIF, TIFF, WebP, cut short, bits flipped, headers claiming huge "
+                    "sizes, random bytes) through predict, read and annotate with the bundled model -- each target "
+                    "in its own process. Any exception other than a DigitlabError, or an input running longer "
+                    "than --time-limit, is a failure kept with its input. Needs Hypothesis.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    q.add_argument("--examples", type=int, default=100_000, help="generated inputs in all, split evenly between "
+                                                                  "the targets")
+    q.add_argument("--seed", type=int, default=0, help="Hypothesis seed (the same seed generates the same inputs)")
+    q.add_argument("--targets", nargs="+", default=["idx", "image"], choices=["idx", "image"], help="what to fuzz")
+    q.add_argument("--time-limit", type=float, default=30.0, help="seconds one input may take before it counts "
+                                                                  "as a hang")
+    q.add_argument("--failures", default="runs/fuzz-failures", help="folder for the inputs that failed")
+    q.add_argument("--results", default="benchmarks/results/fuzz.json", help="JSON file of the results")
+    q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'bench fuzz' section is rewritten")
+    q.set_defaults(func=cmd_bench_fuzz)
     return parser
 
 
@@ -481,6 +499,16 @@ def cmd_bench_speed(args) -> int:
                 keras_max_epochs=args.keras_max_epochs, mlp_epochs=args.mlp_epochs, data_dir=args.data_dir,
                 quick=args.quick, markdown=Path(args.markdown), results=Path(args.results))
     return 0
+
+
+def cmd_bench_fuzz(args) -> int:
+    from .bench_fuzz import bench_fuzz
+
+    report = bench_fuzz(args.examples, seed=args.seed, targets=tuple(args.targets), time_limit=args.time_limit,
+                        results=Path(args.results), markdown=Path(args.markdown), failures=Path(args.failures))
+    print(f"{report['examples']:,} inputs in {report['wall_seconds']:.0f} s: {report['failures']} failure(s)"
+          + (f"; their inputs are in {args.failures}" if report["failures"] else ""))
+    return 1 if report["failures"] else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -160,9 +160,12 @@ class OnnxSession:
 def open_onnx(source: str | Path | bytes, threads: int | None = None) -> tuple[OnnxSession, dict, int | None]:
     """A digitlab .onnx file (or its bytes) as (session, the run's config, parameter count or None).
 
-    A file that is not ONNX, is damaged, lacks digitlab's metadata or has another signature is
-    refused with a CheckpointError that says so.
+    A file that is not ONNX, is damaged, lacks digitlab's metadata, has another signature, or
+    reads external data, uses non-standard operators or carries other metadata
+    (model_files.check_onnx) is refused with a CheckpointError that says so.
     """
+    from .model_files import check_config, check_onnx
+
     name = "the ONNX model" if isinstance(source, bytes) else str(source)
     if isinstance(source, bytes):
         data = source
@@ -171,6 +174,7 @@ def open_onnx(source: str | Path | bytes, threads: int | None = None) -> tuple[O
             data = Path(source).read_bytes()
         except OSError as err:
             raise CheckpointError(f"cannot read {source}: {err.strerror or err}") from err
+    check_onnx(data, name)  # before ONNX Runtime sees the file
     try:
         session = OnnxSession(data, threads)
     except ImportError as err:
@@ -184,12 +188,10 @@ def open_onnx(source: str | Path | bytes, threads: int | None = None) -> tuple[O
                               "written by `digitlab export` know their classes, image shape and calibration")
     try:
         config = json.loads(text)
-        classes, image_shape = list(config["dataset"]["classes"]), tuple(config["dataset"]["image_shape"])
-        if not all(isinstance(config[part]["name"], str) for part in ("recipe", "model")):
-            raise TypeError("recipe and model names must be strings")
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except json.JSONDecodeError as err:
         raise CheckpointError(f"{name}'s {CONFIG_KEY!r} is not a digitlab run configuration ({err!r})") from err
-    session.check_signature(image_shape, len(classes), name)
+    check_config(config, f"{name}'s {CONFIG_KEY!r}")
+    session.check_signature(tuple(config["dataset"]["image_shape"]), len(config["dataset"]["classes"]), name)
     parameters = session.metadata.get(PARAMETERS_KEY)
     return session, config, int(parameters) if parameters and parameters.isdigit() else None
 

@@ -55,6 +55,13 @@ SPECK_FRACTION = 0.05  # ink components under this fraction of the largest one's
 MIN_CONTRAST = 0.1  # ink must differ from the ground by this much (of black to white) to count
 WORK_SCALE = 8  # strokes are binarised and reshaped at 8x the output resolution (a 160x160 box)
 RESOLVED_STROKE = 3.0  # ...or finer still, so that no stroke gets thinner than 3 working pixels
+# ...but never more than this many working pixels across the digit (51 per output pixel). Stroke
+# shaping costs the working area times the dilation's diameter, and both grow as the strokes get
+# thinner against the digit: a 17 KB JPEG whose header claims 20915x873 pixels (found by `digitlab
+# bench fuzz`: strokes 1/3500 of the digit's length) took 157 s in one dilation at full resolution,
+# a 6000x6000 photo of a 3-pixel pen line 12 s (3 s capped). Only strokes thinner than 1/340 of the
+# digit are affected (binarised under 3 working pixels wide); a pen's are 1/10 to 1/100 of it.
+MAX_WORK_BOX = 1024
 MARGIN = 3  # output pixels kept around the digit's box: its anti-aliased edge and room to thicken
 
 
@@ -164,9 +171,14 @@ def _decode(image: Image.Image, name: str) -> Image.Image:
     """Decode every pixel now (a damaged file fails here, not later) and apply the EXIF orientation."""
     try:
         image.load()
-        return ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
         raise ImageError(f"{name} is damaged or truncated: {err}") from err
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 -- Pillow's EXIF parser on a damaged block raises struct.error and others
+        # The pixels are whole; only the orientation is lost (a WebP whose EXIF is the 4 bytes 'II*\0',
+        # found by `digitlab bench fuzz`, raised struct.error through predict and read).
+        return image
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -183,6 +195,8 @@ def _image_channels(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     if image.mode == "F":  # floats: taken as [0, 1] if they fit, else as 8-bit levels
         values = np.asarray(image, np.float32)
         return np.clip(values if values.max() <= 1 else values / 255, 0, 1), None
+    if image.mode == "LAB":  # CIELAB (a TIFF can hold it): its L band is the lightness, the grey it looks.
+        return np.asarray(image.getchannel("L"), np.float32) / 255, None  # (Pillow cannot convert LAB to L)
     if image.has_transparency_data:  # RGBA, LA, PA, or a palette or grey image with a transparent colour
         rgba = np.asarray(image.convert("RGBA"), np.float32) / 255
         return _luma(rgba), rgba[..., 3]
@@ -339,11 +353,14 @@ def center_digit(ink: np.ndarray, *, stroke: bool = True) -> np.ndarray:
     # is their anti-aliased reduction. So: binarise at >= 8x the output resolution (finer when
     # that would leave a stroke under 3 pixels wide), reshape strokes there, then area-average.
     crop = _crop(ink, box, margin)
-    work_scale = WORK_SCALE * scale
+    work_scale, level = WORK_SCALE * scale, 0.5
     if work_scale < 1:
         width = stroke_width(crop)
-        work_scale = min(1.0, max(work_scale, RESOLVED_STROKE / width)) if width > 0 else 1.0
-    work = (_resize(crop, work_scale) >= 0.5).astype(np.float32)
+        resolved = min(1.0, max(work_scale, RESOLVED_STROKE / width)) if width > 0 else 1.0
+        work_scale = min(resolved, MAX_WORK_BOX * scale / MNIST_BOX)
+        if work_scale < resolved:  # capped: a stroke under a working pixel wide averages to below 0.5
+            level = 0.5 * min(1.0, width * work_scale)  # so binarise at half the level it averages to
+    work = (_resize(crop, work_scale) >= level).astype(np.float32)
     if stroke:
         work = _normalise_stroke(work, scale / work_scale)
 

@@ -57,6 +57,10 @@ PUNCTUATION = (".", ",", "-")  # what a mark may read as, besides UNSURE
 UNSURE_BELOW = 0.6  # default: a digit whose top probability is lower reads as UNSURE
 MAX_SIDE = 2000  # larger images are read at this size (boxes are mapped back): a phone photo's
 # 4000 px add nothing to digits that are tens of pixels high, and cost seconds of morphology
+# Candidate digits (cut parts included) one image may have: each costs 4-6 ms (center_digit at 8x),
+# and noise read as specks made thousands (`digitlab bench fuzz` found a 300x304 image with 2,261:
+# 14 s). The most in `bench read`'s real images and generated pages is 30.
+MAX_PIECES = 500
 
 
 # --- results ------------------------------------------------------------------------------
@@ -641,8 +645,9 @@ def read(image, model, *, unsure_below: float = UNSURE_BELOW, max_pixels: int = 
     grey = load_image(image, max_pixels=max_pixels)
     height, width = grey.shape
     scale = max(height, width) / MAX_SIDE
-    if scale > 1:
-        grey = cv2.resize(grey, (round(width / scale), round(height / scale)), interpolation=cv2.INTER_AREA)
+    if scale > 1:  # at least 1 pixel across: a 4x34464 strip is 0 pixels high at 1/17 (`bench fuzz` found one)
+        size = (max(1, round(width / scale)), max(1, round(height / scale)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
     else:
         scale = 1.0
     ink = _ink(grey)
@@ -665,6 +670,9 @@ def read(image, model, *, unsure_below: float = UNSURE_BELOW, max_pixels: int = 
             plan.append((segment, options, line_height))
             pieces += [p for option in options for p in option]
         plans.append((line, plan))
+    if len(pieces) > MAX_PIECES:
+        raise ImageError(f"the image holds {len(pieces):,} candidate digits, more than the {MAX_PIECES:,} one image "
+                         "may have: it looks like noise or texture, not lines of digits; crop it to the writing")
     index = {id(p): i for i, p in enumerate(pieces)}
     probabilities = np.zeros((len(pieces), len(model.classes)), np.float32)  # stays 0: no stroke to read
     crops = [_mnist_crop(ink, p) for p in pieces]

@@ -9,6 +9,7 @@ them from their folder into train and test tensors.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import unknown_name
+from ..errors import DataError, unknown_name
 from .cifar import CIFAR10_CLASSES, read_cifar10_binary
 from .dataset import Dataset, channel_stats
 from .download import RemoteFile, fetch_missing, missing_files_error, resolve_data_dir, verify_file
@@ -194,17 +195,33 @@ def load_dataset(
     """A whole dataset in memory; missing files are downloaded first unless `download` is False.
 
     `mean` and `std` are measured on the training images. Raises UnknownNameError for an
-    unregistered name and DataError (or its subclasses) for missing or damaged files.
+    unregistered name and DataError (or its subclasses) for missing or damaged files. It either
+    returns the dataset or leaves the data directory as it found it: files it downloaded are
+    removed again when a later one fails its download or the set fails to read (files that were
+    there before are left alone).
     """
     spec = _spec(name)
     folder = _folder(spec, data_dir)
-    if download:
-        fetch_missing(spec.files, folder, progress)
-    else:
-        missing = [f.filename for f in spec.files if not (folder / f.filename).is_file()]
-        if missing:
-            raise missing_files_error(folder, missing)
-    train_images, train_labels, test_images, test_labels = spec.read(folder)
+    missing = [f for f in spec.files if not (folder / f.filename).is_file()]
+    if missing and not download:
+        raise missing_files_error(folder, [f.filename for f in missing])
+    folder_existed = folder.is_dir()
+    try:
+        fetch_missing(missing, folder, progress)
+        train_images, train_labels, test_images, test_labels = spec.read(folder)
+    except DataError as err:
+        # Verified files of a set that cannot be read would make every later load fail without
+        # downloading again: what this load fetched goes.
+        fetched = [folder / f.filename for f in missing if (folder / f.filename).is_file()]
+        for path in fetched:
+            path.unlink()
+        if not folder_existed:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if fetched:
+            raise type(err)(f"{err}\n(The files this load downloaded were removed again: "
+                            f"{', '.join(path.name for path in fetched)}.)") from err
+        raise
     mean, std = channel_stats(train_images)
     return Dataset(spec.name, train_images, train_labels, test_images, test_labels, spec.classes, mean, std)
 

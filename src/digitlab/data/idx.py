@@ -11,6 +11,7 @@ import gzip
 import math
 import os
 import struct
+import sys
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -78,6 +79,10 @@ def _parse_idx(stream: BinaryIO, path: Path, file_size: int | None) -> np.ndarra
     shape = struct.unpack(f">{ndim}I", header)
     dtype = IDX_DTYPES[code]
     expected = math.prod(shape) * dtype.itemsize  # a Python int: no overflow however absurd the header
+    # A zero dimension makes the claim 0 bytes, but numpy still refuses a shape whose other
+    # dimensions multiply past its index range: (0, 2^32 - 1, 2^32 - 1), found by `bench fuzz`.
+    if math.prod(d for d in shape if d) * dtype.itemsize > sys.maxsize:
+        raise DataError(f"{path}: impossible IDX shape {shape}: its dimensions multiply past what an array can index")
 
     # Compare the size the header claims with what is there before reading or allocating anything
     # in proportion to the claim: a header saying 10^12 items fails here at once.
@@ -105,8 +110,8 @@ def _raise_size_mismatch(path: Path, shape: tuple[int, ...], expected: int, actu
             f"but the file holds {actual}; delete it and download it again"
         )
     raise DataError(
-        f"{path}: longer than its header announces (shape {shape}, {expected} bytes of data); "
-        f"not a valid IDX file"
+        f"{path}: longer than its header announces (shape {shape}, {expected} bytes of data): damaged "
+        f"(a flipped bit in gzip data can lengthen it) or not an IDX file; delete it and download it again"
     )
 
 

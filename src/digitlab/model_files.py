@@ -1,0 +1,198 @@
+"""What `--model` accepts, checked before anything is built from it.
+
+A model is either a run directory -- config.json (parsed as JSON) and model.safetensors (a JSON
+header, then raw tensor bytes) -- or an .onnx file written by `digitlab export` (a protobuf that
+ONNX Runtime interprets). None of these can run code when loaded. Pickles can (torch.save's
+.pt/.pth files hold one, and unpickling calls whatever the file names), so digitlab never
+unpickles: a pickle given as a model is named as one and refused.
+
+Every model file is untrusted input:
+- config.json could describe an enormous network (widths of 10^6 would allocate terabytes), one
+  that does not take the images it names, or one with more outputs than classes. So the network
+  is first built on the meta device (shapes only, no memory), run on one meta image, and every
+  tensor's shape compared with the safetensors header; only then is it built and filled.
+- an ONNX file could point at external data (any file on the machine, read into a tensor), use
+  operators from other domains (custom kernels), or carry metadata that ONNX Runtime acts on
+  ("ort_config"): each is refused before ONNX Runtime sees the file.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
+
+from .checkpoint import load_weights
+from .errors import CheckpointError
+from .models import create_model_from_config
+
+# The first bytes of files that are pickles, or carry one.
+PICKLE_SIGNATURES = {
+    b"PK\x03\x04": "a zip archive, as torch.save writes (with a pickle inside)",
+    b"\x93NUMPY": "a numpy .npy file (which may hold pickled objects)",
+    **{b"\x80" + bytes([protocol]): f"a Python pickle (protocol {protocol})" for protocol in range(2, 6)},
+}
+MODEL_FORMS = "a run directory (config.json + model.safetensors) or an .onnx file from `digitlab export`"
+ONNX_DOMAINS = ("", "ai.onnx")  # the standard operators: all that digitlab's export writes
+
+
+def refuse_pickle(path: Path) -> None:
+    """Raise CheckpointError, saying what the file is, when it is a pickle or carries one."""
+    try:
+        with open(path, "rb") as file:
+            start = file.read(6)
+    except OSError:
+        return  # unreadable: the loader that opens it next says so
+    for signature, kind in PICKLE_SIGNATURES.items():
+        if start.startswith(signature):
+            raise CheckpointError(f"{path} is {kind}: digitlab never loads pickles, because loading one can run "
+                                  f"any code it names. A model is {MODEL_FORMS}.")
+
+
+# --- run directories: config.json + model.safetensors ----------------------------------------------
+
+
+def check_config(config, name: str) -> None:
+    """Raise CheckpointError unless `config` has the fields a Model reads, of the right types."""
+    try:
+        recipe, model, dataset = config["recipe"]["name"], config["model"]["name"], config["dataset"]
+        classes, image_shape = dataset["classes"], dataset["image_shape"]
+        temperature = config.get("calibration", {}).get("temperature", 1.0)
+    except (KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{name} lacks {err!r}: not a digitlab run configuration") from err
+    problems = []
+    if not (isinstance(recipe, str) and isinstance(model, str)):
+        problems.append("recipe and model names must be strings")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        problems.append(f"dataset.classes must be a list of names, not {classes!r:.80}")
+    if not (isinstance(image_shape, list) and len(image_shape) == 3
+            and all(type(d) is int and d > 0 for d in image_shape)):
+        problems.append(f"dataset.image_shape must be [C, H, W], positive integers, not {image_shape!r:.80}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        problems.append(f"calibration.temperature must be a positive number, not {temperature!r:.80}")
+    if problems:
+        raise CheckpointError(f"{name} is not a valid digitlab run configuration: {'; '.join(problems)}")
+
+
+def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape, from a safetensors file's header (validated against the file's size;
+    no tensor is read)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    refuse_pickle(path)
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a valid safetensors file: {err}") from err
+
+
+def build_network(config: dict, config_path: Path, weights_path: Path) -> nn.Module:
+    """The network `config` describes, filled with the weights at `weights_path`.
+
+    Refused with a CheckpointError, before anything of the network's size is allocated, when the
+    config is malformed, names a network that cannot be built or does not take its images, gives
+    another number of outputs than it has classes, or does not match the weights tensor for tensor.
+    """
+    shapes = weight_shapes(weights_path)
+    check_config(config, str(config_path))
+    image_shape, classes = config["dataset"]["image_shape"], config["dataset"]["classes"]
+    try:
+        with torch.device("meta"):
+            network = create_model_from_config(config["model"]).eval()
+            outputs = network(torch.zeros(1, *image_shape)).shape
+    except Exception as err:  # noqa: BLE001 -- the factories' arguments are untrusted: whatever they raise
+        raise CheckpointError(f"{config_path} describes no network digitlab can build for {image_shape} images: "
+                              f"{type(err).__name__}: {err}") from err
+    expected = {name: tuple(tensor.shape) for name, tensor in network.state_dict().items()}
+    if expected != shapes:
+        raise CheckpointError(f"{weights_path} does not match the network in {config_path}: "
+                              f"{_differences(expected, shapes)}")
+    if tuple(outputs) != (1, len(classes)):
+        raise CheckpointError(f"{config_path}: the network's output for one image has shape {tuple(outputs)}, "
+                              f"not (1, {len(classes)}) for its {len(classes)} classes")
+    # Shapes checked: the network is no larger than the weights file. Build it and fill it.
+    network = create_model_from_config(config["model"])
+    network.load_state_dict(load_weights(weights_path))
+    return network
+
+
+def _differences(expected: dict[str, tuple], found: dict[str, tuple], most: int = 3) -> str:
+    missing = [name for name in expected if name not in found]
+    unexpected = [name for name in found if name not in expected]
+    resized = [f"{name} {found[name]} (the config gives {expected[name]})" for name in expected
+               if name in found and found[name] != expected[name]]
+    parts = [f"{label} {', '.join(names[:most])}{' ...' if len(names) > most else ''}"
+             for label, names in (("missing", missing), ("unexpected", unexpected), ("shape of", resized)) if names]
+    return "; ".join(parts)
+
+
+# --- ONNX ---------------------------------------------------------------------------------------
+
+
+def check_onnx(data: bytes, name: str) -> None:
+    """Raise CheckpointError when an ONNX model reads external data, uses operators outside the
+    standard domain, or carries metadata other than digitlab's. Only parses the protobuf."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    from .export import CONFIG_KEY, PARAMETERS_KEY, VERIFICATION_KEY
+
+    try:
+        proto = onnx.load_from_string(data)  # the bytes only: external data is never fetched here
+    except (DecodeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{name} is not a valid ONNX model (damaged, or not ONNX at all): {err}") from err
+    external = sorted({tensor.name or "(unnamed)" for tensor in _tensors(proto)
+                       if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data)})
+    if external:
+        raise CheckpointError(f"{name} refers to external data for {', '.join(external[:3])}: a model from `digitlab "
+                              "export` holds all its weights in the one file")
+    domains = {opset.domain for opset in proto.opset_import} | {node.domain for node in _nodes(proto)}
+    foreign = sorted(domains - set(ONNX_DOMAINS))
+    if foreign:
+        raise CheckpointError(f"{name} uses operators from outside the standard ONNX domain ({', '.join(foreign)}): "
+                              "digitlab runs only the standard operators its export writes")
+    if proto.functions:
+        names = ", ".join(function.name for function in proto.functions[:3])
+        raise CheckpointError(f"{name} defines functions of its own ({names}): digitlab's export writes none")
+    extra = sorted({p.key for p in proto.metadata_props} - {CONFIG_KEY, PARAMETERS_KEY, VERIFICATION_KEY})
+    if extra:
+        raise CheckpointError(f"{name} carries metadata digitlab does not write ({', '.join(extra[:5])}); "
+                              "ONNX Runtime can act on some keys (ort_config), so only digitlab's are accepted")
+
+
+def _graphs(graph):
+    """`graph` and every subgraph in its nodes' attributes (If, Loop, Scan bodies), depth first."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                yield from _graphs(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _graphs(subgraph)
+
+
+def _nodes(proto):
+    for graph in _graphs(proto.graph):
+        yield from graph.node
+
+
+def _tensors(proto):
+    """Every tensor the model stores: initializers (dense and sparse) and tensor attributes."""
+    for graph in _graphs(proto.graph):
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield from (sparse.values, sparse.indices)
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                sparse_tensors = list(attribute.sparse_tensors)
+                if attribute.HasField("sparse_tensor"):
+                    sparse_tensors.append(attribute.sparse_tensor)
+                for sparse in sparse_tensors:
+                    yield from (sparse.values, sparse.indices)

@@ -586,20 +586,26 @@ def assert_refused(name: str, data_dir: Path, damaged_file: str, message: str, d
     assert not (data_dir / name).exists()  # no file, no temporary file, not even the folder
 
 
+def provide(tmp_path, monkeypatch, server, dataset: str, files: dict, download: bool):
+    """An empty data directory, and `files` either served for download or already in it."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    if download:
+        serve_as(monkeypatch, *server, dataset, files)
+    else:
+        (data_dir / dataset).mkdir()
+        for name, data in files.items():
+            (data_dir / dataset / name).write_bytes(data)
+    return data_dir
+
+
 @pytest.mark.parametrize("download", [True, False], ids=["downloaded", "already-there"])
 @pytest.mark.parametrize("case", list(DAMAGED_MNIST))
 def test_damaged_mnist_files_are_refused_and_nothing_is_cached(tmp_path, server, monkeypatch, real_mnist_test_files,
                                                                 case, download):
     filename, damage, message = DAMAGED_MNIST[case]
     files = {**real_mnist_test_files, filename: damage(real_mnist_test_files[filename])}
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    if download:
-        serve_as(monkeypatch, *server, "mnist", files)
-    else:
-        (data_dir / "mnist").mkdir()
-        for name, data in files.items():
-            (data_dir / "mnist" / name).write_bytes(data)
+    data_dir = provide(tmp_path, monkeypatch, server, "mnist", files, download)
     assert_refused("mnist", data_dir, filename, message, download)
 
 
@@ -607,13 +613,7 @@ def test_damaged_mnist_files_are_refused_and_nothing_is_cached(tmp_path, server,
 def test_truncated_cifar10_archive_is_refused_and_nothing_is_cached(tmp_path, server, monkeypatch, download):
     archive = write_tar(tmp_path / "whole.tar.gz", cifar_members()).read_bytes()
     files = {"cifar-10-binary.tar.gz": archive[: len(archive) * 2 // 3]}
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    if download:
-        serve_as(monkeypatch, *server, "cifar10", files)
-    else:
-        (data_dir / "cifar10").mkdir()
-        (data_dir / "cifar10" / "cifar-10-binary.tar.gz").write_bytes(files["cifar-10-binary.tar.gz"])
+    data_dir = provide(tmp_path, monkeypatch, server, "cifar10", files, download)
     assert_refused("cifar10", data_dir, "cifar-10-binary.tar.gz", "corrupt or truncated archive", download)
 
 

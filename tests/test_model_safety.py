@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 import digitlab
 from digitlab.api import BUNDLED_MODEL
+from digitlab.bench_serve import process_memory_mb
 from digitlab.cli import main
 from digitlab.errors import CheckpointError
 from digitlab.export import CONFIG_KEY, PARAMETERS_KEY, onnx_bytes, with_metadata
@@ -184,14 +185,10 @@ def test_weights_with_a_tensor_missing_or_extra_are_refused(capsys, tmp_path, di
 
 def peak_rss_growth_mib(action) -> float:
     """How far this process's peak RSS rises above its RSS while `action()` runs (Linux)."""
-    def status(key: str) -> int:
-        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(key))
-        return int(line.split()[1])
-
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    before = status("VmRSS:")
+    before = process_memory_mb(field="VmRSS")
     action()
-    return (status("VmHWM:") - before) / 1024
+    return process_memory_mb() - before
 
 
 def test_a_config_describing_an_enormous_network_is_refused_at_once_without_allocating(tmp_path, capsys, digit_png):

@@ -220,16 +220,6 @@ class Tally:
                 "mean_ms_per_input": 1000 * self.total_seconds / max(self.examples, 1), **memory}
 
 
-def _memory_kib() -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of this process, in KiB."""
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0])
-    return fields
-
-
 def _reset_peak_rss() -> bool:
     try:
         Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: VmHWM := VmRSS
@@ -251,19 +241,19 @@ def fuzz_target(target: str, examples: int, seed: int, time_limit: float, work: 
     from hypothesis import HealthCheck, Phase, given, settings
 
     from . import fuzz_inputs
+    from .bench_serve import process_memory_mb
 
     stack = open(work / "stack.txt", "w")  # noqa: SIM115 -- faulthandler writes to it until the process ends
     faulthandler.enable(stack)  # a segfault in a decoder leaves its stack here too
     strategy, run_one, inputs = _target(target, work)
     tally = Tally(target, failures, inputs)
-    baseline = _memory_kib()["VmRSS"]
+    baseline = process_memory_mb(field="VmRSS")
     reset = _reset_peak_rss()
     started = time.perf_counter()
 
     def save_report() -> dict:
-        memory = _memory_kib()
-        report = tally.report({"baseline_rss_mib": baseline / 1024, "peak_rss_mib": memory["VmHWM"] / 1024,
-                               "final_rss_mib": memory["VmRSS"] / 1024, "peak_is_fuzzing_only": reset,
+        report = tally.report({"baseline_rss_mib": baseline, "peak_rss_mib": process_memory_mb(),
+                               "final_rss_mib": process_memory_mb(field="VmRSS"), "peak_is_fuzzing_only": reset,
                                "seconds": time.perf_counter() - started})
         (work / "report.json").write_text(json.dumps(report, indent=1))
         return report

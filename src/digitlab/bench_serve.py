@@ -120,11 +120,12 @@ def stop_service(process: subprocess.Popen, timeout: float = 15) -> int:
     return process.returncode
 
 
-def peak_rss_mb(pid: int) -> float | None:
-    """A live process's peak resident memory (VmHWM) in MiB; None where /proc does not tell."""
+def process_memory_mb(pid: int | str = "self", field: str = "VmHWM") -> float | None:
+    """A live process's memory in MiB from /proc/PID/status: VmHWM (peak resident, the default)
+    or VmRSS (resident now); None where /proc does not tell."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -233,7 +234,7 @@ def bench_serve(clients: int = 16, seconds: float = 10, kinds=KINDS, model=None,
             if progress:
                 print(f"{kind}: {result['requests_per_second']:.0f} requests/s, p50 {result['p50_ms']:.1f} ms, "
                       f"p99 {result['p99_ms']:.1f} ms, {result['errors']} errors", flush=True)
-        rss = peak_rss_mb(process.pid)
+        rss = process_memory_mb(process.pid)
     finally:
         exit_code = stop_service(process)
     report = {
@@ -493,7 +494,7 @@ def bench_abuse(clients: int = 16, seconds: float = 10, read_timeout: float | No
     process = start_service(port, model, ["--read-timeout", f"{read_timeout:g}"])
     try:
         asyncio.run(_load(port, requests, labels, min(clients, 4), WARM_UP_SECONDS))
-        rss_before = peak_rss_mb(process.pid)
+        rss_before = process_memory_mb(process.pid)
         context = multiprocessing.get_context("spawn")  # not fork: this process holds torch's threads
         queue = context.Queue()
         abusers = context.Process(target=_abuse_process, args=(port, seconds, read_timeout, MAX_BODY, queue),
@@ -510,7 +511,7 @@ def bench_abuse(clients: int = 16, seconds: float = 10, read_timeout: float | No
             abusers.join(10)
             if abusers.is_alive():
                 abusers.kill()
-        rss_peak = peak_rss_mb(process.pid)
+        rss_peak = process_memory_mb(process.pid)
         alive = process.poll() is None
         after = asyncio.run(_load(port, requests, labels, 1, 1.0)) if alive else None
     finally:

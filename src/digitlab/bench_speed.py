@@ -56,9 +56,9 @@ ABLATIONS = [
 def peak_rss_self_mb() -> float | None:
     """This process's peak RSS in MiB: VmHWM, which (unlike getrusage's ru_maxrss, kept across
     exec on Linux) does not include the parent this worker was forked from."""
-    from .bench_serve import peak_rss_mb
+    from .bench_serve import process_memory_mb
 
-    return peak_rss_mb(os.getpid())
+    return process_memory_mb()
 
 
 # --- workers: each runs in its own process -----------------------------------------------------
@@ -298,7 +298,7 @@ def service_rss(model=None, requests: int = 300) -> dict:
     """Peak RSS of `digitlab serve` after answering a burst of predictions."""
     import numpy as np
 
-    from .bench_serve import free_port, http_request, peak_rss_mb, request_bodies, start_service, stop_service
+    from .bench_serve import free_port, http_request, process_memory_mb, request_bodies, start_service, stop_service
 
     port = free_port()
     process = start_service(port, model)
@@ -306,7 +306,7 @@ def service_rss(model=None, requests: int = 300) -> dict:
         bodies = request_bodies("pixels", np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8))
         for i in range(requests):
             http_request("/api/predict", bodies[i % len(bodies)], port)
-        return {"peak_rss_mb": peak_rss_mb(process.pid), "requests": requests}
+        return {"peak_rss_mb": process_memory_mb(process.pid), "requests": requests}
     finally:
         stop_service(process)
 

@@ -8,7 +8,6 @@ interrupted. A full disk and a read-only folder are real tmpfs mounts in a user 
 """
 
 import json
-import os
 import random
 import shutil
 import signal
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import cv2
 import pytest
+from jobtools import job_environment, run_dirs
 from safetensors.torch import load_file
 
 from digitlab.checkpoint import load_checkpoint
@@ -28,12 +28,8 @@ TRAIN = ["fast", "--limit", "2000", "--val-split", "0.1", "--epochs", str(EPOCHS
 KILLS = 22
 
 
-def environment(shared_data_dir) -> dict:
-    return {**os.environ, "DIGITLAB_DATA": str(shared_data_dir)}
-
-
 def train_command(out: Path) -> list[str]:
-    runs = [p for p in out.iterdir() if not p.name.startswith(".")] if out.exists() else []
+    runs = run_dirs(out)
     assert len(runs) <= 1, runs
     if runs:
         return [sys.executable, "-m", "digitlab", "train", "--resume", str(runs[0]), "--quiet"]
@@ -88,14 +84,14 @@ def check_whole(run: Path) -> int:
 def training_started(out: Path, since_ns: int) -> bool:
     """This attempt has written its config.json: data loaded, training about to begin."""
     try:
-        (run,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+        (run,) = run_dirs(out)
         return (run / "config.json").stat().st_mtime_ns >= since_ns
     except (ValueError, FileNotFoundError):
         return False
 
 
 def test_training_killed_at_20_random_moments_resumes_to_the_same_result(shared_data_dir, tmp_path):
-    env = environment(shared_data_dir)
+    env = job_environment(shared_data_dir)
     whole_out, killed_out = tmp_path / "whole", tmp_path / "killed"
     subprocess.run(train_command(whole_out), env=env, check=True, timeout=600)
     (whole,) = whole_out.iterdir()
@@ -115,7 +111,7 @@ def test_training_killed_at_20_random_moments_resumes_to_the_same_result(shared_
         else:
             while not training_started(killed_out, begun) and job.poll() is None:
                 time.sleep(0.002)
-            (run,) = [p for p in killed_out.iterdir() if not p.name.startswith(".")]
+            (run,) = run_dirs(killed_out)
             if kind == "during an epoch":  # after 0-2 more checkpoints, at a random instant of an epoch
                 for _ in range(rng.randint(0, 2)):
                     stamp = checkpoint_stamp(run)
@@ -130,14 +126,14 @@ def test_training_killed_at_20_random_moments_resumes_to_the_same_result(shared_
         job.send_signal(signal.SIGKILL)
         job.communicate()
         moments[kind] += 1
-        runs = [p for p in killed_out.iterdir() if not p.name.startswith(".")] if killed_out.exists() else []
+        runs = run_dirs(killed_out)
         if runs:
             cut_mid_write += bool(hidden_entries(runs[0], runs[0] / "checkpoint"))
             epochs_seen.append(check_whole(runs[0]))
 
     final = subprocess.run(train_command(killed_out), env=env, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr
-    (run,) = [p for p in killed_out.iterdir() if not p.name.startswith(".")]
+    (run,) = run_dirs(killed_out)
     assert check_whole(run) == EPOCHS
     assert hidden_entries(run, run / "checkpoint") == []  # resume cleared what the kills cut short
     assert sorted(p.name for p in (run / "checkpoint").iterdir()) == [f"epoch-{EPOCHS:04d}", "latest.json"]
@@ -174,7 +170,7 @@ def last_lines(text: str) -> str:
 def one_epoch_run(shared_data_dir, tmp_path) -> Path:
     """A finished 1-epoch run of `fast` on a subset: the state a failing disk must not harm."""
     subprocess.run([sys.executable, "-m", "digitlab", "train", "fast", "--limit", "2000", "--epochs", "1", "--quiet",
-                    "--out", str(tmp_path / "seed")], env=environment(shared_data_dir), check=True, timeout=600)
+                    "--out", str(tmp_path / "seed")], env=job_environment(shared_data_dir), check=True, timeout=600)
     (run,) = (tmp_path / "seed").iterdir()
     shutil.rmtree(run / "checkpoint")  # keep the config, retrain epoch 1 on the small disk
     for name in ("model.safetensors", "history.json", "metrics.json"):
@@ -191,7 +187,7 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(shared_d
               f"fill=$(( $(df -k --output=avail {disk} | tail -1) - 64 )); "
               f"head -c ${{fill}}k /dev/zero > {disk}/filler 2>/dev/null; "
               f"{python} --epochs 3; echo \"exit $?\"; cp -r {disk}/run {copy}")
-    result = in_private_tmpfs(script, disk, 2048, environment(shared_data_dir))
+    result = in_private_tmpfs(script, disk, 2048, job_environment(shared_data_dir))
     assert "exit 2" in result.stdout, result.stdout + result.stderr
     assert "No space left on device" in result.stderr and "the previous checkpoint is intact" in result.stderr, \
         result.stderr
@@ -209,7 +205,7 @@ def test_a_read_only_run_directory_is_a_clear_error_and_keeps_its_checkpoint(sha
     script = (f"cp -r {one_epoch_run} {disk}/run && {python} --epochs 1 > /dev/null 2>&1; "
               f"mount -o remount,ro {disk} || exit 98; "
               f"{python} --epochs 3; echo \"exit $?\"; cp -r {disk}/run {copy}")
-    result = in_private_tmpfs(script, disk, 8192, environment(shared_data_dir))
+    result = in_private_tmpfs(script, disk, 8192, job_environment(shared_data_dir))
     assert "exit 2" in result.stdout, result.stdout + result.stderr
     assert "digitlab: error: could not write" in result.stderr and "Read-only file system" in result.stderr, \
         last_lines(result.stderr)

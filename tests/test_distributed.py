@@ -7,20 +7,18 @@ directories they write.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from jobtools import job_environment, run_dirs
+
+from digitlab.bench_serve import free_port
 
 TRAIN = ["fast", "--limit", "12000", "--epochs", "3", "--quiet", "--device", "cpu"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
-
-
-def environment(shared_data_dir) -> dict:
-    return {**os.environ, "DIGITLAB_DATA": str(shared_data_dir), "PYTHONUNBUFFERED": "1"}
 
 
 def torchrun(*args) -> list[str]:
@@ -28,7 +26,7 @@ def torchrun(*args) -> list[str]:
 
 
 def only_run(out: Path) -> Path:
-    runs = [p for p in out.iterdir() if not p.name.startswith(".")]
+    runs = run_dirs(out)
     assert len(runs) == 1, f"expected one run directory in {out}, found {runs}"
     return runs[0]
 
@@ -67,14 +65,8 @@ def wait_for(path: Path, job: subprocess.Popen, timeout: float = 180) -> None:
         time.sleep(0.01)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_match_one_and_resume_after_a_rank_dies(shared_data_dir, tmp_path):
-    env = environment(shared_data_dir)
+    env = job_environment(shared_data_dir)
     one, two, broken = tmp_path / "one", tmp_path / "two", tmp_path / "broken"
     subprocess.run([sys.executable, "-m", "digitlab", "train", *TRAIN, "--out", str(one)], env=env, check=True,
                    timeout=600)
@@ -98,7 +90,7 @@ def test_two_processes_match_one_and_resume_after_a_rank_dies(shared_data_dir, t
     try:
         victim = rank_process(1, f"--out {broken}")
         wait_for(broken, job)
-        while not [p for p in broken.iterdir() if not p.name.startswith(".")]:  # renamed into place
+        while not run_dirs(broken):  # renamed into place
             assert job.poll() is None
             time.sleep(0.01)
         wait_for(only_run(broken) / "checkpoint" / "latest.json", job)
@@ -121,7 +113,7 @@ def test_two_machines_on_loopback_and_a_lost_peer_is_a_clear_error(shared_data_d
     """torchrun's multi-node flags, two 'machines' of one process each on 127.0.0.1. Node 1's
     process is killed mid-training: node 0's process, waiting for it in an all-reduce, stops
     with digitlab's own error (exit 2) within seconds instead of hanging."""
-    env = environment(shared_data_dir)
+    env = job_environment(shared_data_dir)
     port = str(free_port())
     nodes = []
     for node in (0, 1):

@@ -18,17 +18,19 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
+import stat
 import warnings
-from pathlib import Path
 from typing import BinaryIO
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import DataError
+from .errors import DataError, DigitlabError
 
-__all__ = ["ImageError", "load_image", "ink_map", "center_digit", "to_mnist_style", "stroke_width"]
+__all__ = ["ImageError", "ImageTooLargeError", "NotAnImageError", "load_image", "declared_size", "ink_map",
+           "center_digit", "to_mnist_style", "stroke_width"]
 
 ImageSource = str | os.PathLike | bytes | bytearray | BinaryIO | Image.Image | np.ndarray
 
@@ -80,26 +82,40 @@ class NotAnImageError(ImageError):
 
 # --- decoding -------------------------------------------------------------------------------------
 
+# The formats digitlab reads: those README promises and `digitlab bench fuzz` feeds in (a phone's
+# MPO, a JPEG with a second picture, opens as JPEG). Pillow would try some 40 more, and several
+# decode what no header declares or raise what no caller expects: an ICO's or ICNS's embedded PNG
+# (up to 179 MP behind a 256x256 directory entry: a 657 KB ICO took the service to 1,166 MB before
+# its 413), a DDS with pixel-format flags 0 (NotImplementedError). Those are refused unopened.
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+FORMAT_NAMES = "PNG, JPEG, BMP, GIF, TIFF or WebP"
+# A TIFF tile is a block that libtiff allocates whole before it reads a pixel, whatever the image's
+# own size: a 100x100 TIFF declaring one 32768x32768 tile took `digitlab predict` to 1,509 MB. Tiles
+# come in multiples of 16 pixels and some writers use 256x256 whatever the size (tiffcp), so a tile
+# may overhang its image by that much (256 KiB a band at most); a tile larger than that is refused.
+TIFF_TILE_WIDTH, TIFF_TILE_LENGTH = 322, 323
+TILE_ALIGN, SMALL_TILE = 16, 256
+
 
 def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES) -> np.ndarray:
     """Decode an image into float32 grey (H, W) in [0, 1], as it looks: dark ink on paper stays dark.
 
     source: a path, the file's bytes, a binary file object, a PIL image, or a numpy array ((H, W),
     (H, W, 1|2|3|4) as grey, grey+alpha, RGB, RGBA; uint8, uint16, bool or float in [0, 1]).
-    Any format Pillow reads (PNG, JPEG, BMP, TIFF, WebP, GIF...), grey, RGB(A), palette, 8 or
-    16 bit; the EXIF orientation is applied. Files over `max_bytes` and images declaring more
-    than `max_pixels` are refused before they are decoded. A transparent image is flattened
-    onto a ground its drawing contrasts with: black under white strokes, white under dark ones.
+    PNG, JPEG, BMP, GIF, TIFF or WebP (the first frame of an animation or a multi-page file), grey,
+    RGB(A), palette, 8 or 16 bit; the EXIF orientation is applied. Files over `max_bytes`, images
+    (or TIFF tiles) declaring more than `max_pixels` and tiles larger than their image are refused
+    before they are decoded. A transparent image is flattened onto a ground its drawing contrasts
+    with: black under white strokes, white under dark ones.
     """
-    name = str(source) if isinstance(source, (str, os.PathLike)) else "the image"
     if isinstance(source, np.ndarray):
         grey, alpha = _array_channels(source)
     else:
-        image = source if isinstance(source, Image.Image) else _open(source, name, max_bytes, max_pixels)
-        _check_pixels(image.size, max_pixels, name)
-        grey, alpha = _image_channels(_decode(image, name))
+        name = _name(source)
+        image = _decode(_opened(source, name, max_bytes, max_pixels), name)
+        grey, alpha = _pillow(lambda: _image_channels(image), name, "cannot be converted to grey")
     if min(grey.shape) < MIN_SIDE:
-        raise ImageError(f"{name} is {grey.shape[1]}x{grey.shape[0]} pixels: too small to hold a digit "
+        raise ImageError(f"{_name(source)} is {grey.shape[1]}x{grey.shape[0]} pixels: too small to hold a digit "
                          f"(at least {MIN_SIDE}x{MIN_SIDE})")
     if alpha is not None and alpha.min() < alpha.max():
         grey = _composite(grey, alpha)
@@ -114,31 +130,53 @@ def load_colour(source: ImageSource, *, max_pixels: int = MAX_PIXELS, max_bytes:
         if source.ndim == 3 and source.shape[2] == 3 and source.dtype == np.uint8:
             return source
         return None
-    name = str(source) if isinstance(source, (str, os.PathLike)) else "the image"
-    image = source if isinstance(source, Image.Image) else _open(source, name, max_bytes, max_pixels)
-    _check_pixels(image.size, max_pixels, name)
-    image = _decode(image, name)
+    name = _name(source)
+    image = _decode(_opened(source, name, max_bytes, max_pixels), name)
     if image.mode not in ("RGB", "L", "P", "CMYK", "YCbCr", "1") or image.has_transparency_data:
         return None
-    return np.asarray(image.convert("RGB"))
+    return _pillow(lambda: np.asarray(image.convert("RGB")), name, "cannot be converted to RGB")
 
 
-def _open(source, name: str, max_bytes: int, max_pixels: int) -> Image.Image:
-    """Read at most `max_bytes` and open the image lazily: only its header is parsed."""
+def declared_size(source: ImageSource, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) as the image's header declares it (before the EXIF orientation turns it),
+    read without decoding a pixel, after the checks `load_image` makes before it decodes: the
+    same formats, limits and tile checks, and the same errors (ImageTooLargeError over the
+    limits, NotAnImageError for data in no format digitlab reads, ImageError for the rest)."""
+    if isinstance(source, np.ndarray):
+        if source.ndim not in (2, 3):
+            raise ImageError(f"an image array must be (H, W) or (H, W, 1|2|3|4), not {source.shape}")
+        return int(source.shape[1]), int(source.shape[0])
+    return _opened(source, _name(source), max_bytes, max_pixels).size
+
+
+def _name(source) -> str:
+    """How messages name the image: a path quoted as Python would (a newline in it stays on the
+    line, as '\\n'), else 'the image'."""
+    return repr(os.fsdecode(source)) if isinstance(source, (str, os.PathLike)) else "the image"
+
+
+def _opened(source, name: str, max_bytes: int, max_pixels: int) -> Image.Image:
+    """The image opened lazily (only its header parsed) and checked before anything is decoded."""
+    image = source if isinstance(source, Image.Image) else _open(_read(source, name, max_bytes), name, max_pixels)
+    _check_declared(image, max_pixels, name)
+    return image
+
+
+def _read(source, name: str, max_bytes: int) -> bytes:
+    """The bytes of a path, a bytes object or a binary file: at most `max_bytes`, never empty."""
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise ImageError(f"{path}: no such file")
-        if path.stat().st_size > max_bytes:
-            raise ImageTooLargeError(f"{path} is {path.stat().st_size:,} bytes, more than the limit of "
-                                     f"{max_bytes:,}")
-        data = path.read_bytes()
+        data = _read_file(source, name, max_bytes)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif hasattr(source, "read"):
-        data = source.read(max_bytes + 1)  # one byte more than allowed tells that there is more
+        try:
+            data = source.read(max_bytes + 1)  # one byte more than allowed tells that there is more
+        except OSError as err:
+            raise ImageError(f"{name} could not be read: {err.strerror or err}") from err
         if isinstance(data, str):
             raise ImageError(f"{name} was opened in text mode: open image files with 'rb'")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ImageError(f"{name} is not a binary file: its read() gave {type(data).__name__}")
     else:
         raise TypeError(f"cannot read an image from {type(source).__name__}: give a path, bytes, a binary "
                         "file, a PIL image or a numpy array")
@@ -146,33 +184,134 @@ def _open(source, name: str, max_bytes: int, max_pixels: int) -> Image.Image:
         raise ImageError(f"{name} is empty (0 bytes)")
     if len(data) > max_bytes:
         raise ImageTooLargeError(f"{name} is more than {max_bytes:,} bytes, the limit")
+    return bytes(data)
+
+
+def _read_file(path, name: str, max_bytes: int) -> bytes:
+    """A regular file's first `max_bytes` + 1 bytes. Opened without blocking (a FIFO would wait
+    for a writer), and refused unless it is a regular file: a directory, a pipe or a device.
+    /proc files declare 0 bytes, so the size is checked as read, too."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise ImageError(f"{name}: no such file") from err
+    except IsADirectoryError as err:
+        raise ImageError(f"{name}: no such file (it is a directory)") from err
+    except OSError as err:
+        raise ImageError(f"{name} cannot be opened: {err.strerror or err}") from err
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(status.st_mode):
+            raise ImageError(f"{name}: no such file (it is a directory)")
+        raise ImageError(f"{name} is not a regular file (a pipe, socket or device): give an image file")
+    with os.fdopen(fd, "rb", buffering=0) as file:
+        if status.st_size > max_bytes:
+            raise ImageTooLargeError(f"{name} is {status.st_size:,} bytes, more than the limit of {max_bytes:,}")
+        # First the declared size and one byte (a read of n bytes allocates n first), then what more
+        # comes, 64 KiB at a time.
+        chunks, size, want = [], 0, min(status.st_size, max_bytes) + 1
+        try:
+            while size <= max_bytes:
+                chunk = file.read(min(want, max_bytes + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size, want = size + len(chunk), 1 << 16
+        except OSError as err:  # /proc/self/mem: EIO at offset 0
+            raise ImageError(f"{name} could not be read: {err.strerror or err}") from err
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """Open `data` lazily, in the formats digitlab reads only: only the header is parsed."""
     try:
         with warnings.catch_warnings():  # our own, lower pixel limit is checked next
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as err:  # Pillow's own limit, above ours
-        raise ImageTooLargeError(f"{name} declares too many pixels (the limit is {max_pixels:,}): {err}") from err
+            return Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError as err:  # Pillow's own limit, above ours: "Image size (N pixels) exceeds..."
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        declared = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise ImageTooLargeError(f"{name} declares {declared}, more than the limit of {max_pixels:,}: resize it "
+                                 "first") from err
     except UnidentifiedImageError as err:  # its message names only a BytesIO object
-        raise NotAnImageError(f"{name} is not an image Pillow can read (PNG, JPEG, BMP, TIFF, WebP...): its "
-                              f"first bytes are {data[:8]!r}") from err
-    except (OSError, SyntaxError, ValueError) as err:
-        raise NotAnImageError(f"{name} is not an image Pillow can read (PNG, JPEG, BMP, TIFF, WebP...): {err}") from err
+        other = _other_format(data)
+        found = f"its format is {other}" if other else f"its first bytes are {data[:8]!r}"
+        raise NotAnImageError(f"{name} is not an image digitlab reads ({FORMAT_NAMES}): {found}") from err
+    except Exception as err:  # noqa: BLE001 -- a plugin on a forged header raises anything: struct.error, ...
+        raise NotAnImageError(f"{name} is not an image digitlab reads ({FORMAT_NAMES}): {_reason(err)}") from err
 
 
-def _check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> None:
+def _other_format(data: bytes) -> str | None:
+    """The format, outside FORMATS, that Pillow's signature checks see in `data`: 'ICO', 'DDS'...
+    Only the checks run (on the 16 bytes Pillow gives them), never a decoder."""
+    Image.init()
+    for fmt in Image.ID:
+        accept = Image.OPEN[fmt][1]
+        try:
+            if fmt not in FORMATS and accept is not None and accept(data[:16]):
+                return "DIB (a BMP without its file header)" if fmt == "DIB" else fmt
+        except Exception:  # noqa: BLE001,S112 -- a signature check that fails is a format it is not
+            continue
+    return None
+
+
+def _reason(err: BaseException) -> str:
+    """An exception as one line for a message: its text, else its type."""
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int, name: str, what: str = "is") -> None:
     """Refuse an image by the size its header declares, before any pixel is decoded."""
     width, height = size
     if width * height > max_pixels:
-        raise ImageTooLargeError(f"{name} is {width}x{height} = {width * height:,} pixels, more than the limit of "
-                         f"{max_pixels:,}: resize it first")
+        raise ImageTooLargeError(f"{name} {what} {width}x{height} = {width * height:,} pixels, more than the limit "
+                                 f"of {max_pixels:,}: resize it first")
+
+
+def _check_declared(image: Image.Image, max_pixels: int, name: str) -> None:
+    """Refuse, before decoding, what the decoder would allocate beyond the limits: the image's
+    (first frame's: the one decoded) declared size, blocks of it lying outside it, TIFF tiles
+    larger than the image or than the pixel limit. Other frames are never decoded, nor parsed
+    (seeking a GIF's or APNG's frame decodes the ones before it)."""
+    width, height = image.size
+    _check_pixels((width, height), max_pixels, name)
+    for tile in image.tile or ():
+        extents = tile[1]
+        if extents is not None and (min(extents[:2]) < 0 or extents[2] > width or extents[3] > height):
+            raise ImageError(f"{name} is damaged: it places pixels at {tuple(extents)}, outside its "
+                             f"{width}x{height} image")
+    if image.format == "TIFF":
+        tile_width, tile_length = image.tag_v2.get(TIFF_TILE_WIDTH), image.tag_v2.get(TIFF_TILE_LENGTH)
+        if tile_width is None and tile_length is None:
+            return
+        if not (isinstance(tile_width, int) and isinstance(tile_length, int) and tile_width > 0 and tile_length > 0):
+            raise ImageError(f"{name} is damaged: its tiles are {tile_width!r} by {tile_length!r} pixels")
+        _check_pixels((tile_width, tile_length), max_pixels, name, "declares tiles of")
+        allowed = [max(-(-side // TILE_ALIGN) * TILE_ALIGN, SMALL_TILE) for side in (width, height)]
+        if tile_width > allowed[0] or tile_length > allowed[1]:
+            raise ImageTooLargeError(f"{name} declares tiles of {tile_width}x{tile_length} pixels for a "
+                                     f"{width}x{height} image: a tile larger than its image is refused")
+
+
+def _pillow(step, name: str, failure: str):
+    """step() (a Pillow call on a file's pixels), with anything it raises as an ImageError naming
+    the file: Pillow's decoders on damaged data raise more than OSError (struct.error, IndexError,
+    ZeroDivisionError, NotImplementedError, MemoryError were seen)."""
+    try:
+        return step()
+    except DigitlabError:
+        raise
+    except MemoryError as err:
+        raise ImageTooLargeError(f"{name} {failure}: not enough memory") from err
+    except Exception as err:  # noqa: BLE001 -- see above
+        raise ImageError(f"{name} {failure}: {_reason(err)}") from err
 
 
 def _decode(image: Image.Image, name: str) -> Image.Image:
     """Decode every pixel now (a damaged file fails here, not later) and apply the EXIF orientation."""
-    try:
-        image.load()
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
-        raise ImageError(f"{name} is damaged or truncated: {err}") from err
+    _pillow(image.load, name, "is damaged or truncated")
     try:
         return ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 -- Pillow's EXIF parser on a damaged block raises struct.error and others

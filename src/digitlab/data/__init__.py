@@ -66,9 +66,18 @@ def _idx_files(md5s: tuple[str, str, str, str], mirrors: tuple[str, ...]) -> tup
     return tuple(RemoteFile(name, mirrors, md5=md5) for name, md5 in zip(IDX_FILES, md5s, strict=True))
 
 
+# MNIST's and Fashion-MNIST's images are 28x28, 60,000 to train on and 10,000 to test: the headers
+# are checked against these before any data is read (a 2 MB gzip claiming (2^31, 2^31, 1) was
+# inflated to 2 GiB first). The counts are maxima, not exact, so that a subset still reads.
+IDX_IMAGE_SIZE = (28, 28)
+IDX_COUNTS = (60_000, 10_000)  # train, test
+
+
 def _read_idx_folder(folder: Path) -> Splits:
-    train_images, train_labels = load_idx_pair(folder / IDX_FILES[0], folder / IDX_FILES[1])
-    test_images, test_labels = load_idx_pair(folder / IDX_FILES[2], folder / IDX_FILES[3])
+    train_images, train_labels = load_idx_pair(folder / IDX_FILES[0], folder / IDX_FILES[1],
+                                               image_size=IDX_IMAGE_SIZE, max_count=IDX_COUNTS[0])
+    test_images, test_labels = load_idx_pair(folder / IDX_FILES[2], folder / IDX_FILES[3],
+                                             image_size=IDX_IMAGE_SIZE, max_count=IDX_COUNTS[1])
     return train_images, train_labels, test_images, test_labels
 
 

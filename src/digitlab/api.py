@@ -101,9 +101,18 @@ class Model:
         return predict_logits(self.module, x).numpy()
 
     def predict_proba(self, images) -> np.ndarray:
-        """(N, K) class probabilities for a batch of images."""
+        """(N, K) class probabilities for a batch of images.
+
+        Raises CheckpointError when they are not finite numbers (a model whose weights hold NaN,
+        say): NaN is not JSON, and the service and `--json` would emit it.
+        """
         logits = torch.from_numpy(self.logits(images))
-        return torch.softmax(logits / self.temperature, 1).numpy()
+        probabilities = torch.softmax(logits / self.temperature, 1).numpy()
+        if not np.isfinite(probabilities).all():
+            bad = int((~np.isfinite(probabilities).all(1)).sum())
+            raise CheckpointError(f"{self} computes NaN or infinite probabilities for {bad} of {len(probabilities)} "
+                                  "image(s): its weights are damaged (NaN or enormous); retrain or re-export it")
+        return probabilities
 
     def predict(self, images) -> np.ndarray:
         """(N,) predicted class indices (for digits, the digit itself)."""
@@ -275,7 +284,7 @@ def evaluate(
                        predictions=metrics.predictions)
     history_path = Path(model.path) / HISTORY
     if history_path.is_file():
-        history = read_json(history_path)
+        history = read_json(history_path, allow_nan=True)  # a diverged run's losses are NaN
         if history:
             plots.plot_curves(history, folder / "curves.png")
     # Last: a run directory with metrics.json has been evaluated whole (train.plan_resume relies on it).

@@ -160,10 +160,13 @@ class OnnxSession:
 def open_onnx(source: str | Path | bytes, threads: int | None = None) -> tuple[OnnxSession, dict, int | None]:
     """A digitlab .onnx file (or its bytes) as (session, the run's config, parameter count or None).
 
-    A file that is not ONNX, is damaged, lacks digitlab's metadata, has another signature, or
-    reads external data, uses non-standard operators or carries other metadata
-    (model_files.check_onnx) is refused with a CheckpointError that says so.
+    A file that is not ONNX, is damaged, lacks digitlab's metadata or holds metadata that is not
+    what digitlab writes, has another signature, or reads external data, uses operators other than
+    those digitlab's export writes, or holds a tensor of unbounded or enormous shape
+    (model_files.check_onnx) is refused with a CheckpointError that says so. All but the
+    signature are checked before ONNX Runtime creates a session (which can allocate).
     """
+    from .checkpoint import loads_json
     from .model_files import check_config, check_onnx
 
     name = "the ONNX model" if isinstance(source, bytes) else str(source)
@@ -174,7 +177,13 @@ def open_onnx(source: str | Path | bytes, threads: int | None = None) -> tuple[O
             data = Path(source).read_bytes()
         except OSError as err:
             raise CheckpointError(f"cannot read {source}: {err.strerror or err}") from err
-    check_onnx(data, name)  # before ONNX Runtime sees the file
+    metadata = check_onnx(data, name)  # graph and metadata, before ONNX Runtime sees the file
+    text = metadata.get(CONFIG_KEY)
+    if text is None:
+        raise CheckpointError(f"{name} is an ONNX model without digitlab's metadata ({CONFIG_KEY!r}): only files "
+                              "written by `digitlab export` know their classes, image shape and calibration")
+    config = loads_json(text, f"{name}'s {CONFIG_KEY!r}")
+    check_config(config, f"{name}'s {CONFIG_KEY!r}")
     try:
         session = OnnxSession(data, threads)
     except ImportError as err:
@@ -182,18 +191,9 @@ def open_onnx(source: str | Path | bytes, threads: int | None = None) -> tuple[O
     except Exception as err:  # noqa: BLE001 -- ONNX Runtime's own errors (InvalidProtobuf, Fail, ...)
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise CheckpointError(f"{name} is not a valid ONNX model (damaged, or not ONNX at all): {reason}") from err
-    text = session.metadata.get(CONFIG_KEY)
-    if text is None:
-        raise CheckpointError(f"{name} is an ONNX model without digitlab's metadata ({CONFIG_KEY!r}): only files "
-                              "written by `digitlab export` know their classes, image shape and calibration")
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{name}'s {CONFIG_KEY!r} is not a digitlab run configuration ({err!r})") from err
-    check_config(config, f"{name}'s {CONFIG_KEY!r}")
     session.check_signature(tuple(config["dataset"]["image_shape"]), len(config["dataset"]["classes"]), name)
-    parameters = session.metadata.get(PARAMETERS_KEY)
-    return session, config, int(parameters) if parameters and parameters.isdigit() else None
+    parameters = metadata.get(PARAMETERS_KEY)  # check_onnx made sure it is a decimal count
+    return session, config, int(parameters) if parameters else None
 
 
 def session_for(network: nn.Module, image_shape: tuple[int, int, int], threads: int | None = None) -> OnnxSession:

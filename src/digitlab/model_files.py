@@ -8,12 +8,17 @@ unpickles: a pickle given as a model is named as one and refused.
 
 Every model file is untrusted input:
 - config.json could describe an enormous network (widths of 10^6 would allocate terabytes), one
-  that does not take the images it names, or one with more outputs than classes. So the network
-  is first built on the meta device (shapes only, no memory), run on one meta image, and every
-  tensor's shape compared with the safetensors header; only then is it built and filled.
+  of 20,000 layers (61 KB of JSON that took 56 s to build even on the meta device), one that does
+  not take the images it names, or one with more outputs than classes. So the tensors its
+  arguments imply are counted first (models.tensor_count) against the safetensors header's,
+  then the network is built on the meta device (shapes only, no memory), run on one meta image,
+  and every tensor's shape compared with the header; only then is it built and filled.
 - an ONNX file could point at external data (any file on the machine, read into a tensor), use
-  operators from other domains (custom kernels), or carry metadata that ONNX Runtime acts on
-  ("ort_config"): each is refused before ONNX Runtime sees the file.
+  operators from other domains (custom kernels), carry metadata that ONNX Runtime acts on
+  ("ort_config"), or hold operators that allocate what the graph's data says: ConstantOfShape
+  of 250,000,000 (+187 bytes to a good export) made ONNX Runtime fold 1 GB of zeros while it
+  created the session, peaking at 2.3 GB. So only the operators digitlab's export writes are
+  accepted, and every tensor's shape is inferred and bounded, before ONNX Runtime sees the file.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from torch import nn
 
 from .checkpoint import load_weights
 from .errors import CheckpointError
-from .models import create_model_from_config
+from .models import create_model_from_config, tensor_count
 
 # The first bytes of files that are pickles, or carry one.
 PICKLE_SIGNATURES = {
@@ -37,6 +42,24 @@ PICKLE_SIGNATURES = {
 }
 MODEL_FORMS = "a run directory (config.json + model.safetensors) or an .onnx file from `digitlab export`"
 ONNX_DOMAINS = ("", "ai.onnx")  # the standard operators: all that digitlab's export writes
+# Every operator type the export of a registered model writes (each model, each activation, 28x28
+# grey and 32x32 colour: tests/test_files_hostile.py checks that the list is whole). None of them
+# sizes its output from data; their shapes all follow from the weights, the attributes and the
+# input's shape, which shape inference bounds below.
+ONNX_OPERATORS = frozenset({"Add", "BatchNormalization", "Cast", "Constant", "Conv", "Div", "Flatten", "Gemm",
+                            "Identity", "MaxPool", "Mul", "Relu", "Sigmoid", "Split", "Squeeze", "Sub", "Tanh"})
+# Digitnet's export has 26 nodes and an mlp of the most layers MAX_TENSORS allows about 130.
+MAX_ONNX_NODES = 1024
+# Values in any one tensor of the graph for one image: digitnet's largest is 25,088 (32x28x28),
+# keras-cnn's 21,632. Ten times digitnet's at RUN_BATCH = 1024 images is 1 GiB of float32.
+MAX_TENSOR_VALUES = 1 << 18
+# Tensors (parameters and buffers) in one network: digitnet has 22, an mlp 2 per layer. 128 lets an
+# mlp have 63 layers, which is built and run on the meta device in 0.3 s (2 busy EPYC cores).
+MAX_TENSORS = 128
+# calibration.temperature: evaluate.fit_temperature searches [1/20, 20], which this holds 50 times
+# over. Within it, logits / T stays finite in float32 for any logit below 3e35, so softmax never
+# turns a temperature into NaN (1e-320 passed the old check and gave NaN to every probability).
+TEMPERATURE_RANGE = (1e-3, 1e3)
 
 
 def refuse_pickle(path: Path) -> None:
@@ -71,8 +94,10 @@ def check_config(config, name: str) -> None:
     if not (isinstance(image_shape, list) and len(image_shape) == 3
             and all(type(d) is int and d > 0 for d in image_shape)):
         problems.append(f"dataset.image_shape must be [C, H, W], positive integers, not {image_shape!r:.80}")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        problems.append(f"calibration.temperature must be a positive number, not {temperature!r:.80}")
+    low, high = TEMPERATURE_RANGE
+    if not (type(temperature) in (int, float) and low <= temperature <= high):  # NaN fails both comparisons
+        problems.append(f"calibration.temperature must be a positive number from {low:g} to {high:g}, "
+                        f"not {temperature!r:.80}")
     if problems:
         raise CheckpointError(f"{name} is not a valid digitlab run configuration: {'; '.join(problems)}")
 
@@ -85,7 +110,11 @@ def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     refuse_pickle(path)
     try:
         with safe_open(str(path), framework="pt") as file:
-            return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+            names = file.keys()
+            if len(names) > MAX_TENSORS:
+                raise CheckpointError(f"{path} holds {len(names):,} tensors, more than the {MAX_TENSORS} of any "
+                                      f"network digitlab builds")
+            return {name: tuple(file.get_slice(name).get_shape()) for name in names}
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is not a valid safetensors file: {err}") from err
 
@@ -99,6 +128,10 @@ def build_network(config: dict, config_path: Path, weights_path: Path) -> nn.Mod
     """
     shapes = weight_shapes(weights_path)
     check_config(config, str(config_path))
+    implied = tensor_count(config["model"])
+    if implied is not None and implied > MAX_TENSORS:  # refused before anything is built: one layer took ~3 ms
+        raise CheckpointError(f"{config_path} describes a network of {implied:,} tensors, more than the {MAX_TENSORS} "
+                              f"of any network digitlab builds ({weights_path} holds {len(shapes)})")
     image_shape, classes = config["dataset"]["image_shape"], config["dataset"]["classes"]
     try:
         with torch.device("meta"):
@@ -133,9 +166,14 @@ def _differences(expected: dict[str, tuple], found: dict[str, tuple], most: int 
 # --- ONNX ---------------------------------------------------------------------------------------
 
 
-def check_onnx(data: bytes, name: str) -> None:
-    """Raise CheckpointError when an ONNX model reads external data, uses operators outside the
-    standard domain, or carries metadata other than digitlab's. Only parses the protobuf."""
+def check_onnx(data: bytes, name: str) -> dict[str, str]:
+    """The metadata of an ONNX model, once its protobuf is parsed and checked; only parses it.
+
+    Raises CheckpointError when the model reads external data, uses operators outside the standard
+    domain or other than those digitlab's export writes, carries metadata other than digitlab's or
+    a parameter count that is not a number, or has a tensor whose shape cannot be inferred or
+    holds more than MAX_TENSOR_VALUES values per image.
+    """
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -145,6 +183,8 @@ def check_onnx(data: bytes, name: str) -> None:
         proto = onnx.load_from_string(data)  # the bytes only: external data is never fetched here
     except (DecodeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{name} is not a valid ONNX model (damaged, or not ONNX at all): {err}") from err
+    if not proto.graph.node:  # an empty file parses as an empty model
+        raise CheckpointError(f"{name} is not a valid ONNX model (damaged, or not ONNX at all): it has no graph")
     external = sorted({tensor.name or "(unnamed)" for tensor in _tensors(proto)
                        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data)})
     if external:
@@ -162,6 +202,50 @@ def check_onnx(data: bytes, name: str) -> None:
     if extra:
         raise CheckpointError(f"{name} carries metadata digitlab does not write ({', '.join(extra[:5])}); "
                               "ONNX Runtime can act on some keys (ort_config), so only digitlab's are accepted")
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    parameters = metadata.get(PARAMETERS_KEY)
+    # isdigit() alone takes "²", which int() refuses; 15 digits is a quadrillion parameters
+    if parameters is not None and not (parameters.isascii() and parameters.isdigit() and len(parameters) <= 15):
+        raise CheckpointError(f"{name}'s {PARAMETERS_KEY!r} is {parameters!r:.40}, not a count of parameters")
+    _check_graph(proto, name)
+    return metadata
+
+
+def _check_graph(proto, name: str) -> None:
+    """Refuse operators digitlab's export does not write, and tensors whose shapes, inferred from
+    the graph alone, are unknown or larger than MAX_TENSOR_VALUES per image (batch counted as 1)."""
+    import onnx
+
+    nodes = list(_nodes(proto))
+    if len(nodes) > MAX_ONNX_NODES:
+        raise CheckpointError(f"{name} has {len(nodes):,} operators, more than the {MAX_ONNX_NODES} of any network "
+                              "digitlab exports")
+    foreign = sorted({node.op_type for node in nodes} - ONNX_OPERATORS)
+    if foreign:
+        raise CheckpointError(f"{name} uses operators digitlab's export never writes ({', '.join(foreign[:5])}): only "
+                              "those of digitlab's own networks are run, since others can allocate what their data asks")
+    inputs = proto.graph.input
+    dims = inputs[0].type.tensor_type.shape.dim if len(inputs) == 1 else []
+    batch = dims[0].dim_param if dims else ""
+    del proto.graph.value_info[:]  # inferred afresh: a shape the file states is not evidence
+    try:
+        # Not strict: a node whose shape cannot be inferred is left unknown, and refused below by name.
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=True)
+    except (onnx.shape_inference.InferenceError, ValueError) as err:
+        raise CheckpointError(f"{name} is not a valid ONNX model: {str(err)[:300]}") from err
+    known = {value.name: value for value in (*inferred.graph.value_info, *inferred.graph.input,
+                                             *inferred.graph.output)}
+    for output in (output for node in inferred.graph.node for output in node.output if output):
+        value = known.get(output)
+        tensor = value.type.tensor_type if value is not None and value.type.HasField("tensor_type") else None
+        sizes = [d.dim_value if d.HasField("dim_value") else 1 if batch and d.dim_param == batch else None
+                 for d in tensor.shape.dim] if tensor is not None and tensor.HasField("shape") else [None]
+        if None in sizes:
+            raise CheckpointError(f"{name}: the shape of {output!r} does not follow from the graph's input and "
+                                  "weights, as it does in every network digitlab exports")
+        if math.prod(sizes) > MAX_TENSOR_VALUES:
+            raise CheckpointError(f"{name}: {output!r} holds {math.prod(sizes):,} values per image, more than the "
+                                  f"{MAX_TENSOR_VALUES:,} digitlab allows (its own networks' largest: 25,088)")
 
 
 def _graphs(graph):

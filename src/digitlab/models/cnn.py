@@ -8,7 +8,7 @@ from . import register_model
 from .layers import Dropout, Normalize, keras_init
 
 
-@register_model
+@register_model(tensors=lambda **_: 8)  # two convolutions and two dense layers, a weight and a bias each
 def keras_cnn(in_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> nn.Module:
     """The Keras examples' mnist_cnn: two valid 3x3 convolutions of 32, max-pool, dropout, dense 128.
 
@@ -44,7 +44,8 @@ def conv_stage(cin: int, cout: int, kernel: int = 3) -> list[nn.Module]:
     ]
 
 
-@register_model
+# Normalize's mean and std; per stage a convolution's weight and batch norm's five; the last layer's two.
+@register_model(tensors=lambda **_: 2 + 3 * 6 + 2)
 def digitnet(
     in_shape: tuple[int, int, int] = (1, 28, 28),
     num_classes: int = 10,

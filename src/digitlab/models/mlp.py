@@ -10,7 +10,11 @@ from .layers import Dropout, keras_init
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
-@register_model
+def _mlp_tensors(hidden: tuple[int, ...] = (512, 256), **_) -> int:
+    return 2 * (len(hidden) + 1)  # a weight and a bias per Linear; activations and dropout hold none
+
+
+@register_model(tensors=_mlp_tensors)
 def mlp(
     in_shape: tuple[int, int, int] = (1, 28, 28),
     num_classes: int = 10,

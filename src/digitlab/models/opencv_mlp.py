@@ -67,7 +67,11 @@ class OpenCVMLP(nn.Module):
 
 
 
-@register_model
+def _opencv_mlp_tensors(hidden: tuple[int, ...] = (512, 512), **_) -> int:
+    return 8 + 2 * (len(hidden) + 1)  # OpenCVMLP's eight buffers, a weight and a bias per layer
+
+
+@register_model(tensors=_opencv_mlp_tensors)
 def opencv_mlp(
     in_shape: tuple[int, int, int] = (1, 28, 28),
     num_classes: int = 10,

@@ -9,6 +9,7 @@ with `dataclasses.replace`; it never invents new ones.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from .errors import ConfigError, unknown_name
@@ -117,17 +118,72 @@ class Recipe:
             raise ConfigError(f"unknown schedule {self.schedule!r}; use constant, step, exponential or onecycle")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        # What torch's optimisers and the schedules would otherwise fail on mid-run (ValueError,
+        # ZeroDivisionError), and the seeds torch.manual_seed takes (seed + 1 seeds the shuffling).
+        for name in ("momentum", "weight_decay", "eps"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if not 0 <= self.rho <= 1:
+            raise ConfigError(f"rho must be in [0, 1], got {self.rho}")
+        if self.optimizer == "sgd" and self.nesterov and not self.momentum > 0:
+            raise ConfigError("nesterov needs a momentum above 0")
+        if self.step_epochs < 1:
+            raise ConfigError(f"step_epochs must be at least 1, got {self.step_epochs}")
+        if not self.gamma > 0:
+            raise ConfigError(f"gamma must be positive, got {self.gamma}")
+        if not 0 <= self.warmup <= 1:
+            raise ConfigError(f"warmup must be in [0, 1], got {self.warmup}")
+        if not -2**63 <= self.seed < 2**63 - 1:
+            raise ConfigError(f"seed must be between -2**63 and 2**63 - 2, got {self.seed}")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> "Recipe":
-        data = dict(data)
-        if data.get("augment") is not None:
-            data["augment"] = Augment(**data["augment"])
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The recipe `to_json` wrote, every field checked against its type (a run's config.json is
+        untrusted input): a ConfigError names the first field that is missing or wrong. Fields this
+        version does not know are ignored. Values are checked by `validate`, not here."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a recipe must be a JSON object, not {type(data).__name__}")
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name in data:
+                values[f.name] = _field_value(f.name, f.type, data[f.name])
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"the recipe lacks its {f.name!r} field")
+        return cls(**values)
+
+
+def _is_number(value) -> bool:
+    """An int or float (not a bool) that converts to a finite float."""
+    try:
+        return type(value) in (int, float) and math.isfinite(value)
+    except OverflowError:  # an int beyond the floats
+        return False
+
+
+def _field_value(name: str, kind: str, value):
+    """`value` as the recipe field `name` of annotated type `kind` holds it; ConfigError if it cannot."""
+    if kind == "Augment | None" and isinstance(value, dict):
+        known = {f.name for f in dataclasses.fields(Augment)}
+        if set(value) - known or not all(_is_number(v) for v in value.values()):
+            raise ConfigError(f"recipe field 'augment' must map {', '.join(sorted(known))} to numbers, "
+                              f"not {value!r:.80}")
+        return Augment(**value)
+    checks = {
+        "str": (lambda v: isinstance(v, str), "a string"),
+        "int": (lambda v: type(v) is int, "a whole number"),
+        "float": (_is_number, "a finite number"),
+        "float | None": (lambda v: v is None or _is_number(v), "a finite number or null"),
+        "bool": (lambda v: type(v) is bool, "true or false"),
+        "dict": (lambda v: isinstance(v, dict), "a JSON object"),
+        "Augment | None": (lambda v: v is None, "null or an object of augmentation amounts"),
+    }
+    check, wanted = checks[kind]  # a KeyError here is a field of a new type: add its check above
+    if not check(value):
+        raise ConfigError(f"recipe field {name!r} must be {wanted}, not {value!r:.80}")
+    return value
 
 
 KERAS_EXAMPLES = "keras-team/keras examples"

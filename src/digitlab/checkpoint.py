@@ -35,6 +35,12 @@ WEIGHTS = "model.safetensors"
 HISTORY = "history.json"
 CHECKPOINTS = "checkpoint"
 METRICS = "metrics.json"  # written last by evaluation: a run directory with it is complete
+LATEST = "latest.json"  # in checkpoint/: names the newest complete epoch folder
+EPOCH_FOLDER = re.compile(r"epoch-\d{4,}")  # checkpoint/epoch-NNNN
+EPOCH_TEMP = re.compile(r"\.epoch-\d{4,}\..+")  # make_temp_dir's name for one still being written
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
+HISTORY_NUMBERS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")  # what every history row has
+OPTIMIZER_TENSOR = re.compile(r"state\.(\d+)\.([A-Za-z_]\w*)")  # as optimizer_to_files names them
 # A run's JSON files are small: config.json ~2 KB, and the largest digitlab writes, the results of
 # `bench read`, 71 KB. 8 MiB is a hundred times that, and parses in 1.6 s (2 busy EPYC cores).
 MAX_JSON_BYTES = 8 << 20
@@ -174,14 +180,95 @@ def optimizer_to_files(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+def optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict, tensors_name: str = "the optimiser tensors",
+                         meta_name: str = "the optimiser state") -> dict:
+    """The optimizer.state_dict() that optimizer_to_files split. CheckpointError, naming the file,
+    when the tensor names or the JSON remainder are not as it writes them; whether they fit the
+    optimiser of a network is train.check_optimizer_state's to check."""
+    groups = meta.get("param_groups") if isinstance(meta, dict) else None
+    if not (isinstance(groups, list) and groups and all(
+            isinstance(g, dict) and isinstance(g.get("params"), list)
+            and all(type(i) is int and i >= 0 for i in g["params"]) for g in groups)):
+        raise damaged(meta_name, "the optimiser state ('optimizer') must hold 'param_groups', a list of objects "
+                                 "whose 'params' list parameter numbers")
+    scalars = meta.get("scalars", {})
+    if not (isinstance(scalars, dict) and all(re.fullmatch(r"\d+", k) and isinstance(v, dict)
+                                              for k, v in scalars.items())):
+        raise damaged(meta_name, "the optimiser's 'scalars' must map parameter numbers to objects")
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
-        _, index, key = name.split(".", 2)
-        state.setdefault(int(index), {})[key] = value
-    for index, entry in meta.get("scalars", {}).items():
+        match = OPTIMIZER_TENSOR.fullmatch(name)
+        if match is None:
+            raise damaged(tensors_name, f"tensor {name[:80]!r} is not named state.INDEX.KEY")
+        state.setdefault(int(match[1]), {})[match[2]] = value
+    for index, entry in scalars.items():
         state.setdefault(int(index), {}).update(entry)
-    return {"state": state, "param_groups": meta["param_groups"]}
+    return {"state": state, "param_groups": groups}
+
+
+def damaged(path: Path | str, problem: str) -> CheckpointError:
+    """The error for a run file that digitlab did not write as it is (damaged, or edited)."""
+    return CheckpointError(f"{path} is damaged or was not written by digitlab: {problem}")
+
+
+def plain(path: Path, kind: str = "file", required: bool = False) -> bool:
+    """Whether `path` exists as a `kind` ("file": a regular file, or "folder") of the run itself.
+
+    CheckpointError when it is a symbolic link -- resume never reads, replaces or deletes through
+    one, since what it points to is not the run's -- when it is something other than a `kind` (a
+    folder where a file belongs, a FIFO that would block a read), or when it is missing and required.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        if required:
+            raise CheckpointError(f"{path} is missing") from None
+        return False
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from err
+    if stat.S_ISLNK(mode):
+        raise CheckpointError(f"{path} is a symbolic link: --resume reads, replaces and deletes only the run "
+                              f"directory's own files and folders, never what a link points to (put the {kind} "
+                              f"itself there)")
+    if not (stat.S_ISDIR(mode) if kind == "folder" else stat.S_ISREG(mode)):
+        raise CheckpointError(f"{path} is not a {kind}: not a run directory digitlab wrote")
+    return True
+
+
+def check_run_parts(run_dir: Path) -> None:
+    """Raise CheckpointError unless every part of `run_dir` that resume reads, replaces or deletes
+    is the run's own file or folder (`plain`): config.json, model.safetensors, history.json,
+    metrics.json, checkpoint/ and its latest.json and epoch folders. The run directory itself may
+    be a link: the user named it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} is not a run directory (no such folder)")
+    plain(run_dir / CONFIG, required=True)
+    for name in (WEIGHTS, HISTORY, METRICS):
+        plain(run_dir / name)
+    root = run_dir / CHECKPOINTS
+    if plain(root, "folder"):
+        for entry in root.iterdir():
+            if EPOCH_FOLDER.fullmatch(entry.name):
+                plain(entry, "folder")
+            elif entry.name == LATEST:
+                plain(entry)
+
+
+def _is_folder(path: Path) -> bool:
+    """A real folder: not a link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _remove_folders(root: Path, pattern: re.Pattern, keep: str | None = None) -> None:
+    """Delete the real folders in `root` named by `pattern` (digitlab's own names), except `keep`.
+    A link of such a name is left alone, and rmtree unlinks links inside without following them."""
+    for entry in root.iterdir():
+        if entry.name != keep and pattern.fullmatch(entry.name) and _is_folder(entry):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 # --- per-epoch checkpoints -------------------------------------------------------------
@@ -203,6 +290,9 @@ def save_checkpoint(
     """
     root = Path(run_dir) / CHECKPOINTS
     name = f"epoch-{epoch:04d}"
+    if root.is_symlink():
+        raise WriteError(f"could not save the checkpoint of epoch {epoch}: {root} is a symbolic link, and digitlab "
+                         f"writes only into a run directory's own folders")
     tmp = make_temp_dir(root, name)
     try:
         opt_tensors, opt_meta = optimizer_to_files(optimizer_state)
@@ -211,10 +301,12 @@ def save_checkpoint(
         save_weights(tmp / "rng.safetensors", rng)
         write_json(tmp / "state.json", {**state, "epoch": epoch, "optimizer": opt_meta})
         final = root / name
-        if final.exists():  # a rerun of the same epoch after a crash past this point
+        if os.path.lexists(final):  # a rerun of the same epoch after a crash past this point
+            if not _is_folder(final):
+                raise OSError(f"{final} is in the way and is not a checkpoint folder digitlab wrote")
             shutil.rmtree(final)
         os.replace(tmp, final)
-        write_json(root / "latest.json", {"epoch": epoch, "folder": name})
+        write_json(root / LATEST, {"epoch": epoch, "folder": name})
     except (OSError, WriteError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise WriteError(f"could not save the checkpoint of epoch {epoch} in {root}: {_reason(err)}; "
@@ -222,9 +314,11 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in root.iterdir():
-        if old.name != name and old.name != "latest.json":
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    # Only what digitlab wrote goes: older epoch folders and leftovers of killed writes. A file of
+    # the user's in checkpoint/, or a link, stays (issue 18: everything else used to be deleted).
+    _remove_folders(root, EPOCH_FOLDER, keep=name)
+    _remove_folders(root, EPOCH_TEMP)
+    remove_temporaries(root)
     return final
 
 
@@ -234,7 +328,7 @@ def _reason(err: BaseException) -> str:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    return (Path(run_dir) / CHECKPOINTS / "latest.json").is_file()
+    return (Path(run_dir) / CHECKPOINTS / LATEST).is_file()
 
 
 def remove_partial_writes(run_dir: Path) -> None:
@@ -242,27 +336,71 @@ def remove_partial_writes(run_dir: Path) -> None:
     files, and checkpoint folders never renamed into place. Complete files are untouched."""
     remove_temporaries(Path(run_dir))
     root = Path(run_dir) / CHECKPOINTS
-    remove_temporaries(root)
-    if root.is_dir():
-        for entry in root.iterdir():
-            if entry.name.startswith(".epoch-") and entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
+    if _is_folder(root):  # never through a link: what it points to is not the run's
+        remove_temporaries(root)
+        _remove_folders(root, EPOCH_TEMP)
 
 
 def load_checkpoint(run_dir: Path) -> dict:
-    """The latest complete checkpoint: model, optimizer, rng tensors and the JSON state."""
+    """The latest complete checkpoint: model, optimizer, rng tensors, the JSON state, and its folder.
+
+    Checked here, before anything uses it: latest.json names the folder of its epoch; that folder
+    and its files are the run's own (`plain`); state.json holds the same epoch, one history row per
+    epoch and the optimiser's settings; the optimiser's tensors are named as digitlab names them.
+    Whether the tensors fit the network, optimiser and generators is train.prepare_resume's to check.
+    """
     root = Path(run_dir) / CHECKPOINTS
-    if not (root / "latest.json").is_file():
+    latest_path = root / LATEST
+    if not (plain(root, "folder") and plain(latest_path)):
         raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from (it stopped before its first "
                               f"epoch ended, or is not a run directory): train it again instead")
-    latest = read_json(root / "latest.json")
-    folder = root / str(latest.get("folder", ""))
-    if not folder.is_dir() or "/" in latest.get("folder", "/"):
-        raise CheckpointError(f"{root / 'latest.json'} names a checkpoint that does not exist: {folder}")
-    state = read_json(folder / "state.json")
+    epoch = _latest_epoch(read_json(latest_path), latest_path)
+    folder = root / f"epoch-{epoch:04d}"
+    if not plain(folder, "folder"):
+        raise CheckpointError(f"{latest_path} names a checkpoint that does not exist: {folder}")
+    for name in CHECKPOINT_FILES:
+        plain(folder / name, required=True)
+    # NaN is allowed: the history of a run whose loss diverged holds it.
+    state = _checked_state(read_json(folder / "state.json", allow_nan=True), epoch, folder / "state.json")
+    optimizer = optimizer_from_files(load_weights(folder / "optimizer.safetensors"), state.pop("optimizer", None),
+                                     str(folder / "optimizer.safetensors"), str(folder / "state.json"))
     return {
         "model": load_weights(folder / "model.safetensors"),
-        "optimizer": optimizer_from_files(load_weights(folder / "optimizer.safetensors"), state.pop("optimizer")),
+        "optimizer": optimizer,
         "rng": load_weights(folder / "rng.safetensors"),
         "state": state,
+        "folder": folder,
     }
+
+
+def _latest_epoch(latest: Any, path: Path) -> int:
+    if not isinstance(latest, dict):
+        raise damaged(path, f'it holds {_json_kind(latest)}, not {{"epoch": N, "folder": "epoch-NNNN"}}')
+    epoch = latest.get("epoch")
+    if type(epoch) is not int or epoch < 1:
+        raise damaged(path, f"'epoch' must be a whole number of at least 1, not {epoch!r:.40}")
+    if latest.get("folder") != f"epoch-{epoch:04d}":
+        raise damaged(path, f"'folder' must be 'epoch-{epoch:04d}', the folder of epoch {epoch}, "
+                            f"not {latest.get('folder')!r:.80}")
+    return epoch
+
+
+def _checked_state(state: Any, epoch: int, path: Path) -> dict:
+    if not isinstance(state, dict):
+        raise damaged(path, f"it holds {_json_kind(state)}, not an object")
+    if type(state.get("epoch")) is not int or state["epoch"] != epoch:
+        raise damaged(path, f"'epoch' must be {epoch}, as {LATEST} says, not {state.get('epoch')!r:.40}")
+    history = state.get("history")
+    if not isinstance(history, list) or len(history) != epoch:
+        raise damaged(path, f"'history' must list one row for each of its {epoch} epochs")
+    for number, row in enumerate(history, 1):
+        if not (isinstance(row, dict) and type(row.get("epoch")) is int and row["epoch"] == number
+                and all(type(row.get(key)) in (int, float) for key in HISTORY_NUMBERS)):
+            raise damaged(path, f"history row {number} must be an object with 'epoch': {number} and numbers for "
+                                f"{', '.join(HISTORY_NUMBERS)}")
+    return state
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "an array", str: "a string", bool: "true or false", int: "a number", float: "a number"}
+    return "null" if value is None else kinds.get(type(value), "an object")

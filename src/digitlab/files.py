@@ -8,6 +8,7 @@ mid-write leaves only hidden leftovers that `remove_temporaries` can recognise a
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -56,14 +57,23 @@ def make_temp_dir(parent: Path, prefix: str) -> Path:
 
 def remove_temporaries(folder: Path) -> list[Path]:
     """Delete the '.NAME.XXXX.tmp' leftovers of atomic writes that a killed process never
-    finished, directly in `folder`. Returns what went."""
+    finished, directly in `folder`: regular files only (atomic_write makes no links, so a link of
+    such a name is not its own, and is left alone). Returns what went."""
     removed = []
     if Path(folder).is_dir():
         for entry in Path(folder).iterdir():
-            if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX) and entry.is_file():
+            if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX) and _is_regular_file(entry):
                 try:
                     entry.unlink(missing_ok=True)
                 except OSError:  # a read-only folder: the next write there fails with a clear error anyway
                     continue
                 removed.append(entry)
     return removed
+
+
+def _is_regular_file(path: Path) -> bool:
+    """A regular file itself, not a link to one."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False

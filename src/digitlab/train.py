@@ -37,6 +37,8 @@ from .checkpoint import (
     HISTORY,
     METRICS,
     WEIGHTS,
+    check_run_parts,
+    damaged,
     has_checkpoint,
     load_checkpoint,
     load_weights,
@@ -270,29 +272,189 @@ def plan_resume(run_path: Path, overrides: dict, settings: list[str] | None):
     last epoch but before its evaluation finishes (model.safetensors and history.json are
     rewritten from the checkpoint, then the caller evaluates). A run with its metrics.json
     written is complete: resuming it needs --epochs beyond what it trained.
+
+    Everything read here is untrusted (issue 18) and checked before use: the run's parts are its
+    own files and folders, not links (check_run_parts); config.json's recipe and split have their
+    types and values (read_run_config); the checkpoint's files are as digitlab writes them
+    (load_checkpoint). Whether its tensors fit the run is `prepare_resume`'s to check, once the
+    dataset gives the network's shape; nothing is written before that.
     """
-    config = read_json(run_path / CONFIG)
-    try:
-        recipe = Recipe.from_json(config["recipe"])
-        val_split, subset = config["train"]["val_split"], config["train"]["subset"]
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{run_path / CONFIG} lacks {err}: not a digitlab run configuration") from err
+    check_run_parts(run_path)
+    configured, val_split, subset = read_run_config(run_path / CONFIG)
     unsupported = {k for k, v in overrides.items() if v is not None} - {"epochs"}
     if settings:
         unsupported.add("--set")
     if unsupported:
         raise ConfigError(f"--resume continues the run as configured; only --epochs may change, "
                           f"not {sorted(unsupported)}")
-    recipe = recipe.override(**overrides)
+    recipe = configured.override(**overrides)
     if recipe.engine != "torch":
         raise CheckpointError(f"{recipe.name} trains in one {recipe.engine} call and cannot be resumed: "
                               f"train it again")
     checkpoint = load_checkpoint(run_path) if has_checkpoint(run_path) else None
     done = checkpoint["state"]["epoch"] if checkpoint else 0
+    if done > configured.epochs:
+        raise CheckpointError(f"{run_path / CONFIG} gives its recipe {configured.epochs} epochs, but its checkpoint "
+                              f"holds {done}: the two do not belong to one run")
+    if done > recipe.epochs:
+        raise ConfigError(f"--epochs {recipe.epochs} is fewer than the {done} epochs {run_path} has trained; "
+                          f"pass --epochs N with N > {done}, or none")
     if done >= recipe.epochs and (run_path / METRICS).is_file():
         raise CheckpointError(f"{run_path} already finished its {recipe.epochs} epochs; "
                               f"pass --epochs N with N > {done} to train further")
     return recipe, val_split, subset, checkpoint
+
+
+def read_run_config(path: Path) -> tuple[Recipe, float, int | None]:
+    """The recipe and training split (val_split, subset) of a run's config.json, each checked."""
+    config = read_json(path)
+    train = config.get("train") if isinstance(config, dict) else None
+    if not (isinstance(train, dict) and "recipe" in config and {"val_split", "subset"} <= set(train)):
+        raise CheckpointError(f"{path} lacks the recipe or the training split (train.val_split, train.subset): "
+                              f"not a digitlab run configuration")
+    try:
+        recipe = Recipe.from_json(config["recipe"])
+        recipe.validate()
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: {err}") from err
+    val_split, subset = train["val_split"], train["subset"]
+    if not (type(val_split) in (int, float) and 0 <= val_split < 1):
+        raise damaged(path, f"train.val_split must be a number in [0, 1), not {val_split!r:.40}")
+    if not (subset is None or (type(subset) is int and subset >= 1)):
+        raise damaged(path, f"train.subset must be null or a whole number of at least 1, not {subset!r:.40}")
+    return recipe, val_split, subset
+
+
+def prepare_resume(run_path: Path, config: dict, checkpoint: dict | None, recipe: Recipe, args: dict,
+                   dev: torch.device) -> None:
+    """Rank 0, resuming: check that the checkpoint restores into the network, optimiser and
+    generators this run builds, and only then clear the leftovers of killed writes and rewrite
+    config.json (and, from the checkpoint, model.safetensors and history.json). A run refused
+    here is left byte for byte as it was."""
+    folder = checkpoint["folder"] if checkpoint is not None else None
+    model = restored_model(recipe, args, run_path / CONFIG, checkpoint["model"] if checkpoint else None,
+                           folder / "model.safetensors" if folder else None)
+    if checkpoint is not None:
+        check_optimizer_state(model, checkpoint["optimizer"], recipe, folder / "optimizer.safetensors",
+                              folder / "state.json")
+        check_rng_state(checkpoint["rng"], dev, folder / "rng.safetensors")
+    remove_partial_writes(run_path)
+    write_json(run_path / CONFIG, config)
+    if checkpoint is not None:
+        bring_up_to_date(run_path, checkpoint)
+    (run_path / METRICS).unlink(missing_ok=True)  # it described the weights this run replaces
+
+
+def restored_model(recipe: Recipe, args: dict, config_path: Path, tensors: dict | None,
+                   weights_path: Path | None) -> nn.Module | None:
+    """A throwaway copy of the network this run builds, holding the checkpoint's weights (None
+    without a checkpoint). Built on the meta device first -- shapes only, no memory: config.json
+    could describe a network of terabytes -- and compared tensor for tensor (name, dtype, shape)
+    with the checkpoint; then built for real, no larger than the checkpoint's own tensors."""
+    try:
+        with torch.device("meta"):
+            expected = {k: _describe(v) for k, v in create_model(recipe.model, **args).state_dict().items()}
+    except Exception as err:  # noqa: BLE001 -- the factory's arguments come from config.json: whatever they raise
+        raise CheckpointError(f"{config_path}: its recipe's network cannot be built: "
+                              f"{type(err).__name__}: {err}") from err
+    if tensors is None:
+        return None
+    found = {k: _describe(v) for k, v in tensors.items()}
+    if found != expected:
+        raise CheckpointError(f"{weights_path} does not match the {recipe.model} network {config_path} describes: "
+                              f"{_difference(expected, found)}")
+    model = create_model(recipe.model, **args)
+    model.load_state_dict(tensors)
+    return model
+
+
+def check_optimizer_state(model: nn.Module, state: dict, recipe: Recipe, tensors_path: Path, meta_path: Path) -> None:
+    """Raise CheckpointError unless `state` (an optimizer.state_dict()) restores into the recipe's
+    optimiser of `model`: compared with what a fresh one keeps after a step with zero gradients --
+    the same parameter groups, settings of the same kinds, per parameter the same tensors of the
+    same dtypes and shapes -- then restored (copies) into that throwaway and stepped once, so that
+    whatever torch would still refuse mid-epoch is refused here."""
+    params = list(model.parameters())
+    fresh = make_optimizer(recipe, params)
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    fresh.step()
+    expected = fresh.state_dict()
+    saved_groups, fresh_groups = state["param_groups"], expected["param_groups"]
+    if [g["params"] for g in saved_groups] != [g["params"] for g in fresh_groups]:
+        raise damaged(meta_path, f"its optimiser's param_groups hold parameters "
+                                 f"{[g['params'] for g in saved_groups]!s:.60}; the {recipe.optimizer} optimiser of "
+                                 f"this network has one group of parameters 0 to {len(params) - 1}")
+    for saved, wanted in zip(saved_groups, fresh_groups):
+        for key, value in wanted.items():
+            if key != "params" and key in saved and not _same_kind(saved[key], value):
+                raise damaged(meta_path, f"the optimiser setting {key!r} is {saved[key]!r:.40}, where "
+                                         f"{recipe.optimizer} keeps {value!r:.40}")
+    for index, entry in state["state"].items():
+        got = {k: _describe(v) for k, v in entry.items()}
+        want = {k: _describe(v) for k, v in expected["state"].get(index, {}).items()}
+        if got != want:
+            keeps = _listing(want) if index < len(params) else "nothing: the network has no such parameter"
+            raise damaged(tensors_path, f"the optimiser state of parameter {index} is {_listing(got)}; "
+                                        f"{recipe.optimizer} keeps {keeps}")
+    copied = {"state": {i: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
+                        for i, entry in state["state"].items()}, "param_groups": saved_groups}
+    try:
+        fresh.load_state_dict(copied)
+        fresh.step()
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+        raise CheckpointError(f"the optimiser state in {tensors_path} and {meta_path.name} cannot be restored into "
+                              f"the {recipe.optimizer} optimiser: {type(err).__name__}: {err}") from err
+
+
+def check_rng_state(rng: dict[str, torch.Tensor], dev: torch.device, path: Path) -> None:
+    """Raise CheckpointError unless each random state sets a throwaway generator of its kind: the
+    shuffling generator's on `dev` (a CUDA generator's state is not a CPU one's), torch's global
+    one on the CPU, and CUDA's where one was saved and a GPU is here."""
+    kinds = {"generator": dev, "torch": torch.device("cpu")}
+    if "cuda" in rng and torch.cuda.is_available():
+        kinds["cuda"] = torch.device("cuda")
+    for name, device in kinds.items():
+        if name not in rng:
+            raise damaged(path, f"it lacks the {name!r} random state")
+        try:
+            torch.Generator(device=device).set_state(rng[name].clone())
+        except (RuntimeError, TypeError, ValueError) as err:
+            hint = (", or the run trained on another kind of device (resume with the --device it trained on)"
+                    if name == "generator" else "")
+            raise CheckpointError(f"{path}: the {name!r} random state cannot be restored on {device.type} ({err}): "
+                                  f"it is damaged{hint}") from err
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).removeprefix('torch.')} {list(value.shape)}"
+    return type(value).__name__
+
+
+def _listing(described: dict[str, str]) -> str:
+    return ", ".join(f"{k} ({v})" for k, v in described.items())[:200] or "nothing"
+
+
+def _difference(expected: dict[str, str], found: dict[str, str], most: int = 3) -> str:
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    changed = [f"{k} is {found[k]}, not {expected[k]}" for k in expected if k in found and found[k] != expected[k]]
+    parts = [f"it lacks {', '.join(missing[:most])}{' ...' if len(missing) > most else ''}"] if missing else []
+    if extra:
+        parts.append(f"it holds {', '.join(extra[:most])[:120]}{' ...' if len(extra) > most else ''}, "
+                     f"which the network has not")
+    return "; ".join(parts + changed[:most])
+
+
+def _same_kind(saved, fresh) -> bool:
+    """Whether an optimiser setting read back from JSON can stand for a fresh optimiser's: flags and
+    names equal, numbers numbers, pairs (betas) pairs of numbers."""
+    if isinstance(fresh, (tuple, list)):
+        return isinstance(saved, (list, tuple)) and len(saved) == len(fresh) and all(map(_same_kind, saved, fresh))
+    if type(fresh) in (int, float):
+        return type(saved) in (int, float)
+    return saved == fresh
 
 
 def bring_up_to_date(run_path: Path, checkpoint: dict) -> None:
@@ -372,7 +534,6 @@ def _fit(recipe, *, dataset, data_dir, out, resume, dev, val_split, subset, sett
     if cluster.main:
         try:
             if resume is not None:
-                remove_partial_writes(Path(resume))
                 recipe, val_split, subset, checkpoint = plan_resume(Path(resume), overrides, settings)
             else:
                 recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
@@ -424,10 +585,7 @@ def _fit(recipe, *, dataset, data_dir, out, resume, dev, val_split, subset, sett
     if cluster.main:
         if resume is not None:
             run_path = Path(resume)
-            write_json(run_path / CONFIG, config)
-            if checkpoint is not None:
-                bring_up_to_date(run_path, checkpoint)
-            (run_path / METRICS).unlink(missing_ok=True)  # it described the weights this run replaces
+            prepare_resume(run_path, config, checkpoint, recipe, args, dev)
         else:
             run_path = create_run_dir(Path(out), recipe.name, config)
     run_path = Path(cluster.share_json(str(run_path) if cluster.main else None, dev))

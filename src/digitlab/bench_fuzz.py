@@ -7,9 +7,17 @@ Targets, each fed by a Hypothesis strategy of fuzz_inputs.py and run through the
 users reach:
 - idx: a pair of IDX files (images, labels) -> data.idx.load_idx_pair, which reads each with
   read_idx (gzip or plain) and checks the pair -- as load_dataset reads MNIST and Fashion-MNIST;
+  one file in 32 is a gzip bomb (a header claiming gigabytes over a zero stream, issue 18);
+- model: a config.json in a copy of the bundled run directory (nested deep, integers of thousands
+  of digits, mlp layers by the 100,000, odd temperatures, damaged; or a folder, a FIFO, a link to
+  /dev/zero), or an .onnx file of digitlab's form given operators that allocate what their data
+  says, enormous padding, odd metadata or damage -> api.predict(image, api.load_model(path)) as
+  `digitlab predict --model PATH` runs it (issue 18);
 - image: an image file -> api.predict(path) as `digitlab predict FILE` runs it, and api.read(bytes)
   then api.annotate(bytes) as the service's /api/read and `digitlab read --annotate` run them,
-  with the bundled model.
+  with the bundled model. One input in ten is a hostile container (fuzz_inputs.hostile_files,
+  issue 18): an ICO or ICNS wrapping a PNG of up to 179 MP, a TIFF whose tiles are larger than the
+  image, a DDS with bad pixel-format flags, or a format digitlab does not read (PCX, TGA, QOI...).
 
 Every entry point must accept an input or raise a DigitlabError: any other exception is a
 failure, counted with its input saved as the reproducer. An input running longer than
@@ -44,8 +52,10 @@ from pathlib import Path
 
 from .errors import ConfigError, DigitlabError
 
-TARGETS = ("idx", "image")
-ENTRIES = {"idx": ("load_idx_pair",), "image": ("predict", "read")}
+TARGETS = ("idx", "image", "model")
+DEFAULT_TARGETS = ("idx", "image")  # the CLI's default too (cli.py); "model" is asked for by name
+ENTRIES = {"idx": ("load_idx_pair",), "image": ("predict", "read"), "model": ("predict --model",)}
+MODEL_AS_LIMIT = 8 << 30  # bytes of address space for the model target: /dev/zero read whole ends in MemoryError
 DEFAULT_EXAMPLES = 100_000  # in all, split evenly between the targets
 TIME_LIMIT_S = 30.0  # per input: an image at the 40-megapixel limit takes 3-9 s through all entry points
 CHUNK = 1_000  # inputs per Hypothesis run (its memory grows with each input of a run)
@@ -53,7 +63,7 @@ START, END = "<!-- bench fuzz: begin -->", "<!-- bench fuzz: end -->"
 HEADING = "## Damaged inputs (`digitlab bench fuzz`)"
 
 
-def bench_fuzz(examples: int = DEFAULT_EXAMPLES, *, seed: int = 0, targets=TARGETS, time_limit: float = TIME_LIMIT_S,
+def bench_fuzz(examples: int = DEFAULT_EXAMPLES, *, seed: int = 0, targets=DEFAULT_TARGETS, time_limit: float = TIME_LIMIT_S,
                results: Path | None = Path("benchmarks/results/fuzz.json"),
                markdown: Path | None = Path("BENCHMARKS.md"), failures: Path = Path("runs/fuzz-failures"),
                progress: bool = True) -> dict:
@@ -300,6 +310,8 @@ def _target(target: str, work: Path):
 
         return "idx_pairs", run_idx, [images, labels]
 
+    if target == "model":
+        return _model_target(work)
     import torch
 
     from . import api
@@ -315,6 +327,48 @@ def _target(target: str, work: Path):
         tally.run("read", lambda: api.annotate(data, api.read(data, model)))
 
     return "image_files", run_image, [path]
+
+
+def _model_target(work: Path):
+    """The model target: each input becomes config.json of a copy of the bundled run directory, or
+    an .onnx file, and is loaded and run on one 28x28 digit as `digitlab predict --model` does."""
+    import resource
+
+    import numpy as np
+    import torch
+
+    from . import api
+
+    torch.set_num_threads(1)
+    # Bounded, so that a regression reading /dev/zero as config.json fails with MemoryError, not the machine.
+    resource.setrlimit(resource.RLIMIT_AS, (MODEL_AS_LIMIT, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    run, config, onnx_path = work / "run", work / "run" / "config.json", work / "model.onnx"
+    shutil.copytree(api.BUNDLED_MODEL, run)
+    reproducer = work / "input-model"  # a regular file always: the Tally copies it on a failure
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:24, 13:16] = 255  # a one
+
+    def run_model(case: tuple[str, bytes], tally: Tally) -> None:
+        kind, data = case
+        reproducer.write_bytes(f"{kind}\n".encode() + data)
+        if config.is_dir() and not config.is_symlink():
+            config.rmdir()
+        else:
+            config.unlink(missing_ok=True)
+        if kind == "onnx":
+            onnx_path.write_bytes(data)
+        elif kind == "config-folder":
+            config.mkdir()
+        elif kind == "config-fifo":
+            os.mkfifo(config)
+        elif kind == "config-dev-zero":
+            config.symlink_to("/dev/zero")
+        else:
+            config.write_bytes(data)
+        path = onnx_path if kind == "onnx" else run
+        tally.run("predict --model", lambda: api.predict(digit, api.load_model(path), prepare=False))
+
+    return "model_files", run_model, [reproducer]
 
 
 # --- BENCHMARKS.md ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import DigitlabError, UnknownNameError
+from .errors import ConfigError, DigitlabError, UnknownNameError
 
 EPILOG = """examples:
   digitlab recipes                              what can be trained, published vs measured accuracy
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("predict", help="one digit per image: digit, confidence, top 3 (MNIST-style preparation first)")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, TIFF, WebP, ...)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, TIFF or WebP)")
     p.add_argument("--model", metavar="RUN", help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--show-input", metavar="DIR", help="save the 28x28 image the model saw for each input here")
@@ -264,9 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
         "fuzz", help="damaged files through the IDX reader and the image path: only digitlab's errors may come out",
         description="Generate damaged inputs with Hypothesis (fuzz_inputs.py) -- IDX pairs through load_idx_pair; "
                     "image files (PNG, JPEG, BMP, GIF, TIFF, WebP, cut short, bits flipped, headers claiming huge "
-                    "sizes, random bytes) through predict, read and annotate with the bundled model -- each target "
-                    "in its own process. Any exception other than a DigitlabError, or an input running longer "
-                    "than --time-limit, is a failure kept with its input. Needs Hypothesis.",
+                    "sizes, random bytes; ICO/ICNS wrapping huge PNGs, TIFF tiles larger than the image, DDS and "
+                    "other formats digitlab does not read) through predict, read and annotate with the bundled "
+                    "model -- each target in its own process. Any exception other than a DigitlabError, or an "
+                    "input running longer than --time-limit, is a failure kept with its input. Needs Hypothesis.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     q.add_argument("--examples", type=int, default=100_000, help="generated inputs in all, split evenly between "
                                                                   "the targets")
@@ -370,54 +371,88 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     from . import api
-    from .files import atomic_write
 
     model = api.load_model(args.model)
-    rows = []
-    for path in args.images:  # one at a time: a bad image names itself and stops before any output file
-        (prediction,) = api.predict(path, model)
-        rows.append({"image": path, **prediction.to_json()})
-        if args.show_input:
-            import cv2
+    # Every input first: a bad one names itself and stops the command before any file is written.
+    predictions = [api.predict(path, model)[0] for path in args.images]
+    rows = [{"image": path, **prediction.to_json()} for path, prediction in zip(args.images, predictions)]
+    if args.show_input:
+        import cv2
 
-            target = Path(args.show_input) / (Path(path).stem + "-28x28.png")
-            ok, png = cv2.imencode(".png", prediction.model_input)
-            atomic_write(target, lambda tmp, data=png.tobytes(): tmp.write_bytes(data))
-            rows[-1]["model_input"] = str(target)
-        if not args.json:
-            top = "  ".join(f"{d} {p * 100:.1f}%" for d, p in prediction.top3)
-            print(f"{path}: {prediction.digit} ({prediction.confidence * 100:.1f}%)   top 3: {top}")
+        targets = _output_paths([Path(args.show_input) / (Path(path).stem + "-28x28.png") for path in args.images])
+        outputs = []
+        for row, target, prediction in zip(rows, targets, predictions):
+            _, png = cv2.imencode(".png", prediction.model_input)  # 28x28 uint8: always encodes
+            outputs.append((target, png.tobytes()))
+            row["model_input"] = str(target)
+        _write_all(outputs)
     if args.json:
         print(json.dumps(rows, indent=2))
+        return 0
+    for path, prediction in zip(args.images, predictions):
+        top = "  ".join(f"{d} {p * 100:.1f}%" for d, p in prediction.top3)
+        print(f"{path}: {prediction.digit} ({prediction.confidence * 100:.1f}%)   top 3: {top}")
     return 0
 
 
 def cmd_read(args) -> int:
     from . import api
-    from .read import UNSURE_BELOW, save_annotation
+    from .read import UNSURE_BELOW
 
     model = api.load_model(args.model)
     unsure = UNSURE_BELOW if args.unsure_below is None else args.unsure_below
-    results = []
-    for path in args.images:
-        reading = api.read(path, model, unsure_below=unsure)
-        results.append({"image": path, **reading.to_json()})
-        if args.annotate:
-            out = Path(args.annotate)
-            if len(args.images) > 1:
-                out = out.with_name(f"{out.stem}-{Path(path).stem}{out.suffix or '.png'}")
-            save_annotation(out, path, reading)
-            results[-1]["annotation"] = str(out)
-        if not args.json:
-            print(f"{path}:")
-            for line in reading.lines:
-                sure = " ".join(f"{d.text}:{d.confidence * 100:.0f}%" for d in line.digits)
-                print(f"  {line.text}    ({sure})")
-            if not reading.lines:
-                print("  (no digits found)")
+    # Every input read (and every annotation drawn) first: a bad one stops the command before any file is written.
+    readings = [api.read(path, model, unsure_below=unsure) for path in args.images]
+    results = [{"image": path, **reading.to_json()} for path, reading in zip(args.images, readings)]
+    if args.annotate:
+        out = Path(args.annotate)
+        targets = _output_paths([out.with_name(f"{out.stem}-{Path(path).stem}{out.suffix or '.png'}")
+                                 if len(args.images) > 1 else out for path in args.images])
+        _write_all([(target, _annotation_png(api, path, reading))
+                    for target, path, reading in zip(targets, args.images, readings)])
+        for result, target in zip(results, targets):
+            result["annotation"] = str(target)
     if args.json:
         print(json.dumps(results, indent=2))
+        return 0
+    for path, reading in zip(args.images, readings):
+        print(f"{path}:")
+        for line in reading.lines:
+            sure = " ".join(f"{d.text}:{d.confidence * 100:.0f}%" for d in line.digits)
+            print(f"  {line.text}    ({sure})")
+        if not reading.lines:
+            print("  (no digits found)")
     return 0
+
+
+def _annotation_png(api, path: str, reading) -> bytes:
+    """`reading` drawn on the image at `path`, encoded as PNG."""
+    import cv2
+
+    ok, png = cv2.imencode(".png", cv2.cvtColor(api.annotate(path, reading), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ConfigError(f"could not encode the annotation of {reading.width}x{reading.height} as PNG")
+    return png.tobytes()
+
+
+def _output_paths(paths: list[Path]) -> list[Path]:
+    """The files a command will write, refused before any is written if two are the same file
+    (two inputs named a.png in different folders): the second would replace the first."""
+    seen = {}
+    for path in paths:
+        key = Path(path).resolve()
+        if key in seen:
+            raise ConfigError(f"two inputs would both be written to {str(path)!r}: give them different names")
+        seen[key] = path
+    return paths
+
+
+def _write_all(outputs: list[tuple[Path, bytes]]) -> None:
+    """Write each (path, bytes) whole or not at all (files.atomic_write)."""
+    from .files import atomic_write
+
+    for path, data in outputs:
+        atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
 
 
 def cmd_summary(args) -> int:
@@ -511,13 +546,27 @@ def cmd_bench_fuzz(args) -> int:
     return 1 if report["failures"] else 0
 
 
+IMAGE_COMMANDS = ("predict", "read", "serve", "bench")
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks and other unprintable characters written as escapes ('\\n',
+    '\\x1b'): a file name holding a newline cannot split an error line, nor one holding a terminal
+    escape sequence rewrite it."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in IMAGE_COMMANDS:
+        from .preprocess import quiet_decoders  # imported here: cv2 and Pillow, only for commands that decode images
+
+        quiet_decoders()  # no Pillow warning or libtiff message above (or instead of) digitlab's own line
     try:
         return args.func(args)
     except DigitlabError as err:
-        print(f"digitlab: error: {err}", file=sys.stderr)
+        print(f"digitlab: error: {one_line(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("digitlab: interrupted", file=sys.stderr)

@@ -2,6 +2,7 @@
 
     idx_pairs()    (images, labels): two MNIST-style IDX files, as `load_idx_pair` reads them
     image_files()  the bytes of an image file, as `digitlab predict`, `read` and the service take it
+    model_files()  a run directory's config.json, or an .onnx file, as `digitlab predict --model` takes it
 
 Structure-aware: most inputs start as a well-formed file (valid headers with random type codes,
 dimensions, counts and payloads; images drawn with strokes, in every mode each format writes)
@@ -19,11 +20,14 @@ import it only where Hypothesis is installed (bench_fuzz.py imports it lazily an
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
+import json
 import math
 import struct
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -86,15 +90,26 @@ PAYLOAD = st.sampled_from(["zeros", "any", "small"])
 MAGIC_START = st.binary(min_size=2, max_size=2)  # IDX's magic starts 00 00; these rarely do
 COUNT = st.integers(0, 5)
 GZIP_LEVEL = st.integers(0, 9)
+# gzip bombs (issue 18): a header claiming a count to fill gigabytes, then a zero stream that inflates
+# to at most 16 MiB (16 KB of gzip), so that the fuzzing process stays small even if a claim were
+# believed. (2^31, 2^31, 1) is the issue's; 21,400 x 28 x 28 is about 16 MiB.
+ONE_IN_32 = st.integers(0, 31)
+BOMB_IMAGES = st.sampled_from([(2**31, 2**31, 1), (21_400, 28, 28), (60_000, 28, 28), (1_000_000, 28, 28)])
+BOMB_LABELS = st.sampled_from([(2**31,), (16 << 20,), (60_000,), (2**32 - 1,)])
+BOMB_ZEROS = st.sampled_from([64 << 10, 1 << 20, 16 << 20])  # bytes the zero stream inflates to
 
 
 @st.composite
 def idx_file(draw, count: int, ndim: int) -> bytes:
     """One IDX file, ndim 3 for images and 1 for labels: three in four as MNIST's (uint8, `count`
     items), the others any type code and shape, or random bytes alone or behind a gzip header;
-    then perhaps damaged, gzip-compressed, and damaged again."""
+    then perhaps damaged, gzip-compressed, and damaged again. One in 32 is a gzip bomb."""
     if draw(ONE_IN_TEN) == 0:
         return draw(st.just(b"") | st.just(b"\x1f\x8b")) + draw(RANDOM_BYTES)
+    if draw(ONE_IN_32) == 0:
+        shape = draw(BOMB_IMAGES if ndim == 3 else BOMB_LABELS)
+        header = bytes([0, 0, 0x08, len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
+        return gzip.compress(header) + gzip_zeros(draw(BOMB_ZEROS))  # two gzip members read as one stream
     if draw(ONE_IN_FOUR) == 0:
         code, shape = draw(TYPE_CODE), draw(ANY_SHAPE)
     else:
@@ -112,6 +127,14 @@ def idx_file(draw, count: int, ndim: int) -> bytes:
     if draw(BOOL):
         data = draw(damaged(gzip.compress(data, compresslevel=draw(GZIP_LEVEL))))
     return data
+
+
+@functools.lru_cache(maxsize=None)
+def gzip_zeros(size: int) -> bytes:
+    """A gzip member inflating to `size` zero bytes (about size / 1000 of gzip), made once per size."""
+    compressor, chunk = zlib.compressobj(9, zlib.DEFLATED, 31), bytes(1 << 20)  # wbits 31: the gzip container
+    parts = [compressor.compress(chunk[:min(len(chunk), size - start)]) for start in range(0, size, len(chunk))]
+    return b"".join(parts) + compressor.flush()
 
 
 @st.composite
@@ -156,9 +179,13 @@ NOT_FINITE = st.sampled_from([np.nan, np.inf, -np.inf])
 @st.composite
 def image_files(draw) -> bytes:
     """An image file: strokes drawn on a ground, in any mode its format writes, then given a
-    forged header size and damaged; or random bytes, alone or behind a format's magic number."""
-    if draw(ONE_IN_TEN) == 0:
+    forged header size and damaged; one in ten random bytes, alone or behind a format's magic
+    number; one in ten a hostile container (`hostile_files`)."""
+    branch = draw(ONE_IN_TEN)
+    if branch == 0:
         return draw(MAGIC) + draw(RANDOM_BYTES)
+    if branch == 1:
+        return draw(hostile_files())
     fmt = draw(FORMAT)
     image = _in_mode(draw, *_drawing(draw), draw(MODES[fmt]))
     options = {"quality": draw(JPEG_QUALITY)} if fmt == "JPEG" else {}
@@ -236,3 +263,225 @@ def _declare_size(data: bytes, fmt: str, width: int, height: int) -> bytes:
                 data[at + 5:at + 9] = struct.pack(">HH", height % 65_536, width % 65_536)
                 break
     return bytes(data)
+
+
+# --- hostile containers (issue 18) ------------------------------------------------------------------
+
+# Formats Pillow writes (and reads) that digitlab does not read: each must be refused unopened
+# (checked with Pillow 13: each mode saves and reads back; AVIF and JPEG 2000 where Pillow has them).
+Image.init()
+OTHER_FORMAT_MODES = {fmt: modes for fmt, modes in {
+    "AVIF": ("L", "RGB", "RGBA"), "DDS": ("L", "RGB", "RGBA"), "DIB": ("1", "L", "RGB"), "ICNS": ("L", "RGBA"),
+    "ICO": ("1", "L", "RGBA"), "IM": ("1", "L", "RGB"), "JPEG2000": ("L", "RGB"), "MSP": ("1",),
+    "PCX": ("1", "L", "RGB"), "PPM": ("1", "L", "RGB"), "QOI": ("RGB", "RGBA"), "SGI": ("L", "RGB"),
+    "SPIDER": ("L",), "TGA": ("L", "RGB", "RGBA"), "XBM": ("1",),
+}.items() if fmt in Image.SAVE}
+OTHER_FORMAT = st.sampled_from(sorted(OTHER_FORMAT_MODES))
+OTHER_MODES = {fmt: st.sampled_from(modes) for fmt, modes in OTHER_FORMAT_MODES.items()}
+HOSTILE = st.sampled_from(["ico", "icns", "tiff-tile", "dds", "other"])
+# An embedded PNG's side: an icon's, or one that decodes to megabytes (13376 x 13376 is 179 MP, just
+# under Pillow's own limit); those are cut after a few rows, which costs nothing to make.
+EMBEDDED_SIDE = st.integers(1, 64) | st.sampled_from([256, 4000, 13376])
+EMBEDDED_MODE = st.sampled_from(["L", "RGB", "RGBA"])
+ICO_ENTRY_SIDE = st.integers(0, 255)  # 0 means 256
+TILE_SIDE = st.sampled_from([16, 64, 112, 256, 1024, 32768, 2**31 - 1]) | st.integers(0, 4096)
+TIFF_COMPRESSION = st.sampled_from([1, 8])  # none (Pillow's own decoder), deflate (libtiff)
+DDS_FLAGS = st.sampled_from([0, 0x4, 0x40, 0x20000, 0x80000]) | st.integers(0, 2**32 - 1)
+
+
+@st.composite
+def hostile_files(draw) -> bytes:
+    """A file whose headers lie about what decoding it costs, or in a format digitlab does not
+    read: an ICO or ICNS wrapping a PNG far larger than its directory says, a TIFF whose tiles are
+    larger than the image, a DDS with bad pixel-format flags, or the drawing in another format.
+    Then perhaps damaged."""
+    kind = draw(HOSTILE)
+    rng = np.random.default_rng(draw(SEED))
+    if kind in ("ico", "icns"):
+        width, height = draw(EMBEDDED_SIDE), draw(EMBEDDED_SIDE)
+        embedded = png_of_size(width, height, draw(EMBEDDED_MODE), rows=None if width * height <= 4096 else 4)
+        data = ico_file(embedded, draw(ICO_ENTRY_SIDE)) if kind == "ico" else icns_file(embedded)
+    elif kind == "tiff-tile":
+        width, height = draw(SIDE), draw(SIDE)
+        tile_width, tile_length = draw(TILE_SIDE), draw(TILE_SIDE)
+        payload = rng.integers(0, 256, min(tile_width * tile_length, 4096), dtype=np.uint8).tobytes()
+        data = tiled_tiff(width, height, tile_width, tile_length, payload, compression=draw(TIFF_COMPRESSION))
+    elif kind == "dds":
+        data = dds_file(draw(DDS_FLAGS))
+    else:
+        fmt = draw(OTHER_FORMAT)
+        image = Image.fromarray(_drawing(draw)[0]).convert(draw(OTHER_MODES[fmt]))
+        if fmt == "ICO" and min(image.size) < 16 <= max(image.size):  # ICO's writer: "All sizes too large"
+            image = image.resize((max(16, image.width), max(16, image.height)))
+        buffer = io.BytesIO()
+        image.save(buffer, fmt)
+        data = buffer.getvalue()
+    return draw(damaged(data))
+
+
+def png_of_size(width: int, height: int, mode: str = "RGBA", rows: int | None = None) -> bytes:
+    """A black PNG of width x height, compressed row by row (memory: one row), with all its rows or
+    only the first `rows` (then cut short, without IEND: a decoder allocates the whole image first)."""
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    colour = {"L": 0, "RGB": 2, "RGBA": 6}[mode]
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    compressor, row = zlib.compressobj(9), bytes(1 + width * channels)  # filter byte 0, then the pixels
+    idat = b"".join(compressor.compress(row) for _ in range(height if rows is None else min(rows, height)))
+    idat += compressor.flush(zlib.Z_FINISH if rows is None or rows >= height else zlib.Z_SYNC_FLUSH)
+    head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))
+    return head + chunk(b"IDAT", idat) + (chunk(b"IEND", b"") if rows is None or rows >= height else b"")
+
+
+def ico_file(embedded: bytes, side: int = 0) -> bytes:
+    """An ICO whose one directory entry (side x side; 0 means 256) holds `embedded` (a PNG) as it is."""
+    return (struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", side, side, 0, 0, 1, 32, len(embedded), 22)
+            + embedded)
+
+
+def icns_file(embedded: bytes) -> bytes:
+    """An ICNS with one 'ic10' (1024x1024 retina) icon holding `embedded` (a PNG) as it is."""
+    return b"icns" + struct.pack(">I", 16 + len(embedded)) + b"ic10" + struct.pack(">I", 8 + len(embedded)) + embedded
+
+
+def tiled_tiff(width: int, height: int, tile_width: int, tile_length: int, payload: bytes = b"",
+               compression: int = 8) -> bytes:
+    """A grey 8-bit TIFF of width x height in one tile of tile_width x tile_length, holding `payload`
+    (deflate-compressed for compression 8, as it is for 1): the tags say what they are told."""
+    data = zlib.compress(payload or bytes(64)) if compression == 8 else (payload or bytes(64))
+    tags = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, compression), (262, 3, 1), (277, 3, 1),
+            (322, 4, tile_width), (323, 4, tile_length), (324, 4, 8 + 2 + 12 * 10 + 4), (325, 4, len(data))]
+    ifd = struct.pack("<H", len(tags)) + b"".join(
+        struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+        for tag, kind, value in tags)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + bytes(4) + data
+
+
+def dds_file(flags: int) -> bytes:
+    """A 48x48 DDS (9 KB) with its pixel-format flags (bytes 80:84) set to `flags`: 0 is issue 18's."""
+    buffer = io.BytesIO()
+    Image.new("RGBA", (48, 48)).save(buffer, "DDS")
+    data = bytearray(buffer.getvalue())
+    data[80:84] = struct.pack("<I", flags)
+    return bytes(data)
+
+
+# --- model files (issue 18) -------------------------------------------------------------------------
+
+# The bundled model's config.json, the start of every config drawn (read as text: no torch here).
+BUNDLED_CONFIG = json.loads((Path(__file__).with_name("weights") / "digitnet-pen" / "config.json").read_text())
+CONFIG_KIND = st.sampled_from(["as-is", "deep", "big-int", "layers", "temperature", "damaged", "folder", "fifo",
+                               "dev-zero"])
+DEPTH = st.integers(1, 64) | st.sampled_from([999, 5000, 100_000])  # json.loads gives up near 1000
+DIGITS = st.integers(1, 40) | st.sampled_from([4300, 4301, 5000, 20_000])  # Python's limit is 4300
+LAYERS = st.integers(0, 70) | st.sampled_from([20_000, 100_000])  # 20,000 took 56 s to refuse
+TEMPERATURE = st.sampled_from(["1e-320", "0", "-1", "NaN", "Infinity", "-Infinity", "1e308", '"1"', "true", "null",
+                               "[]", "1", "0.5", "1e-3", "1000", "1e3000", "1" + "0" * 400])
+FIELD = st.sampled_from(["recipe", "model", "dataset", "calibration"])
+
+
+@st.composite
+def config_files(draw) -> tuple[str, bytes]:
+    """(kind, bytes): a config.json for a copy of the bundled run directory -- as it is, nested
+    deep, holding an integer of thousands of digits, naming an mlp of up to 100,000 layers, with
+    an odd calibration temperature, or damaged -- or, for kinds "folder", "fifo" and "dev-zero",
+    no bytes: config.json is then made a folder, a FIFO or a link to /dev/zero."""
+    kind = draw(CONFIG_KIND)
+    if kind in ("folder", "fifo", "dev-zero"):
+        return kind, b""
+    config = json.loads(json.dumps(BUNDLED_CONFIG))
+    marker = '"@value@"'
+    if kind == "layers":
+        config["model"] = {"name": draw(st.sampled_from(["mlp", "opencv-mlp"])), "args": {"hidden": [1] * draw(LAYERS)}}
+    elif kind in ("deep", "big-int", "temperature"):
+        if kind == "temperature":
+            config["calibration"] = {"temperature": "@value@"}
+        else:
+            config[draw(FIELD)] = "@value@"
+    if kind == "deep":
+        depth = draw(DEPTH)
+        value = "[" * depth + "]" * depth
+    else:
+        value = "9" * draw(DIGITS) if kind == "big-int" else draw(TEMPERATURE)
+    data = json.dumps(config).replace(marker, value).encode()
+    return kind, draw(damaged(data)) if kind == "damaged" else data
+
+
+ONNX_KIND = st.sampled_from(["as-is", "allocating", "padded", "metadata", "stripped", "damaged"])
+# Operators whose output size comes from their input data; none is in digitlab's export.
+ALLOCATING = st.sampled_from(["ConstantOfShape", "Expand", "Tile", "Range"])
+# Values they allocate: at most 2^24 floats (64 MiB), so that the fuzzing process stays small even if
+# such a graph were run; the issue's file asked for 250,000,000.
+ALLOCATED = st.integers(0, 1000) | st.sampled_from([2**20, 2**24])
+PADDING = st.integers(0, 8) | st.sampled_from([100, 2000, 2**20])
+PARAMETERS = st.sampled_from(["²", "١٢٣", "-1", "1e9", "", "9" * 5000, "113898"]) | st.text(max_size=12)
+
+
+@st.composite
+def onnx_files(draw) -> bytes:
+    """An ONNX model of digitlab's form -- uint8 images (batch, 1, 28, 28) -> Cast, Div, Conv,
+    Flatten, Gemm -> logits (batch, 10), with digitlab's metadata -- then given an operator that
+    allocates what its data says, a padding that makes the convolution's output enormous, odd
+    metadata (a parameter count of '²', a config nested deep or with a NaN temperature), none of
+    its metadata, or damage."""
+    import onnx  # here, not at the top: only the model target needs it (0.3 s to import)
+    from onnx import TensorProto, helper
+
+    kind = draw(ONNX_KIND)
+    rng = np.random.default_rng(draw(SEED))
+    pads = draw(PADDING) if kind == "padded" else 1
+    side = 28 + 2 * pads - 2  # a 3x3 convolution
+    features = side * side if side * side <= 4096 else 784  # a large padding leaves the Gemm mismatched
+    weights = [helper.make_tensor("scale", TensorProto.FLOAT, [], [255.0]),
+               helper.make_tensor("kernel", TensorProto.FLOAT, [1, 1, 3, 3], rng.normal(size=9).tolist()),
+               helper.make_tensor("dense", TensorProto.FLOAT, [features, 10],
+                                  rng.normal(0, 0.05, features * 10).astype(np.float32).tobytes(), raw=True)]
+    nodes = [helper.make_node("Cast", ["images"], ["x"], to=TensorProto.FLOAT),
+             helper.make_node("Div", ["x", "scale"], ["scaled"]),
+             helper.make_node("Conv", ["scaled", "kernel"], ["conv"], pads=[pads] * 4),
+             helper.make_node("Flatten", ["conv"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "dense"], ["logits" if kind != "allocating" else "before"])]
+    if kind == "allocating":
+        nodes += _allocating(draw(ALLOCATING), draw(ALLOCATED), weights)
+    graph = helper.make_graph(nodes, "digits", [helper.make_tensor_value_info("images", TensorProto.UINT8,
+                                                                                ["batch", 1, 28, 28])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    config = {**BUNDLED_CONFIG, "model": {"name": "fuzz", "args": {}}}
+    metadata = {"digitlab.config": json.dumps(config), "digitlab.parameters": str(9 + features * 10)}
+    if kind == "metadata":
+        _, text = draw(config_files())
+        metadata = {"digitlab.config": text.decode("utf-8", "replace"), "digitlab.parameters": draw(PARAMETERS)}
+    for key, value in ({} if kind == "stripped" else metadata).items():
+        model.metadata_props.add(key=key, value=value)
+    data = model.SerializeToString()
+    return draw(damaged(data)) if kind == "damaged" else data
+
+
+def _allocating(op: str, values: int, weights: list) -> list:
+    """Nodes adding the sum of a tensor of `values` values, made by `op`, to the logits ("before")."""
+    from onnx import TensorProto, helper  # onnx_files imported it already
+
+    weights += [helper.make_tensor("count", TensorProto.INT64, [1], [values]),
+                helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
+                helper.make_tensor("fzero", TensorProto.FLOAT, [], [0.0]),
+                helper.make_tensor("fone", TensorProto.FLOAT, [], [1.0]),
+                helper.make_tensor("fcount", TensorProto.FLOAT, [], [float(values)])]
+    make = {"ConstantOfShape": helper.make_node("ConstantOfShape", ["count"], ["big"],
+                                                value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+            "Expand": helper.make_node("Expand", ["one", "count"], ["big"]),
+            "Tile": helper.make_node("Tile", ["one", "count"], ["big"]),
+            "Range": helper.make_node("Range", ["fzero", "fcount", "fone"], ["big"])}[op]
+    return [make, helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0),
+            helper.make_node("Add", ["before", "total"], ["logits"])]
+
+
+@st.composite
+def model_files(draw) -> tuple[str, bytes]:
+    """("config-KIND", bytes) for a run directory's config.json (`config_files`), or ("onnx", bytes)."""
+    if draw(BOOL):
+        kind, data = draw(config_files())
+        return f"config-{kind}", data
+    return "onnx", draw(onnx_files())

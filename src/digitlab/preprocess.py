@@ -15,6 +15,7 @@ image that enters digitlab from outside is converted here, once:
 
 from __future__ import annotations
 
+import ctypes
 import io
 import math
 import os
@@ -29,8 +30,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DataError, DigitlabError
 
-__all__ = ["ImageError", "ImageTooLargeError", "NotAnImageError", "load_image", "declared_size", "ink_map",
-           "center_digit", "to_mnist_style", "stroke_width"]
+__all__ = ["ImageError", "ImageTooLargeError", "NotAnImageError", "load_image", "declared_size", "quiet_decoders",
+           "ink_map", "center_digit", "to_mnist_style", "stroke_width"]
 
 ImageSource = str | os.PathLike | bytes | bytearray | BinaryIO | Image.Image | np.ndarray
 
@@ -96,6 +97,28 @@ FORMAT_NAMES = "PNG, JPEG, BMP, GIF, TIFF or WebP"
 TIFF_TILE_WIDTH, TIFF_TILE_LENGTH = 322, 323
 TILE_ALIGN, SMALL_TILE = 16, 256
 
+
+
+def quiet_decoders() -> None:
+    """Keep Pillow's warnings and libtiff's error messages off stderr, process-wide: digitlab turns
+    the failures they describe into its own one-line errors. For programs whose output is digitlab's
+    (the CLI, the service it starts); a library leaves the choice to its caller. libtiff prints its
+    errors itself ("ZIPDecode: Decoding error at scanline 0, ..." above `digitlab: error:`) unless
+    told otherwise, and Pillow does not tell it: its handler is set to none in the copy Pillow loaded."""
+    warnings.filterwarnings("ignore", module="PIL")
+    try:
+        with open("/proc/self/maps") as maps:  # Linux; elsewhere libtiff is left as it is
+            libraries = {line.split()[-1] for line in maps if os.path.basename(line.split()[-1]).startswith("libtiff")}
+    except OSError:
+        return
+    for library in sorted(libraries):
+        try:
+            for setter in ("TIFFSetErrorHandler", "TIFFSetWarningHandler"):
+                function = getattr(ctypes.CDLL(library), setter)
+                function.argtypes, function.restype = [ctypes.c_void_p], ctypes.c_void_p
+                function(None)
+        except (OSError, AttributeError):  # not a library ctypes can open, or without these functions
+            continue
 
 def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES) -> np.ndarray:
     """Decode an image into float32 grey (H, W) in [0, 1], as it looks: dark ink on paper stays dark.

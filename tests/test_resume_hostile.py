@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -312,6 +313,17 @@ def test_an_enormous_network_in_config_json_is_refused_before_it_is_built(run, c
     code, err = resume(capsys, run, "--epochs", "3")
     assert code == 2 and "does not match" in err
     assert process_memory_mb() - peak < 200
+    assert snapshot(run) == before
+
+
+def test_a_network_of_thousands_of_layers_in_config_json_is_refused_from_its_count(run, capsys):
+    # Building 20,000 layers takes about a minute even on the meta device: the tensors the
+    # arguments imply (models.tensor_count) are compared with the checkpoint's first.
+    edit_json(run / "config.json", put_recipe("model_args", {"hidden": [8] * 20_000}))
+    before, started = snapshot(run), time.perf_counter()
+    code, err = resume(capsys, run, "--epochs", "3")
+    assert code == 2 and "40,002 tensors" in err
+    assert time.perf_counter() - started < 15
     assert snapshot(run) == before
 
 

@@ -54,7 +54,8 @@ from .data import Dataset, load_dataset
 from .distributed import Cluster, DistributedError
 from .errors import CheckpointError, ConfigError, DigitlabError, WriteError
 from .files import make_temp_dir
-from .models import create_model
+from .model_files import MAX_TENSORS
+from .models import create_model, tensor_count
 from .recipes import Augment, Recipe, get_recipe
 
 
@@ -348,9 +349,16 @@ def prepare_resume(run_path: Path, config: dict, checkpoint: dict | None, recipe
 def restored_model(recipe: Recipe, args: dict, config_path: Path, tensors: dict | None,
                    weights_path: Path | None) -> nn.Module | None:
     """A throwaway copy of the network this run builds, holding the checkpoint's weights (None
-    without a checkpoint). Built on the meta device first -- shapes only, no memory: config.json
-    could describe a network of terabytes -- and compared tensor for tensor (name, dtype, shape)
-    with the checkpoint; then built for real, no larger than the checkpoint's own tensors."""
+    without a checkpoint). Its tensors are first counted from the arguments (models.tensor_count:
+    building 20,000 layers takes a minute even on the meta device), then it is built on the meta
+    device -- shapes only, no memory: config.json could describe a network of terabytes -- and
+    compared tensor for tensor (name, dtype, shape) with the checkpoint; then built for real, no
+    larger than the checkpoint's own tensors."""
+    implied = tensor_count({"name": recipe.model, "args": args})
+    if implied is not None and implied > MAX_TENSORS:
+        raise CheckpointError(f"{config_path} describes a {recipe.model} network of {implied:,} tensors, more than "
+                              f"the {MAX_TENSORS} of any digitlab network"
+                              + (f" (its checkpoint holds {len(tensors):,})" if tensors is not None else ""))
     try:
         with torch.device("meta"):
             expected = {k: _describe(v) for k, v in create_model(recipe.model, **args).state_dict().items()}

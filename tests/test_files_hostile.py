@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save_file
 import digitlab
 from digitlab import checkpoint, model_files, models
 from digitlab.api import BUNDLED_MODEL
+from digitlab.bench_fuzz import bench_fuzz
 from digitlab.bench_serve import process_memory_mb
 from digitlab.checkpoint import read_json
 from digitlab.cli import main
@@ -457,6 +458,15 @@ def test_onnx_metadata_that_digitlab_does_not_write_is_refused(capsys, tmp_path,
     assert_refused(capsys, path, digit_png, message)
 
 
+def test_onnx_metadata_that_is_not_utf8_is_refused(capsys, tmp_path, onnx_data, digit_png):
+    """Found by `bench fuzz`: protobuf gives such a proto2 string as bytes, and loads_json raised TypeError."""
+    data = with_metadata(onnx_data, {PARAMETERS_KEY: "marker-\u00e9"})
+    assert data.count("marker-\u00e9".encode()) == 1
+    path = tmp_path / "model.onnx"
+    path.write_bytes(data.replace("marker-\u00e9".encode(), b"marker-\xff\xfe"))
+    assert_refused(capsys, path, digit_png, "is damaged: its metadata is not UTF-8 text")
+
+
 @pytest.mark.parametrize("in_shape", [(1, 28, 28), (3, 32, 32)])
 def test_every_registered_network_exports_to_a_graph_check_onnx_accepts(in_shape):
     """ONNX_OPERATORS is whole: the export of each model (each activation of mlp) passes check_onnx."""
@@ -475,3 +485,19 @@ def test_the_unchanged_export_loads_and_predicts(tmp_path, onnx_data, digit_png)
     path.write_bytes(onnx_data)
     model = digitlab.load_model(path)
     assert model.parameter_count == 113_898 and digitlab.predict(digit_png, model)[0].digit == "7"
+
+
+# --- bench fuzz tries these kinds of input ---------------------------------------------------------
+
+
+def test_a_short_fuzz_of_model_files_finds_only_digitlab_errors(tmp_path):
+    """150 generated config.json files and .onnx files (fuzz_inputs.model_files) through
+    `predict --model`; the full run's figures are in BENCHMARKS.md. It found one bug at once:
+    ONNX metadata that is not UTF-8 came back from protobuf as bytes (a TypeError)."""
+    report = bench_fuzz(150, seed=3, targets=("model",), results=None, markdown=None, failures=tmp_path / "failures",
+                        progress=False)
+    (row,) = report["targets"]
+    assert row["failures"] == [] and report["failures"] == 0, row["failures"]
+    counts = row["outcomes"]["predict --model"]
+    assert sum(counts.values()) == 150 and 0 < counts.get("accepted", 0) < 150 and "FAILURE" not in counts
+    assert row["peak_rss_mib"] < 2048

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -332,8 +333,6 @@ def _target(target: str, work: Path):
 def _model_target(work: Path):
     """The model target: each input becomes config.json of a copy of the bundled run directory, or
     an .onnx file, and is loaded and run on one 28x28 digit as `digitlab predict --model` does."""
-    import resource
-
     import numpy as np
     import torch
 

@@ -185,19 +185,22 @@ def check_onnx(data: bytes, name: str) -> dict[str, str]:
         raise CheckpointError(f"{name} is not a valid ONNX model (damaged, or not ONNX at all): {err}") from err
     if not proto.graph.node:  # an empty file parses as an empty model
         raise CheckpointError(f"{name} is not a valid ONNX model (damaged, or not ONNX at all): it has no graph")
-    external = sorted({tensor.name or "(unnamed)" for tensor in _tensors(proto)
+    external = sorted({_text(tensor.name) or "(unnamed)" for tensor in _tensors(proto)
                        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data)})
     if external:
         raise CheckpointError(f"{name} refers to external data for {', '.join(external[:3])}: a model from `digitlab "
                               "export` holds all its weights in the one file")
-    domains = {opset.domain for opset in proto.opset_import} | {node.domain for node in _nodes(proto)}
+    domains = {_text(opset.domain) for opset in proto.opset_import} | {_text(node.domain) for node in _nodes(proto)}
     foreign = sorted(domains - set(ONNX_DOMAINS))
     if foreign:
         raise CheckpointError(f"{name} uses operators from outside the standard ONNX domain ({', '.join(foreign)}): "
                               "digitlab runs only the standard operators its export writes")
     if proto.functions:
-        names = ", ".join(function.name for function in proto.functions[:3])
+        names = ", ".join(_text(function.name) for function in proto.functions[:3])
         raise CheckpointError(f"{name} defines functions of its own ({names}): digitlab's export writes none")
+    # proto2 strings that are not UTF-8 come back as bytes (found by `bench fuzz`: a TypeError in loads_json)
+    if not all(isinstance(p.key, str) and isinstance(p.value, str) for p in proto.metadata_props):
+        raise CheckpointError(f"{name} is damaged: its metadata is not UTF-8 text")
     extra = sorted({p.key for p in proto.metadata_props} - {CONFIG_KEY, PARAMETERS_KEY, VERIFICATION_KEY})
     if extra:
         raise CheckpointError(f"{name} carries metadata digitlab does not write ({', '.join(extra[:5])}); "
@@ -220,7 +223,7 @@ def _check_graph(proto, name: str) -> None:
     if len(nodes) > MAX_ONNX_NODES:
         raise CheckpointError(f"{name} has {len(nodes):,} operators, more than the {MAX_ONNX_NODES} of any network "
                               "digitlab exports")
-    foreign = sorted({node.op_type for node in nodes} - ONNX_OPERATORS)
+    foreign = sorted({_text(node.op_type) for node in nodes} - ONNX_OPERATORS)
     if foreign:
         raise CheckpointError(f"{name} uses operators digitlab's export never writes ({', '.join(foreign[:5])}): only "
                               "those of digitlab's own networks are run, since others can allocate what their data asks")
@@ -246,6 +249,11 @@ def _check_graph(proto, name: str) -> None:
         if math.prod(sizes) > MAX_TENSOR_VALUES:
             raise CheckpointError(f"{name}: {output!r} holds {math.prod(sizes):,} values per image, more than the "
                                   f"{MAX_TENSOR_VALUES:,} digitlab allows (its own networks' largest: 25,088)")
+
+
+def _text(value: str | bytes) -> str:
+    """A protobuf string field as text: proto2 gives one that is not UTF-8 as bytes."""
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 def _graphs(graph):

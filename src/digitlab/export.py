@@ -309,7 +309,8 @@ def export_onnx(model_or_run=None, path: str | Path = "model.onnx", *, verify: b
     if "evaluation" not in config and metrics is not None and metrics.is_file():
         from .checkpoint import read_json
 
-        measured = read_json(metrics)  # what the run's evaluation measured, as /api/models shows it
+        # what the run's evaluation measured, as /api/models shows it (a diverged run's loss is NaN)
+        measured = read_json(metrics, allow_nan=True)
         config["evaluation"] = {key: measured.get(key) for key in ("dataset", "split", "n", "accuracy")}
     data = with_metadata(raw, {CONFIG_KEY: json.dumps(config), PARAMETERS_KEY: str(parameters)})
     verification = None

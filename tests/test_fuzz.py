@@ -60,7 +60,7 @@ def test_an_input_over_the_time_limit_is_reported_as_a_hang_with_its_input(tmp_p
 def test_bad_options_are_refused():
     with pytest.raises(ConfigError, match="unknown fuzz target"):
         bench_fuzz(10, targets=("pdf",), results=None, markdown=None)
-    with pytest.raises(ConfigError, match="at least 2"):
+    with pytest.raises(ConfigError, match="at least 3"):
         bench_fuzz(1, results=None, markdown=None)
 
 

@@ -54,7 +54,7 @@ from pathlib import Path
 from .errors import ConfigError, DigitlabError
 
 TARGETS = ("idx", "image", "model")
-DEFAULT_TARGETS = ("idx", "image")  # the CLI's default too (cli.py); "model" is asked for by name
+DEFAULT_TARGETS = TARGETS  # the CLI's default too (cli.py): every kind of input keeps being tried
 ENTRIES = {"idx": ("load_idx_pair",), "image": ("predict", "read"), "model": ("predict --model",)}
 MODEL_AS_LIMIT = 8 << 30  # bytes of address space for the model target: /dev/zero read whole ends in MemoryError
 DEFAULT_EXAMPLES = 100_000  # in all, split evenly between the targets

@@ -261,18 +261,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_dir(q)
     q.set_defaults(func=cmd_bench_speed)
     q = bench_sub.add_parser(
-        "fuzz", help="damaged files through the IDX reader and the image path: only digitlab's errors may come out",
+        "fuzz", help="damaged files through the IDX reader, the image path and the model loader: only digitlab's "
+                     "errors may come out",
         description="Generate damaged inputs with Hypothesis (fuzz_inputs.py) -- IDX pairs through load_idx_pair; "
                     "image files (PNG, JPEG, BMP, GIF, TIFF, WebP, cut short, bits flipped, headers claiming huge "
                     "sizes, random bytes; ICO/ICNS wrapping huge PNGs, TIFF tiles larger than the image, DDS and "
                     "other formats digitlab does not read) through predict, read and annotate with the bundled "
-                    "model -- each target in its own process. Any exception other than a DigitlabError, or an "
-                    "input running longer than --time-limit, is a failure kept with its input. Needs Hypothesis.",
+                    "model; config.json and .onnx files mutated (deep nesting, huge integers and layer lists, "
+                    "odd temperatures, allocating operators) through predict --model -- each target in its own "
+                    "process. Any exception other than a DigitlabError, or an input running longer than "
+                    "--time-limit, is a failure kept with its input. Needs Hypothesis.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     q.add_argument("--examples", type=int, default=100_000, help="generated inputs in all, split evenly between "
                                                                   "the targets")
     q.add_argument("--seed", type=int, default=0, help="Hypothesis seed (the same seed generates the same inputs)")
-    q.add_argument("--targets", nargs="+", default=["idx", "image"], choices=["idx", "image"], help="what to fuzz")
+    q.add_argument("--targets", nargs="+", default=["idx", "image", "model"], choices=["idx", "image", "model"],
+                   help="what to fuzz")
     q.add_argument("--time-limit", type=float, default=30.0, help="seconds one input may take before it counts "
                                                                   "as a hang")
     q.add_argument("--failures", default="runs/fuzz-failures", help="folder for the inputs that failed")

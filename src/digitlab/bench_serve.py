@@ -24,13 +24,16 @@ BENCHMARKS.md. Target (issue 4): >= 500 predictions/s with p99 <= 50 ms at 16 cl
 `bench_abuse` (`digitlab bench serve --abuse`) sends the same 28x28 load while abusive clients,
 in a process of their own, send a bounded mix of malformed requests (see EXPECTED): the good
 requests must all succeed, every abusive one must be refused or closed (none left hanging), and
-the service must stay up with its memory bounded.
+the service must stay up with its memory bounded. Beside them, once each, the hostile images of
+issue 18: a dot field and ruled lines to read, a DDS that Pillow cannot decode, blank pages of
+6300x6300 at once, the annotation of a 6300x6300 photo, and clients that do not read its answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import multiprocessing
 import os
@@ -50,6 +53,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from .bench import machine, write_section
 from .checkpoint import read_json, write_json
@@ -310,6 +314,11 @@ TRICKLE = 0.25
 IDLE = 300  # connections opened at once and left silent
 LARGE = 32  # bodies 1 MiB under the size limit (9 MiB by default: 288 MiB in all), sent at once
 GRACE = 5.0  # seconds past the service's read timeout after which a client still waiting calls it a hang
+# Hostile images (issue 18), sent once each at the start, beside the paced kinds: the issue's sizes.
+HOSTILE_SIDE = 6300  # pixels across the blank pages and the photo to annotate
+BLANK_PAGES = 12  # blank HOSTILE_SIDE-square pages (a 52 KB PNG each at 6300) predicted at once
+HOSTILE_READS = 2  # reads of a 62,500-dot PNG at once, then as many of 330 ruled lines
+UNREAD = 4  # clients asking for the photo's annotation at once and not reading the answer for a while
 
 # The right outcomes of each kind of abuse: an HTTP status; "closed", the service closed the
 # connection without a word; "reset", it closed while the client was still sending -- how a
@@ -318,6 +327,7 @@ GRACE = 5.0  # seconds past the service's read timeout after which a client stil
 EXPECTED = {
     "wrong content type": {"400", "415", "422"},
     "truncated image": {"415", "422"},
+    "undecodable image": {"415", "422"},
     "malformed JSON": {"422"},
     "malformed HTTP": {"400"},
     "half-closed": {"closed"},
@@ -328,8 +338,17 @@ EXPECTED = {
     "slow body": {"408"},
     "idle connections": {"closed"},
     "large bodies": {"415", "503", "reset"},
+    "dot-field read": {"422", "503"},
+    "ruled-lines read": {"200", "503"},
+    "blank huge pages": {"422", "503"},
+    "annotated huge photo": {"200", "503"},  # "200 too large": an answer over 3 MiB
+    "unread answers": {"200", "503", "dropped"},  # "dropped": the service closed on it (write timeout)
 }
 SLOW_KINDS = ("slow head", "slow body", "idle connections")  # their seconds until the service closed are kept
+PACED_READS = ("wrong content type", "truncated image", "undecodable image")  # with requests to /api/read
+HOSTILE_KINDS = ("dot-field read", "ruled-lines read", "blank huge pages", "annotated huge photo", "unread answers")
+# An error answered without a JSON body is wrong whatever its status: "400 not JSON" (uvicorn's own
+# plain-text 400 was what malformed HTTP got).
 
 
 def png_declaring(width: int, height: int) -> bytes:
@@ -338,6 +357,42 @@ def png_declaring(width: int, height: int) -> bytes:
     data[16:24] = struct.pack(">II", width, height)
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
     return bytes(data)
+
+
+def bad_dds() -> bytes:
+    """A 48x48 DDS whose pixel-format flags are 0 (Pillow raised NotImplementedError for it)."""
+    buffer = io.BytesIO()
+    Image.new("RGBA", (48, 48)).save(buffer, "DDS")
+    data = bytearray(buffer.getvalue())
+    data[80:84] = bytes(4)
+    return bytes(data)
+
+
+def dot_field(n: int = 250, step: int = 10) -> bytes:
+    """n x n dots of 3x3 pixels, `step` apart, as PNG: 307 KB at 250, which read for 41-48 s."""
+    row = np.where(np.arange(n * step) % step // 3 == 1, 0, 255).astype(np.uint8)
+    page = np.full((n * step, n * step), 255, np.uint8)
+    for y in range(n):
+        page[y * step + 3:y * step + 6] = row
+    return cv2.imencode(".png", page)[1].tobytes()
+
+
+def ruled_lines(n: int = 330, width: int = 2000, step: int = 6) -> bytes:
+    """n ruled lines `step` pixels apart, nothing written, as PNG: 8 KB, which read for 12-16 s."""
+    page = np.full((n * step + 20, width), 255, np.uint8)
+    page[10:10 + n * step:step] = 0
+    return cv2.imencode(".png", page)[1].tobytes()
+
+
+def grainy_photo(side: int) -> bytes:
+    """A side x side JPEG of grainy paper with lines of digits: 2.9 MB at 6300, whose full-size
+    annotation (a PNG) made a 33-99 MB answer."""
+    rng = np.random.default_rng(0)
+    page = cv2.GaussianBlur((235 + rng.normal(0, 6, (side, side))).clip(0, 255).astype(np.uint8), (0, 0), 1.2)
+    for k in range(10):
+        cv2.putText(page, "4071 93", (side // 20, side // 10 + k * side // 11), cv2.FONT_HERSHEY_SIMPLEX,
+                    side / 525, 30, max(1, side // 210))
+    return cv2.imencode(".jpg", page, [cv2.IMWRITE_JPEG_QUALITY, 88])[1].tobytes()
 
 
 def abuse_requests(port: int, max_body: int) -> dict[str, list[bytes]]:
@@ -358,16 +413,22 @@ def abuse_requests(port: int, max_body: int) -> dict[str, list[bytes]]:
         "truncated image": [post(path, data[:len(data) // 2], content_type)
                             for path in ("/api/predict", "/api/read")
                             for data, content_type in ((png, "image/png"), (jpeg, "image/jpeg"))],
+        "undecodable image": [post(path, bad_dds(), "image/x-dds") for path in ("/api/predict", "/api/read")],
         "malformed JSON": [post("/api/predict", b'{"pixels": [[0, 0'),
                            post("/api/predict", b"[" * 100_000 + b"]" * 100_000),  # deeper than json can go
                            post("/api/predict", json.dumps({"pixels": [[10 ** 400] * 28] * 28}).encode()),
                            post("/api/predict", json.dumps({"pixels": [[float("nan")] * 28] * 28}).encode()),
-                           post("/api/predict", b'{"image": "data:image/png;base64,@@@"}')],
+                           post("/api/predict", b'{"image": "data:image/png;base64,@@@"}'),
+                           post("/api/predict", b'{"pixels": ' + b"9" * 5000 + b"}")],  # more digits than int() takes
         "malformed HTTP": [b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(64),  # a TLS hello
                            b"GET\r\n\r\n",
                            post("/api/predict", b"", length=-1),
                            b"POST /api/predict HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
-                           b"POST /api/predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+                           b"POST /api/predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                           b"POST /api/predict HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"0\r\n\r\n",
+                           b"GET /healthz HTTP/1.1\r\nX-A: a\x00b\r\n\r\n",  # NUL in a header
+                           b"FOO /healthz HTTP/1.1\r\nHost: x\r\n\r\n"],  # a method HTTP does not have
         "half-closed": [post("/api/predict", b"")[:30],  # part of a head, then the client's end is shut
                         post("/api/predict", b"", "image/png", length=1000) + png[:100]],  # a tenth of a body
         "huge Content-Length": [post("/api/predict", b"", "image/png", length=10 ** 12),  # and no body
@@ -384,6 +445,19 @@ def _status(line: bytes) -> str:
     return line.split()[1].decode() if line.startswith(b"HTTP/1.1 ") else "closed"
 
 
+async def _outcome(reader: asyncio.StreamReader) -> str:
+    """The outcome of the answer being read: its status ("400 not JSON" for an error answered
+    without a JSON body), or "closed"."""
+    status = _status(await reader.readline())
+    if status == "closed" or int(status) < 400:
+        return status
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        return status  # closed after the status line: what it was cannot be told
+    return status if b"content-type: application/json" in head.lower() else f"{status} not JSON"
+
+
 async def _exchange(port: int, data: bytes, limit: float, half_close: bool = False) -> str:
     """Send `data` on a new connection (then shut the client's side, if `half_close`); the outcome."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -394,9 +468,9 @@ async def _exchange(port: int, data: bytes, limit: float, half_close: bool = Fal
                 if half_close:
                     writer.write_eof()
                 await writer.drain()
-            except ConnectionError:  # refused before all was sent: its answer may still be there to read
+            except OSError:  # refused or closed before all was sent: its answer may still be there to read
                 pass
-            return _status(await reader.readline())
+            return await _outcome(reader)
     except TimeoutError:
         return "hung"
     except ConnectionError:
@@ -440,53 +514,131 @@ async def _paced(port: int, kind: str, variants: list[bytes], seconds: float, li
     return outcomes
 
 
-async def _abuse(port: int, seconds: float, read_timeout: float, max_body: int) -> dict:
-    """Every kind of abuse at once: the paced kinds for `seconds`, the slow and idle clients and a
-    burst of large bodies until the service has answered or closed each. Per kind: its count,
-    its outcomes, how many were not right, and for the slow kinds the longest time to close."""
+async def _answer(port: int, data: bytes, limit: float, hold: float = 0.0) -> tuple[str, float]:
+    """Send `data` on a new connection, read nothing for `hold` seconds (through a 4 KiB receive
+    window, so that the answer backs up into the service), then the whole answer: its outcome
+    ("200 too large" over 3 MiB; "dropped" when the service closed before it was whole; "hung"
+    past `limit`) and the seconds until it was whole."""
+    began = time.monotonic()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2 ** 20)
+    try:
+        async with asyncio.timeout(limit):
+            writer.write(data)
+            await writer.drain()
+            await asyncio.sleep(hold)
+            status = _status(await reader.readline())
+            head = b"" if status == "closed" else await reader.readuntil(b"\r\n\r\n")
+            if status == "closed":
+                return ("dropped" if hold else "closed"), time.monotonic() - began
+            length = next((int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                           if line.startswith(b"content-length:")), 0)
+            await reader.readexactly(length)
+            if int(status) >= 400 and b"content-type: application/json" not in head.lower():
+                status += " not JSON"
+            return (f"{status} too large" if length > 3 * 2 ** 20 else status), time.monotonic() - began
+    except TimeoutError:
+        return "hung", time.monotonic() - began
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return "dropped", time.monotonic() - began
+    finally:
+        writer.close()
+
+
+def _hostile_limit() -> float:
+    """Seconds a hostile read may take before it counts as hung: it may wait for every other read
+    the service admits, each up to its time limit, and then for the write timeout."""
+    from .serve.app import MAX_READS, READ_QUEUE, READ_TIME_LIMIT, WRITE_TIMEOUT
+
+    return (MAX_READS + READ_QUEUE) * READ_TIME_LIMIT + WRITE_TIMEOUT + GRACE
+
+
+def hostile_requests(port: int, side: int) -> dict[str, bytes]:
+    """The hostile images of issue 18 as raw HTTP/1.1 requests, by kind (2-3 s to make at 6300)."""
+    blank = cv2.imencode(".png", np.full((side, side), 255, np.uint8))[1].tobytes()
+    annotate = http_request("/api/read?annotate=true", grainy_photo(side), port, "image/jpeg")
+    return {"blank huge pages": http_request("/api/predict", blank, port, "image/png"),
+            "dot-field read": http_request("/api/read", dot_field(), port, "image/png"),
+            "ruled-lines read": http_request("/api/read", ruled_lines(), port, "image/png"),
+            "annotated huge photo": annotate, "unread answers": annotate}
+
+
+async def _hostile(port: int, requests: dict[str, bytes], limit: float, write_timeout: float
+                   ) -> dict[str, list[tuple[str, float]]]:
+    """The hostile images, each kind once (see EXPECTED): the reads one kind after another, as they
+    share the service's read thread, and the blank pages meanwhile."""
+    pages = asyncio.gather(*(_answer(port, requests["blank huge pages"], limit) for _ in range(BLANK_PAGES)))
+    done = {}
+    for kind, n, hold in (("dot-field read", HOSTILE_READS, 0.0), ("ruled-lines read", HOSTILE_READS, 0.0),
+                          ("annotated huge photo", 1, 0.0), ("unread answers", UNREAD, write_timeout + 1)):
+        done[kind] = await asyncio.gather(*(_answer(port, requests[kind], limit, hold) for _ in range(n)))
+    done["blank huge pages"] = await pages
+    return done
+
+
+async def _abuse(port: int, seconds: float, read_timeout: float, max_body: int, hostile: dict[str, bytes]) -> dict:
+    """Every kind of abuse at once: the paced kinds for `seconds`, the slow and idle clients, a
+    burst of large bodies and the hostile images until the service has answered or closed each.
+    Per kind: its count, its outcomes, how many were not right, and for the slow kinds and the
+    hostile images the longest time until closed or answered."""
+    from .serve.app import WRITE_TIMEOUT
+
     limit = read_timeout + GRACE
     large = http_request("/api/read", b"\x89PNG\r\n\x1a\n" + bytes(max_body - 2 ** 20 - 8), port, "image/png")
     slow_head = b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 10_000
     slow_body = http_request("/api/predict", b"", port, "image/png", length=100_000)
-    jobs = {kind: _paced(port, kind, variants, seconds, limit)
+    # a paced kind that reads photos may wait for the read thread, busy with the hostile reads
+    jobs = {kind: _paced(port, kind, variants, seconds, _hostile_limit() if kind in PACED_READS else limit)
             for kind, variants in abuse_requests(port, max_body).items()}
     jobs["slow head"] = asyncio.gather(*(_slow_client(port, b"", slow_head, limit) for _ in range(SLOW)))
     jobs["slow body"] = asyncio.gather(*(_slow_client(port, slow_body, bytes(100_000), limit) for _ in range(SLOW)))
     jobs["idle connections"] = asyncio.gather(*(_slow_client(port, b"", b"", limit) for _ in range(IDLE)))
     jobs["large bodies"] = asyncio.gather(*(_exchange(port, large, limit) for _ in range(LARGE)))
+    jobs["hostile"] = _hostile(port, hostile, _hostile_limit(), WRITE_TIMEOUT)
     done = dict(zip(jobs, await asyncio.gather(*jobs.values())))
+    done.update(done.pop("hostile"))
     report = {}
     for kind, results in done.items():
-        outcomes = [r[0] for r in results] if kind in SLOW_KINDS else results
+        timed = kind in SLOW_KINDS or kind in HOSTILE_KINDS
+        outcomes = [r[0] for r in results] if timed else results
         report[kind] = {"sent": len(outcomes), "outcomes": dict(Counter(outcomes).most_common()),
                         "expected": sorted(EXPECTED[kind]),
                         "unexpected": sum(outcome not in EXPECTED[kind] for outcome in outcomes)}
-        if kind in SLOW_KINDS:
+        if timed:
             report[kind]["max_seconds"] = max(r[1] for r in results)
     return report
 
 
-def _abuse_process(port: int, seconds: float, read_timeout: float, max_body: int, results) -> None:
+def _abuse_process(port: int, seconds: float, read_timeout: float, max_body: int, hostile_side: int,
+                   results) -> None:
     """The abusive clients' process: its own CPU and event loop, so that what it does delays the
-    good clients only through the service (and the machine), as other clients would."""
+    good clients only through the service (and the machine), as other clients would. The hostile
+    images are made first: made in the event loop, they stalled it for seconds."""
+    hostile = hostile_requests(port, hostile_side)
     results.put("started")
-    results.put(asyncio.run(_abuse(port, seconds, read_timeout, max_body)))
+    results.put(asyncio.run(_abuse(port, seconds, read_timeout, max_body, hostile)))
 
 
 def bench_abuse(clients: int = 16, seconds: float = 10, read_timeout: float | None = None, model=None,
                 data_dir=None, results: Path | None = Path("benchmarks/results/serve.json"),
-                markdown: Path | None = Path("BENCHMARKS.md"), progress: bool = True) -> dict:
+                markdown: Path | None = Path("BENCHMARKS.md"), progress: bool = True,
+                hostile_side: int = HOSTILE_SIDE) -> dict:
     """The 28x28 load at `clients` for `seconds` while abusive clients send EXPECTED's kinds of
-    abuse; the service runs with `read_timeout` (None: its default). Writes the "abuse" part of
+    abuse; the service runs with `read_timeout` (None: its default). hostile_side: pixels across
+    the blank pages and the photo to annotate (issue 18's 6300: each costs the service 0.3-0.4 GiB
+    while it works on it; 2500 for a short test). Writes the "abuse" part of
     `results` and its BENCHMARKS.md section (None: don't); raises LoadTestError, after writing,
     if a good request failed, an abusive one got an outcome not in EXPECTED, the service logged a
     traceback, or it did not answer afterwards."""
     from .serve.app import MAX_BODY, READ_TIMEOUT
 
     read_timeout = READ_TIMEOUT if read_timeout is None else read_timeout
-    if clients < 1 or seconds <= 0 or read_timeout <= 0:
-        raise ConfigError(f"clients must be at least 1, seconds and read_timeout positive, got {clients}, "
-                          f"{seconds} and {read_timeout}")
+    if clients < 1 or seconds <= 0 or read_timeout <= 0 or hostile_side < 100:
+        raise ConfigError(f"clients must be at least 1, seconds and read_timeout positive and hostile_side at "
+                          f"least 100, got {clients}, {seconds}, {read_timeout} and {hostile_side}")
     images, labels = _test_digits(data_dir)
     port = free_port()
     requests = [http_request("/api/predict", body, port) for body in request_bodies("pixels", images)]
@@ -497,13 +649,13 @@ def bench_abuse(clients: int = 16, seconds: float = 10, read_timeout: float | No
         rss_before = process_memory_mb(process.pid)
         context = multiprocessing.get_context("spawn")  # not fork: this process holds torch's threads
         queue = context.Queue()
-        abusers = context.Process(target=_abuse_process, args=(port, seconds, read_timeout, MAX_BODY, queue),
-                                  daemon=True)
+        abusers = context.Process(target=_abuse_process,
+                                  args=(port, seconds, read_timeout, MAX_BODY, hostile_side, queue), daemon=True)
         abusers.start()
         try:
             queue.get(timeout=START_TIMEOUT)  # "started"
             good = asyncio.run(_load(port, requests, labels, clients, seconds))
-            abuse = queue.get(timeout=read_timeout + GRACE + 60)
+            abuse = queue.get(timeout=read_timeout + GRACE + 60 + 4 * _hostile_limit())  # 4 kinds of reads
         except Exception as err:  # noqa: BLE001 -- queue.Empty, or anything the clients hit
             raise LoadTestError(f"the abusive clients did not report (exit code {abusers.exitcode}): "
                                 f"{type(err).__name__}: {err}") from err
@@ -525,7 +677,8 @@ def bench_abuse(clients: int = 16, seconds: float = 10, read_timeout: float | No
                    + (f" --model {model}" if model else ""),
         "date": date.today().isoformat(), "machine": machine(), "torch": torch.__version__,
         "load_average_before": load_before,
-        "clients": clients, "seconds": seconds, "read_timeout": read_timeout, "good": good, "abuse": abuse,
+        "clients": clients, "seconds": seconds, "read_timeout": read_timeout, "hostile_side": hostile_side,
+        "good": good, "abuse": abuse,
         "service_rss_before_mb": rss_before, "service_peak_rss_mb": rss_peak, "alive_after": alive,
         "after": None if after is None else {"requests": after["requests"], "errors": after["errors"]},
         "service_log_lines": len(log.splitlines()), "service_tracebacks": log.count("Traceback"),
@@ -559,6 +712,7 @@ def publish_abuse(report: dict, markdown: Path) -> None:
         closed = f"{run['max_seconds']:.1f} s" if "max_seconds" in run else ""
         lines.append(f"| {kind} | {run['sent']:,} | {outcomes} | {right} | {closed} |")
     good, after = report["good"], report["after"]
+    side = report.get("hostile_side", HOSTILE_SIDE)
     lines += ["", f"Good requests meanwhile (`/api/predict` JSON 28x28 pixels, {report['clients']} clients, "
                   f"{report['seconds']:g} s): {good['requests']:,} requests, {good['errors']} errors, "
                   f"{good['requests_per_second']:.0f} requests/s, p50 {good['p50_ms']:.1f} ms, p90 "
@@ -576,5 +730,9 @@ def publish_abuse(report: dict, markdown: Path) -> None:
                   f"service, good clients and abusive clients (a process of their own) on the same machine; "
                   f"the service's read timeout {report['read_timeout']:g} s, the paced kinds one request every "
                   f"{PACE:g} s each on a new connection, {SLOW} slow heads and {SLOW} slow bodies at a byte every "
-                  f"{TRICKLE:g} s, {IDLE} idle connections and {LARGE} large bodies at once.", ABUSE_END]
+                  f"{TRICKLE:g} s, {IDLE} idle connections and {LARGE} large bodies at once; the hostile images "
+                  f"once each from the start: {BLANK_PAGES} blank {side}x{side} PNGs to `/api/predict` at once, and "
+                  f"one kind after another to `/api/read`: {HOSTILE_READS} PNGs of 62,500 dots, {HOSTILE_READS} of "
+                  f"330 ruled lines, the annotation of a grainy {side}x{side} JPEG, and {UNREAD} clients asking for "
+                  f"it that read nothing for the service's write timeout and a second more.", ABUSE_END]
     write_section(markdown, ABUSE_START, ABUSE_END, "\n".join(lines), ABUSE_HEADING + "\n\n")

@@ -14,22 +14,30 @@ Endpoints (every error is JSON: {"error": message, "status": code}):
   * JSON {"pixels": [[...28 numbers...] x 28]}: an MNIST-style digit, ink bright, 0-255 (or
     0-1 floats), which the model sees as it is -- unless "prepare": true.
 - POST /api/read: a photo (multipart field "file", or the raw body) -> reading.to_json() (text,
-  lines, digits with boxes and confidences); ?annotate=true adds "annotated", a PNG data URL
-  of the photo with boxes and readings; ?unsure_below=0.6 sets the unsure threshold.
+  lines, digits with boxes and confidences); ?annotate=true adds "annotated", a data URL of the
+  photo with boxes and readings (at most ANNOTATED_SIDE pixels on its longer side; PNG, or JPEG
+  where the PNG would pass ANNOTATED_BYTES); ?unsure_below=0.6 sets the unsure threshold.
 - GET /api/models: the model being served. GET /healthz: {"status": "ok"}. GET /docs: OpenAPI.
 - GET /: the page (static/index.html, its assets under /static/): draw a digit, drop a photo.
 
 Limits: a request body over `max_body` bytes -> 413 (from Content-Length before anything is
 read, or as soon as a chunked body passes it); an image declaring more than `max_pixels` pixels
 -> 413 before it is decoded; not an image -> 415; malformed JSON, a wrong array shape, an image
-with no digit -> 422. Model work runs off the event loop, in one inference thread; requests
-that arrive together are read in one batch (up to `max_batch`).
+with no digit -> 422. Model work runs off the event loop: predictions in one inference thread,
+those that arrive together in one batch (up to `max_batch`), each image prepared alone so that
+one that fails, however, fails alone; reads in a thread of their own (Reader), so that neither
+waits for the other.
 
 Bounds against abuse (each found missing by `digitlab bench serve --abuse`, see BodyLimits and
 GuardedHttp): a request's head must arrive within `read_timeout` seconds and fit in MAX_HEAD
 bytes (else 408 / 431, closed), and its body within `read_timeout` more (else 408); the bodies
 held at once, across requests, fit in `body_budget` bytes (else 503); a client that hangs up
-mid-body ends its request quietly; an unexpected error is a JSON 500 too.
+mid-body ends its request quietly; an unexpected error is a JSON 500 too. Found missing by issue
+18: the pixels of the images in work, as their headers declare them, fit in `pixel_budget`
+(PixelBudget, else 503 after IMAGE_WAIT s); a read works at most `read_time_limit` seconds (else
+422), stops when its client hangs up, and refuses images of more than read.MAX_MARKS marks; an
+error drops its tracebacks, which held the decoded image; a response its client stops reading
+for WRITE_TIMEOUT seconds is dropped; HTTP that httptools cannot parse gets a JSON 400.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -56,32 +67,49 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .. import __version__
-from ..api import BUNDLED_MODEL, Model, load_model, predict, read
-from ..api import annotate as annotate_image
+from ..api import BUNDLED_MODEL, Model, load_model, predict
 from ..checkpoint import read_json
-from ..errors import DigitlabError
-from ..preprocess import MAX_PIXELS, ImageTooLargeError, NotAnImageError
-from ..read import UNSURE_BELOW
+from ..errors import ConfigError, DigitlabError
+from ..preprocess import MAX_PIXELS, ImageTooLargeError, NotAnImageError, declared_size, to_mnist_style
+from ..read import UNSURE_BELOW, annotate as annotate_image, read as read_digits
 
 MAX_BODY = 10 * 1024 * 1024  # bytes: a phone photo is 2-8 MB
 MAX_BATCH = 64  # predictions read in one model call
 READ_TIMEOUT = 10.0  # seconds for a request's head, and again for its body: an 8 MB photo in 10 s is 6.4 Mbit/s
 MAX_HEAD = 64 * 1024  # bytes of request line and headers; h11's default is 16 KiB, nginx's 32 KiB
 BODY_BUDGET = 64 * 1024 * 1024  # bytes of request bodies held at once, across requests: six phone photos
+WRITE_TIMEOUT = 10.0  # seconds a response may wait for its client to read on, before the connection is dropped
+# Decoded images cost 20-25 bytes a pixel while they are prepared (float32 grey and its working
+# copies), their bodies far less: 12 blank 6300x6300 pages are 52 KB PNGs. The pixels that images
+# being prepared or read may declare at once, across requests (a 40 MP image and a phone photo);
+# an image of at most SMALL_IMAGE pixels is not counted (the page's canvas is 280x280).
+PIXEL_BUDGET = 48_000_000
+SMALL_IMAGE = 2_000_000
+IMAGE_WAIT = 10.0  # seconds a request may wait for room in PIXEL_BUDGET, else 503
+MAX_READS = 1  # reads (/api/read) worked on at once, in a thread of their own beside the inference thread
+READ_QUEUE = 4  # reads that may wait for it; more -> 503
+# Seconds one read may work, decoding included: `bench read`'s slowest real image takes 0.65 s
+# (2-core AMD EPYC); a page of 484 printed digits 7 s of CPU.
+READ_TIME_LIMIT = 10.0
+DISCONNECT_POLL = 0.1  # seconds between looks at whether a read's client is still there
+ANNOTATED_SIDE = 1600  # pixels on the longer side of ?annotate=true's image, at most
+ANNOTATED_BYTES = 2 * 1024 * 1024  # its encoded size, at most: PNG where that fits, else JPEG
+log = logging.getLogger(__name__)
 STATIC = resources.files("digitlab.serve") / "static"
 
 
 class ServiceError(Exception):
-    """An error answered as JSON with this HTTP status."""
+    """An error answered as JSON with this HTTP status (and these headers)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status)
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
 def _json(payload: Any) -> Response:
@@ -210,16 +238,25 @@ class GuardedHttp(HttpToolsProtocol):
       wished, each holding a file descriptor (a service under systemd gets 1,024);
     - size: a head over `max_head` bytes -> 431 and closed. httptools buffers a header by
       concatenating bytes: one 300 MB header took 109 s of the service's event loop and its
-      peak memory from 450 MiB to 1 GiB.
+      peak memory from 450 MiB to 1 GiB;
+    - writing: a response whose client stops reading it (the transport's buffer full, writing
+      paused) for `write_timeout` seconds is dropped with its connection. Without this six clients
+      that never read their 99 MB annotations held 1.4 GB for as long as they stayed connected;
+    - what httptools cannot parse (duplicate, negative or chunked-and-sized Content-Length, a NUL
+      in a header, an unknown method, TLS) is a JSON 400 like every other error, not uvicorn's
+      plain-text one.
 
     Body bounds are BodyLimits' (ASGI, in the app). uvicorn calls this class with its own
     arguments; `serve` binds read_timeout with functools.partial. It relies on attributes of
     HttpToolsProtocol (loop, transport, cycle, pipeline) that are not uvicorn's public API: a
     release that changes them fails tests/test_serve.py's abuse test."""
 
-    def __init__(self, *args, read_timeout: float = READ_TIMEOUT, max_head: int = MAX_HEAD, **kwargs):
+    def __init__(self, *args, read_timeout: float = READ_TIMEOUT, max_head: int = MAX_HEAD,
+                 write_timeout: float = WRITE_TIMEOUT, **kwargs):
         super().__init__(*args, **kwargs)
         self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.write_timer: asyncio.TimerHandle | None = None
         self.max_head = max_head
         self.reading_head = True  # False from a head's end to its body's end
         self.head_bytes = 0  # of the head being read, counted by whole reads (see data_received)
@@ -232,7 +269,38 @@ class GuardedHttp(HttpToolsProtocol):
 
     def connection_lost(self, exc) -> None:
         self._stop_head_timer()
+        self._stop_write_timer()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:  # the transport's buffer is full: the client reads no faster
+        super().pause_writing()
+        if self.write_timer is None:
+            self.write_timer = self.loop.call_later(self.write_timeout, self._write_too_slow)
+
+    def resume_writing(self) -> None:
+        self._stop_write_timer()
+        super().resume_writing()
+
+    def _stop_write_timer(self) -> None:
+        if self.write_timer is not None:
+            self.write_timer.cancel()
+            self.write_timer = None
+
+    def _write_too_slow(self) -> None:
+        # abort, not close: close() would wait to send what is buffered, to a client that does not read
+        self.write_timer = None
+        self.transport.abort()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that httptools cannot parse (`msg` is always "Invalid HTTP
+        request received."), as JSON; a response already begun is cut off instead."""
+        self._stop_head_timer()
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started or self.cycle.response_complete:
+            self._write_error(400, "the request is not valid HTTP/1.1: check its request line and headers "
+                                   "(Content-Length given once, not negative, not with Transfer-Encoding)")
+        self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         parsed = self.parsed
@@ -282,11 +350,14 @@ class GuardedHttp(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self.cycle is None or self.cycle.response_complete:  # else a request is being answered: just close
-            body = json.dumps({"error": message, "status": status}).encode()
-            self.transport.write(b"".join([
-                STATUS_LINE[status], b"content-type: application/json\r\n",
-                b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n", body]))
+            self._write_error(status, message)
         self.transport.close()
+
+    def _write_error(self, status: int, message: str) -> None:
+        body = json.dumps({"error": message, "status": status}).encode()
+        self.transport.write(b"".join([
+            STATUS_LINE[status], b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n", body]))
 
 
 # --- the inference thread and its batches ---------------------------------------------------------
@@ -340,8 +411,8 @@ class Batcher:
             return
         try:
             results = await self.run(self._predict_each, [image for image, _, _ in items], prepare)
-        except Exception as err:  # noqa: BLE001 -- handed to the waiting requests
-            results = [err] * len(items)
+        except Exception as err:  # noqa: BLE001 -- not one image's: the thread itself failed; handed to each
+            results = [_failed(err, "the inference thread")] * len(items)
         for (_, _, future), result in zip(items, results):
             if future.done():  # its client went away
                 continue
@@ -351,19 +422,169 @@ class Batcher:
                 future.set_result(result)
 
     def _predict_each(self, images: list, prepare: bool) -> list:
-        """Predictions for a batch; an image that fails fails alone (its error in its place)."""
-        try:
-            return predict(images, self.model, prepare=prepare, max_pixels=self.max_pixels)
-        except DigitlabError:
-            if len(images) == 1:
-                raise
-        results = []
-        for image in images:
+        """Predictions for a batch, each image prepared alone and the prepared ones read in one
+        model call: an image that fails, with any exception, fails alone (its error in its place).
+        Before, the batch was tried whole first, and an error that was no DigitlabError (a DDS
+        file's NotImplementedError) failed every request batched with it."""
+        results: list = [None] * len(images)
+        ready = []
+        for k, image in enumerate(images):
             try:
-                results.append(predict([image], self.model, prepare=prepare, max_pixels=self.max_pixels)[0])
-            except DigitlabError as err:
-                results.append(err)
+                ready.append((k, to_mnist_style(image, max_pixels=self.max_pixels) if prepare else image))
+            except Exception as err:  # noqa: BLE001 -- its request's error
+                results[k] = _failed(err, "preparing an image")
+        if not ready:
+            return results
+        try:
+            predictions = predict([x for _, x in ready], self.model, prepare=False)
+        except Exception:  # noqa: BLE001 -- one input the model refuses: then each alone, to find it
+            predictions = []
+            for _, x in ready:
+                try:
+                    predictions.append(predict([x], self.model, prepare=False)[0])
+                except Exception as err:  # noqa: BLE001 -- its request's error
+                    predictions.append(_failed(err, "predicting"))
+        for (k, _), prediction in zip(ready, predictions):
+            results[k] = prediction
         return results
+
+
+def _failed(err: BaseException, doing: str) -> BaseException:
+    """`err`, to hand to its request, without the tracebacks of it and of the errors it came from:
+    their frames held the decoded image, and 12 blank 6300x6300 pages that failed together took the
+    service from 621 MiB to 2.6 GiB, held until their batch ended. What is no DigitlabError is a
+    bug: logged first, with its traceback."""
+    if not isinstance(err, DigitlabError):
+        log.error("%s raised %s: %s", doing, type(err).__name__, err, exc_info=err)
+    seen: set[int] = set()
+    pending = [err]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.__traceback__ = None
+        pending += [e.__cause__, e.__context__]
+    return err
+
+
+def _answer_error(err: BaseException) -> ServiceError:
+    """The JSON error for what a request's image work raised: 413/415/422 for the image's own
+    problems (DigitlabError), 500 for anything else (a bug, logged by `_failed`)."""
+    if isinstance(err, DigitlabError):
+        return _reading_error(err)
+    return ServiceError(500, f"internal error: {type(err).__name__}")
+
+
+# --- the images in flight: their pixels, and the read threads --------------------------------------
+
+
+class PixelBudget:
+    """The pixels of the images being prepared or read, across requests, as their headers declare
+    them (preprocess.declared_size): a request whose image does not fit in `budget` beside the
+    others waits for room up to `wait` seconds, then gets 503 with Retry-After. BodyLimits bounds
+    the bytes of bodies; this bounds what they decode to. An image of at most `small` pixels is
+    not counted, so that large images never hold up a canvas drawing."""
+
+    def __init__(self, budget: int = PIXEL_BUDGET, small: int = SMALL_IMAGE, wait: float = IMAGE_WAIT):
+        self.budget, self.small, self.wait = budget, small, wait
+        self.held = 0
+        self.changed = asyncio.Condition()
+
+    @asynccontextmanager
+    async def hold(self, pixels: int):
+        counted = 0 if pixels <= self.small else min(pixels, self.budget)
+        if counted:
+            async with self.changed:
+                try:
+                    async with asyncio.timeout(self.wait):
+                        await self.changed.wait_for(lambda: self.held + counted <= self.budget)
+                except TimeoutError:
+                    raise ServiceError(503, f"the service is working on {self.held:,} pixels of other images, its "
+                                            "limit: try again in a moment", {"retry-after": "1"}) from None
+                self.held += counted
+        try:
+            yield
+        finally:
+            if counted:
+                async with self.changed:
+                    self.held -= counted
+                    self.changed.notify_all()
+
+
+class Reader:
+    """Reads (/api/read) in `max_reads` threads of their own, so that a read never waits for
+    predictions nor they for it: in the one inference thread, a 307 KB PNG of 62,500 dots worked
+    41-48 s and a prediction sent meanwhile waited as long. At most `queue` more reads wait for
+    a thread (then 503). Each may work `time_limit` seconds (then 422, read.ReadingStopped), and
+    stops as soon as its client hangs up: two such reads sent and abandoned had made the next
+    prediction wait 86 s."""
+
+    def __init__(self, model: Model, max_pixels: int, max_reads: int = MAX_READS, queue: int = READ_QUEUE,
+                 time_limit: float | None = READ_TIME_LIMIT):
+        self.model, self.max_pixels, self.time_limit = model, max_pixels, time_limit
+        self.capacity = max_reads + queue
+        self.admitted = 0  # reads working or waiting for a thread
+        self.executor = ThreadPoolExecutor(max_reads, thread_name_prefix="digitlab-read")
+
+    def stop(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    async def read(self, request: Request, data: bytes, unsure_below: float, annotate: bool) -> dict:
+        if self.admitted >= self.capacity:
+            raise ServiceError(503, f"the service is already reading {self.admitted} photos, its limit: try again in "
+                                    "a moment", {"retry-after": "1"})
+        self.admitted += 1
+        stop = threading.Event()
+        try:
+            work = asyncio.get_running_loop().run_in_executor(self.executor, self._work, data, unsure_below,
+                                                              annotate, stop)
+            while not work.done():  # the work goes on to its end (or its next check) either way
+                await asyncio.wait([work], timeout=DISCONNECT_POLL)
+                if not work.done() and not stop.is_set() and await request.is_disconnected():
+                    stop.set()
+            result, error = work.result()
+        finally:
+            self.admitted -= 1
+        if stop.is_set():
+            raise ClientDisconnect()  # nobody to answer (BodyLimits ends the request quietly)
+        if error is not None:
+            raise _answer_error(error) from error
+        return result
+
+    def _work(self, data: bytes, unsure_below: float, annotate: bool, stop: threading.Event) -> tuple:
+        """(the reading's JSON, None), or (None, the error, its tracebacks dropped): in the read thread."""
+        try:
+            reading = read_digits(data, self.model, unsure_below=unsure_below, max_pixels=self.max_pixels,
+                                  time_limit=self.time_limit, cancelled=stop.is_set)
+            out = reading.to_json()
+            if annotate:
+                out["annotated"] = _annotated(data, reading, self.max_pixels)
+            return out, None
+        except Exception as err:  # noqa: BLE001 -- its request's error
+            return None, _failed(err, "reading a photo")
+
+
+def _annotated(data: bytes, reading, max_pixels: int) -> str:
+    """The photo with its reading drawn on, as a data URL: at most ANNOTATED_SIDE pixels on its
+    longer side, and at most ANNOTATED_BYTES as PNG, else as JPEG at the best quality that fits
+    (smaller still if none does). A 6300x6300 photo's full-size PNG made a 33-99 MB answer."""
+    canvas = cv2.cvtColor(annotate_image(data, reading, max_pixels=max_pixels, max_side=ANNOTATED_SIDE),
+                          cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", canvas)
+    kind = "png"
+    while not ok or encoded.size > ANNOTATED_BYTES:
+        if kind == "jpeg":  # over even at quality 30 (uniform noise, 1600x1600, is 0.72 MB at 30): halve it
+            canvas = cv2.resize(canvas, (max(1, canvas.shape[1] // 2), max(1, canvas.shape[0] // 2)),
+                                interpolation=cv2.INTER_AREA)
+        kind = "jpeg"
+        for quality in (90, 75, 60, 45, 30):
+            ok, encoded = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if ok and encoded.size <= ANNOTATED_BYTES:
+                break
+        if not ok and max(canvas.shape[:2]) == 1:
+            raise ConfigError(f"the annotation of a {reading.width}x{reading.height} image could not be encoded")
+    return f"data:image/{kind};base64," + base64.b64encode(encoded.tobytes()).decode()
 
 
 # --- parsing requests -----------------------------------------------------------------------------
@@ -414,6 +635,35 @@ def _pixels(value: Any) -> np.ndarray:
     return np.round(array).astype(np.uint8)
 
 
+async def _predict_input(request: Request) -> tuple[Any, bool]:
+    """What /api/predict was sent: (the image's bytes, True: to prepare) or (28x28 pixels, prepare)."""
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        return await _image_bytes(request), True
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ServiceError(422, f"the body is not valid JSON: {err}") from err
+    except RecursionError:  # "[[[[..." a few thousand deep, which was a 500
+        raise ServiceError(422, "the body's JSON is nested too deeply") from None
+    except ValueError:  # an integer of more digits than Python converts, which was a 500
+        raise ServiceError(422, f"the body's JSON holds an integer of more than {sys.get_int_max_str_digits():,} "
+                                "digits") from None
+    if not isinstance(body, dict) or ("image" in body) == ("pixels" in body):
+        raise ServiceError(422, 'send a JSON object with either "image" (a data URL) or "pixels" (28x28)')
+    if "image" in body:
+        return _data_url_bytes(body["image"]), True
+    return _pixels(body["pixels"]), bool(body.get("prepare", False))
+
+
+def _declared_pixels(data: bytes, max_pixels: int) -> int:
+    """The pixels an image's header declares (nothing is decoded); its error, as JSON, if it has one."""
+    try:
+        width, height = declared_size(data, max_pixels=max_pixels)
+    except Exception as err:  # noqa: BLE001 -- the image's own error: 413, 415 or 422 (500 for a bug)
+        raise _answer_error(_failed(err, "reading an image's header")) from err
+    return width * height
+
+
 def _prediction_json(prediction) -> dict:
     out = prediction.to_json()
     out["input"] = prediction.model_input.tolist()
@@ -433,19 +683,25 @@ def _reading_error(err: DigitlabError) -> ServiceError:
 
 def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_BODY,
                max_pixels: int = MAX_PIXELS, max_batch: int = MAX_BATCH, read_timeout: float = READ_TIMEOUT,
-               body_budget: int = BODY_BUDGET) -> FastAPI:
+               body_budget: int = BODY_BUDGET, pixel_budget: int = PIXEL_BUDGET, max_reads: int = MAX_READS,
+               read_time_limit: float | None = READ_TIME_LIMIT) -> FastAPI:
     """The service as an ASGI app. model: a Model, a run directory, an .onnx file from `digitlab export`,
     or None for the bundled one. A path is loaded with the default backend (ONNX Runtime, with
     torch.get_num_threads() threads). read_timeout: seconds for a request's body to arrive once its
-    head has (the head's own deadline is the server's: see `serve`)."""
+    head has (the head's own deadline is the server's: see `serve`). pixel_budget: pixels of images
+    in work at once (PixelBudget); max_reads: reads worked on at once, read_time_limit: seconds each
+    may take (Reader)."""
     model = model if isinstance(model, Model) else load_model(model)
     batcher = Batcher(model, max_batch, max_pixels)
+    reader = Reader(model, max_pixels, max_reads, time_limit=read_time_limit)
+    pixels = PixelBudget(max(pixel_budget, max_pixels))
 
     @asynccontextmanager
     async def lifespan(_app):
         batcher.start()
         yield
         await batcher.stop()
+        reader.stop()
 
     app = FastAPI(title="digitlab", version=__version__, lifespan=lifespan,
                   description="Handwritten-digit recognition: one digit (`/api/predict`) or the digit strings "
@@ -455,7 +711,7 @@ def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_B
 
     @app.exception_handler(ServiceError)
     async def service_error(_request, err: ServiceError):
-        return _error(err.status, err.message)
+        return _error(err.status, err.message, err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request, err: RequestValidationError):
@@ -484,50 +740,24 @@ def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_B
                           "Content-Type), or JSON: `{\"image\": \"data:image/png;base64,...\"}` or "
                           "`{\"pixels\": 28x28 array, ink bright 0-255, \"prepare\": false}`.")
     async def predict_endpoint(request: Request):
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("application/json"):
+        image, prepare = await _predict_input(request)
+        async with pixels.hold(_declared_pixels(image, max_pixels) if prepare else 0):
             try:
-                body = json.loads(await request.body())
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ServiceError(422, f"the body is not valid JSON: {err}") from err
-            except RecursionError:  # "[[[[..." a few thousand deep, which was a 500
-                raise ServiceError(422, "the body's JSON is nested too deeply") from None
-            if not isinstance(body, dict) or ("image" in body) == ("pixels" in body):
-                raise ServiceError(422, 'send a JSON object with either "image" (a data URL) or "pixels" (28x28)')
-            if "image" in body:
-                image, prepare = _data_url_bytes(body["image"]), True
-            else:
-                image, prepare = _pixels(body["pixels"]), bool(body.get("prepare", False))
-        else:
-            image, prepare = await _image_bytes(request), True
-        try:
-            prediction = await batcher.predict(image, prepare)
-        except DigitlabError as err:
-            raise _reading_error(err) from err
+                prediction = await batcher.predict(image, prepare)
+            except Exception as err:  # noqa: BLE001 -- the image's own error (Batcher hands each its own)
+                raise _answer_error(err) from err
         return _json(_prediction_json(prediction))
 
     @app.post("/api/read", summary="Read the digit strings in a photo",
               description="A photo (multipart field `file`, or the raw body). `annotate=true` adds the "
-                          "annotated photo as a PNG data URL.")
+                          f"annotated photo as a data URL (PNG, or JPEG over {ANNOTATED_BYTES // 2**20} MiB; "
+                          f"at most {ANNOTATED_SIDE} pixels on its longer side).")
     async def read_endpoint(request: Request, annotate: bool = False, unsure_below: float = UNSURE_BELOW):
         if not 0 <= unsure_below <= 1:
             raise ServiceError(422, f"unsure_below must lie in [0, 1], got {unsure_below}")
         data = await _image_bytes(request)
-
-        def work():
-            reading = read(data, model, unsure_below=unsure_below, max_pixels=max_pixels)
-            out = reading.to_json()
-            if annotate:
-                ok, png = cv2.imencode(".png", cv2.cvtColor(annotate_image(data, reading, max_pixels=max_pixels),
-                                                            cv2.COLOR_RGB2BGR))
-                if ok:
-                    out["annotated"] = "data:image/png;base64," + base64.b64encode(png.tobytes()).decode()
-            return out
-
-        try:
-            return _json(await batcher.run(work))
-        except DigitlabError as err:
-            raise _reading_error(err) from err
+        async with pixels.hold(_declared_pixels(data, max_pixels)):
+            return _json(await reader.read(request, data, unsure_below, annotate))
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -560,11 +790,12 @@ def _model_info(model: Model) -> dict:
 
 def serve(model: Model | str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
           max_body: int = MAX_BODY, max_pixels: int = MAX_PIXELS, threads: int = 1,
-          read_timeout: float = READ_TIMEOUT, log_level: str = "info") -> None:
+          read_timeout: float = READ_TIMEOUT, write_timeout: float = WRITE_TIMEOUT, log_level: str = "info") -> None:
     """Run the service on uvicorn until Ctrl-C or SIGTERM, then shut down cleanly (requests in
     flight answered, the inference thread stopped) and return. threads: PyTorch's and ONNX
     Runtime's threads for model work (a Model given already loaded keeps its own). read_timeout:
-    seconds for a request's head to arrive, and again for its body (GuardedHttp, BodyLimits).
+    seconds for a request's head to arrive, and again for its body (GuardedHttp, BodyLimits);
+    write_timeout: seconds a response may wait for its client to read on (GuardedHttp).
 
     No limit on connections (uvicorn's limit_concurrency): it counts open connections, idle ones
     too -- with limit_concurrency=50, 60 idle connections turned the next request of a client
@@ -586,6 +817,6 @@ def serve(model: Model | str | Path | None = None, *, host: str = "127.0.0.1", p
 
     torch.set_num_threads(threads)
     app = create_app(model, max_body=max_body, max_pixels=max_pixels, read_timeout=read_timeout)
-    http = functools.partial(GuardedHttp, read_timeout=read_timeout)
+    http = functools.partial(GuardedHttp, read_timeout=read_timeout, write_timeout=write_timeout)
     Server(uvicorn.Config(app, host=host, port=port, http=http, log_level=log_level,
                           timeout_graceful_shutdown=10)).run()

@@ -740,6 +740,7 @@ def read(image, model, *, unsure_below: float = UNSURE_BELOW, max_pixels: int = 
     if time_limit is not None and not time_limit > 0:
         raise ConfigError(f"time_limit must be positive seconds, got {time_limit}")
     work = _Work(time_limit, cancelled)
+    work.check()  # cancelled while it waited for a thread: not even decoded
     grey = load_image(image, max_pixels=max_pixels)
     work.check()
     height, width = grey.shape

@@ -722,6 +722,28 @@ def _union(boxes: list[Box]) -> Box:
     return (x0, y0, x1 - x0, y1 - y0)
 
 
+def _plans(lines: list[list[Segment]], work: _Work
+           ) -> tuple[list[tuple[list[Segment], list[tuple[Segment, list[list[Segment]], float]]]], list[Segment]]:
+    """Every way to read every segment, as lists of pieces, line by line: [(line, [(segment, its
+    options, the line's height)])]; and all the pieces, which go through the model in one batch."""
+    plans = []
+    pieces: list[Segment] = []
+    for line in lines:
+        heights = [s.box[3] for s in line if s.kind != "mark"] or [s.box[3] for s in line]
+        line_height = float(statistics.median(heights))
+        plan = []
+        for segment in line:
+            work.check()
+            options = [] if segment.kind == "mark" else [[segment]]
+            if segment.kind == "touching":
+                # a part much shorter than the line's digits is a tick or tail, not a digit
+                options += [o for o in _splits(segment) if all(p.box[3] >= 0.5 * line_height for p in o)]
+            plan.append((segment, options, line_height))
+            pieces += [p for option in options for p in option]
+        plans.append((line, plan))
+    return plans, pieces
+
+
 def read(image, model, *, unsure_below: float = UNSURE_BELOW, max_pixels: int = MAX_PIXELS,
          time_limit: float | None = None, cancelled: Callable[[], bool] | None = None) -> Reading:
     """Read every line of digits in an image.
@@ -754,25 +776,7 @@ def read(image, model, *, unsure_below: float = UNSURE_BELOW, max_pixels: int = 
     if ink is None:
         return Reading([], width, height)
     work.check()
-    lines = _segment_ink(ink, work)
-
-    # Every way to read every segment, as lists of pieces; all pieces go through the model in
-    # one batch.
-    plans: list[tuple[list[Segment], list[tuple[Segment, list[list[Segment]], float]]]] = []
-    pieces: list[Segment] = []
-    for line in lines:
-        heights = [s.box[3] for s in line if s.kind != "mark"] or [s.box[3] for s in line]
-        line_height = float(statistics.median(heights))
-        plan = []
-        for segment in line:
-            work.check()
-            options = [] if segment.kind == "mark" else [[segment]]
-            if segment.kind == "touching":
-                # a part much shorter than the line's digits is a tick or tail, not a digit
-                options += [o for o in _splits(segment) if all(p.box[3] >= 0.5 * line_height for p in o)]
-            plan.append((segment, options, line_height))
-            pieces += [p for option in options for p in option]
-        plans.append((line, plan))
+    plans, pieces = _plans(_segment_ink(ink, work), work)
     if len(pieces) > MAX_PIECES:
         raise ImageError(f"the image holds {len(pieces):,} candidate digits, more than the {MAX_PIECES:,} one image "
                          "may have: it looks like noise or texture, not lines of digits; crop it to the writing")

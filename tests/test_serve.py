@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import digitlab
-from digitlab.bench_serve import EXPECTED, LARGE, SLOW_KINDS, bench_abuse, bench_serve, free_port, start_service, \
-    stop_service
+from digitlab.bench_serve import EXPECTED, LARGE, SLOW_KINDS, bench_abuse, bench_serve, free_port, request_bodies, \
+    start_service, stop_service
 from digitlab.serve import create_app
 from imagetools import huge_png, png_bytes
 
@@ -229,9 +229,22 @@ def test_a_bounded_load_test_has_no_errors(shared_data_dir, tmp_path):
                          markdown=tmp_path / "BENCHMARKS.md", progress=False)
     for kind, run in report["runs"].items():
         assert run["errors"] == 0 and run["requests"] > 0, kind
-        assert run["digits_right"] >= 0.95, kind
+    # Correctness on what a time-bounded loop happened to send is a coin toss for canvases (14-19
+    # checked, one misread digit is 93-95%): arrays read 100% of any sample; canvases are checked
+    # on a fixed set below.
+    assert report["runs"]["pixels"]["digits_right"] >= 0.95
     assert report["service_exit_code"] == 0
     assert "bench serve" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_canvas_pngs_of_a_fixed_set_of_digits_read_right(client, mnist):
+    """The first 200 MNIST test digits as the load test's canvas bodies (bench_serve.request_bodies):
+    199 of 200 read right with the bundled model (measured 2026-12-02; 499 of the first 500)."""
+    images, labels = mnist.test_images[:200, 0].numpy(), mnist.test_labels[:200].numpy()
+    answers = [client.post("/api/predict", content=body, headers={"content-type": "application/json"}).json()
+               for body in request_bodies("canvas", images)]
+    right = np.mean([answer["digit"] == str(label) for answer, label in zip(answers, labels)])
+    assert right >= 0.99, right
 
 
 def test_the_service_survives_abuse(shared_data_dir, tmp_path):
@@ -241,7 +254,8 @@ def test_the_service_survives_abuse(shared_data_dir, tmp_path):
     below say the same where it can be read from the report."""
     read_timeout = 2
     report = bench_abuse(clients=4, seconds=3, read_timeout=read_timeout, data_dir=shared_data_dir,
-                         results=tmp_path / "serve.json", markdown=tmp_path / "BENCHMARKS.md", progress=False)
+                         hostile_side=2500, results=tmp_path / "serve.json", markdown=tmp_path / "BENCHMARKS.md",
+                         progress=False)
     good = report["good"]
     assert good["errors"] == 0 and good["requests"] > 100 and good["digits_right"] >= 0.95
     assert set(report["abuse"]) == set(EXPECTED)
@@ -254,7 +268,10 @@ def test_the_service_survives_abuse(shared_data_dir, tmp_path):
     # Memory: LARGE = 32 bodies of 9 MiB arrive at once. The service holds at most BODY_BUDGET
     # (64 MiB) of them, plus 64 KiB a connection, Starlette copying a body once as it joins its
     # chunks: ~150 MiB at worst. Without the budget the same burst took it up by 330-430 MiB.
-    assert report["service_peak_rss_mb"] - report["service_rss_before_mb"] < 200, report
+    # The hostile pages come on top: 12 blank 2500x2500 PNGs at once (6.25 MP each, decoded to
+    # float32 grey and prepared within the service's pixel budget) and the annotation of a grainy
+    # 2500x2500 JPEG; measured +341 MiB in all (2026-12-02), +597 MiB at the default 6300 px.
+    assert report["service_peak_rss_mb"] - report["service_rss_before_mb"] < 500, report
     assert report["alive_after"] and report["after"]["errors"] == 0 and report["after"]["requests"] > 0
     assert report["service_tracebacks"] == 0 and report["service_exit_code"] == 0
     assert "abuse" in json.loads((tmp_path / "serve.json").read_text())
@@ -262,7 +279,8 @@ def test_the_service_survives_abuse(shared_data_dir, tmp_path):
 
 
 def test_serve_cli_refuses_bad_options():
-    for args in (["--port", "70000"], ["--max-body-mb", "0"], ["--threads", "0"], ["--read-timeout", "0"]):
+    for args in (["--port", "70000"], ["--max-body-mb", "0"], ["--threads", "0"], ["--read-timeout", "0"],
+                 ["--write-timeout", "0"]):
         run = subprocess.run([sys.executable, "-m", "digitlab", "serve", *args], capture_output=True, text=True,
                              timeout=120)
         assert run.returncode == 2 and "error" in run.stderr and "Traceback" not in run.stderr
@@ -272,4 +290,4 @@ def test_serve_cli_help_explains():
     run = subprocess.run([sys.executable, "-m", "digitlab", "serve", "--help"], capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 0 and "/api/predict" in run.stdout and "--max-pixels" in run.stdout
-    assert "--read-timeout" in run.stdout
+    assert "--read-timeout" in run.stdout and "--write-timeout" in run.stdout

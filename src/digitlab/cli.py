@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-timeout", type=float, default=10, metavar="SECONDS",
                    help="time for a request's head, and again for its body, to arrive; a slower one gets 408 "
                         "and its connection is closed (an 8 MB photo in 10 s needs 6.4 Mbit/s)")
+    p.add_argument("--write-timeout", type=float, default=10, metavar="SECONDS",
+                   help="time a client may take to read on while an answer waits for it; a slower one's "
+                        "connection is closed and its answer dropped (unread answers held memory)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level")
     p.set_defaults(func=cmd_serve)
@@ -509,13 +512,15 @@ def cmd_serve(args) -> int:
     from .errors import ConfigError
     from .serve import serve
 
-    if args.max_body_mb <= 0 or args.max_pixels <= 0 or args.read_timeout <= 0 or args.threads < 1:
-        raise ConfigError("--max-body-mb, --max-pixels and --read-timeout must be positive and --threads at least 1")
+    if (args.max_body_mb <= 0 or args.max_pixels <= 0 or args.read_timeout <= 0 or args.write_timeout <= 0
+            or args.threads < 1):
+        raise ConfigError("--max-body-mb, --max-pixels, --read-timeout and --write-timeout must be positive and "
+                          "--threads at least 1")
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must lie in 1-65535, got {args.port}")
     serve(args.model, host=args.host, port=args.port, max_body=round(args.max_body_mb * 1024 * 1024),
           max_pixels=args.max_pixels, threads=args.threads, read_timeout=args.read_timeout,
-          log_level=args.log_level)
+          write_timeout=args.write_timeout, log_level=args.log_level)
     return 0
 
 

@@ -772,7 +772,7 @@ def _model_info(model: Model) -> dict:
     config = model.config
     evaluation = config.get("evaluation")
     if evaluation is None and model.path is not None and (Path(model.path) / "metrics.json").is_file():
-        metrics = read_json(Path(model.path) / "metrics.json")
+        metrics = read_json(Path(model.path) / "metrics.json", allow_nan=True)  # a diverged run's loss is NaN
         evaluation = {key: metrics.get(key) for key in ("dataset", "split", "n", "accuracy")}
     bundled = model.path is not None and Path(model.path).resolve() == BUNDLED_MODEL.resolve()
     return {

@@ -26,7 +26,6 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import pytest
@@ -207,16 +206,6 @@ def test_the_bounded_reader_still_reads_a_whole_archive(tmp_path):
 
 
 # --- run directories: config.json -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def digit_png(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("image") / "seven.png"
-    image = np.full((64, 64), 255, np.uint8)
-    cv2.line(image, (16, 12), (48, 12), 0, 5)
-    cv2.line(image, (48, 12), (26, 54), 0, 5)
-    cv2.imwrite(str(path), image)
-    return path
 
 
 def assert_refused(capsys, model: Path, digit_png: Path, message: str, *args: str) -> None:

@@ -16,8 +16,6 @@ import struct
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -46,16 +44,6 @@ def marker(tmp_path):
     path = tmp_path / "UNPICKLED"
     yield path
     assert not path.exists(), "a model file was unpickled"
-
-
-@pytest.fixture(scope="module")
-def digit_png(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("image") / "seven.png"
-    image = np.full((64, 64), 255, np.uint8)
-    cv2.line(image, (16, 12), (48, 12), 0, 5)
-    cv2.line(image, (48, 12), (26, 54), 0, 5)
-    cv2.imwrite(str(path), image)
-    return path
 
 
 def assert_refused(capsys, model: Path, digit_png: Path, message: str) -> None:

@@ -18,22 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import digitlab
 from digitlab.bench_serve import EXPECTED, LARGE, SLOW_KINDS, bench_abuse, bench_serve, free_port, request_bodies, \
     start_service, stop_service
 from digitlab.serve import create_app
 from imagetools import huge_png, png_bytes
-
-@pytest.fixture(scope="module")
-def model():
-    return digitlab.load_model()
-
-
-@pytest.fixture(scope="module")
-def client(model):
-    with TestClient(create_app(model)) as c:
-        yield c
-
 
 @pytest.fixture(scope="module")
 def test_digits(mnist):

@@ -21,28 +21,16 @@ import numpy as np
 import pytest
 import uvicorn
 from fastapi.responses import Response
-from fastapi.testclient import TestClient
 from PIL import Image
 
 import digitlab
-from digitlab.bench_serve import free_port, http_request, process_memory_mb, start_service, stop_service
+from digitlab.bench_serve import bad_dds, free_port, http_request, process_memory_mb, start_service, stop_service
 from digitlab.read import MAX_MARKS, ReadingStopped, read as read_digits
 from digitlab.serve import create_app
 from digitlab.serve.app import ANNOTATED_BYTES, ANNOTATED_SIDE, Batcher, GuardedHttp
 from imagetools import png_bytes
 
 PIXELS = {"pixels": [[0] * 28] * 28}
-
-
-@pytest.fixture(scope="module")
-def model():
-    return digitlab.load_model()
-
-
-@pytest.fixture(scope="module")
-def client(model):
-    with TestClient(create_app(model)) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -89,15 +77,6 @@ def one_digit() -> bytes:
     page = np.full((120, 200), 235, np.uint8)
     cv2.putText(page, "7", (70, 95), cv2.FONT_HERSHEY_SIMPLEX, 3, 30, 8)
     return png_bytes(page)
-
-
-def bad_dds() -> bytes:
-    """A DDS whose pixel-format flags are 0: Pillow raised NotImplementedError for it."""
-    buffer = io.BytesIO()
-    Image.new("RGBA", (48, 48)).save(buffer, "DDS")
-    data = bytearray(buffer.getvalue())
-    data[80:84] = bytes(4)
-    return bytes(data)
 
 
 def noisy_photo(width: int, height: int) -> bytes:

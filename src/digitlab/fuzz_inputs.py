@@ -426,8 +426,7 @@ def onnx_files(draw) -> bytes:
     allocates what its data says, a padding that makes the convolution's output enormous, odd
     metadata (a parameter count of '²', a config nested deep or with a NaN temperature), none of
     its metadata, or damage."""
-    import onnx  # here, not at the top: only the model target needs it (0.3 s to import)
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper  # here, not at the top: only the model target needs it (0.3 s to import)
 
     kind = draw(ONNX_KIND)
     rng = np.random.default_rng(draw(SEED))

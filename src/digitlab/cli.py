@@ -404,7 +404,7 @@ def cmd_predict(args) -> int:
 
 def cmd_read(args) -> int:
     from . import api
-    from .read import UNSURE_BELOW
+    from .read import UNSURE_BELOW, annotation_png
 
     model = api.load_model(args.model)
     unsure = UNSURE_BELOW if args.unsure_below is None else args.unsure_below
@@ -415,7 +415,7 @@ def cmd_read(args) -> int:
         out = Path(args.annotate)
         targets = _output_paths([out.with_name(f"{out.stem}-{Path(path).stem}{out.suffix or '.png'}")
                                  if len(args.images) > 1 else out for path in args.images])
-        _write_all([(target, _annotation_png(api, path, reading))
+        _write_all([(target, annotation_png(path, reading))
                     for target, path, reading in zip(targets, args.images, readings)])
         for result, target in zip(results, targets):
             result["annotation"] = str(target)
@@ -430,16 +430,6 @@ def cmd_read(args) -> int:
         if not reading.lines:
             print("  (no digits found)")
     return 0
-
-
-def _annotation_png(api, path: str, reading) -> bytes:
-    """`reading` drawn on the image at `path`, encoded as PNG."""
-    import cv2
-
-    ok, png = cv2.imencode(".png", cv2.cvtColor(api.annotate(path, reading), cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ConfigError(f"could not encode the annotation of {reading.width}x{reading.height} as PNG")
-    return png.tobytes()
 
 
 def _output_paths(paths: list[Path]) -> list[Path]:

@@ -869,9 +869,15 @@ def annotate(image, reading: Reading, *, max_pixels: int = MAX_PIXELS, max_side:
     return canvas
 
 
-def save_annotation(path: str | Path, image, reading: Reading) -> Path:
-    """Write `annotate(image, reading)` as a PNG, atomically (temporary file, then rename)."""
+def annotation_png(image, reading: Reading) -> bytes:
+    """`annotate(image, reading)` encoded as PNG."""
     ok, png = cv2.imencode(".png", cv2.cvtColor(annotate(image, reading), cv2.COLOR_RGB2BGR))
     if not ok:
         raise ConfigError(f"could not encode the annotation of {reading.width}x{reading.height} as PNG")
-    return atomic_write(Path(path), lambda tmp: tmp.write_bytes(png.tobytes()))
+    return png.tobytes()
+
+
+def save_annotation(path: str | Path, image, reading: Reading) -> Path:
+    """Write `annotate(image, reading)` as a PNG, atomically (temporary file, then rename)."""
+    data = annotation_png(image, reading)
+    return atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))

@@ -49,9 +49,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .files import atomic_write
-from .errors import ConfigError
-from .preprocess import MAX_PIXELS, ImageError, center_digit, ink_map, load_colour, load_image
+from ..files import atomic_write
+from ..errors import ConfigError
+from ..preprocess import MAX_PIXELS, ImageError, center_digit, ink_map, load_colour, load_image
 
 Box = tuple[int, int, int, int]  # (x, y, w, h) in pixels
 

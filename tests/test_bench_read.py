@@ -1,4 +1,4 @@
-"""`bench_read`: the digit-accuracy metric against hand-computed cases, line matching, and the
+"""`bench read`: the digit-accuracy metric against hand-computed cases, line matching, and the
 whole benchmark on a tiny data directory (JSON, the BENCHMARKS.md section, the rest of the file
 kept), with and without Tesseract, and the error for a data directory without real-digits."""
 
@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 import digitlab
-from digitlab.bench_read import (END, HEADING, START, _match_lines, bench_read, digit_accuracy, digits_correct,
+from digitlab.bench.read import (END, HEADING, START, _match_lines, bench_read, digit_accuracy, digits_correct,
                                  edit_distance, string_metrics, tesseract_version)
 from digitlab.errors import DatasetNotFoundError, DigitlabError
 from digitlab.read import UNSURE_BELOW
@@ -143,7 +143,7 @@ def test_bench_read_writes_json_and_its_markdown_section(tiny_data, tiny_model, 
 
 
 def test_tesseract_not_installed_says_so(tiny_data, tiny_model, tmp_path, monkeypatch):
-    monkeypatch.setattr("digitlab.bench_read.shutil.which", lambda name: None)
+    monkeypatch.setattr("digitlab.bench.read.shutil.which", lambda name: None)
     markdown = tmp_path / "BENCHMARKS.md"  # absent: created with a heading
     report = bench_read(data_dir=tiny_data, model=tiny_model, markdown=markdown, results=tmp_path / "r.json",
                         synthetic_pages=1, limit=1, tesseract=True, progress=False)

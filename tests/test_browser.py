@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from digitlab.bench_serve import free_port, start_service, stop_service
+from servicetools import free_port, start_service, stop_service
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "browser"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-background-networking", "--disable-component-update",

@@ -9,7 +9,7 @@ import pytest
 import digitlab
 from digitlab.cli import main
 from digitlab.evaluate import compute_metrics, predict_logits
-from digitlab.synth import make_page
+from digitlab.data.synth import make_page
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from jobtools import job_environment, run_dirs
+from servicetools import free_port
 
-from digitlab.bench_serve import free_port
 
 TRAIN = ["fast", "--limit", "12000", "--epochs", "3", "--quiet", "--device", "cpu"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]

@@ -36,8 +36,8 @@ from safetensors.torch import load_file, save_file
 import digitlab
 from digitlab import checkpoint, model_files, models
 from digitlab.api import BUNDLED_MODEL
-from digitlab.bench_fuzz import bench_fuzz
-from digitlab.bench_serve import process_memory_mb
+from digitlab.bench.fuzz import bench_fuzz
+from memorytools import process_memory_mb
 from digitlab.checkpoint import read_json
 from digitlab.cli import main
 from digitlab.data import load_dataset

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import digitlab
-from digitlab.bench_fuzz import bench_fuzz
+from digitlab.bench.fuzz import bench_fuzz
 from digitlab.data.idx import read_idx
 from digitlab.errors import ConfigError, DataError
 from digitlab.preprocess import ImageError, center_digit

@@ -23,7 +23,6 @@ import pytest
 from PIL import Image
 
 from digitlab.cli import main
-from digitlab.fuzz_inputs import OTHER_FORMAT_MODES, dds_file, icns_file, ico_file, png_of_size, tiled_tiff
 from digitlab.preprocess import (
     MAX_PIXELS,
     ImageError,
@@ -33,7 +32,8 @@ from digitlab.preprocess import (
     load_image,
     to_mnist_style,
 )
-from imagetools import huge_png, png_bytes
+from imagetools import (OTHER_FORMAT_MODES, dds_file, huge_png, icns_file, ico_file, png_bytes, png_of_size,
+                        tiled_tiff)
 
 
 def digit(size: int = 64) -> np.ndarray:

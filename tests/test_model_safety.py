@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 import digitlab
 from digitlab.api import BUNDLED_MODEL
-from digitlab.bench_serve import process_memory_mb
+from memorytools import process_memory_mb
 from digitlab.cli import main
 from digitlab.errors import CheckpointError
 from digitlab.export import CONFIG_KEY, PARAMETERS_KEY, onnx_bytes, with_metadata

@@ -20,7 +20,7 @@ from digitlab.cli import main
 from digitlab.errors import CheckpointError, ConfigError, ExportError
 from digitlab.evaluate import predict_logits
 from digitlab.serve import create_app
-from digitlab.synth import make_page
+from digitlab.data.synth import make_page
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +246,7 @@ def test_the_service_answers_with_the_onnx_file(onnx_file, mnist):
 def test_bench_infer_quick_reports_every_path_and_a_compile_failure(tmp_path, monkeypatch, shared_data_dir):
     import torch
 
-    from digitlab.bench_infer import bench_infer
+    from digitlab.bench.infer import bench_infer
 
     def no_compiler(*_args, **_kwargs):
         raise RuntimeError("no C++ compiler")

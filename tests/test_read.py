@@ -10,7 +10,7 @@ import pytest
 
 import digitlab
 from digitlab.read import SURE_COLOUR, UNSURE_COLOUR, Reading, annotate, read, save_annotation, segment_digits
-from digitlab.synth import make_page, make_pages, render_digit
+from digitlab.data.synth import make_page, make_pages, render_digit
 
 PAPER, INK = 235.0, 30.0  # grey levels of the pages composed here
 

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import digitlab
-from digitlab.bench_serve import process_memory_mb
+from memorytools import process_memory_mb
 from digitlab.checkpoint import remove_partial_writes, save_checkpoint
 from digitlab.cli import main
 from digitlab.errors import CheckpointError, ConfigError, WriteError
@@ -239,6 +239,7 @@ HOSTILE = [
     ("momentum-negative", json_of("config.json", put_recipe("momentum", -1)), "momentum"),
     ("step-epochs-zero", json_of("config.json", put_recipe("step_epochs", 0)), "step_epochs"),
     ("unknown-optimizer", json_of("config.json", put_recipe("optimizer", "rmsprop")), "unknown optimizer"),
+    ("unknown-schedule", json_of("config.json", put_recipe("schedule", "cosine")), "unknown schedule 'cosine'"),
     ("fewer-epochs-than-trained", json_of("config.json", put_recipe("epochs", 1)), "epochs"),
     ("val-split-text", json_of("config.json", lambda d: d["train"].__setitem__("val_split", "x")), "val_split"),
     ("subset-zero", json_of("config.json", lambda d: d["train"].__setitem__("subset", 0)), "subset"),

@@ -18,10 +18,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from digitlab.bench_serve import EXPECTED, LARGE, SLOW_KINDS, bench_abuse, bench_serve, free_port, request_bodies, \
-    start_service, stop_service
+from digitlab.bench.common import request_bodies
+from digitlab.bench.serve import EXPECTED, LARGE, SLOW_KINDS, bench_abuse, bench_serve
 from digitlab.serve import create_app
 from imagetools import huge_png, png_bytes
+from servicetools import free_port, start_service, stop_service
 
 @pytest.fixture(scope="module")
 def test_digits(mnist):
@@ -226,7 +227,7 @@ def test_a_bounded_load_test_has_no_errors(shared_data_dir, tmp_path):
 
 
 def test_canvas_pngs_of_a_fixed_set_of_digits_read_right(client, mnist):
-    """The first 200 MNIST test digits as the load test's canvas bodies (bench_serve.request_bodies):
+    """The first 200 MNIST test digits as the load test's canvas bodies (bench.common.request_bodies):
     199 of 200 read right with the bundled model (measured 2026-12-02; 499 of the first 500)."""
     images, labels = mnist.test_images[:200, 0].numpy(), mnist.test_labels[:200].numpy()
     answers = [client.post("/api/predict", content=body, headers={"content-type": "application/json"}).json()

@@ -24,11 +24,12 @@ from fastapi.responses import Response
 from PIL import Image
 
 import digitlab
-from digitlab.bench_serve import bad_dds, free_port, http_request, process_memory_mb, start_service, stop_service
 from digitlab.read import MAX_MARKS, ReadingStopped, read as read_digits
 from digitlab.serve import create_app
 from digitlab.serve.app import ANNOTATED_BYTES, ANNOTATED_SIDE, Batcher, GuardedHttp
-from imagetools import png_bytes
+from imagetools import dds_file, png_bytes
+from memorytools import process_memory_mb
+from servicetools import free_port, http_request, start_service, stop_service
 
 PIXELS = {"pixels": [[0] * 28] * 28}
 
@@ -198,7 +199,7 @@ def test_a_bad_image_fails_alone_in_its_batch(service):
     _, port = service
 
     async def scenario():
-        return await asyncio.gather(exchange(port, post(port, "/api/predict", bad_dds(), "image/x-dds")),
+        return await asyncio.gather(exchange(port, post(port, "/api/predict", dds_file(0), "image/x-dds")),
                                     *(exchange(port, post(port, "/api/predict", json.dumps(PIXELS).encode()))
                                       for _ in range(7)))
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import digitlab
-from digitlab import bench_speed
+from digitlab.bench import speed as bench_speed
 from digitlab.recipes import get_recipe
 from digitlab.train import bf16_supported
 

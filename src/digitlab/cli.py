@@ -473,7 +473,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_bench_seeds(args) -> int:
-    from .bench import bench_seeds
+    from .bench.seeds import bench_seeds
 
     bench_seeds(recipes=args.recipes, seeds=args.seeds, max_seconds=args.max_seconds, results=Path(args.results),
                 markdown=Path(args.markdown), out=Path(args.out), device=args.device, data_dir=args.data_dir,
@@ -482,7 +482,7 @@ def cmd_bench_seeds(args) -> int:
 
 
 def cmd_bench_read(args) -> int:
-    from .bench_read import bench_read
+    from .bench.read import bench_read
 
     bench_read(data_dir=args.data_dir, model=args.model, markdown=Path(args.markdown), results=Path(args.results),
                synthetic_pages=args.pages, seed=args.seed, unsure_below=args.unsure_below,
@@ -491,7 +491,7 @@ def cmd_bench_read(args) -> int:
 
 
 def cmd_bench_infer(args) -> int:
-    from .bench_infer import bench_infer
+    from .bench.infer import bench_infer
 
     bench_infer(args.model, paths=args.paths, seconds=args.seconds, calls=args.calls, threads=args.threads,
                 data_dir=args.data_dir, quick=args.quick, results=Path(args.results), markdown=Path(args.markdown))
@@ -515,7 +515,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_bench_serve(args) -> int:
-    from .bench_serve import bench_abuse, bench_serve
+    from .bench.serve import bench_abuse, bench_serve
 
     if args.abuse:
         bench_abuse(clients=args.clients, seconds=args.seconds, read_timeout=args.read_timeout, model=args.model,
@@ -527,7 +527,7 @@ def cmd_bench_serve(args) -> int:
 
 
 def cmd_bench_speed(args) -> int:
-    from .bench_speed import bench_speed
+    from .bench.speed import bench_speed
 
     bench_speed(seeds=args.seeds, seeds_995=args.seeds_995, peers=not args.no_peers, ablations=not args.no_ablations,
                 keras_max_epochs=args.keras_max_epochs, mlp_epochs=args.mlp_epochs, data_dir=args.data_dir,
@@ -536,7 +536,7 @@ def cmd_bench_speed(args) -> int:
 
 
 def cmd_bench_fuzz(args) -> int:
-    from .bench_fuzz import bench_fuzz
+    from .bench.fuzz import bench_fuzz
 
     report = bench_fuzz(args.examples, seed=args.seed, targets=tuple(args.targets), time_limit=args.time_limit,
                         results=Path(args.results), markdown=Path(args.markdown), failures=Path(args.failures))

@@ -8,8 +8,6 @@ invocations and every figure keeps the command, machine and date that produced i
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import sys
 import time
@@ -18,30 +16,18 @@ from pathlib import Path
 
 import torch
 
-from .catalog import MEASURED
-from .checkpoint import read_json, write_json, write_text
-from .data import DATASETS, resolve_data_dir
-from .errors import ConfigError
-from .recipes import RECIPES, get_recipe
+from ..api import train
+from ..catalog import MEASURED
+from ..data import DATASETS, resolve_data_dir
+from ..errors import ConfigError
+from ..files import read_json, write_json
+from ..recipes import RECIPES, get_recipe
+from .common import machine, write_section
 
 # How far below the published accuracy a faithful reproduction may land, in points: 0.5 by
 # default, 2 for the recipes whose training is noisier (per-sample OpenCV backprop, CIFAR-10).
 TOLERANCE = {"opencv-mlp": 2.0, "keras-cifar10-mlp": 2.0}
 START, END = "<!-- bench seeds: begin -->", "<!-- bench seeds: end -->"
-
-
-def machine() -> str:
-    """'2-core AMD EPYC, no GPU' style description of where the numbers were measured."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{os.cpu_count()}-core {cpu}, {gpu}"
 
 
 def data_available(dataset: str, data_dir) -> bool:
@@ -61,8 +47,6 @@ def bench_seeds(
     data_dir=None,
     threads: int | None = None,
 ) -> list[dict]:
-    from .api import train  # the API trains; this module only schedules and tabulates
-
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
     if threads is not None:
@@ -127,7 +111,7 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
 def publish(rows: list[dict], markdown: Path) -> None:
     """Rewrite the package's measured.json and the seeds section of BENCHMARKS.md."""
     summary = summarise(rows)
-    write_json(Path(__file__).with_name(MEASURED), summary)
+    write_json(Path(__file__).parents[1] / MEASURED, summary)  # the package's copy, which catalog.py reads
     lines = [
         START,
         "| recipe | published | ours: mean ± sd (n seeds) | min – max | training time per run | device (threads) "
@@ -158,15 +142,3 @@ def publish(rows: list[dict], markdown: Path) -> None:
     lines.append(END)
     write_section(markdown, START, END, "\n".join(lines),
                   "## Reproduction of the classic recipes (`digitlab bench seeds`)\n\n")
-
-
-def write_section(markdown: Path, start: str, end: str, block: str, preamble: str) -> None:
-    """Put `block` (which begins with `start` and ends with `end`) into `markdown` in place of
-    the text between those markers, keeping everything else; where the markers are absent,
-    append `preamble` (a heading and intro) and the block."""
-    text = markdown.read_text() if markdown.exists() else "# Benchmarks\n"
-    if start in text and end in text and text.index(start) < text.index(end):
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + preamble + block + "\n"
-    write_text(markdown, text)

@@ -1,6 +1,6 @@
 """`digitlab bench serve`: a bounded load test of `digitlab serve` on loopback.
 
-    from digitlab.bench_serve import bench_serve
+    from digitlab.bench.serve import bench_serve
     report = bench_serve(clients=16, seconds=10)
 
 The service runs as its own process (`python -m digitlab serve` on a free loopback port, as a
@@ -32,19 +32,13 @@ issue 18: a dot field and ruled lines to read, a DDS that Pillow cannot decode, 
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import json
 import multiprocessing
 import os
 import socket
 import struct
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 import zlib
 from collections import Counter
 from datetime import date
@@ -55,9 +49,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .bench import machine, write_section
-from .checkpoint import read_json, write_json
-from .errors import ConfigError, DigitlabError
+from ..api import load_dataset
+from ..errors import ConfigError
+from ..files import read_json, write_json
+from ..serve.app import MAX_BODY, MAX_READS, READ_QUEUE, READ_TIME_LIMIT, READ_TIMEOUT, WRITE_TIMEOUT
+from .common import (START_TIMEOUT, LoadTestError, free_port, http_request, machine, process_memory_mb, request_bodies,
+                     start_service, stop_service, write_section)
 
 START, END = "<!-- bench serve: begin -->", "<!-- bench serve: end -->"
 HEADING = "## The service under load (`digitlab bench serve`)"
@@ -65,97 +62,6 @@ TARGET_RPS, TARGET_P99_MS = 500, 50  # for "pixels" at 16 clients
 KINDS = ("pixels", "canvas")
 DIGITS = 256  # distinct MNIST test digits sent, in turn
 WARM_UP_SECONDS = 1.0
-START_TIMEOUT = 60  # seconds for the service to answer /healthz
-
-
-class LoadTestError(DigitlabError):
-    """The service did not start, or a request failed during the load test."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Service(subprocess.Popen):
-    """`digitlab serve` as a child process. What it prints goes to a temporary file, not a pipe:
-    a pipe nobody reads fills at 64 KiB and then blocks the service at its next log line, and
-    under abuse uvicorn logs a warning for each malformed request."""
-
-    def __init__(self, command: list[str]):
-        self.log = tempfile.TemporaryFile()
-        super().__init__(command, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-
-def start_service(port: int, model=None, extra: list[str] | None = None) -> Service:
-    """`python -m digitlab serve` on 127.0.0.1:port, returned once /healthz answers."""
-    command = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--log-level", "warning"]
-    if model is not None:
-        command += ["--model", str(model)]
-    process = Service(command + (extra or []))
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise LoadTestError(f"`{' '.join(command)}` exited with {process.returncode}:\n{process.output()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
-                if answer.status == 200:
-                    return process
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.1)
-    stop_service(process)
-    raise LoadTestError(f"the service did not answer /healthz on port {port} within {START_TIMEOUT} s")
-
-
-def stop_service(process: subprocess.Popen, timeout: float = 15) -> int:
-    """SIGTERM, as a service manager would stop it; its exit code (SIGKILL after `timeout`)."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
-
-
-def process_memory_mb(pid: int | str = "self", field: str = "VmHWM") -> float | None:
-    """A live process's memory in MiB from /proc/PID/status: VmHWM (peak resident, the default)
-    or VmRSS (resident now); None where /proc does not tell."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def request_bodies(kind: str, images: np.ndarray) -> list[bytes]:
-    """JSON bodies for /api/predict, one per (28, 28) uint8 MNIST digit (ink bright)."""
-    bodies = []
-    for image in images:
-        if kind == "pixels":
-            payload = {"pixels": image.tolist()}
-        else:  # as the page's pad: 280x280, dark ink on light paper, PNG
-            canvas = 253 - cv2.resize(image, (280, 280), interpolation=cv2.INTER_LINEAR) * (226 / 255)
-            ok, png = cv2.imencode(".png", canvas.astype(np.uint8))
-            payload = {"image": "data:image/png;base64," + base64.b64encode(png.tobytes()).decode()}
-        bodies.append(json.dumps(payload, separators=(",", ":")).encode())
-    return bodies
-
-
-def http_request(path: str, body: bytes, port: int, content_type: str | None = "application/json",
-                 length: int | None = None) -> bytes:
-    """A POST as raw HTTP/1.1; `length` declares another Content-Length than the body's."""
-    kind = f"Content-Type: {content_type}\r\n" if content_type else ""
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{kind}"
-            f"Content-Length: {len(body) if length is None else length}\r\n\r\n").encode() + body
 
 
 async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -262,8 +168,6 @@ def bench_serve(clients: int = 16, seconds: float = 10, kinds=KINDS, model=None,
 
 def _test_digits(data_dir) -> tuple[np.ndarray, np.ndarray]:
     """The first DIGITS MNIST test digits, (N, 28, 28) uint8, and their labels."""
-    from .api import load_dataset
-
     mnist = load_dataset("mnist", data_dir=data_dir, progress=False)
     return mnist.test_images[:DIGITS, 0].numpy(), mnist.test_labels[:DIGITS].numpy()
 
@@ -551,8 +455,6 @@ async def _answer(port: int, data: bytes, limit: float, hold: float = 0.0) -> tu
 def _hostile_limit() -> float:
     """Seconds a hostile read may take before it counts as hung: it may wait for every other read
     the service admits, each up to its time limit, and then for the write timeout."""
-    from .serve.app import MAX_READS, READ_QUEUE, READ_TIME_LIMIT, WRITE_TIMEOUT
-
     return (MAX_READS + READ_QUEUE) * READ_TIME_LIMIT + WRITE_TIMEOUT + GRACE
 
 
@@ -584,8 +486,6 @@ async def _abuse(port: int, seconds: float, read_timeout: float, max_body: int, 
     burst of large bodies and the hostile images until the service has answered or closed each.
     Per kind: its count, its outcomes, how many were not right, and for the slow kinds and the
     hostile images the longest time until closed or answered."""
-    from .serve.app import WRITE_TIMEOUT
-
     limit = read_timeout + GRACE
     large = http_request("/api/read", b"\x89PNG\r\n\x1a\n" + bytes(max_body - 2 ** 20 - 8), port, "image/png")
     slow_head = b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 10_000
@@ -633,8 +533,6 @@ def bench_abuse(clients: int = 16, seconds: float = 10, read_timeout: float | No
     `results` and its BENCHMARKS.md section (None: don't); raises LoadTestError, after writing,
     if a good request failed, an abusive one got an outcome not in EXPECTED, the service logged a
     traceback, or it did not answer afterwards."""
-    from .serve.app import MAX_BODY, READ_TIMEOUT
-
     read_timeout = READ_TIMEOUT if read_timeout is None else read_timeout
     if clients < 1 or seconds <= 0 or read_timeout <= 0 or hostile_side < 100:
         raise ConfigError(f"clients must be at least 1, seconds and read_timeout positive and hostile_side at "

@@ -15,7 +15,7 @@ Hypothesis draws the structure; bulk content (payload bytes, noise, where damage
 from a numpy generator seeded by a drawn integer, uniform where Hypothesis favours zeros and ends.
 Strategies are built once, at import: validating new strategy objects was a quarter of the
 generation time when profiled (3-5 ms per input in all). This module imports Hypothesis, so
-import it only where Hypothesis is installed (bench_fuzz.py imports it lazily and says so).
+import it only where Hypothesis is installed (bench/fuzz.py imports it lazily and says so).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 from hypothesis import strategies as st
 from PIL import Image
 
-from .data.idx import IDX_DTYPES
+from ..data.idx import IDX_DTYPES
 
 BOOL = st.booleans()
 BYTE = st.integers(0, 255)
@@ -371,7 +371,7 @@ def dds_file(flags: int) -> bytes:
 # --- model files (issue 18) -------------------------------------------------------------------------
 
 # The bundled model's config.json, the start of every config drawn (read as text: no torch here).
-BUNDLED_CONFIG = json.loads((Path(__file__).with_name("weights") / "digitnet-pen" / "config.json").read_text())
+BUNDLED_CONFIG = json.loads((Path(__file__).parents[1] / "weights" / "digitnet-pen" / "config.json").read_text())
 CONFIG_KIND = st.sampled_from(["as-is", "deep", "big-int", "layers", "temperature", "damaged", "folder", "fifo",
                                "dev-zero"])
 DEPTH = st.integers(1, 64) | st.sampled_from([999, 5000, 100_000])  # json.loads gives up near 1000

@@ -1,6 +1,6 @@
 """`digitlab bench infer`: how fast a model answers on each inference path, and whether the paths agree.
 
-    from digitlab.bench_infer import bench_infer
+    from digitlab.bench.infer import bench_infer
     report = bench_infer(models=["runs/digitnet-20261121-101500"])   # the bundled model comes first
 
 Paths, each fed what the project keeps -- uint8 (N, C, H, W) MNIST test images, scaled to
@@ -26,11 +26,16 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import torch
 
-from .bench import machine, write_section
-from .checkpoint import write_json
-from .errors import ConfigError
+from ..api import load_dataset, load_model
+from ..errors import ConfigError
+from ..evaluate import predict_logits
+from ..export import UInt8Images, session_for
+from ..files import write_json
+from ..models import count_parameters
+from .common import machine, write_section
 
 START, END = "<!-- bench infer: begin -->", "<!-- bench infer: end -->"
 HEADING = "## Inference speed (`digitlab bench infer`)"
@@ -52,8 +57,6 @@ class InferencePath:
 
 
 def eager_path(network: torch.nn.Module) -> InferencePath:
-    from .export import UInt8Images
-
     module = UInt8Images(copy.deepcopy(network).cpu().to(memory_format=torch.channels_last)).eval()
 
     def logits(x: torch.Tensor) -> np.ndarray:
@@ -65,8 +68,6 @@ def eager_path(network: torch.nn.Module) -> InferencePath:
 
 def compile_path(network: torch.nn.Module, image_shape: tuple[int, int, int]) -> InferencePath:
     """torch.compile'd eager path, compiled here for every batch size the bench uses (1 and BATCHES)."""
-    from .export import UInt8Images
-
     torch._dynamo.reset()  # each model starts from a clean cache (and recompile limit)
     module = UInt8Images(copy.deepcopy(network).cpu().to(memory_format=torch.channels_last)).eval()
     compiled = torch.compile(module, dynamic=False)
@@ -83,8 +84,6 @@ def compile_path(network: torch.nn.Module, image_shape: tuple[int, int, int]) ->
 
 def onnx_path(model) -> InferencePath:
     """ONNX Runtime: the model's own session for an .onnx file, else an in-memory export."""
-    from .export import session_for
-
     started = time.perf_counter()
     session = model.session if model.module is None else session_for(model.module, model.image_shape)
     run = session.session.run
@@ -134,9 +133,6 @@ def latency_ms(path: InferencePath, images: torch.Tensor, calls: int, warm_up: i
 def bench_model(model, images: torch.Tensor, paths=PATHS, seconds: float = 3.0, calls: int = 1000,
                 progress: bool = True) -> dict:
     """Every path of one model: throughput, latency, agreement with eager on `images`."""
-    from .evaluate import predict_logits
-    from .models import count_parameters
-
     reference = predict_logits(model.module, images).numpy() if model.module is not None else None
     rows = {}
     for name in paths:
@@ -183,8 +179,6 @@ def bench_infer(models: list | None = None, *, paths=PATHS, seconds: float = 3.0
     """Benchmark the bundled model and each of `models` (run directories or .onnx files) on every
     path; write `results` (JSON) and the BENCHMARKS.md section (None: don't). quick: a smoke
     test of the machinery (0.2 s per throughput, 30 calls, 1,000 images): its figures mean nothing."""
-    from .api import load_dataset, load_model
-
     unknown = set(paths) - set(PATHS)
     if unknown or not paths:
         raise ConfigError(f"unknown inference paths {sorted(unknown)}; choose from {list(PATHS)}")
@@ -208,8 +202,6 @@ def bench_infer(models: list | None = None, *, paths=PATHS, seconds: float = 3.0
         if progress:
             print(f"{model.config['recipe']['name']} ({model.path}):", flush=True)
         rows.append(bench_model(model, images, paths, seconds, calls, progress))
-    import onnxruntime
-
     report = {
         "command": "digitlab bench infer" + (" " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "infer"]
                                              else "".join(f" --model {m}" for m in models or [])),

@@ -13,11 +13,12 @@ thread pools and peak memory do not leak from one into the next):
    MLPClassifier on the MLP recipe, and time to 99% of `fast` against Keras' `keras-cnn`.
 4. Peak resident memory of training (each worker) and of the service.
 
-Workers run as `python -m digitlab.bench_speed WORKER JSON` and print one `RESULT {json}` line.
+Workers run as `python -m digitlab.bench.speed WORKER JSON` and print one `RESULT {json}` line.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import statistics
@@ -25,12 +26,25 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from datetime import date
 from pathlib import Path
 
-from .bench import machine, write_section
-from .checkpoint import write_json
-from .errors import ConfigError
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..data import load_dataset
+from ..errors import ConfigError
+from ..files import write_json
+from ..models import create_model
+from ..recipes import get_recipe
+from ..train import RunOptions, bf16_supported, evaluate_loss_accuracy, fit, model_arguments
+from .common import free_port, http_request, machine, process_memory_mb, request_bodies, start_service, stop_service, \
+    write_section
 
 START, END = "<!-- bench speed: begin -->", "<!-- bench speed: end -->"
 RESULT = "RESULT "
@@ -56,8 +70,6 @@ ABLATIONS = [
 def peak_rss_self_mb() -> float | None:
     """This process's peak RSS in MiB: VmHWM, which (unlike getrusage's ru_maxrss, kept across
     exec on Linux) does not include the parent this worker was forked from."""
-    from .bench_serve import process_memory_mb
-
     return process_memory_mb()
 
 
@@ -66,8 +78,6 @@ def peak_rss_self_mb() -> float | None:
 
 def _mnist(data_dir, limit):
     """MNIST as uint8 tensors, loaded and (for --quick runs) cut to `limit` training images."""
-    from .data import load_dataset
-
     started = time.perf_counter()
     ds = load_dataset("mnist", data_dir=data_dir, progress=False)
     load_seconds = time.perf_counter() - started
@@ -79,16 +89,14 @@ def _mnist(data_dir, limit):
 
 def worker_digitlab(spec: dict) -> dict:
     """digitlab's own loop (train.fit) on a recipe; per-epoch training seconds and test accuracy."""
-    import torch
-
-    from .train import fit
-
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     ds, _, _, load_seconds = _mnist(spec.get("data_dir"), None)
     with tempfile.TemporaryDirectory() as out:
-        run = fit(spec["recipe"], dataset=ds, out=out, progress=False, epochs=spec.get("epochs"),
-                  seed=spec.get("seed"), subset=spec.get("limit"), settings=spec.get("settings") or [])
+        options = RunOptions(dataset=ds, out=out, progress=False, subset=spec.get("limit"),
+                             settings=tuple(spec.get("settings") or ()),
+                             overrides={"epochs": spec.get("epochs"), "seed": spec.get("seed")})
+        run = fit(spec["recipe"], options)
     return {"epochs": [{"seconds": r["seconds"], "accuracy": r["val_accuracy"]} for r in run.history],
             "load_seconds": load_seconds, "threads": torch.get_num_threads(),
             "bf16": bool(run.recipe.bf16), "batch_size": run.recipe.batch_size}
@@ -98,10 +106,7 @@ def worker_keras(spec: dict) -> dict:
     """Keras 3 (TensorFlow backend) running a classic recipe as the tutorial wrote it."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import numpy as np
-
-    from .recipes import get_recipe
+    import keras  # here, not at the top: TensorFlow takes seconds to import, and only this worker needs it
 
     recipe = get_recipe(spec["recipe"])
     ds, x, y, load_seconds = _mnist(spec.get("data_dir"), spec.get("limit"))
@@ -149,15 +154,6 @@ def worker_keras(spec: dict) -> dict:
 def worker_dataloader(spec: dict) -> dict:
     """The conventional PyTorch loop of pytorch/examples' mnist: a Dataset converting one image
     at a time, a DataLoader batching them, fp32, NCHW; same model, optimiser and schedule as `fast`."""
-    import torch
-    import torch.nn.functional as F
-    from torch.utils.data import DataLoader
-    from torch.utils.data import Dataset as TorchDataset
-
-    from .models import create_model
-    from .recipes import get_recipe
-    from .train import evaluate_loss_accuracy, model_arguments
-
     recipe = get_recipe("fast")
     ds, x, y, load_seconds = _mnist(spec.get("data_dir"), spec.get("limit"))
 
@@ -196,12 +192,7 @@ def worker_dataloader(spec: dict) -> dict:
 def worker_sklearn(spec: dict) -> dict:
     """scikit-learn's MLPClassifier on the MLP recipe's layers (it has no dropout), one epoch per
     partial_fit, Adam with the recipe's learning rate and batch size."""
-    import warnings
-
-    import numpy as np
-    from sklearn.neural_network import MLPClassifier
-
-    from .recipes import get_recipe
+    from sklearn.neural_network import MLPClassifier  # here, not at the top: only this worker needs it
 
     recipe = get_recipe("keras-mlp-dropout")
     ds, x, y, load_seconds = _mnist(spec.get("data_dir"), spec.get("limit"))
@@ -229,7 +220,7 @@ WORKERS = {"digitlab": worker_digitlab, "keras": worker_keras, "dataloader": wor
 def run_worker(kind: str, spec: dict, timeout: float = 1800) -> dict:
     """Run one worker in a fresh Python process; its result with its peak RSS (MiB)."""
     env = dict(os.environ, TQDM_DISABLE="1")
-    done = subprocess.run([sys.executable, "-m", "digitlab.bench_speed", kind, json.dumps(spec)],
+    done = subprocess.run([sys.executable, "-m", "digitlab.bench.speed", kind, json.dumps(spec)],
                           capture_output=True, text=True, timeout=timeout, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
     if done.returncode or not lines:
@@ -243,8 +234,6 @@ def run_worker(kind: str, spec: dict, timeout: float = 1800) -> dict:
 
 def gemm_peak(dtype_name: str, size: int = 2048, repeats: int = 10) -> float:
     """GFLOP/s of a large square matrix multiply: the practical peak of this CPU and dtype."""
-    import torch
-
     dtype = getattr(torch, dtype_name)
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     for _ in range(2):
@@ -257,13 +246,6 @@ def gemm_peak(dtype_name: str, size: int = 2048, repeats: int = 10) -> float:
 
 def training_flops_per_image(recipe_name: str, batch: int = 64) -> float:
     """Forward + backward FLOPs of one training image, counted by torch's FlopCounterMode."""
-    import torch
-    import torch.nn.functional as F
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from .models import create_model
-    from .recipes import get_recipe
-
     recipe = get_recipe(recipe_name)
     model = create_model(recipe.model, in_shape=(1, 28, 28), num_classes=10, **recipe.model_args)
     x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
@@ -275,8 +257,6 @@ def training_flops_per_image(recipe_name: str, batch: int = 64) -> float:
 
 def uint8_vs_float(data_dir, batch: int = 128) -> dict:
     """One epoch's worth of batch gathers: uint8 images scaled per batch vs a float32 copy."""
-    import torch
-
     _, x, _, _ = _mnist(data_dir, None)
     xf = x.float().div(255)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
@@ -296,10 +276,6 @@ def uint8_vs_float(data_dir, batch: int = 128) -> dict:
 
 def service_rss(model=None, requests: int = 300) -> dict:
     """Peak RSS of `digitlab serve` after answering a burst of predictions."""
-    import numpy as np
-
-    from .bench_serve import free_port, http_request, process_memory_mb, request_bodies, start_service, stop_service
-
     port = free_port()
     process = start_service(port, model)
     try:
@@ -329,8 +305,6 @@ def _time_to(result: dict, accuracy: float) -> tuple[float | None, int | None]:
 
 
 def keras_available() -> bool:
-    import importlib.util
-
     return all(importlib.util.find_spec(m) is not None for m in ("keras", "tensorflow"))
 
 
@@ -343,8 +317,6 @@ def bench_speed(seeds: int = 5, seeds_995: int = 3, peers: bool = True, ablation
     quick: a smoke test (5,000 training images, 1 epoch everywhere, 1 seed): checks the
     machinery, its figures mean nothing and it says so in what it writes.
     """
-    import torch
-
     if seeds < 1 or seeds_995 < 0:
         raise ConfigError("--seeds must be at least 1 and --seeds-995 at least 0")
     if quick:
@@ -356,8 +328,6 @@ def bench_speed(seeds: int = 5, seeds_995: int = 3, peers: bool = True, ablation
                     "command": "digitlab " + " ".join(sys.argv[1:]) if sys.argv[1:3] == ["bench", "speed"]
                     else "digitlab bench speed"}
     report["peak_gflops"] = {"float32": gemm_peak("float32")}
-    from .train import bf16_supported
-
     if bf16_supported(torch.device("cpu")):
         report["peak_gflops"]["bfloat16"] = gemm_peak("bfloat16")
     log(f"matrix-multiply peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report["peak_gflops"].items()))

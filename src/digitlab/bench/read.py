@@ -1,6 +1,6 @@
 """`digitlab bench read`: how well digitlab reads real handwriting, beside Tesseract.
 
-    from digitlab.bench_read import bench_read
+    from digitlab.bench.read import bench_read
     results = bench_read()            # DIGITLAB_DATA/real-digits, the bundled model
 
 Four sets, each measured with digitlab and (when the `tesseract` binary is installed) with
@@ -13,7 +13,7 @@ Tesseract on the same images, timed per image:
   its whole text with line breaks removed, against the label; Tesseract `--psm 7` (one line).
 - photos: phone and webcam photos (photo, photo-webcam): as orand, lines joined without a
   separator (a column of one digit per line reads top to bottom as one string); `--psm 6`.
-- synthetic: `synth.make_pages` pages of MNIST test digits, scored per line of writing
+- synthetic: `data.synth.make_pages` pages of MNIST test digits, scored per line of writing
   (each true line against the read line whose box overlaps it most); `--psm 6`.
 
 Metrics: strings exact (the read string equals the label) and digit accuracy
@@ -46,10 +46,13 @@ import cv2
 import torch
 from tqdm.auto import tqdm
 
-from .bench import machine, write_section
-from .checkpoint import write_json
-from .data import resolve_data_dir
-from .errors import ConfigError, DataError, DatasetNotFoundError
+from ..api import BUNDLED_MODEL, Model, load_dataset, load_model, predict, read
+from ..data import resolve_data_dir
+from ..data.synth import make_pages
+from ..errors import ConfigError, DataError, DatasetNotFoundError
+from ..files import write_json
+from ..read import PUNCTUATION, UNSURE, UNSURE_BELOW
+from .common import machine, write_section
 
 START, END = "<!-- bench read: begin -->", "<!-- bench read: end -->"
 HEADING = "## Reading real handwriting (`digitlab bench read`)"
@@ -306,10 +309,6 @@ def bench_read(
     default when None; tesseract: also run Tesseract where it is installed; limit: at most
     this many images (pages) per set, for a quick run.
     """
-    from .api import Model, load_dataset, load_model, predict, read  # the API reads; this module tabulates
-    from .read import PUNCTUATION, UNSURE, UNSURE_BELOW
-    from .synth import make_pages
-
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
     if synthetic_pages < 0:
@@ -469,7 +468,6 @@ def _command(data_dir, model, markdown, results, synthetic_pages, seed, unsure_b
     defaults = {"data_dir": None, "model": None, "markdown": Path("BENCHMARKS.md"),
                 "results": Path("benchmarks/results/read.json"), "synthetic_pages": 200, "seed": 0,
                 "unsure_below": None, "tesseract": True, "limit": None}
-    from .api import BUNDLED_MODEL
     if given["model"] is not None and Path(given["model"]).absolute() == BUNDLED_MODEL.absolute():
         given["model"] = None
     args = ", ".join(f"{k}={str(v)!r}" if isinstance(v, Path) else f"{k}={v!r}"
@@ -477,7 +475,7 @@ def _command(data_dir, model, markdown, results, synthetic_pages, seed, unsure_b
                                                                              Path(v) == defaults[k]))
     env = "" if data_dir is not None or not os.environ.get("DIGITLAB_DATA") else \
         f"DIGITLAB_DATA={os.environ['DIGITLAB_DATA']} "
-    return f'{env}python -c "from digitlab.bench_read import bench_read; bench_read({args})"'
+    return f'{env}python -c "from digitlab.bench.read import bench_read; bench_read({args})"'
 
 
 # --- BENCHMARKS.md ------------------------------------------------------------------------

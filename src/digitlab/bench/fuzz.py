@@ -1,6 +1,6 @@
 """`digitlab bench fuzz`: generated damaged files through digitlab's readers; only digitlab's errors may come out.
 
-    from digitlab.bench_fuzz import bench_fuzz
+    from digitlab.bench.fuzz import bench_fuzz
     report = bench_fuzz(examples=100_000)     # split evenly between the targets
 
 Targets, each fed by a Hypothesis strategy of fuzz_inputs.py and run through the entry points
@@ -38,6 +38,7 @@ two near-hangs (hairline strokes: 157 s; noise read as 2,261 candidate digits: 1
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import resource
@@ -49,9 +50,17 @@ import time
 import traceback
 from collections import Counter
 from datetime import date
+from importlib.metadata import version
 from pathlib import Path
 
-from .errors import ConfigError, DigitlabError
+import numpy as np
+import torch
+
+from .. import api
+from ..data.idx import load_idx_pair
+from ..errors import ConfigError, DigitlabError
+from ..files import write_json
+from .common import machine, process_memory_mb, write_section
 
 TARGETS = ("idx", "image", "model")
 DEFAULT_TARGETS = TARGETS  # the CLI's default too (cli.py): every kind of input keeps being tried
@@ -80,8 +89,6 @@ def bench_fuzz(examples: int = DEFAULT_EXAMPLES, *, seed: int = 0, targets=DEFAU
         raise ConfigError(f"unknown fuzz target(s) {unknown}; targets: {', '.join(TARGETS)}")
     if examples < len(targets) or time_limit <= 0:
         raise ConfigError(f"--examples must be at least {len(targets)} (one per target) and --time-limit positive")
-    from .bench import machine
-
     started = time.perf_counter()
     rows = [_run_worker(target, examples // len(targets), seed, time_limit, Path(failures), progress)
             for target in targets]
@@ -95,8 +102,6 @@ def bench_fuzz(examples: int = DEFAULT_EXAMPLES, *, seed: int = 0, targets=DEFAU
         "wall_seconds": time.perf_counter() - started, "targets": rows,
     }
     if results is not None:
-        from .checkpoint import write_json
-
         write_json(Path(results), report)
     if markdown is not None:
         publish(report, Path(markdown))
@@ -113,8 +118,6 @@ def _hypothesis():
 
 
 def _versions() -> dict:
-    from importlib.metadata import version
-
     return {name: version(name) for name in ("hypothesis", "pillow", "numpy", "opencv-contrib-python-headless",
                                              "onnxruntime")}
 
@@ -127,7 +130,7 @@ def _run_worker(target: str, examples: int, seed: int, time_limit: float, failur
     as a failure whose reproducer is the input it was running."""
     with tempfile.TemporaryDirectory(prefix=f"digitlab-fuzz-{target}-", dir=_scratch()) as work:
         work = Path(work)
-        command = [sys.executable, "-m", "digitlab.bench_fuzz", target, str(examples), str(seed), str(time_limit),
+        command = [sys.executable, "-m", "digitlab.bench.fuzz", target, str(examples), str(seed), str(time_limit),
                    str(work), str(failures.absolute())]
         started = time.perf_counter()
         with open(work / "stderr.txt", "w") as stderr:
@@ -246,13 +249,11 @@ def fuzz_target(target: str, examples: int, seed: int, time_limit: float, work: 
     Each input is written to `work` before it runs (the reproducer if it hangs or crashes the
     process); the report goes to work/report.json after every chunk.
     """
-    import faulthandler
-
+    # Hypothesis here, not at the top: it is the test extra, which nothing but this suite needs.
     hypothesis = _hypothesis()
     from hypothesis import HealthCheck, Phase, given, settings
 
-    from . import fuzz_inputs
-    from .bench_serve import process_memory_mb
+    from . import fuzz_inputs  # its strategies import Hypothesis
 
     stack = open(work / "stack.txt", "w")  # noqa: SIM115 -- faulthandler writes to it until the process ends
     faulthandler.enable(stack)  # a segfault in a decoder leaves its stack here too
@@ -300,8 +301,6 @@ def fuzz_target(target: str, examples: int, seed: int, time_limit: float, work: 
 def _target(target: str, work: Path):
     """(strategy name in fuzz_inputs, run(case, tally), the files an input is written to)."""
     if target == "idx":
-        from .data.idx import load_idx_pair
-
         images, labels = work / "input-images.idx", work / "input-labels.idx"
 
         def run_idx(case: tuple[bytes, bytes], tally: Tally) -> None:
@@ -313,10 +312,6 @@ def _target(target: str, work: Path):
 
     if target == "model":
         return _model_target(work)
-    import torch
-
-    from . import api
-
     torch.set_num_threads(1)  # small images: threads would only contend
     model = api.load_model()  # the bundled model, on ONNX Runtime as `digitlab predict` runs it
     path = work / "input-image"
@@ -333,11 +328,6 @@ def _target(target: str, work: Path):
 def _model_target(work: Path):
     """The model target: each input becomes config.json of a copy of the bundled run directory, or
     an .onnx file, and is loaded and run on one 28x28 digit as `digitlab predict --model` does."""
-    import numpy as np
-    import torch
-
-    from . import api
-
     torch.set_num_threads(1)
     # Bounded, so that a regression reading /dev/zero as config.json fails with MemoryError, not the machine.
     resource.setrlimit(resource.RLIMIT_AS, (MODEL_AS_LIMIT, resource.getrlimit(resource.RLIMIT_AS)[1]))
@@ -374,8 +364,6 @@ def _model_target(work: Path):
 
 
 def publish(report: dict, markdown: Path) -> None:
-    from .bench import write_section
-
     lines = [START,
              "| target | entry point | inputs | accepted | refused with a DigitlabError (by class) | other exceptions "
              "| max s per input | mean ms per input | peak RSS (baseline) | wall |",

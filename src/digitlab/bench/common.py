@@ -1,0 +1,151 @@
+"""What the benchmark suites share: where they ran, their BENCHMARKS.md sections, process memory,
+and `digitlab serve` started as its own process with raw HTTP/1.1 requests to it (serve, speed)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import DigitlabError
+from ..files import write_text
+
+START_TIMEOUT = 60  # seconds for the service to answer /healthz
+
+
+class LoadTestError(DigitlabError):
+    """The service did not start, or a request failed during the load test."""
+
+
+# --- where the numbers were measured, and where they are written -------------------------------------
+
+
+def machine() -> str:
+    """'2-core AMD EPYC, no GPU' style description of where the numbers were measured."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()}-core {cpu}, {gpu}"
+
+
+def write_section(markdown: Path, start: str, end: str, block: str, preamble: str) -> None:
+    """Put `block` (which begins with `start` and ends with `end`) into `markdown` in place of
+    the text between those markers, keeping everything else; where the markers are absent,
+    append `preamble` (a heading and intro) and the block."""
+    text = markdown.read_text() if markdown.exists() else "# Benchmarks\n"
+    if start in text and end in text and text.index(start) < text.index(end):
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + preamble + block + "\n"
+    write_text(markdown, text)
+
+
+def process_memory_mb(pid: int | str = "self", field: str = "VmHWM") -> float | None:
+    """A live process's memory in MiB from /proc/PID/status: VmHWM (peak resident, the default)
+    or VmRSS (resident now); None where /proc does not tell."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+# --- the service as its own process --------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service(subprocess.Popen):
+    """`digitlab serve` as a child process. What it prints goes to a temporary file, not a pipe:
+    a pipe nobody reads fills at 64 KiB and then blocks the service at its next log line, and
+    under abuse uvicorn logs a warning for each malformed request."""
+
+    def __init__(self, command: list[str]):
+        self.log = tempfile.TemporaryFile()
+        super().__init__(command, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+
+def start_service(port: int, model=None, extra: list[str] | None = None) -> Service:
+    """`python -m digitlab serve` on 127.0.0.1:port, returned once /healthz answers."""
+    command = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--log-level", "warning"]
+    if model is not None:
+        command += ["--model", str(model)]
+    process = Service(command + (extra or []))
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LoadTestError(f"`{' '.join(command)}` exited with {process.returncode}:\n{process.output()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+                if answer.status == 200:
+                    return process
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.1)
+    stop_service(process)
+    raise LoadTestError(f"the service did not answer /healthz on port {port} within {START_TIMEOUT} s")
+
+
+def stop_service(process: subprocess.Popen, timeout: float = 15) -> int:
+    """SIGTERM, as a service manager would stop it; its exit code (SIGKILL after `timeout`)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+# --- requests to it ----------------------------------------------------------------------------------
+
+
+def request_bodies(kind: str, images: np.ndarray) -> list[bytes]:
+    """JSON bodies for /api/predict, one per (28, 28) uint8 MNIST digit (ink bright)."""
+    bodies = []
+    for image in images:
+        if kind == "pixels":
+            payload = {"pixels": image.tolist()}
+        else:  # as the page's pad: 280x280, dark ink on light paper, PNG
+            canvas = 253 - cv2.resize(image, (280, 280), interpolation=cv2.INTER_LINEAR) * (226 / 255)
+            ok, png = cv2.imencode(".png", canvas.astype(np.uint8))
+            payload = {"image": "data:image/png;base64," + base64.b64encode(png.tobytes()).decode()}
+        bodies.append(json.dumps(payload, separators=(",", ":")).encode())
+    return bodies
+
+
+def http_request(path: str, body: bytes, port: int, content_type: str | None = "application/json",
+                 length: int | None = None) -> bytes:
+    """A POST as raw HTTP/1.1; `length` declares another Content-Length than the body's."""
+    kind = f"Content-Type: {content_type}\r\n" if content_type else ""
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{kind}"
+            f"Content-Length: {len(body) if length is None else length}\r\n\r\n").encode() + body

@@ -82,6 +82,25 @@ def _lighting(rng: np.random.Generator, height: int, width: int, strength: float
     return 1 - strength * ramp
 
 
+@dataclass(frozen=True)
+class PageStyle:
+    """How one page is written and photographed: what `make_page` draws once per page."""
+
+    n_lines: int
+    height: float  # digit height in px (MNIST's 20-px box scaled to it)
+    touching: bool  # one adjacent pair per line touches or overlaps
+    ruled: bool
+    lighting: float  # how much darker the dark side is
+    drift: float  # baseline slope dy/dx
+    line_gap: float  # between lines, in digit heights
+    jpeg_quality: int
+    shear: float  # one writer: one slant per page, jittered per digit
+    strength: float  # how dark the ink is at full MNIST intensity
+
+
+Placed = tuple[np.ndarray, float, float]  # a digit's alpha image and its top-left corner (x, y)
+
+
 def make_page(
     rng: np.random.Generator,
     digits_source: tuple[np.ndarray, np.ndarray],
@@ -106,41 +125,10 @@ def make_page(
     heights) 0.5-1.2; jpeg_quality 30-90.
     """
     images, labels = _as_digit_arrays(digits_source)
-    n_lines = n_lines if n_lines is not None else int(rng.integers(1, 4))
-    height = digit_height if digit_height is not None else float(rng.uniform(20, 80))
-    touching = touching if touching is not None else bool(rng.random() < 0.25)
-    ruled = ruled if ruled is not None else bool(rng.random() < 0.3)
-    lighting = lighting if lighting is not None else float(rng.uniform(0, 0.45))
-    drift = drift if drift is not None else float(rng.uniform(-0.04, 0.04))
-    line_gap = line_gap if line_gap is not None else float(rng.uniform(0.5, 1.2))
-    jpeg_quality = jpeg_quality if jpeg_quality is not None else int(rng.integers(30, 91))
-    shear = rng.uniform(-0.25, 0.25)  # one writer: one slant per page, jittered per digit
-    strength = rng.uniform(0.75, 1.0)  # how dark the ink is at full MNIST intensity
-
-    # Lay out every digit (alpha image and top-left corner) in page coordinates before the page
-    # exists, then size the page around them.
-    placed: list[list[tuple[np.ndarray, float, float]]] = []
-    line_strings: list[str] = []
-    for line in range(n_lines):
-        count = n_digits if n_digits is not None else int(rng.integers(2, 9))
-        picks = rng.integers(0, len(images), count)
-        gaps = rng.uniform(0.15, 0.8, count) * height
-        if touching and count >= 2:
-            gaps[rng.integers(0, count - 1)] = rng.uniform(-0.1, 0.0) * height
-        baseline = line * height * (1 + line_gap)
-        x, row = 0.0, []
-        for k, index in enumerate(picks):
-            alpha = render_digit(images[index], height * rng.uniform(0.92, 1.08), shear + rng.uniform(-0.05, 0.05))
-            h, w = alpha.shape
-            # MNIST centres each digit by its centre of mass, so a short digit sits mid-box; keep
-            # the bottoms near the baseline (+-5% of the height) as handwriting does.
-            top = baseline + height - h + drift * x + rng.uniform(-0.05, 0.05) * height
-            row.append((alpha, x, top))
-            x += w + gaps[k]
-        placed.append(row)
-        line_strings.append("".join(str(int(labels[i])) for i in picks))
-
-    margins = rng.uniform(0.5, 2.0, 4) * height  # left, top, right, bottom
+    style = _draw_style(rng, n_lines, digit_height, touching, ruled, lighting, drift, line_gap, jpeg_quality)
+    # Lay out every digit in page coordinates before the page exists, then size the page around them.
+    placed, line_strings = _lay_out(rng, images, labels, style, n_digits)
+    margins = rng.uniform(0.5, 2.0, 4) * style.height  # left, top, right, bottom
     left = min(x for row in placed for _, x, _ in row)
     top = min(y for row in placed for _, _, y in row)
     right = max(x + a.shape[1] for row in placed for a, x, _ in row)
@@ -150,20 +138,78 @@ def make_page(
     shift_x, shift_y = margins[0] - left, margins[1] - top
 
     page = _paper(rng, height_px, width_px)
-    if ruled:
-        # Ruled lines under every line of writing (the digits stand on them) and between them
-        # at the same pitch, light blue or grey, 1-3 px; a red margin line when there is room.
-        colour = (150, 180, 225) if rng.random() < 0.5 else (165, 165, 165)
-        thickness = max(1, round(height / 30))
-        pitch = height * (1 + line_gap)
-        y = (shift_y + height) % pitch
-        while y < height_px:
-            cv2.line(page, (0, round(y)), (width_px - 1, round(y)), colour, thickness)
-            y += pitch
-        if margins[0] > 0.8 * height:
-            x_margin = round(margins[0] / 3)
-            cv2.line(page, (x_margin, 0), (x_margin, height_px - 1), (220, 120, 120), thickness)
+    if style.ruled:
+        _rule(rng, page, style, shift_y, left_margin=margins[0])
+    ink_alpha, boxes = _ink_alpha(placed, height_px, width_px, shift_x, shift_y)
+    return _photograph(rng, page, ink_alpha, style), PageTruth(lines=line_strings, boxes=boxes)
 
+
+def _draw_style(rng: np.random.Generator, n_lines, height, touching, ruled, lighting, drift, line_gap,
+                jpeg_quality) -> PageStyle:
+    """The page's style: each value given, or drawn from `rng` (in this order: same seed, same pages)."""
+    return PageStyle(
+        n_lines=n_lines if n_lines is not None else int(rng.integers(1, 4)),
+        height=height if height is not None else float(rng.uniform(20, 80)),
+        touching=touching if touching is not None else bool(rng.random() < 0.25),
+        ruled=ruled if ruled is not None else bool(rng.random() < 0.3),
+        lighting=lighting if lighting is not None else float(rng.uniform(0, 0.45)),
+        drift=drift if drift is not None else float(rng.uniform(-0.04, 0.04)),
+        line_gap=line_gap if line_gap is not None else float(rng.uniform(0.5, 1.2)),
+        jpeg_quality=jpeg_quality if jpeg_quality is not None else int(rng.integers(30, 91)),
+        shear=rng.uniform(-0.25, 0.25),
+        strength=rng.uniform(0.75, 1.0),
+    )
+
+
+def _lay_out(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, style: PageStyle,
+             n_digits: int | None) -> tuple[list[list[Placed]], list[str]]:
+    """Every line's digits, rendered and placed in page coordinates (the first line's top at 0),
+    and each line's string."""
+    height = style.height
+    placed: list[list[Placed]] = []
+    line_strings: list[str] = []
+    for line in range(style.n_lines):
+        count = n_digits if n_digits is not None else int(rng.integers(2, 9))
+        picks = rng.integers(0, len(images), count)
+        gaps = rng.uniform(0.15, 0.8, count) * height
+        if style.touching and count >= 2:
+            gaps[rng.integers(0, count - 1)] = rng.uniform(-0.1, 0.0) * height
+        baseline = line * height * (1 + style.line_gap)
+        x, row = 0.0, []
+        for k, index in enumerate(picks):
+            alpha = render_digit(images[index], height * rng.uniform(0.92, 1.08),
+                                 style.shear + rng.uniform(-0.05, 0.05))
+            h, w = alpha.shape
+            # MNIST centres each digit by its centre of mass, so a short digit sits mid-box; keep
+            # the bottoms near the baseline (+-5% of the height) as handwriting does.
+            top = baseline + height - h + style.drift * x + rng.uniform(-0.05, 0.05) * height
+            row.append((alpha, x, top))
+            x += w + gaps[k]
+        placed.append(row)
+        line_strings.append("".join(str(int(labels[i])) for i in picks))
+    return placed, line_strings
+
+
+def _rule(rng: np.random.Generator, page: np.ndarray, style: PageStyle, shift_y: float, left_margin: float) -> None:
+    """Ruled lines under every line of writing (the digits stand on them) and between them at the
+    same pitch, light blue or grey, 1-3 px; a red margin line when there is room. In place."""
+    height_px, width_px = page.shape[:2]
+    colour = (150, 180, 225) if rng.random() < 0.5 else (165, 165, 165)
+    thickness = max(1, round(style.height / 30))
+    pitch = style.height * (1 + style.line_gap)
+    y = (shift_y + style.height) % pitch
+    while y < height_px:
+        cv2.line(page, (0, round(y)), (width_px - 1, round(y)), colour, thickness)
+        y += pitch
+    if left_margin > 0.8 * style.height:
+        x_margin = round(left_margin / 3)
+        cv2.line(page, (x_margin, 0), (x_margin, height_px - 1), (220, 120, 120), thickness)
+
+
+def _ink_alpha(placed: list[list[Placed]], height_px: int, width_px: int, shift_x: float, shift_y: float
+               ) -> tuple[np.ndarray, list[list[Box]]]:
+    """The page's ink coverage (float32 0..1) with every digit drawn where it was placed, moved by
+    (shift_x, shift_y), and each digit's box in page pixels."""
     ink_alpha = np.zeros((height_px, width_px), np.float32)
     boxes: list[list[Box]] = []
     for row in placed:
@@ -175,18 +221,23 @@ def make_page(
             np.maximum(region, alpha, out=region)  # overlapping strokes of touching digits join
             line_boxes.append((x0, y0, w, h))
         boxes.append(line_boxes)
+    return ink_alpha, boxes
 
+
+def _photograph(rng: np.random.Generator, paper: np.ndarray, ink_alpha: np.ndarray, style: PageStyle) -> np.ndarray:
+    """The ink (one colour, jittered) on the paper, under the lighting, perhaps blurred, through a
+    JPEG: the (H, W, 3) uint8 RGB page."""
+    height_px, width_px = ink_alpha.shape
     ink = np.array(INKS[rng.integers(len(INKS))], np.float32) + rng.uniform(-10, 10, 3)
-    coverage = (ink_alpha * strength)[..., None]
-    page = page * (1 - coverage) + ink * coverage
-    page *= _lighting(rng, height_px, width_px, lighting)[..., None]
+    coverage = (ink_alpha * style.strength)[..., None]
+    page = paper * (1 - coverage) + ink * coverage
+    page *= _lighting(rng, height_px, width_px, style.lighting)[..., None]
     sigma = rng.uniform(0, 1.0)
     if sigma > 0.3:
         page = cv2.GaussianBlur(page, (0, 0), sigma)
     page_bgr = cv2.cvtColor(np.clip(page, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
-    _, encoded = cv2.imencode(".jpg", page_bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-    page = cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    return page, PageTruth(lines=line_strings, boxes=boxes)
+    _, encoded = cv2.imencode(".jpg", page_bgr, [cv2.IMWRITE_JPEG_QUALITY, style.jpeg_quality])
+    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def make_pages(

@@ -288,6 +288,20 @@ def _usps_for_tesseract(path: Path, out: Path) -> Path:
 
 # --- the benchmark ------------------------------------------------------------------------
 
+NO_PUNCTUATION = str.maketrans("", "", "".join(PUNCTUATION))
+
+
+@dataclass(frozen=True)
+class Readers:
+    """What every set is read with: digitlab's model and unsure threshold, and whether Tesseract
+    reads it too (the images it is given are written to `scratch`); `progress` shows bars."""
+
+    model: Model
+    unsure_below: float
+    tesseract: bool
+    scratch: Path
+    progress: bool
+
 
 def bench_read(
     data_dir=None,
@@ -319,112 +333,11 @@ def bench_read(
     folder, by_subset = load_real_digits(data_dir)
     model = model if isinstance(model, Model) else load_model(model)
     version = tesseract_version()
-    use_tesseract = tesseract and version is not None
     tesseract_state = "not run" if not tesseract else ("installed" if version else "not installed")
 
-    def capped(items: list) -> list:
-        return items[:limit] if limit is not None else items
-
-    no_punctuation = str.maketrans("", "", "".join(PUNCTUATION))
-
-    def texts_of(reading) -> tuple[list[str], list[str]]:
-        """Each line's digits and '?'s, without the punctuation read ('.', ',', '-': the labels
-        leave it out), and the same without '?' marks either (a '?' that no digit model was asked
-        about: a blob too small or flat for a digit) for the JSON's strings_exact_without_marks."""
-        return ([line.text.translate(no_punctuation) for line in reading.lines],
-                ["".join(d.text for d in line.digits if d.confidence > 0 or d.text not in (UNSURE, *PUNCTUATION))
-                 for line in reading.lines])
-
-    def whole_text(image) -> tuple[str, str]:
-        full, unmarked = texts_of(read(image, model, unsure_below=unsure))
-        return "".join(full), "".join(unmarked)
-
-    sets: dict[str, dict] = {}
-
-    def done(key: str, entry: dict) -> None:
-        sets[key] = entry
-        if progress and entry.get("digitlab"):
-            print(f"{key} ({entry['n']} {entry['unit']}): " + "; ".join(
-                f"{reader} " + ", ".join(f"{METRIC_NAMES[m]} {entry[reader][m] * 100:.2f}%" for m in METRIC_NAMES
-                                         if m in entry[reader])
-                + f", {entry[reader]['seconds_per_image'] * 1000:.1f} ms each"
-                for reader in ("digitlab", "tesseract") if entry.get(reader)), flush=True)
-
     with tempfile.TemporaryDirectory(prefix="digitlab-bench-read-") as tmp:
-        tmp = Path(tmp)
-        for spec in SETS:
-            failures: list[str] = []  # Tesseract runs that failed (they read nothing)
-            entry: dict = {"title": spec.title, "subsets": list(spec.subsets), "unit": spec.unit,
-                           "targets": spec.targets, "tesseract_psm": spec.psm}
-            if spec.key == "synthetic":
-                n = synthetic_pages if limit is None else min(synthetic_pages, limit)
-                entry.update(n=n, seed=seed)
-                if n == 0:
-                    entry.update(digitlab=None, tesseract=None)
-                    sets[spec.key] = entry
-                    continue
-                mnist = load_dataset("mnist", data_dir=data_dir, progress=progress)
-                pages = make_pages(n, seed, mnist.test_images[:, 0].numpy(), mnist.test_labels.numpy())
-                truth = [label for _, t in pages for label in t.lines]
-                names = [f"page {p} line {i}" for p, (_, t) in enumerate(pages) for i in range(len(t.lines))]
-                boxes = [[_union(b) for b in t.boxes] for _, t in pages]
-                entry["lines"] = len(truth)
-
-                def digitlab_page(k: int) -> list[tuple[str, str]]:
-                    reading = read(pages[k][0], model, unsure_below=unsure)
-                    line_boxes = [line.box for line in reading.lines]
-                    full, unmarked = texts_of(reading)
-                    return list(zip(_match_lines(boxes[k], list(zip(full, line_boxes))),
-                                    _match_lines(boxes[k], list(zip(unmarked, line_boxes)))))
-
-                texts, seconds = _timed(range(n), digitlab_page, "synthetic: digitlab", progress, "page")
-                entry["digitlab"] = _result(list(zip(truth, sum(texts, []))), names, seconds, n, "strings_exact")
-                if use_tesseract:
-                    def tesseract_page(k: int) -> list[str]:
-                        path = tmp / "page.png"
-                        cv2.imwrite(str(path), cv2.cvtColor(pages[k][0], cv2.COLOR_RGB2BGR))
-                        return _match_lines(boxes[k], _tesseract_tsv(path, spec.psm, failures))
-
-                    texts, seconds = _timed(range(n), tesseract_page, "synthetic: tesseract", progress, "page")
-                    entry["tesseract"] = _result(list(zip(truth, sum(texts, []))), names, seconds, n,
-                                                 "strings_exact")
-                    entry["tesseract"]["failures"] = failures[:ERRORS_KEPT]
-                else:
-                    entry["tesseract"] = None
-                done(spec.key, entry)
-                continue
-
-            samples = capped([s for subset in spec.subsets for s in by_subset.get(subset, [])])
-            entry["n"] = len(samples)
-            if not samples:
-                entry.update(digitlab=None, tesseract=None)
-                sets[spec.key] = entry
-                continue
-            labels = [s.label for s in samples]
-            names = [s.file for s in samples]
-            paths = [folder / s.file for s in samples]
-            exact_key = "accuracy" if spec.key == "usps" else "strings_exact"
-
-            if spec.key == "usps":  # one digit per image: predict in batches
-                batches = [paths[i:i + 64] for i in range(0, len(paths), 64)]
-                out, seconds = _timed(batches, lambda batch: [p.digit for p in predict(batch, model)],
-                                      f"{spec.key}: digitlab", progress, "batch")
-                texts = sum(out, [])
-            else:
-                texts, seconds = _timed(paths, whole_text, f"{spec.key}: digitlab", progress)
-            entry["digitlab"] = _result(list(zip(labels, texts)), names, seconds, len(samples), exact_key)
-            if use_tesseract:
-                def tesseract_text(path: Path) -> str:
-                    if spec.key == "usps":
-                        path = _usps_for_tesseract(path, tmp / "usps.png")
-                    return "".join(text for text, _ in _tesseract_tsv(path, spec.psm, failures))
-
-                texts, seconds = _timed(paths, tesseract_text, f"{spec.key}: tesseract", progress)
-                entry["tesseract"] = _result(list(zip(labels, texts)), names, seconds, len(samples), exact_key)
-                entry["tesseract"]["failures"] = failures[:ERRORS_KEPT]
-            else:
-                entry["tesseract"] = None
-            done(spec.key, entry)
+        readers = Readers(model, unsure, tesseract and version is not None, Path(tmp), progress)
+        sets = _read_sets(folder, by_subset, readers, data_dir, synthetic_pages, seed, limit)
 
     model_path = _display_path(model.path) if model.path is not None else None
     report = {
@@ -447,6 +360,121 @@ def bench_read(
     write_json(Path(results), report)
     publish(report, Path(markdown))
     return report
+
+
+def _read_sets(folder: Path, by_subset: dict[str, list[Sample]], readers: Readers, data_dir, synthetic_pages: int,
+               seed: int, limit: int | None) -> dict[str, dict]:
+    """Every set of SETS read (at most `limit` images or pages of each), by key: what it is, how
+    many it has, and each reader's figures (None for a set with nothing to read)."""
+    sets: dict[str, dict] = {}
+    for spec in SETS:
+        entry: dict = {"title": spec.title, "subsets": list(spec.subsets), "unit": spec.unit,
+                       "targets": spec.targets, "tesseract_psm": spec.psm}
+        if spec.key == "synthetic":
+            n = synthetic_pages if limit is None else min(synthetic_pages, limit)
+            entry.update(n=n, seed=seed)
+            if n:
+                mnist = load_dataset("mnist", data_dir=data_dir, progress=readers.progress)
+                pages = make_pages(n, seed, mnist.test_images[:, 0].numpy(), mnist.test_labels.numpy())
+                entry.update(_read_pages(spec, pages, readers))
+        else:
+            samples = [s for subset in spec.subsets for s in by_subset.get(subset, [])]
+            samples = samples[:limit] if limit is not None else samples
+            entry["n"] = len(samples)
+            if samples:
+                entry.update(_read_samples(spec, folder, samples, readers))
+        if entry["n"] == 0:
+            entry.update(digitlab=None, tesseract=None)
+        sets[spec.key] = entry
+        if readers.progress and entry.get("digitlab"):
+            _print_set(spec.key, entry)
+    return sets
+
+
+def _texts(reading) -> tuple[list[str], list[str]]:
+    """Each line's digits and '?'s, without the punctuation read ('.', ',', '-': the labels
+    leave it out), and the same without '?' marks either (a '?' that no digit model was asked
+    about: a blob too small or flat for a digit) for the JSON's strings_exact_without_marks."""
+    return ([line.text.translate(NO_PUNCTUATION) for line in reading.lines],
+            ["".join(d.text for d in line.digits if d.confidence > 0 or d.text not in (UNSURE, *PUNCTUATION))
+             for line in reading.lines])
+
+
+def _read_samples(spec: SetSpec, folder: Path, samples: list[Sample], readers: Readers) -> dict:
+    """A set of real images read by digitlab (and Tesseract): {"digitlab": ..., "tesseract": ...}."""
+    labels = [s.label for s in samples]
+    names = [s.file for s in samples]
+    paths = [folder / s.file for s in samples]
+    exact_key = "accuracy" if spec.key == "usps" else "strings_exact"
+    model, progress = readers.model, readers.progress
+
+    if spec.key == "usps":  # one digit per image: predict in batches
+        batches = [paths[i:i + 64] for i in range(0, len(paths), 64)]
+        out, seconds = _timed(batches, lambda batch: [p.digit for p in predict(batch, model)],
+                              f"{spec.key}: digitlab", progress, "batch")
+        texts = sum(out, [])
+    else:
+        def whole_text(image) -> tuple[str, str]:
+            full, unmarked = _texts(read(image, model, unsure_below=readers.unsure_below))
+            return "".join(full), "".join(unmarked)
+
+        texts, seconds = _timed(paths, whole_text, f"{spec.key}: digitlab", progress)
+    found = {"digitlab": _result(list(zip(labels, texts)), names, seconds, len(samples), exact_key),
+             "tesseract": None}
+    if readers.tesseract:
+        failures: list[str] = []  # Tesseract runs that failed (they read nothing)
+
+        def tesseract_text(path: Path) -> str:
+            if spec.key == "usps":
+                path = _usps_for_tesseract(path, readers.scratch / "usps.png")
+            return "".join(text for text, _ in _tesseract_tsv(path, spec.psm, failures))
+
+        texts, seconds = _timed(paths, tesseract_text, f"{spec.key}: tesseract", progress)
+        found["tesseract"] = _result(list(zip(labels, texts)), names, seconds, len(samples), exact_key)
+        found["tesseract"]["failures"] = failures[:ERRORS_KEPT]
+    return found
+
+
+def _read_pages(spec: SetSpec, pages: list, readers: Readers) -> dict:
+    """Synthetic pages read by digitlab (and Tesseract), scored line by line (each true line
+    against the read line that overlaps it most): {"lines": ..., "digitlab": ..., "tesseract": ...}."""
+    n = len(pages)
+    truth = [label for _, t in pages for label in t.lines]
+    names = [f"page {p} line {i}" for p, (_, t) in enumerate(pages) for i in range(len(t.lines))]
+    boxes = [[_union(b) for b in t.boxes] for _, t in pages]
+
+    def digitlab_page(k: int) -> list[tuple[str, str]]:
+        reading = read(pages[k][0], readers.model, unsure_below=readers.unsure_below)
+        line_boxes = [line.box for line in reading.lines]
+        full, unmarked = _texts(reading)
+        return list(zip(_match_lines(boxes[k], list(zip(full, line_boxes))),
+                        _match_lines(boxes[k], list(zip(unmarked, line_boxes)))))
+
+    texts, seconds = _timed(range(n), digitlab_page, "synthetic: digitlab", readers.progress, "page")
+    found = {"lines": len(truth),
+             "digitlab": _result(list(zip(truth, sum(texts, []))), names, seconds, n, "strings_exact"),
+             "tesseract": None}
+    if readers.tesseract:
+        failures: list[str] = []  # Tesseract runs that failed (they read nothing)
+
+        def tesseract_page(k: int) -> list[str]:
+            path = readers.scratch / "page.png"
+            cv2.imwrite(str(path), cv2.cvtColor(pages[k][0], cv2.COLOR_RGB2BGR))
+            return _match_lines(boxes[k], _tesseract_tsv(path, spec.psm, failures))
+
+        texts, seconds = _timed(range(n), tesseract_page, "synthetic: tesseract", readers.progress, "page")
+        found["tesseract"] = _result(list(zip(truth, sum(texts, []))), names, seconds, n, "strings_exact")
+        found["tesseract"]["failures"] = failures[:ERRORS_KEPT]
+    return found
+
+
+def _print_set(key: str, entry: dict) -> None:
+    """One line of a set's figures, for each reader that read it."""
+    print(f"{key} ({entry['n']} {entry['unit']}): " + "; ".join(
+        f"{reader} " + ", ".join(f"{METRIC_NAMES[m]} {entry[reader][m] * 100:.2f}%" for m in METRIC_NAMES
+                                 if m in entry[reader])
+        + f", {entry[reader]['seconds_per_image'] * 1000:.1f} ms each"
+        for reader in ("digitlab", "tesseract") if entry.get(reader)), flush=True)
 
 
 def _display_path(path: Path) -> str:

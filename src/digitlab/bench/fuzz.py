@@ -73,8 +73,8 @@ START, END = "<!-- bench fuzz: begin -->", "<!-- bench fuzz: end -->"
 HEADING = "## Damaged inputs (`digitlab bench fuzz`)"
 
 
-def bench_fuzz(examples: int = DEFAULT_EXAMPLES, *, seed: int = 0, targets=DEFAULT_TARGETS, time_limit: float = TIME_LIMIT_S,
-               results: Path | None = Path("benchmarks/results/fuzz.json"),
+def bench_fuzz(examples: int = DEFAULT_EXAMPLES, *, seed: int = 0, targets=DEFAULT_TARGETS,
+               time_limit: float = TIME_LIMIT_S, results: Path | None = Path("benchmarks/results/fuzz.json"),
                markdown: Path | None = Path("BENCHMARKS.md"), failures: Path = Path("runs/fuzz-failures"),
                progress: bool = True) -> dict:
     """Fuzz each target in its own process with examples // len(targets) inputs; the report.

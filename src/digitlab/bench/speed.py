@@ -18,6 +18,7 @@ Workers run as `python -m digitlab.bench.speed WORKER JSON` and print one `RESUL
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -330,75 +331,93 @@ def bench_speed(seeds: int = 5, seeds_995: int = 3, peers: bool = True, ablation
     report["peak_gflops"] = {"float32": gemm_peak("float32")}
     if bf16_supported(torch.device("cpu")):
         report["peak_gflops"]["bfloat16"] = gemm_peak("bfloat16")
-    log(f"matrix-multiply peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report["peak_gflops"].items()))
-
-    def train(recipe, seed=0, epochs=None, settings=(), threads=None):
-        spec = {**common, "recipe": recipe, "seed": seed, "epochs": 1 if quick else epochs,
-                "settings": list(settings), "threads": threads}
-        result = run_worker("digitlab", spec)
-        last = result["epochs"][-1]
-        log(f"  digitlab {recipe} {' '.join(settings)}{' threads=' + str(threads) if threads else ''} seed {seed}: "
-            f"{last['accuracy'] * 100:.2f}% after {len(result['epochs'])} epoch(s), "
-            f"{_train_seconds(result):.2f} s training")
-        return result
+    log("matrix-multiply peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report["peak_gflops"].items()))
+    train = functools.partial(_train_digitlab, common, quick, log)
 
     # 1. The fast recipes over seeds.
     for name, count in (("fast", seeds), ("fast-995", seeds_995)):
-        if not count:
-            continue
-        log(f"{name}: {count} seed(s)")
-        flops = training_flops_per_image(name)
-        runs = [train(name, seed=s) for s in range(count)]
-        secs = [_train_seconds(r) for r in runs]
-        accs = [r["epochs"][-1]["accuracy"] for r in runs]
-        images = (limit or 60000) * len(runs[0]["epochs"])
-        report[name] = {
-            "seeds": count, "seconds": secs, "accuracies": accs, "median_seconds": statistics.median(secs),
-            "median_accuracy": statistics.median(accs), "min_accuracy": min(accs),
-            "load_seconds": statistics.median(r["load_seconds"] for r in runs),
-            "flops_per_image": flops, "gflops": flops * images / statistics.median(secs) / 1e9,
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "bf16": runs[0]["bf16"]}
-
+        if count:
+            report[name] = _over_seeds(name, count, train, limit, log)
     # 2. Each trick undone on its own.
     if ablations:
-        log("tricks, each undone on its own (seed 0)")
-        rows = []
-        for label, recipe, settings, threads in ABLATIONS:
-            r = train(recipe, settings=settings, threads=threads)
-            rows.append({"trick": label, "recipe": recipe, "settings": settings, "threads": threads,
-                         "seconds": _train_seconds(r), "accuracy": r["epochs"][-1]["accuracy"]})
-        report["ablations"] = rows
+        report["ablations"] = _ablations(train, log)
         report["uint8"] = uint8_vs_float(data_dir)
-
     # 3. Peers.
     if peers:
-        peer: dict = {}
-        if keras_available():
-            log("Keras 3 keras-cnn until 99.0%")
-            k_cnn = run_worker("keras", {**common, "recipe": "keras-cnn", "epochs": keras_max_epochs, "until": 0.99})
-            log(f"  {len(k_cnn['epochs'])} epochs: " + ", ".join(f"{e['accuracy'] * 100:.2f}%/{e['seconds']:.1f}s"
-                                                             for e in k_cnn["epochs"]))
-            d_cnn = train("keras-cnn", epochs=len(k_cnn["epochs"]))
-            log("Keras 3 keras-mlp-dropout")
-            k_mlp = run_worker("keras", {**common, "recipe": "keras-mlp-dropout", "epochs": mlp_epochs})
-            peer["keras"] = {"keras-cnn": {"keras": k_cnn, "digitlab": d_cnn},
-                             "keras-mlp-dropout": {"keras": k_mlp}}
-        else:
-            peer["keras"] = None
-            log("Keras 3 / TensorFlow not installed (pip install 'digitlab[peers]'): those rows are left out")
-        d_mlp = train("keras-mlp-dropout", epochs=mlp_epochs)
-        if peer["keras"]:
-            peer["keras"]["keras-mlp-dropout"]["digitlab"] = d_mlp
-        log("scikit-learn MLPClassifier")
-        peer["sklearn"] = {"sklearn": run_worker("sklearn", {**common, "epochs": mlp_epochs}), "digitlab": d_mlp}
-        log("conventional PyTorch DataLoader loop, fast's model")
-        peer["dataloader"] = run_worker("dataloader", {**common, "epochs": 1})
-        report["peers"] = peer
+        report["peers"] = _peers(train, common, keras_max_epochs, mlp_epochs, log)
     log("service peak memory")
     report["service"] = service_rss()
     write_json(results, report)
     publish(report, markdown)
     return report
+
+
+def _train_digitlab(common: dict, quick: bool, log, recipe: str, seed: int = 0, epochs: int | None = None,
+                    settings=(), threads: int | None = None) -> dict:
+    """digitlab's worker on `recipe` (one epoch when `quick`), its result logged in one line."""
+    spec = {**common, "recipe": recipe, "seed": seed, "epochs": 1 if quick else epochs,
+            "settings": list(settings), "threads": threads}
+    result = run_worker("digitlab", spec)
+    last = result["epochs"][-1]
+    log(f"  digitlab {recipe} {' '.join(settings)}{' threads=' + str(threads) if threads else ''} seed {seed}: "
+        f"{last['accuracy'] * 100:.2f}% after {len(result['epochs'])} epoch(s), "
+        f"{_train_seconds(result):.2f} s training")
+    return result
+
+
+def _over_seeds(name: str, count: int, train, limit: int | None, log) -> dict:
+    """A fast recipe trained with seeds 0..count-1: its seconds and accuracies, their medians, and
+    the arithmetic rate from its counted FLOPs."""
+    log(f"{name}: {count} seed(s)")
+    flops = training_flops_per_image(name)
+    runs = [train(name, seed=s) for s in range(count)]
+    secs = [_train_seconds(r) for r in runs]
+    accs = [r["epochs"][-1]["accuracy"] for r in runs]
+    images = (limit or 60000) * len(runs[0]["epochs"])
+    return {
+        "seeds": count, "seconds": secs, "accuracies": accs, "median_seconds": statistics.median(secs),
+        "median_accuracy": statistics.median(accs), "min_accuracy": min(accs),
+        "load_seconds": statistics.median(r["load_seconds"] for r in runs),
+        "flops_per_image": flops, "gflops": flops * images / statistics.median(secs) / 1e9,
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "bf16": runs[0]["bf16"]}
+
+
+def _ablations(train, log) -> list[dict]:
+    """Each row of ABLATIONS trained with seed 0: its training seconds and test accuracy."""
+    log("tricks, each undone on its own (seed 0)")
+    rows = []
+    for label, recipe, settings, threads in ABLATIONS:
+        r = train(recipe, settings=settings, threads=threads)
+        rows.append({"trick": label, "recipe": recipe, "settings": settings, "threads": threads,
+                     "seconds": _train_seconds(r), "accuracy": r["epochs"][-1]["accuracy"]})
+    return rows
+
+
+def _peers(train, common: dict, keras_max_epochs: int, mlp_epochs: int, log) -> dict:
+    """Keras 3 (where installed), scikit-learn and a DataLoader loop, each beside digitlab on the
+    same recipe: their workers' results."""
+    peer: dict = {}
+    if keras_available():
+        log("Keras 3 keras-cnn until 99.0%")
+        k_cnn = run_worker("keras", {**common, "recipe": "keras-cnn", "epochs": keras_max_epochs, "until": 0.99})
+        log(f"  {len(k_cnn['epochs'])} epochs: " + ", ".join(f"{e['accuracy'] * 100:.2f}%/{e['seconds']:.1f}s"
+                                                         for e in k_cnn["epochs"]))
+        d_cnn = train("keras-cnn", epochs=len(k_cnn["epochs"]))
+        log("Keras 3 keras-mlp-dropout")
+        k_mlp = run_worker("keras", {**common, "recipe": "keras-mlp-dropout", "epochs": mlp_epochs})
+        peer["keras"] = {"keras-cnn": {"keras": k_cnn, "digitlab": d_cnn},
+                         "keras-mlp-dropout": {"keras": k_mlp}}
+    else:
+        peer["keras"] = None
+        log("Keras 3 / TensorFlow not installed (pip install 'digitlab[peers]'): those rows are left out")
+    d_mlp = train("keras-mlp-dropout", epochs=mlp_epochs)
+    if peer["keras"]:
+        peer["keras"]["keras-mlp-dropout"]["digitlab"] = d_mlp
+    log("scikit-learn MLPClassifier")
+    peer["sklearn"] = {"sklearn": run_worker("sklearn", {**common, "epochs": mlp_epochs}), "digitlab": d_mlp}
+    log("conventional PyTorch DataLoader loop, fast's model")
+    peer["dataloader"] = run_worker("dataloader", {**common, "epochs": 1})
+    return peer
 
 
 # --- the BENCHMARKS.md section ---------------------------------------------------------------------
@@ -415,8 +434,24 @@ def publish(report: dict, markdown: Path) -> None:
     if report["quick"]:
         lines.append("\n**--quick smoke run: 5,000 training images, 1 epoch, 1 seed. These figures check the "
                      "machinery and mean nothing.**")
-    lines.append(f"\nThis CPU's practical peak (2048x2048 matrix multiply): "
+    lines.append("\nThis CPU's practical peak (2048x2048 matrix multiply): "
                  + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()) + ".")
+    lines += _fast_lines(report, peak)
+    if report.get("ablations"):
+        lines += _ablation_lines(report["ablations"], report["uint8"])
+    peers = report.get("peers")
+    if peers:
+        lines += _peer_lines(peers, report.get("fast"))
+    lines += _memory_lines(report, peers)
+    lines.append(END)
+    write_section(markdown, START, END, "\n".join(lines),
+                  "## Training speed against the usual tools (`digitlab bench speed`)\n\n")
+
+
+def _fast_lines(report: dict, peak: dict) -> list[str]:
+    """A paragraph for each fast recipe run: its median time and accuracy against its target, its
+    seeds, and its arithmetic rate against this CPU's peak."""
+    lines = []
     for name, target_s, target_acc in (("fast", TARGET_FAST_SECONDS, TARGET_FAST_ACCURACY),
                                        ("fast-995", TARGET_995_SECONDS, TARGET_995_ACCURACY)):
         f = report.get(name)
@@ -426,67 +461,79 @@ def publish(report: dict, markdown: Path) -> None:
         floor = f" (every seed >= {TARGET_FAST_FLOOR * 100:.1f}%: {_ok(f['min_accuracy'] >= TARGET_FAST_FLOOR)})" \
             if name == "fast" else ""
         lines += [
-            f"\n**`{name}`** ({f['seeds']} seed{'s' if f['seeds'] > 1 else ''}): median {f['median_seconds']:.2f} s of training to "
+            f"\n**`{name}`** ({f['seeds']} seed{'s' if f['seeds'] > 1 else ''}): median "
+            f"{f['median_seconds']:.2f} s of training to "
             f"{f['median_accuracy'] * 100:.2f}% (target <= {target_s:.0f} s to {target_acc * 100:.1f}%: "
             f"{_ok(f['median_seconds'] <= target_s and f['median_accuracy'] >= target_acc)}){floor}; "
             f"seeds: " + ", ".join(f"{a * 100:.2f}%/{s:.2f} s" for a, s in zip(f["accuracies"], f["seconds"])) + ". "
             f"Loading MNIST (apart): {f['load_seconds']:.2f} s. {f['flops_per_image'] / 1e6:.1f} MFLOP per training "
             f"image (forward + backward, counted by FlopCounterMode): {f['gflops']:.0f} GFLOP/s, "
             f"{f['gflops'] / peak[dtype] * 100:.0f}% of the {dtype} peak. Peak RSS {f['peak_rss_mb']:.0f} MiB."]
-    if report.get("ablations"):
-        base = report["ablations"][0]
-        lines += ["\n| `fast` with one trick undone | training s | vs `fast` | test accuracy |",
-                  "| --- | --- | --- | --- |"]
-        for r in report["ablations"]:
-            lines.append(f"| {r['trick']} | {r['seconds']:.2f} | {r['seconds'] / base['seconds']:.2f}x | "
-                         f"{r['accuracy'] * 100:.2f}% |")
-        u = report["uint8"]
-        lines.append(f"\nData on the device as uint8, scaled per batch: one epoch of batch gathers "
-                     f"{u['uint8']['epoch_seconds'] * 1000:.0f} ms for {u['uint8']['megabytes']:.0f} MiB, against "
-                     f"{u['float32']['epoch_seconds'] * 1000:.0f} ms for a {u['float32']['megabytes']:.0f} MiB "
-                     f"float32 copy.")
-    peers = report.get("peers")
-    if peers:
-        lines += ["\n| comparison | them | digitlab | ratio (them / digitlab) | target |", "| --- | --- | --- | --- | --- |"]
-        keras = peers.get("keras")
-        fast = report.get("fast")
-        if keras:
-            for recipe, pair in keras.items():
-                k, d = pair["keras"], pair["digitlab"]
-                n = min(len(k["epochs"]), len(d["epochs"]))
-                ks, ds = _train_seconds(k, n) / n, _train_seconds(d, n) / n
-                lines.append(
-                    f"| `{recipe}`, seconds per epoch over {n} epoch(s) (accuracy after them) | Keras "
-                    f"{k['keras']} ({k['backend']}): {ks:.2f} s ({k['epochs'][n - 1]['accuracy'] * 100:.2f}%) | "
-                    f"{ds:.2f} s ({d['epochs'][n - 1]['accuracy'] * 100:.2f}%) | {ks / ds:.2f}x | "
-                    f">= 1x: {_ok(ks >= ds)} |")
-            k_cnn = keras["keras-cnn"]["keras"]
-            k_secs, k_epochs = _time_to(k_cnn, 0.99)
-            if fast and k_secs:
-                lines.append(f"| time to 99.0%: Keras `keras-cnn` vs digitlab `fast` (median) | {k_secs:.1f} s "
-                             f"({k_epochs} epochs) | {fast['median_seconds']:.2f} s | "
-                             f"{k_secs / fast['median_seconds']:.1f}x | >= {TARGET_KERAS_RATIO:.0f}x: "
-                             f"{_ok(k_secs / fast['median_seconds'] >= TARGET_KERAS_RATIO)} |")
-            elif fast:
-                best = max(e["accuracy"] for e in k_cnn["epochs"])
-                lines.append(f"| time to 99.0%: Keras `keras-cnn` vs `fast` | not reached in {len(k_cnn['epochs'])} "
-                             f"epochs (best {best * 100:.2f}%) | {fast['median_seconds']:.2f} s | — | |")
-        else:
-            lines.append("| Keras 3 | not installed (`pip install 'digitlab[peers]'`) | | | |")
-        s, d = peers["sklearn"]["sklearn"], peers["sklearn"]["digitlab"]
-        n = min(len(s["epochs"]), len(d["epochs"]))
-        ss, dd = _train_seconds(s, n) / n, _train_seconds(d, n) / n
-        lines.append(f"| MLP 784-512-256-10, seconds per epoch over {n} epoch(s): scikit-learn MLPClassifier "
-                     f"(no dropout) vs `keras-mlp-dropout` | {ss:.2f} s ({s['epochs'][n - 1]['accuracy'] * 100:.2f}%) | "
-                     f"{dd:.2f} s ({d['epochs'][n - 1]['accuracy'] * 100:.2f}%) | {ss / dd:.2f}x | |")
-        loop = peers["dataloader"]
-        if fast:
-            first = fast["seconds"][0]
-            lines.append(f"| one epoch of `fast`'s model: PyTorch DataLoader loop (pytorch/examples style, fp32, "
-                         f"NCHW) vs `fast` (seed 0) | {_train_seconds(loop):.2f} s "
-                         f"({loop['epochs'][-1]['accuracy'] * 100:.2f}%) | {first:.2f} s "
-                         f"({fast['accuracies'][0] * 100:.2f}%) | {_train_seconds(loop) / first:.1f}x | |")
-    lines += ["\n| peak resident memory (RSS) | MiB |", "| --- | --- |"]
+    return lines
+
+
+def _ablation_lines(ablations: list[dict], timings: dict) -> list[str]:
+    """The table of fast's tricks undone one by one, and uint8 against float32 data."""
+    base = ablations[0]
+    lines = ["\n| `fast` with one trick undone | training s | vs `fast` | test accuracy |",
+             "| --- | --- | --- | --- |"]
+    for r in ablations:
+        lines.append(f"| {r['trick']} | {r['seconds']:.2f} | {r['seconds'] / base['seconds']:.2f}x | "
+                     f"{r['accuracy'] * 100:.2f}% |")
+    uint8, float32 = timings["uint8"], timings["float32"]
+    lines.append(f"\nData on the device as uint8, scaled per batch: one epoch of batch gathers "
+                 f"{uint8['epoch_seconds'] * 1000:.0f} ms for {uint8['megabytes']:.0f} MiB, against "
+                 f"{float32['epoch_seconds'] * 1000:.0f} ms for a {float32['megabytes']:.0f} MiB float32 copy.")
+    return lines
+
+
+def _peer_lines(peers: dict, fast: dict | None) -> list[str]:
+    """The table of the usual tools against digitlab: seconds per epoch (Keras, scikit-learn), time
+    to 99% (Keras' keras-cnn against `fast`), and one epoch of a DataLoader loop against `fast`."""
+    lines = ["\n| comparison | them | digitlab | ratio (them / digitlab) | target |", "| --- | --- | --- | --- | --- |"]
+    keras = peers.get("keras")
+    if keras:
+        for recipe, pair in keras.items():
+            k, d = pair["keras"], pair["digitlab"]
+            n = min(len(k["epochs"]), len(d["epochs"]))
+            ks, ds = _train_seconds(k, n) / n, _train_seconds(d, n) / n
+            lines.append(
+                f"| `{recipe}`, seconds per epoch over {n} epoch(s) (accuracy after them) | Keras "
+                f"{k['keras']} ({k['backend']}): {ks:.2f} s ({k['epochs'][n - 1]['accuracy'] * 100:.2f}%) | "
+                f"{ds:.2f} s ({d['epochs'][n - 1]['accuracy'] * 100:.2f}%) | {ks / ds:.2f}x | "
+                f">= 1x: {_ok(ks >= ds)} |")
+        k_cnn = keras["keras-cnn"]["keras"]
+        k_secs, k_epochs = _time_to(k_cnn, 0.99)
+        if fast and k_secs:
+            lines.append(f"| time to 99.0%: Keras `keras-cnn` vs digitlab `fast` (median) | {k_secs:.1f} s "
+                         f"({k_epochs} epochs) | {fast['median_seconds']:.2f} s | "
+                         f"{k_secs / fast['median_seconds']:.1f}x | >= {TARGET_KERAS_RATIO:.0f}x: "
+                         f"{_ok(k_secs / fast['median_seconds'] >= TARGET_KERAS_RATIO)} |")
+        elif fast:
+            best = max(e["accuracy"] for e in k_cnn["epochs"])
+            lines.append(f"| time to 99.0%: Keras `keras-cnn` vs `fast` | not reached in {len(k_cnn['epochs'])} "
+                         f"epochs (best {best * 100:.2f}%) | {fast['median_seconds']:.2f} s | — | |")
+    else:
+        lines.append("| Keras 3 | not installed (`pip install 'digitlab[peers]'`) | | | |")
+    s, d = peers["sklearn"]["sklearn"], peers["sklearn"]["digitlab"]
+    n = min(len(s["epochs"]), len(d["epochs"]))
+    ss, dd = _train_seconds(s, n) / n, _train_seconds(d, n) / n
+    lines.append(f"| MLP 784-512-256-10, seconds per epoch over {n} epoch(s): scikit-learn MLPClassifier "
+                 f"(no dropout) vs `keras-mlp-dropout` | {ss:.2f} s ({s['epochs'][n - 1]['accuracy'] * 100:.2f}%) | "
+                 f"{dd:.2f} s ({d['epochs'][n - 1]['accuracy'] * 100:.2f}%) | {ss / dd:.2f}x | |")
+    loop = peers["dataloader"]
+    if fast:
+        first = fast["seconds"][0]
+        lines.append(f"| one epoch of `fast`'s model: PyTorch DataLoader loop (pytorch/examples style, fp32, "
+                     f"NCHW) vs `fast` (seed 0) | {_train_seconds(loop):.2f} s "
+                     f"({loop['epochs'][-1]['accuracy'] * 100:.2f}%) | {first:.2f} s "
+                     f"({fast['accuracies'][0] * 100:.2f}%) | {_train_seconds(loop) / first:.1f}x | |")
+    return lines
+
+
+def _memory_lines(report: dict, peers: dict | None) -> list[str]:
+    """The table of peak resident memory: each training process, and the service."""
+    lines = ["\n| peak resident memory (RSS) | MiB |", "| --- | --- |"]
     for name in ("fast", "fast-995"):
         if report.get(name):
             lines.append(f"| training `{name}` (whole process, MNIST loaded) | {report[name]['peak_rss_mb']:.0f} |")
@@ -500,9 +547,7 @@ def publish(report: dict, markdown: Path) -> None:
     if report["service"]["peak_rss_mb"] is not None:
         lines.append(f"| `digitlab serve` after {report['service']['requests']} predictions "
                      f"| {report['service']['peak_rss_mb']:.0f} |")
-    lines.append(END)
-    write_section(markdown, START, END, "\n".join(lines),
-                  "## Training speed against the usual tools (`digitlab bench speed`)\n\n")
+    return lines
 
 
 def main(argv: list[str]) -> int:

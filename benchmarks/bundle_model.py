@@ -16,9 +16,10 @@ from datetime import date
 from pathlib import Path
 
 import digitlab
-from digitlab.api import BUNDLED_MODEL
-from digitlab.checkpoint import CONFIG, HISTORY, WEIGHTS, load_weights, read_json, save_weights, write_json, write_text
+from digitlab.checkpoint import CONFIG, HISTORY, WEIGHTS, load_weights, save_weights
 from digitlab.evaluate import compute_metrics, fit_temperature, predict_logits
+from digitlab.files import read_json, write_json, write_text
+from digitlab.inference import BUNDLED_MODEL
 
 
 def main() -> None:

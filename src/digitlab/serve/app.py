@@ -716,6 +716,22 @@ def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_B
     batcher = Batcher(model, max_batch, max_pixels)
     reader = Reader(model, max_pixels, max_reads, time_limit=read_time_limit)
     pixels = PixelBudget(max(pixel_budget, max_pixels))
+    app = FastAPI(title="digitlab", version=__version__, lifespan=_lifespan(batcher, reader),
+                  description="Handwritten-digit recognition: one digit (`/api/predict`) or the digit strings "
+                              "in a photo (`/api/read`). Errors are JSON: `{\"error\": message, \"status\": code}`.")
+    app.state.model = model
+    app.add_middleware(BodyLimits, limit=max_body, timeout=read_timeout, budget=body_budget)
+    _answer_errors_as_json(app)
+    _add_health(app, model)
+    _add_predict(app, batcher, pixels, max_pixels)
+    _add_read(app, reader, pixels, max_pixels)
+    _add_page(app)
+    return app
+
+
+def _lifespan(batcher: Batcher, reader: Reader):
+    """The app's lifespan: the inference thread starts with the app; at its end the thread and
+    the read threads stop."""
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -724,11 +740,12 @@ def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_B
         await batcher.stop()
         reader.stop()
 
-    app = FastAPI(title="digitlab", version=__version__, lifespan=lifespan,
-                  description="Handwritten-digit recognition: one digit (`/api/predict`) or the digit strings "
-                              "in a photo (`/api/read`). Errors are JSON: `{\"error\": message, \"status\": code}`.")
-    app.state.model = model
-    app.add_middleware(BodyLimits, limit=max_body, timeout=read_timeout, budget=body_budget)
+    return lifespan
+
+
+def _answer_errors_as_json(app: FastAPI) -> None:
+    """Every error as JSON {"error": message, "status": code}: the service's own (ServiceError),
+    a malformed query (422), Starlette's (404, 405, ...), and a bug (500, still logged)."""
 
     @app.exception_handler(ServiceError)
     async def service_error(_request, err: ServiceError):
@@ -748,6 +765,10 @@ def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_B
     async def server_error(_request, err: Exception):  # a bug: JSON like every error (and still logged)
         return _error(500, f"internal error: {type(err).__name__}")
 
+
+def _add_health(app: FastAPI, model: Model) -> None:
+    """GET /healthz and GET /api/models."""
+
     @app.get("/healthz", summary="Liveness: 200 while the service runs")
     async def healthz():
         return {"status": "ok", "version": __version__}
@@ -755,6 +776,10 @@ def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_B
     @app.get("/api/models", summary="The model being served")
     async def models():
         return {"models": [_model_info(model)]}
+
+
+def _add_predict(app: FastAPI, batcher: Batcher, pixels: PixelBudget, max_pixels: int) -> None:
+    """POST /api/predict: one digit, predicted in the inference thread (Batcher)."""
 
     @app.post("/api/predict", summary="Read one digit",
               description="An uploaded image (multipart field `file`, or the raw body with an image/* "
@@ -769,6 +794,10 @@ def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_B
                 raise _answer_error(err) from err
         return _json(_prediction_json(prediction))
 
+
+def _add_read(app: FastAPI, reader: Reader, pixels: PixelBudget, max_pixels: int) -> None:
+    """POST /api/read: the digit strings in a photo, read in a read thread (Reader)."""
+
     @app.post("/api/read", summary="Read the digit strings in a photo",
               description="A photo (multipart field `file`, or the raw body). `annotate=true` adds the "
                           f"annotated photo as a data URL (PNG, or JPEG over {ANNOTATED_BYTES // 2**20} MiB; "
@@ -780,12 +809,15 @@ def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_B
         async with pixels.hold(_declared_pixels(data, max_pixels)):
             return _json(await reader.read(request, data, unsure_below, annotate))
 
+
+def _add_page(app: FastAPI) -> None:
+    """GET /: the page (static/index.html), and its assets under /static/."""
+
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(str(STATIC / "index.html"))
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    return app
 
 
 def _model_info(model: Model) -> dict:

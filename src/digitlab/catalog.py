@@ -8,7 +8,8 @@ from pathlib import Path
 
 from torch import nn
 
-from .checkpoint import CONFIG, read_json
+from .checkpoint import CONFIG
+from .files import read_json
 from .data import DATASETS
 from .errors import UnknownNameError
 from .models import count_parameters, create_model, create_model_from_config, summarize

@@ -14,7 +14,6 @@ A run directory (DESIGN.md):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,124 +21,44 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError, WriteError
-from .files import atomic_write, make_temp_dir, remove_temporaries
+from .files import atomic_write, make_temp_dir, read_json, remove_temporaries, write_json
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 HISTORY = "history.json"
 CHECKPOINTS = "checkpoint"
 METRICS = "metrics.json"  # written last by evaluation: a run directory with it is complete
+# Written by evaluation (evaluate.evaluate_run) beside METRICS: these names for the test split, and
+# NAME-SPLIT.EXT for another (`split_file`); CURVES, drawn from history.json, has one name for every split.
+REPORT = "report.txt"
+CONFUSION = "confusion.png"
+ERRORS = "errors.png"
+SAMPLES = "samples.png"
+CURVES = "curves.png"
 LATEST = "latest.json"  # in checkpoint/: names the newest complete epoch folder
 EPOCH_FOLDER = re.compile(r"epoch-\d{4,}")  # checkpoint/epoch-NNNN
 EPOCH_TEMP = re.compile(r"\.epoch-\d{4,}\..+")  # make_temp_dir's name for one still being written
-CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
+OPTIMIZER = "optimizer.safetensors"  # in an epoch folder, beside WEIGHTS (the model's tensors then)
+RNG = "rng.safetensors"
+STATE = "state.json"
+CHECKPOINT_FILES = (WEIGHTS, OPTIMIZER, RNG, STATE)
 HISTORY_NUMBERS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")  # what every history row has
 OPTIMIZER_TENSOR = re.compile(r"state\.(\d+)\.([A-Za-z_]\w*)")  # as optimizer_to_files names them
-# A run's JSON files are small: config.json ~2 KB, and the largest digitlab writes, the results of
-# `bench read`, 71 KB. 8 MiB is a hundred times that, and parses in 1.6 s (2 busy EPYC cores).
-MAX_JSON_BYTES = 8 << 20
-MAX_JSON_DEPTH = 32  # the deepest digitlab writes is 7 (speed.json); json.loads itself gives up near 1000
-JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')  # a JSON string literal, escapes included
-OPENING, CLOSING = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
 
 
-def write_json(path: Path, data: Any) -> Path:
-    text = json.dumps(data, indent=2, default=_json_default) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def write_text(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def read_json(path: Path, *, allow_nan: bool = False) -> Any:
-    """The JSON in the regular file `path`, parsed by `loads_json`.
-
-    Refused with a CheckpointError when it is missing, is not a regular file (a folder, a FIFO,
-    a device, or a link to one: /dev/zero would be read until memory ran out), is larger than
-    MAX_JSON_BYTES, or is not UTF-8 text that `loads_json` accepts.
-    """
-    path = Path(path)
-    try:
-        # O_NONBLOCK: opening a FIFO to read waits for a writer, forever; a regular file ignores the flag.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError as err:
-        raise CheckpointError(f"{path} is missing") from err
-    except OSError as err:
-        raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from err
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise CheckpointError(f"{path} is {_file_kind(mode)}, not a JSON file")
-        with os.fdopen(os.dup(fd), "rb") as file:
-            data = file.read(MAX_JSON_BYTES + 1)  # one byte more than allowed tells a longer file
-    except OSError as err:
-        raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from err
-    finally:
-        os.close(fd)
-    if len(data) > MAX_JSON_BYTES:
-        raise CheckpointError(f"{path} is larger than the {MAX_JSON_BYTES >> 20} MiB a digitlab JSON file can be")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise CheckpointError(f"{path} is not valid JSON: {err}") from err
-    return loads_json(text, str(path), allow_nan=allow_nan)
-
-
-def loads_json(text: str, name: str, *, allow_nan: bool = False) -> Any:
-    """JSON text already in memory (an ONNX file's metadata, say), parsed as `read_json` parses a file.
-
-    Refused with a CheckpointError naming `name`: longer than MAX_JSON_BYTES, not JSON, nested
-    deeper than MAX_JSON_DEPTH (checked first: json.loads, and whatever later walks the value,
-    would raise RecursionError near 1000 levels), an integer over Python's 4300-digit limit (ValueError), or NaN / Infinity, which are
-    not JSON and which json.loads takes by default (history.json of a run whose loss diverged
-    holds them: its readers pass allow_nan=True).
-    """
-    if len(text) > MAX_JSON_BYTES:
-        raise CheckpointError(f"{name} is larger than the {MAX_JSON_BYTES >> 20} MiB a digitlab JSON text can be")
-    if _depth(text) > MAX_JSON_DEPTH:  # before json.loads, whose recursion is Python's
-        raise CheckpointError(f"{name} is not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        return json.loads(text, parse_constant=None if allow_nan else _refuse_constant)
-    except RecursionError as err:  # cannot happen within MAX_JSON_DEPTH; kept as a last guard
-        raise CheckpointError(f"{name} is not valid JSON: nested too deeply") from err
-    except ValueError as err:  # JSONDecodeError; an integer past sys.get_int_max_str_digits(); NaN
-        raise CheckpointError(f"{name} is not valid JSON: {err}") from err
-
-
-def _refuse_constant(word: str) -> None:
-    raise ValueError(f"{word} is not a JSON number")
-
-
-def _depth(text: str) -> int:
-    """How deeply arrays and objects nest in JSON text, counted on its brackets outside strings, in C
-    (re and numpy): 0.5 s for 7.7 MB holding 300,000 strings, half what json.loads takes for it
-    (2 busy EPYC cores), where walking the parsed value in Python took 2.3 s."""
-    codes = np.frombuffer(JSON_STRING.sub("", text).encode(), np.uint8)
-    steps = np.isin(codes, OPENING).astype(np.int32) - np.isin(codes, CLOSING)
-    return int(np.cumsum(steps).max(initial=0))
-
-
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a device"),
-             (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
-    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+def split_file(name: str, split: str) -> str:
+    """The name of evaluation's file `name` (METRICS, REPORT, ...) for `split`: `name` itself for the
+    test split, which keeps the plain names DESIGN.md lists, and NAME-SPLIT.EXT for another
+    (metrics-val.json)."""
+    if split == "test":
+        return name
+    stem, _, suffix = name.rpartition(".")
+    return f"{stem}-{split}.{suffix}"
 
 
 def save_weights(path: Path, state: dict[str, torch.Tensor]) -> Path:
@@ -296,10 +215,10 @@ def save_checkpoint(
     tmp = make_temp_dir(root, name)
     try:
         opt_tensors, opt_meta = optimizer_to_files(optimizer_state)
-        save_weights(tmp / "model.safetensors", model_state)
-        save_weights(tmp / "optimizer.safetensors", opt_tensors)
-        save_weights(tmp / "rng.safetensors", rng)
-        write_json(tmp / "state.json", {**state, "epoch": epoch, "optimizer": opt_meta})
+        save_weights(tmp / WEIGHTS, model_state)
+        save_weights(tmp / OPTIMIZER, opt_tensors)
+        save_weights(tmp / RNG, rng)
+        write_json(tmp / STATE, {**state, "epoch": epoch, "optimizer": opt_meta})
         final = root / name
         if os.path.lexists(final):  # a rerun of the same epoch after a crash past this point
             if not _is_folder(final):
@@ -361,13 +280,13 @@ def load_checkpoint(run_dir: Path) -> dict:
     for name in CHECKPOINT_FILES:
         plain(folder / name, required=True)
     # NaN is allowed: the history of a run whose loss diverged holds it.
-    state = _checked_state(read_json(folder / "state.json", allow_nan=True), epoch, folder / "state.json")
-    optimizer = optimizer_from_files(load_weights(folder / "optimizer.safetensors"), state.pop("optimizer", None),
-                                     str(folder / "optimizer.safetensors"), str(folder / "state.json"))
+    state = _checked_state(read_json(folder / STATE, allow_nan=True), epoch, folder / STATE)
+    optimizer = optimizer_from_files(load_weights(folder / OPTIMIZER), state.pop("optimizer", None),
+                                     str(folder / OPTIMIZER), str(folder / STATE))
     return {
-        "model": load_weights(folder / "model.safetensors"),
+        "model": load_weights(folder / WEIGHTS),
         "optimizer": optimizer,
-        "rng": load_weights(folder / "rng.safetensors"),
+        "rng": load_weights(folder / RNG),
         "state": state,
         "folder": folder,
     }

@@ -11,6 +11,10 @@ image that enters digitlab from outside is converted here, once:
     ink_map(grey)            -> ink bright on a dark ground, contrast-stretched, and the polarity
     center_digit(ink)        crop, fit 20x20, centre of mass to (14, 14), MNIST-like strokes
     to_mnist_style(source)   all three: (28, 28) uint8, ink bright, ready for Model.predict
+
+Pixels that come as arrays, already MNIST-style (`Model.predict`, `predict(..., prepare=False)`, the
+service's "pixels"), are not prepared but taken as they are, under one rule: `to_uint8_images` and
+`to_uint8_digit`.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import DataError, DigitlabError
+from .errors import ConfigError, DataError, DigitlabError
 
-__all__ = ["ImageError", "ImageTooLargeError", "NotAnImageError", "load_image", "declared_size", "quiet_decoders",
-           "ink_map", "center_digit", "to_mnist_style", "stroke_width"]
+__all__ = ["ImageError", "ImageTooLargeError", "NotAnImageError", "PixelError", "load_image", "declared_size",
+           "quiet_decoders", "ink_map", "center_digit", "to_mnist_style", "stroke_width", "to_uint8_images",
+           "to_uint8_digit"]
 
 ImageSource = str | os.PathLike | bytes | bytearray | BinaryIO | Image.Image | np.ndarray
 
@@ -79,6 +84,12 @@ class ImageTooLargeError(ImageError):
 
 class NotAnImageError(ImageError):
     """Data that no image decoder recognises (a text file, an unknown format). The service answers 415."""
+
+
+class PixelError(ImageError, ConfigError):
+    """Pixels given as an array (not an image file) that no model can take: of the wrong shape, not
+    numbers, or out of range. An ImageError, as any bad image is, and a ConfigError, as `Model.predict`
+    has always called an array it cannot take. The service answers 422."""
 
 
 # --- decoding -------------------------------------------------------------------------------------
@@ -644,3 +655,76 @@ def to_mnist_style(source: ImageSource, *, stroke: bool = True, max_pixels: int 
     """
     ink, _ = ink_map(load_image(source, max_pixels=max_pixels, max_bytes=max_bytes))
     return center_digit(ink, stroke=stroke)
+
+
+# --- pixels given as arrays ---------------------------------------------------------------------
+# One rule for every caller: integers are levels 0-255; floats lie in [0, 1] (levels / 255) and are
+# scaled back and rounded; ink is bright on a dark ground, as in MNIST. Nothing else is converted.
+
+
+def to_uint8_images(images, image_shape: tuple[int, int, int], *, name: str = "images") -> np.ndarray:
+    """A batch of images as a model takes them, (N, C, H, W) uint8, from (H, W) (one image),
+    (N, H, W) (one channel) or (N, C, H, W): numpy arrays, torch tensors (any device) or nested
+    lists. PixelError, naming `name`, for another shape or values outside the rule above."""
+    c, h, w = image_shape
+    wanted = f"of shape (N, {h}, {w}) or (N, {c}, {h}, {w})" if c == 1 else f"of shape (N, {c}, {h}, {w})"
+    array = _as_array(images, name, wanted)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim == 3 and c == 1:
+        array = array[:, None]
+    if array.ndim != 4 or array.shape[1:] != (c, h, w):
+        raise PixelError(f"{name} must be {wanted}, got shape {array.shape}")
+    return _levels(array, name)
+
+
+def to_uint8_digit(pixels, *, name: str = "a prepared digit", json_numbers: bool = False) -> np.ndarray:
+    """One digit already MNIST-style, as the model sees it: (28, 28) uint8, ink bright, from a
+    (28, 28) array or 28 lists of 28 numbers. PixelError, naming `name`, for anything else.
+
+    json_numbers: the numbers came as JSON, which does not keep their type (JavaScript writes 1.0
+    as 1, Python 255.0 for a float level), so their values decide instead: all in [0, 1] with a
+    fraction among them are on the 0-1 scale, any others are levels 0-255 (rounded).
+    """
+    wanted = f"a {MNIST_SIZE}x{MNIST_SIZE} array: {MNIST_SIZE} rows of {MNIST_SIZE} numbers"
+    array = _as_array(pixels, name, wanted)
+    if array.shape != (MNIST_SIZE, MNIST_SIZE):
+        raise PixelError(f"{name} must be {wanted}, got shape {array.shape}")
+    return _levels(array, name, json_numbers=json_numbers)
+
+
+def _as_array(values, name: str, wanted: str) -> np.ndarray:
+    """`values` as a numpy array (an array's own data, not a copy)."""
+    if hasattr(values, "detach"):  # a torch tensor, on any device (torch is not imported here: start-up time)
+        values = values.detach().cpu()
+        if values.is_floating_point() and values.element_size() < 4:  # numpy has no bfloat16
+            values = values.float()
+    try:
+        return np.asarray(values)
+    except ValueError as err:  # nested lists of different lengths, or nested deeper than numpy's 64 dimensions
+        raise PixelError(f"{name} must be {wanted}, got lists of uneven lengths or depths") from err
+
+
+def _levels(array: np.ndarray, name: str, *, json_numbers: bool = False) -> np.ndarray:
+    """The uint8 levels of an array of numbers, under the rule above (or `to_uint8_digit`'s JSON rule)."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind not in "iuf":
+        kinds = {"b": "true/false values", "U": "text", "S": "bytes", "c": "complex numbers"}
+        got = kinds.get(array.dtype.kind, "other values (or integers beyond 64 bits)")
+        raise PixelError(f"{name} must hold numbers only, got {got}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise PixelError(f"{name} must hold finite numbers")
+    if not array.size:
+        return array.astype(np.uint8)
+    low, high = array.min(), array.max()
+    if json_numbers:
+        if low < 0 or high > 255:
+            raise PixelError(f"{name} must lie in 0-255 (or 0-1)")
+        if high <= 1 and array.dtype.kind == "f" and (array != np.round(array)).any():
+            return np.round(array * 255).astype(np.uint8)
+        return np.round(array).astype(np.uint8)
+    if low < 0 or high > (1 if array.dtype.kind == "f" else 255):
+        raise PixelError(f"{name} must lie in [0, 1] as floats or in 0-255 as integers (ink bright on a dark "
+                         f"ground), got {low:g} to {high:g}")
+    return np.round(array * 255).astype(np.uint8) if array.dtype.kind == "f" else array.astype(np.uint8)

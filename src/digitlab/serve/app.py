@@ -68,9 +68,10 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .. import __version__
 from ..api import BUNDLED_MODEL, Model, load_model, predict
-from ..checkpoint import read_json
 from ..errors import ConfigError, DigitlabError
-from ..preprocess import MAX_PIXELS, ImageTooLargeError, NotAnImageError, declared_size, to_mnist_style
+from ..files import read_json
+from ..preprocess import (MAX_PIXELS, ImageTooLargeError, NotAnImageError, PixelError, declared_size,
+                          to_mnist_style, to_uint8_digit)
 from ..read import UNSURE_BELOW, annotate as annotate_image, read as read_digits
 
 MAX_BODY = 10 * 1024 * 1024  # bytes: a phone photo is 2-8 MB
@@ -640,20 +641,12 @@ def _data_url_bytes(url: Any) -> bytes:
 
 
 def _pixels(value: Any) -> np.ndarray:
-    if not isinstance(value, list) or len(value) != 28 or not all(isinstance(row, list) and len(row) == 28
-                                                                   for row in value):
-        raise ServiceError(422, '"pixels" must be a 28x28 array: 28 rows of 28 numbers')
+    """The body's "pixels" as the (28, 28) uint8 digit the model sees (preprocess.to_uint8_digit,
+    whose values decide their scale: JSON does not keep 1.0 apart from 1)."""
     try:
-        array = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError) as err:  # OverflowError: an integer of 400+ digits
-        raise ServiceError(422, f'"pixels" must hold numbers only: {err}') from err
-    if not np.isfinite(array).all():
-        raise ServiceError(422, '"pixels" must hold finite numbers')
-    if array.min() < 0 or array.max() > 255:
-        raise ServiceError(422, '"pixels" must lie in 0-255 (or 0-1)')
-    if array.max() <= 1 and not (array == np.round(array)).all():
-        return np.round(array * 255).astype(np.uint8)  # floats in [0, 1]
-    return np.round(array).astype(np.uint8)
+        return to_uint8_digit(value, name='"pixels"', json_numbers=True)
+    except PixelError as err:
+        raise ServiceError(422, str(err)) from err
 
 
 async def _predict_input(request: Request) -> tuple[Any, bool]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 
 from digitlab import plots
 from digitlab.errors import ConfigError
@@ -230,7 +231,7 @@ def test_failed_save_leaves_old_file_and_no_temporary(tmp_path, monkeypatch):
         open(fname, "wb").write(b"half")  # a partial write, then a crash
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(plots.Figure, "savefig", fail_midway)
+    monkeypatch.setattr(Figure, "savefig", fail_midway)  # plots draws on matplotlib's Figure
     with pytest.raises(RuntimeError):
         plots.plot_curves([{"loss": 1.0, "accuracy": 0.5}], path)
     assert path.read_bytes() == b"old"

@@ -34,21 +34,21 @@ from onnx import TensorProto, helper
 from safetensors.torch import load_file, save_file
 
 import digitlab
-from digitlab import checkpoint, model_files, models
+from digitlab import files, model_files, models
 from digitlab.api import BUNDLED_MODEL
 from digitlab.bench.fuzz import bench_fuzz
 from memorytools import process_memory_mb
-from digitlab.checkpoint import read_json
+from digitlab.files import read_json
 from digitlab.cli import main
 from digitlab.data import load_dataset
 from digitlab.data.cifar import RECORD_BYTES, TEST_MEMBER, TRAIN_MEMBERS, read_cifar10_binary
 from digitlab.data.idx import read_idx
 from digitlab.errors import CheckpointError, DataError
-from digitlab.export import CONFIG_KEY, PARAMETERS_KEY, onnx_bytes, with_metadata
+from digitlab.onnx_runtime import CONFIG_KEY, PARAMETERS_KEY, onnx_bytes, with_metadata
 from digitlab.models import MODELS, create_model
 
 MIB = 1 << 20
-# The limits as the messages state them (checkpoint.MAX_JSON_DEPTH, model_files.MAX_TENSORS), and the new
+# The limits as the messages state them (files.MAX_JSON_DEPTH, model_files.MAX_TENSORS), and the new
 # functions reached through their modules: so that this file also runs, and fails, against the old code.
 MAX_JSON_DEPTH, MAX_TENSORS = 32, 128
 
@@ -361,11 +361,11 @@ def test_a_model_computing_nan_is_refused_instead_of_emitting_nan(capsys, tmp_pa
 
 
 def test_json_readers_refuse_what_is_not_json_and_keep_what_is(tmp_path):
-    assert checkpoint.loads_json('{"a": "[[[[{{{{", "b": ["\\"]]]\\\\"]}', "x") == {"a": "[[[[{{{{", "b": ['"]]]\\']}
+    assert files.loads_json('{"a": "[[[[{{{{", "b": ["\\"]]]\\\\"]}', "x") == {"a": "[[[[{{{{", "b": ['"]]]\\']}
     nested = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
-    assert checkpoint.loads_json(nested, "x") == json.loads(nested)
+    assert files.loads_json(nested, "x") == json.loads(nested)
     with pytest.raises(CheckpointError, match="x is not valid JSON: Infinity is not a JSON number"):
-        checkpoint.loads_json('[1, Infinity]', "x")
+        files.loads_json('[1, Infinity]', "x")
     history = tmp_path / "history.json"
     history.write_text('[{"epoch": 1, "loss": NaN}]')  # what json.dumps writes for a diverged run
     assert np.isnan(read_json(history, allow_nan=True)[0]["loss"])

@@ -26,7 +26,7 @@ from digitlab.api import BUNDLED_MODEL
 from memorytools import process_memory_mb
 from digitlab.cli import main
 from digitlab.errors import CheckpointError
-from digitlab.export import CONFIG_KEY, PARAMETERS_KEY, onnx_bytes, with_metadata
+from digitlab.onnx_runtime import CONFIG_KEY, PARAMETERS_KEY, onnx_bytes, with_metadata
 
 
 class Marker:

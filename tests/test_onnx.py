@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import digitlab
-from digitlab import export
+from digitlab import export, onnx_runtime
 from digitlab.cli import main
 from digitlab.errors import CheckpointError, ConfigError, ExportError
 from digitlab.evaluate import predict_logits
@@ -130,7 +130,7 @@ def test_auto_falls_back_to_pytorch_with_a_warning_when_export_fails(monkeypatch
     def broken(*_args, **_kwargs):
         raise RuntimeError("no exporter today")
 
-    monkeypatch.setattr(export, "onnx_bytes", broken)
+    monkeypatch.setattr(onnx_runtime, "onnx_bytes", broken)
     with caplog.at_level(logging.WARNING):
         model = digitlab.load_model()
     assert model.backend == "torch"
@@ -179,7 +179,7 @@ def with_config(onnx_file, path, **dataset_changes):
     metadata = {p.key: p.value for p in onnx.load(str(onnx_file)).metadata_props}
     config = json.loads(metadata["digitlab.config"])
     config["dataset"].update(dataset_changes)
-    path.write_bytes(export.with_metadata(onnx_file.read_bytes(), {"digitlab.config": json.dumps(config)}))
+    path.write_bytes(onnx_runtime.with_metadata(onnx_file.read_bytes(), {"digitlab.config": json.dumps(config)}))
 
 
 @pytest.mark.parametrize("name, make, message", [

@@ -1,20 +1,30 @@
-"""Evaluation: logits of a model on whole in-memory datasets, and the metrics computed from them.
+"""Evaluation: logits of a model on whole in-memory datasets, the metrics computed from them, and
+the files that report them.
 
-`predict_logits` runs a model over uint8 images in batches; `compute_metrics` turns logits and
+`predict_logits` runs a network over uint8 images in batches; `compute_metrics` turns logits and
 labels into a `Metrics` (accuracy, mean cross-entropy, confusion matrix, per-class precision,
-recall and F1, and scikit-learn's classification report). Neither loads a model nor writes a file.
+recall and F1, and scikit-learn's classification report); `fit_temperature` calibrates logits.
+None of them loads a model or writes a file. `evaluate_run` does both for a loaded model: it
+measures it on a split of its dataset and writes the report, the plots and the metrics file.
+
+Below inference.py and onnx_runtime.py (which check exports against `predict_logits`): a model
+comes here loaded, and is used only through its config, path, image shape and logits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import classification_report, confusion_matrix
 
+from . import plots
+from .checkpoint import CONFUSION, CURVES, ERRORS, HISTORY, METRICS, REPORT, SAMPLES, split_file
+from .data import Dataset, load_dataset, split_validation
 from .errors import ConfigError
+from .files import read_json, write_json, write_text
 
 
 @dataclass(eq=False)  # eq=False: `==` on numpy fields would be ambiguous rather than useful
@@ -116,6 +126,9 @@ def compute_metrics(
     predictions = log_probs.argmax(axis=1).astype(np.int64)
     loss = float(-log_probs[np.arange(len(labels)), labels].mean())
 
+    # imported here: start-up time (1.2 s on 2 cores), which predicting, reading and serving do not need
+    from sklearn.metrics import classification_report, confusion_matrix
+
     classes = list(range(k))
     # digits=4: MNIST models differ in the second decimal of a percent, which 2 digits would hide.
     report_args = dict(labels=classes, target_names=class_names, zero_division=0, digits=4)
@@ -199,3 +212,67 @@ def fit_temperature(logits: torch.Tensor | np.ndarray, labels) -> float:
         else:
             lo = a
     return float(np.exp((lo + hi) / 2))
+
+
+# --- a run evaluated: its report, plots and metrics file -------------------------------------------
+
+
+def evaluate_run(model, split: str = "test", *, out: str | Path | None = None, dataset: Dataset | None = None,
+                 data_dir: str | Path | None = None, progress: bool = True) -> Metrics:
+    """Measure a loaded model (an inference.Model) on a split of its dataset -- 'test', 'train', or
+    'val' (the images a --val-split run held out of training) -- and write what it measured.
+
+    Writes into `out` (default: the model's run directory) metrics[-SPLIT].json, report[-SPLIT].txt,
+    confusion[-SPLIT].png, errors[-SPLIT].png, samples[-SPLIT].png and, from history.json,
+    curves.png. The test split keeps the plain names DESIGN.md lists. A model loaded from an .onnx
+    file has no run directory to write into, so `out` is then required. dataset: the loaded
+    dataset, else the one the model's config names is loaded (from data_dir).
+    """
+    if out is None and not Path(model.path).is_dir():
+        raise ConfigError(f"{model.path} is a file, not a run directory: say where the report and plots go (--out DIR)")
+    if dataset is None:
+        dataset = load_dataset(model.config["dataset"]["name"], data_dir=data_dir, progress=progress)
+    if tuple(dataset.image_shape) != model.image_shape:
+        raise ConfigError(f"the model takes {model.image_shape} images, {dataset.name} has {dataset.image_shape}")
+    images, labels = _split_images(model, dataset, split)
+    metrics = compute_metrics(model.logits(images), labels, dataset.classes)
+    _write_evaluation(Path(out) if out is not None else Path(model.path), model, dataset, split, images, metrics)
+    return metrics
+
+
+def _split_images(model, dataset: Dataset, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images and labels of `split`: 'val' is the held-out part of the training set, rebuilt
+    from the run's seed as training split it."""
+    if split != "val":
+        return dataset.split(split)
+    train_config = model.config["train"]
+    if not train_config.get("val_split"):
+        raise ConfigError(f"{model.path} was trained without --val-split: it has no validation split")
+    _, _, images, labels = split_validation(dataset, train_config["val_split"], train_config["subset"],
+                                            model.config["recipe"]["seed"])
+    return images, labels
+
+
+def _write_evaluation(folder: Path, model, dataset: Dataset, split: str, images: torch.Tensor,
+                      metrics: Metrics) -> None:
+    """The report, the plots and, last, the metrics file of one evaluation, in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = model.config["recipe"]["name"]
+    header = f"{name} on {dataset.name} {split} ({len(metrics.labels)} images)\n"
+    write_text(folder / split_file(REPORT, split), header + f"accuracy {metrics.accuracy:.4f}  loss {metrics.loss:.4f}"
+               "\n\n" + metrics.report + "\n")
+    plots.plot_confusion(metrics.confusion, dataset.classes, folder / split_file(CONFUSION, split),
+                         title=f"{name} — {dataset.name} {split}")
+    wrong = metrics.errors[:36]
+    plots.plot_errors(images[wrong], metrics.labels[wrong], metrics.predictions[wrong], metrics.confidences[wrong],
+                      dataset.classes, folder / split_file(ERRORS, split))
+    plots.plot_samples(images, metrics.labels, dataset.classes, folder / split_file(SAMPLES, split),
+                       predictions=metrics.predictions)
+    history_path = Path(model.path) / HISTORY
+    if history_path.is_file():
+        history = read_json(history_path, allow_nan=True)  # a diverged run's losses are NaN
+        if history:
+            plots.plot_curves(history, folder / CURVES)
+    # Last: a run directory with metrics.json has been evaluated whole (train.plan_resume relies on it).
+    write_json(folder / split_file(METRICS, split),
+               {"run": str(model.path), "dataset": dataset.name, "split": split, **metrics.to_json()})

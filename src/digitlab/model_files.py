@@ -4,7 +4,9 @@ A model is either a run directory -- config.json (parsed as JSON) and model.safe
 header, then raw tensor bytes) -- or an .onnx file written by `digitlab export` (a protobuf that
 ONNX Runtime interprets). None of these can run code when loaded. Pickles can (torch.save's
 .pt/.pth files hold one, and unpickling calls whatever the file names), so digitlab never
-unpickles: a pickle given as a model is named as one and refused.
+unpickles: a pickle given as a model is named as one and refused. `build_network` builds a run
+directory's network and `open_onnx` an .onnx file's ONNX Runtime session, each only once the checks
+below have passed.
 
 Every model file is untrusted input:
 - config.json could describe an enormous network (widths of 10^6 would allocate terabytes), one
@@ -32,7 +34,9 @@ from torch import nn
 
 from .checkpoint import load_weights
 from .errors import CheckpointError
+from .files import loads_json
 from .models import create_model_from_config, tensor_count
+from .onnx_runtime import CONFIG_KEY, METADATA_KEYS, PARAMETERS_KEY, OnnxSession
 
 # The first bytes of files that are pickles, or carry one.
 PICKLE_SIGNATURES = {
@@ -166,6 +170,42 @@ def _differences(expected: dict[str, tuple], found: dict[str, tuple], most: int 
 # --- ONNX ---------------------------------------------------------------------------------------
 
 
+def open_onnx(source: str | Path | bytes, threads: int | None = None) -> tuple[OnnxSession, dict, int | None]:
+    """A digitlab .onnx file (or its bytes) as (session, the run's config, parameter count or None).
+
+    A file that is not ONNX, is damaged, lacks digitlab's metadata or holds metadata that is not
+    what digitlab writes, has another signature, or reads external data, uses operators other than
+    those digitlab's export writes, or holds a tensor of unbounded or enormous shape
+    (model_files.check_onnx) is refused with a CheckpointError that says so. All but the
+    signature are checked before ONNX Runtime creates a session (which can allocate).
+    """
+    name = "the ONNX model" if isinstance(source, bytes) else str(source)
+    if isinstance(source, bytes):
+        data = source
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except OSError as err:
+            raise CheckpointError(f"cannot read {source}: {err.strerror or err}") from err
+    metadata = check_onnx(data, name)  # graph and metadata, before ONNX Runtime sees the file
+    text = metadata.get(CONFIG_KEY)
+    if text is None:
+        raise CheckpointError(f"{name} is an ONNX model without digitlab's metadata ({CONFIG_KEY!r}): only files "
+                              "written by `digitlab export` know their classes, image shape and calibration")
+    config = loads_json(text, f"{name}'s {CONFIG_KEY!r}")
+    check_config(config, f"{name}'s {CONFIG_KEY!r}")
+    try:
+        session = OnnxSession(data, threads)
+    except ImportError as err:
+        raise CheckpointError(f"loading {name} needs ONNX Runtime: pip install onnxruntime ({err})") from err
+    except Exception as err:  # noqa: BLE001 -- ONNX Runtime's own errors (InvalidProtobuf, Fail, ...)
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise CheckpointError(f"{name} is not a valid ONNX model (damaged, or not ONNX at all): {reason}") from err
+    session.check_signature(tuple(config["dataset"]["image_shape"]), len(config["dataset"]["classes"]), name)
+    parameters = metadata.get(PARAMETERS_KEY)  # check_onnx made sure it is a decimal count
+    return session, config, int(parameters) if parameters else None
+
+
 def check_onnx(data: bytes, name: str) -> dict[str, str]:
     """The metadata of an ONNX model, once its protobuf is parsed and checked; only parses it.
 
@@ -174,10 +214,8 @@ def check_onnx(data: bytes, name: str) -> dict[str, str]:
     a parameter count that is not a number, or has a tensor whose shape cannot be inferred or
     holds more than MAX_TENSOR_VALUES values per image.
     """
-    import onnx
+    import onnx  # imported here: start-up time (0.8 s), only for .onnx files
     from google.protobuf.message import DecodeError
-
-    from .export import CONFIG_KEY, PARAMETERS_KEY, VERIFICATION_KEY
 
     try:
         proto = onnx.load_from_string(data)  # the bytes only: external data is never fetched here
@@ -201,7 +239,7 @@ def check_onnx(data: bytes, name: str) -> dict[str, str]:
     # proto2 strings that are not UTF-8 come back as bytes (found by `bench fuzz`: a TypeError in loads_json)
     if not all(isinstance(p.key, str) and isinstance(p.value, str) for p in proto.metadata_props):
         raise CheckpointError(f"{name} is damaged: its metadata is not UTF-8 text")
-    extra = sorted({p.key for p in proto.metadata_props} - {CONFIG_KEY, PARAMETERS_KEY, VERIFICATION_KEY})
+    extra = sorted({p.key for p in proto.metadata_props} - set(METADATA_KEYS))
     if extra:
         raise CheckpointError(f"{name} carries metadata digitlab does not write ({', '.join(extra[:5])}); "
                               "ONNX Runtime can act on some keys (ort_config), so only digitlab's are accepted")
@@ -217,7 +255,7 @@ def check_onnx(data: bytes, name: str) -> dict[str, str]:
 def _check_graph(proto, name: str) -> None:
     """Refuse operators digitlab's export does not write, and tensors whose shapes, inferred from
     the graph alone, are unknown or larger than MAX_TENSOR_VALUES per image (batch counted as 1)."""
-    import onnx
+    import onnx  # imported here: start-up time, as in check_onnx
 
     nodes = list(_nodes(proto))
     if len(nodes) > MAX_ONNX_NODES:

@@ -11,21 +11,25 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from .errors import ConfigError
 from .files import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 100
 
 
 def _new_figure(width: float, height: float) -> Figure:
     """A figure of width x height inches with an Agg canvas; constrained layout avoids overlaps."""
+    # imported here: start-up time (0.5 s on 2 cores), which every importer of evaluate.py would pay
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
@@ -57,6 +61,8 @@ def plot_curves(history: list[dict], path: str | os.PathLike) -> Path:
     """
     if not history:
         raise ConfigError("the history is empty: train for at least one epoch before plotting curves")
+    from matplotlib import ticker  # imported here: start-up time, as in _new_figure (loaded by then)
+
     figure = _new_figure(11, 4.2)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     panels = [
@@ -74,7 +80,7 @@ def plot_curves(history: list[dict], path: str | os.PathLike) -> Path:
         axes.set_ylabel(ylabel)
         # Half an epoch of margin each side: a single epoch would otherwise get ticks like 0.99, 1.01.
         axes.set_xlim(0.5, len(history) + 0.5)
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
         axes.grid(True, alpha=0.3)
         if axes.lines:
             axes.legend()

@@ -4,7 +4,7 @@
     report = bench_infer(models=["runs/digitnet-20261121-101500"])   # the bundled model comes first
 
 Paths, each fed what the project keeps -- uint8 (N, C, H, W) MNIST test images, scaled to
-[0, 1] inside (export.UInt8Images):
+[0, 1] inside (onnx_runtime.UInt8Images):
 - eager: PyTorch eager, channels_last, under torch.inference_mode;
 - compile: the same module through torch.compile (one specialised graph per batch size; the
   compilation is timed apart as its warm-up, and a failure is reported, not raised);
@@ -32,9 +32,9 @@ import torch
 from ..api import load_dataset, load_model
 from ..errors import ConfigError
 from ..evaluate import predict_logits
-from ..export import UInt8Images, session_for
 from ..files import write_json
 from ..models import count_parameters
+from ..onnx_runtime import UInt8Images, session_for
 from .common import machine, write_section
 
 START, END = "<!-- bench infer: begin -->", "<!-- bench infer: end -->"

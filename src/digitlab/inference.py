@@ -1,0 +1,168 @@
+"""Inference: a trained model loaded and ready to use, on ONNX Runtime or PyTorch.
+
+    model = load_model(run_dir)                      # or an .onnx file, or None: the bundled model
+    digits = model.predict(images)                   # (N, 28, 28) uint8 or floats in [0, 1] -> (N,)
+
+`load_model` opens the files only after model_files.py has checked them (they are untrusted), and
+picks the backend: ONNX Runtime on the CPU through an in-memory export (onnx_runtime.session_for),
+PyTorch on a GPU or should that export fail. `Model` turns the arrays it is given into the uint8
+batches a network takes (preprocess.to_uint8_images) and its logits into probabilities.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import CONFIG, WEIGHTS
+from .errors import CheckpointError, ConfigError, ExportError
+from .evaluate import predict_logits
+from .files import read_json
+from .model_files import build_network, open_onnx, refuse_pickle
+from .models import count_parameters
+from .onnx_runtime import session_for
+from .preprocess import to_uint8_images
+from .train import Run, pick_device
+
+__all__ = ["BACKENDS", "BUNDLED_MODEL", "Model", "load_model"]
+
+
+class Model:
+    """A trained model ready to use: the network, its classes and the config that built it.
+
+    It runs on one of two backends: `session` (ONNX Runtime, see onnx_runtime.py) when there is one,
+    else `module` (PyTorch eager). A run directory loaded on the CPU has both -- the session
+    for inference, the module for training-side work (summaries, export, verification); an
+    .onnx file has only the session (module None).
+    """
+
+    def __init__(self, module: nn.Module | None, config: dict, path: Path | None = None, *, session=None,
+                 parameters: int | None = None):
+        if module is None and session is None:
+            raise ValueError("a Model needs a torch module or an ONNX Runtime session")
+        self.module = module.eval() if module is not None else None
+        self.session = session  # onnx_runtime.OnnxSession or None
+        self.config = config
+        self.path = path
+        self.classes: tuple[str, ...] = tuple(config["dataset"]["classes"])
+        self.image_shape: tuple[int, int, int] = tuple(config["dataset"]["image_shape"])
+        # Probabilities are softmax(logits / temperature); a calibrated model records its own
+        # temperature (evaluate.fit_temperature), others use 1.
+        self.temperature: float = float(config.get("calibration", {}).get("temperature", 1.0))
+        self._parameters = parameters
+
+    def __repr__(self) -> str:
+        return (f"Model({self.config['recipe']['name']!r}, model={self.config['model']['name']!r}, path={self.path}, "
+                f"backend={self.backend!r})")
+
+    @property
+    def backend(self) -> str:
+        """'onnx' (ONNX Runtime) or 'torch' (PyTorch eager): what `logits` runs on."""
+        return "onnx" if self.session is not None else "torch"
+
+    @property
+    def parameter_count(self) -> int | None:
+        """The network's parameters (as count_parameters counts them); None for an .onnx file
+        whose metadata does not say."""
+        return count_parameters(self.module) if self.module is not None else self._parameters
+
+    def logits(self, images) -> np.ndarray:
+        """(N, K) float32 logits for a batch of images, (H, W), (N, H, W) or (N, C, H, W): integers
+        0..255 or floats in [0, 1], ink bright (preprocess.to_uint8_images). The one inference entry,
+        on `backend`."""
+        x = to_uint8_images(images, self.image_shape)
+        if self.session is not None:
+            return self.session.logits(x)
+        return predict_logits(self.module, torch.from_numpy(x)).numpy()
+
+    def predict_proba(self, images) -> np.ndarray:
+        """(N, K) class probabilities for a batch of images.
+
+        Raises CheckpointError when they are not finite numbers (a model whose weights hold NaN,
+        say): NaN is not JSON, and the service and `--json` would emit it.
+        """
+        logits = torch.from_numpy(self.logits(images))
+        probabilities = torch.softmax(logits / self.temperature, 1).numpy()
+        if not np.isfinite(probabilities).all():
+            bad = int((~np.isfinite(probabilities).all(1)).sum())
+            raise CheckpointError(f"{self} computes NaN or infinite probabilities for {bad} of {len(probabilities)} "
+                                  "image(s): its weights are damaged (NaN or enormous); retrain or re-export it")
+        return probabilities
+
+    def predict(self, images) -> np.ndarray:
+        """(N,) predicted class indices (for digits, the digit itself)."""
+        return self.predict_proba(images).argmax(1)
+
+
+BUNDLED_MODEL = Path(__file__).with_name("weights") / "digitnet-pen"
+BACKENDS = ("auto", "torch", "onnx")
+log = logging.getLogger(__name__)
+
+
+def load_model(run: str | Path | Run | None = None, device: str | None = None, backend: str = "auto") -> Model:
+    """Load a run directory (config.json + model.safetensors), or an .onnx file from `export_onnx`
+    (`digitlab export`), as a `Model`.
+
+    With no run, the bundled default model (recipe digitnet-pen, trained by digitlab itself;
+    see weights/README.md) that works offline with no training.
+
+    backend: 'auto' (the default) runs a model on the CPU with ONNX Runtime -- a run directory
+    is exported to ONNX in memory at load (~0.25 s), and should that fail it runs on PyTorch,
+    with a logged warning -- and a model on a GPU with PyTorch; 'torch': PyTorch eager only;
+    'onnx': ONNX Runtime or an error. An .onnx file runs on ONNX Runtime only. ONNX Runtime
+    uses torch.get_num_threads() threads.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
+    if run is None:
+        if not (BUNDLED_MODEL / WEIGHTS).is_file():
+            raise CheckpointError(f"the bundled model is missing from this installation ({BUNDLED_MODEL}); "
+                                  "pass a run directory")
+        run = BUNDLED_MODEL
+    if isinstance(run, Run):
+        run = run.path
+    path = Path(run)
+    if path.is_file():
+        refuse_pickle(path)
+        return _load_onnx(path, device, backend)
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a run directory (expected a folder with {CONFIG} and {WEIGHTS}) "
+                              "nor an .onnx file")
+    config = read_json(path / CONFIG)
+    # Checked against the weights' header before it is built: the files are untrusted (model_files.py).
+    module = build_network(config, path / CONFIG, path / WEIGHTS)
+    model = Model(module, config, path)
+    device = pick_device(device)
+    module.to(device)
+    if backend == "onnx" and device.type != "cpu":
+        raise ConfigError(f"backend 'onnx' runs on the CPU; {device} was asked for (use backend 'torch' or 'auto')")
+    if backend != "torch" and device.type == "cpu":
+        try:
+            model.session = session_for(module, model.image_shape)
+        except Exception as err:  # noqa: BLE001 -- 'auto' falls back to PyTorch whatever went wrong
+            if backend == "onnx":
+                raise ExportError(f"{path} could not run on ONNX Runtime: {type(err).__name__}: {err}") from err
+            log.warning("digitlab: %s runs on PyTorch: ONNX Runtime could not take it (%s: %s)", path,
+                        type(err).__name__, err)
+    return model
+
+
+def _load_onnx(path: Path, device: str | None, backend: str) -> Model:
+    """An .onnx file from `export_onnx` as a Model on ONNX Runtime (its config from its metadata)."""
+    if backend == "torch":
+        raise ConfigError(f"{path} is an ONNX model: it runs on ONNX Runtime only (backend 'auto' or 'onnx'); "
+                          "for PyTorch load the run directory it was exported from")
+    if device not in (None, "auto", "cpu"):
+        raise ConfigError(f"{path} is an ONNX model: it runs on the CPU, not {device!r}")
+    try:
+        session, config, parameters = open_onnx(path)
+    except CheckpointError as err:
+        if path.suffix.lower() == ".onnx":
+            raise
+        raise CheckpointError(f"{path} is neither a run directory nor an .onnx file from `digitlab export`: "
+                              f"{err}") from err
+    return Model(None, config, path, session=session, parameters=parameters)

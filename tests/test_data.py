@@ -327,6 +327,24 @@ def test_fetch_everything_unreachable(tmp_path):
     assert not cache.exists()
 
 
+def test_a_dangling_link_in_the_way_of_the_data_folder_is_named(tmp_path):
+    # The folder is a symbolic link whose (relative) target does not exist: mkdir says only "File exists".
+    cache = tmp_path / "data" / "mnist"
+    cache.parent.mkdir()
+    cache.symlink_to(Path("..") / "shared" / "data" / "mnist")
+    remote = RemoteFile("one.gz", [closed_port_url()], md5="0" * 32)
+    with pytest.raises(DataError) as error:
+        fetch_missing([remote], cache, progress=False)
+    message = str(error.value)
+    assert f"cannot create the data folder {cache}: {cache} is a symbolic link to ../shared/data/mnist" in message
+    assert str(tmp_path / "shared" / "data" / "mnist") in message and "which does not exist" in message
+    assert "DIGITLAB_DATA" in message and cache.is_symlink()  # the user's link is left as it is
+    # ... and a dangling link further up is found the same way
+    with pytest.raises(DataError) as error:
+        fetch_missing([remote], cache / "deeper", progress=False)
+    assert f"{cache} is a symbolic link to ../shared/data/mnist" in str(error.value)
+
+
 def test_fetch_missing_skips_present_files(tmp_path):
     cache = tmp_path / "set"
     cache.mkdir()

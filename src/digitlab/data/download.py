@@ -140,10 +140,8 @@ def _try_mirrors(remote: RemoteFile, folder: Path, progress: bool) -> list[tuple
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DataError(
-            f"cannot create the data folder {folder}: {err.strerror}; "
-            f"choose another with DIGITLAB_DATA or --data-dir"
-        ) from err
+        raise DataError(f"cannot create the data folder {folder}: {_folder_problem(folder, err)}; "
+                        f"choose another with DIGITLAB_DATA or --data-dir") from err
     failures: list[tuple[str, Exception]] = []
     for url in remote.urls:
         try:
@@ -159,6 +157,19 @@ def _try_mirrors(remote: RemoteFile, folder: Path, progress: bool) -> list[tuple
         with contextlib.suppress(OSError):
             folder.rmdir()
     return failures
+
+
+def _folder_problem(folder: Path, err: OSError) -> str:
+    """Why `folder` could not be made. mkdir says only "File exists" of a symbolic link whose target
+    is missing (a relative link made from another folder, say: tests/test_bench_read.py's link to
+    ../shared/data/mnist dangled when the data path was given relative), so such a link is named."""
+    for path in (folder, *folder.parents):
+        if path.is_symlink() and not path.exists():
+            target = os.readlink(path)
+            resolved = os.path.normpath(path.parent / target)
+            where = target if resolved == target else f"{target} (that is, {resolved})"
+            return f"{path} is a symbolic link to {where}, which does not exist (fix or remove the link)"
+    return err.strerror or str(err)
 
 
 def _download(url: str, remote: RemoteFile, folder: Path, progress: bool) -> None:

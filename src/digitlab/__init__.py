@@ -2,13 +2,46 @@
 
 The public API (see digitlab.api): load_dataset, train, evaluate, load_model, Model, Run,
 predict, read, annotate, and the error family DigitlabError.
+
+The API's names are imported from digitlab.api on first use, not here: the API imports torch
+(2 s on 2 cores), which `import digitlab.errors`, `digitlab --help` and `digitlab recipes` do without.
 """
+
+import sys
+import types
 
 __version__ = "0.1.0"
 
 from .errors import DigitlabError  # noqa: E402
-from .api import (Model, Prediction, Run, annotate, evaluate, load_dataset, load_model, predict, read,  # noqa: E402
-                  train)
 
-__all__ = ["DigitlabError", "Model", "Prediction", "Run", "annotate", "evaluate", "load_dataset", "load_model",
-           "predict", "read", "train", "__version__"]
+API = ("Model", "Prediction", "Run", "annotate", "evaluate", "load_dataset", "load_model", "predict", "read", "train")
+
+__all__ = ["DigitlabError", *API, "__version__"]
+
+
+def __getattr__(name: str):
+    if name not in API:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import api  # imported here: start-up time (torch)
+
+    globals().update({n: getattr(api, n) for n in API})
+    return globals()[name]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *API})
+
+
+class _Package(types.ModuleType):
+    """digitlab itself. evaluate, read and train name both API functions and submodules, and
+    importing a submodule binds it on its package (digitlab.train = the module), which would hide
+    the function from __getattr__: that binding is dropped, so `digitlab.train` is the function
+    whichever was imported first, as when this file imported the API at its top."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

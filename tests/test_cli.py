@@ -132,3 +132,37 @@ def test_a_corrupt_run_directory_is_refused(capsys, tmp_path, shared_data_dir):
     (run / "model.safetensors").write_bytes(b"\x00" * 16)
     code, _, err = run_cli(capsys, "evaluate", run, "--data-dir", shared_data_dir)
     assert code == 2 and "safetensors" in err
+
+
+COMMANDS = [["recipes"], ["data", "list"], ["data", "download"], ["data", "verify"], ["train"], ["evaluate"],
+            ["summary"], ["predict"], ["read"], ["serve"], ["export"],
+            *(["bench", suite] for suite in ("seeds", "read", "infer", "serve", "speed", "fuzz"))]
+
+
+def _help(capsys, command: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_option_says_its_default_once(capsys, command):
+    # one option per entry: from its flags (at the start of a line) to the next option's
+    text = " ".join(_help(capsys, command).split())
+    for option in text.split(" --")[1:]:
+        assert option.count("(default") <= 1, option
+        assert not any(f"(default: {nothing})" in option for nothing in ("None", "False", "[]")), option
+
+
+def test_the_defaults_shown_are_the_owners(capsys):
+    from digitlab.preprocess import MAX_PIXELS
+    from digitlab.read import UNSURE_BELOW
+    from digitlab.serve.app import MAX_BODY, READ_TIMEOUT
+
+    text = " ".join(_help(capsys, ["serve"]).split())
+    assert f"refused with 413 (default: {MAX_BODY / 1024 / 1024:g})" in text
+    assert f"before they are decoded (default: {MAX_PIXELS})" in text
+    assert f"is closed (an 8 MB photo in {READ_TIMEOUT:g} s" in text
+    text = " ".join(_help(capsys, ["read"]).split())
+    assert f"read as '?' (default: {UNSURE_BELOW})" in text

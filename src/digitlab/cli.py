@@ -1,5 +1,11 @@
 """The `digitlab` command: a thin layer over the Python API.
 
+Each command is two functions side by side: `_X_options(parser)` adds its options, `cmd_X(args)`
+runs it; `build_parser` lists the commands. An option's default is read from the function the
+command calls (or the module that owns the value), never written again here. Those modules import
+torch, cv2 or FastAPI (2-4 s on 2 cores), so a command's options are added only when that command
+is parsed or its help printed (CommandParser): `digitlab --help` imports none of them.
+
 Errors a user can act on (DigitlabError) print one line and exit 2; anything else is a bug
 and exits 1 with its traceback.
 """
@@ -7,12 +13,15 @@ and exits 1 with its traceback.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, DigitlabError, UnknownNameError
+from .recipes import OPTIMIZER_NAMES, SCHEDULE_NAMES
 
 EPILOG = """examples:
   digitlab recipes                              what can be trained, published vs measured accuracy
@@ -34,25 +43,59 @@ EPILOG = """examples:
 
 data directory: --data-dir, else $DIGITLAB_DATA, else ~/.cache/digitlab"""
 
-
 MODEL_HELP = "run directory, or an .onnx file from `digitlab export` (default: the bundled model)"
+MiB = 1024 * 1024  # serve --max-body-mb's unit
 
 
-def add_data_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $DIGITLAB_DATA, else ~/.cache/digitlab)")
+# --- the parser ---------------------------------------------------------------------------
 
 
-class TrainHelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Each option's default at the end of its help, once: not where the help says it already
+    ("(default: the bundled model)", "%(default)s"), nor where there is none to say (None, False, [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        default = action.default
+        said = "(default" in help or "%(default)" in help
+        none = default is None or default is False or default is argparse.SUPPRESS or default == []
+        takes_default = action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+        return help if said or none or not takes_default else help + " (default: %(default)s)"
+
+
+class DefaultsRawEpilogFormatter(DefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults in the option help, and the epilog's lines kept as written."""
 
 
-TRAIN_EPILOG = """\
-several processes (DistributedDataParallel: gloo on the CPU, NCCL on GPUs):
-  torchrun --standalone --nproc-per-node 2 -m digitlab train digitnet
-  torchrun --nnodes 2 --node-rank R --nproc-per-node 4 --master-addr HOST0 --master-port 29500 \\
-      -m digitlab train digitnet           (on each machine; README: "Several processes, several machines")
---batch-size is the global batch: N processes take the steps one process takes with it.
-Only rank 0 writes the run directory; a process that dies ends the job with an error."""
+class CommandParser(argparse.ArgumentParser):
+    """One command's parser, whose options `add_options(parser)` adds on first use -- when the
+    command is parsed or its help or usage printed -- rather than when `build_parser` lists the
+    commands: the option builders import the modules their defaults come from."""
+
+    def __init__(self, *args, add_options: Callable[[CommandParser], None] | None = None, **kwargs):
+        self._pending_options = add_options
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def _add_pending_options(self) -> None:
+        add_options, self._pending_options = self._pending_options, None
+        if add_options is not None:
+            add_options(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._add_pending_options()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._add_pending_options()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._add_pending_options()
+        return super().format_help()
+
+
+Commands = list[tuple[str, str, Callable[[CommandParser], None]]]  # (name, one-line help, options builder)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,237 +106,67 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("recipes", help="list recipes: source, model, parameters, published vs our accuracy")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=cmd_recipes)
-
-    p = sub.add_parser("data", help="datasets: list, download, verify checksums")
-    data_sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    q = data_sub.add_parser("list", help="every dataset, its folder and whether its files are there")
-    add_data_dir(q)
-    q.set_defaults(func=cmd_data_list)
-    q = data_sub.add_parser("download", help="download a dataset's missing files (checksums verified)")
-    q.add_argument("name", help="dataset name (see `digitlab data list`)")
-    add_data_dir(q)
-    q.set_defaults(func=cmd_data_download)
-    q = data_sub.add_parser("verify", help="check files against their published MD5; exit 2 if any is missing or wrong")
-    q.add_argument("name", nargs="?", help="dataset name (default: every dataset whose folder exists)")
-    add_data_dir(q)
-    q.set_defaults(func=cmd_data_verify)
-
-    p = sub.add_parser("train", help="train a recipe; writes runs/<recipe>-<timestamp>/",
-                       formatter_class=TrainHelpFormatter, epilog=TRAIN_EPILOG)
-    p.add_argument("recipe", nargs="?", help="recipe name (see `digitlab recipes`); omit with --resume")
-    p.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
-    p.add_argument("--batch-size", type=int,
-                   help="override the recipe's batch size (under torchrun: the global batch, split over processes)")
-    p.add_argument("--lr", type=float, help="override the recipe's (peak) learning rate")
-    p.add_argument("--seed", type=int, help="override the recipe's seed (same seed, same history)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--val-split", type=float, default=0.0,
-                   help="hold out this fraction of the training set for validation (0: validate on the test "
-                        "set, as the tutorials do)")
-    p.add_argument("--limit", type=int, help="train on a seeded random subset of this many training images")
-    p.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
-                   help="change any other recipe field, repeatable: optimizer=sgd|adam|adamw|adadelta, "
-                        "schedule=constant|step|exponential|onecycle, label_smoothing=0.1, momentum=0.9, "
-                        "weight_decay=5e-4, augment=SHIFT,ROTATE,SCALE (e.g. 2,10,0.1), channels_last=true ...")
-    p.add_argument("--out", default="runs", help="folder for run directories")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last complete checkpoint (after a crash or a "
-                   "kill: from the start if no epoch had finished; only --epochs may change)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_data_dir(p)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("evaluate", help="report, confusion matrix, error gallery for a run")
-    p.add_argument("run", help="run directory, or an .onnx file from `digitlab export` (then give --out)")
-    p.add_argument("--split", default="test", choices=["test", "train", "val"],
-                   help="which split (default: test; val: the images a --val-split run held out)")
-    p.add_argument("--out", help="write the files here instead of the run directory (required for an .onnx file)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    add_data_dir(p)
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("summary", help="Keras-style table: layers, output shapes, parameter counts")
-    p.add_argument("target", help="recipe name or run directory")
-    p.set_defaults(func=cmd_summary)
-
-    p = sub.add_parser("predict", help="one digit per image: digit, confidence, top 3 (MNIST-style preparation first)")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, TIFF or WebP)")
-    p.add_argument("--model", metavar="RUN", help=MODEL_HELP)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--show-input", metavar="DIR", help="save the 28x28 image the model saw for each input here")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("read", help="lines of digits in photos or scans: text, boxes, confidences")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="photos or scans of one or more lines of digits")
-    p.add_argument("--model", metavar="RUN", help=MODEL_HELP)
-    p.add_argument("--unsure-below", type=float, default=None, metavar="P",
-                   help="digits whose top probability is below P read as '?' (default: 0.6)")
-    p.add_argument("--annotate", metavar="OUT.png",
-                   help="draw boxes and readings; with several images, OUT-<image name>.png for each")
-    p.add_argument("--json", action="store_true", help="print the whole structure as JSON")
-    p.set_defaults(func=cmd_read)
-
-    p = sub.add_parser("serve", help="the REST API and the browser page (draw a digit, drop a photo)",
-                       description="Serve the REST API (/api/predict, /api/read, /api/models, /healthz, "
-                                   "OpenAPI docs at /docs) and the page at / on uvicorn. Ctrl-C or SIGTERM "
-                                   "stops it cleanly.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", metavar="RUN", help=MODEL_HELP)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port")
-    p.add_argument("--max-body-mb", type=float, default=10, help="larger request bodies are refused with 413")
-    p.add_argument("--max-pixels", type=int, default=40_000_000,
-                   help="images declaring more pixels are refused with 413 before they are decoded")
-    p.add_argument("--threads", type=int, default=1, help="threads for model work (ONNX Runtime and PyTorch)")
-    p.add_argument("--read-timeout", type=float, default=10, metavar="SECONDS",
-                   help="time for a request's head, and again for its body, to arrive; a slower one gets 408 "
-                        "and its connection is closed (an 8 MB photo in 10 s needs 6.4 Mbit/s)")
-    p.add_argument("--write-timeout", type=float, default=10, metavar="SECONDS",
-                   help="time a client may take to read on while an answer waits for it; a slower one's "
-                        "connection is closed and its answer dropped (unread answers held memory)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
-                   help="uvicorn's log level")
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("export", help="a run (or the bundled model) as one self-contained ONNX file, verified",
-                       description="Export a model to ONNX: input 'images' uint8 (N, C, H, W), any batch size; "
-                                   "output 'logits' float32; the run's config (classes, image shape, calibration) "
-                                   "in the file's metadata, so `--model FILE.onnx` works wherever a run does. "
-                                   "Before the file is written, ONNX Runtime runs it on the test set of the "
-                                   "model's dataset: it must give PyTorch's class on >= 99.9% of the images with "
-                                   "logits within 1e-4, or nothing is written.")
-    p.add_argument("run", nargs="?", metavar="RUN", help="run directory (default: the bundled model)")
-    p.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
-    p.add_argument("--no-verify", action="store_true", help="write without checking against PyTorch")
-    add_data_dir(p)
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("bench", help="reproducible benchmark tables written to BENCHMARKS.md")
-    bench_sub = p.add_subparsers(dest="suite", metavar="SUITE", required=True)
-    q = bench_sub.add_parser("seeds", help="train the classic recipes in full over several seeds vs published accuracy",
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    q.add_argument("--recipes", nargs="+", help="recipes to run (default: every recipe whose data is available)")
-    q.add_argument("--seeds", type=int, default=3, help="seeds per recipe (fewer for the slow ones, see --max-seconds)")
-    q.add_argument("--max-seconds", type=float, default=900,
-                   help="stop adding seeds to a recipe once its runs took this long in total")
-    q.add_argument("--results", default="benchmarks/results/seeds.json",
-                   help="JSON file the runs are appended to (rows from earlier invocations are kept)")
-    q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'seeds' section is rewritten")
-    q.add_argument("--out", default="runs/bench", help="folder for the run directories")
-    q.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    q.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice, one per core)")
-    add_data_dir(q)
-    q.set_defaults(func=cmd_bench_seeds)
-    q = bench_sub.add_parser("read", help="read real handwriting (USPS, cheques, photos) and generated pages, "
-                                          "beside Tesseract when installed",
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    q.add_argument("--model", metavar="RUN", help=MODEL_HELP)
-    q.add_argument("--pages", type=int, default=200, help="synthetic pages generated from the MNIST test set")
-    q.add_argument("--seed", type=int, default=0, help="seed of the synthetic pages")
-    q.add_argument("--unsure-below", type=float, help="the reader's unsure threshold (default: read.py's, 0.6)")
-    q.add_argument("--limit", type=int, help="at most this many images per set (quick runs)")
-    q.add_argument("--no-tesseract", action="store_true", help="do not run Tesseract even when installed")
-    q.add_argument("--results", default="benchmarks/results/read.json", help="JSON file of the results")
-    q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'bench read' section is rewritten")
-    add_data_dir(q)
-    q.set_defaults(func=cmd_bench_read)
-    q = bench_sub.add_parser("infer", help="inference speed: PyTorch eager, torch.compile, ONNX Runtime; "
-                                           "images/s, one-image latency, agreement",
-                             description="For the bundled model and each --model: images/s at batch 256 and "
-                                         "1024, one-image latency p50/p99, and agreement with eager PyTorch on "
-                                         "the MNIST test set, for PyTorch eager (channels_last), torch.compile "
-                                         "(compilation timed apart) and ONNX Runtime.")
-    q.add_argument("--model", metavar="RUN", action="append", default=[],
-                   help="also this run directory or .onnx file, repeatable (the bundled model always runs)")
-    q.add_argument("--paths", nargs="+", default=["eager", "compile", "onnx"], choices=["eager", "compile", "onnx"],
-                   metavar="PATH", help="inference paths to measure: eager, compile, onnx (default: all three)")
-    q.add_argument("--seconds", type=float, default=3, help="how long each batch size runs (default: 3)")
-    q.add_argument("--calls", type=int, default=1000,
-                   help="one-image calls behind p50/p99, at least 300 (default: 1000)")
-    q.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: one per core)")
-    q.add_argument("--quick", action="store_true",
-                   help="smoke test: 0.2 s per batch size, 30 calls, 1,000 images (checks the machinery; figures "
-                        "mean nothing)")
-    q.add_argument("--results", default="benchmarks/results/infer.json",
-                   help="JSON file of the results (default: benchmarks/results/infer.json)")
-    q.add_argument("--markdown", default="BENCHMARKS.md",
-                   help="file whose 'bench infer' section is rewritten (default: BENCHMARKS.md)")
-    add_data_dir(q)
-    q.set_defaults(func=cmd_bench_infer)
-    q = bench_sub.add_parser("serve", help="load test of `digitlab serve` on loopback: requests/s, p50/p99 latency",
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    q.add_argument("--clients", type=int, default=16, help="concurrent clients, each with one keep-alive connection")
-    q.add_argument("--seconds", type=float, default=10, help="how long each kind of request is sent")
-    q.add_argument("--kinds", nargs="+", default=["pixels", "canvas"], choices=["pixels", "canvas"],
-                   help="pixels: JSON 28x28 arrays (seen as they are); canvas: PNG data URLs (prepared first)")
-    q.add_argument("--abuse", action="store_true",
-                   help="instead: the pixels load while, from another process, clients send malformed requests, "
-                        "slow heads and bodies, idle connections and large bodies; every good request must "
-                        "succeed, every abusive one be refused or closed, the service stay up (results under "
-                        "'abuse', a section of its own)")
-    q.add_argument("--read-timeout", type=float, default=10, metavar="SECONDS",
-                   help="with --abuse: the service's `serve --read-timeout`")
-    q.add_argument("--model", metavar="RUN", help=MODEL_HELP)
-    q.add_argument("--results", default="benchmarks/results/serve.json", help="JSON file of the results")
-    q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'bench serve' section is rewritten")
-    add_data_dir(q)
-    q.set_defaults(func=cmd_bench_serve)
-    q = bench_sub.add_parser(
-        "speed", help="training speed: `fast` over seeds, each trick undone, vs Keras 3, a DataLoader loop, "
-                      "scikit-learn; peak memory",
-        description="Time `fast` and `fast-995` over seeds (training seconds, load time apart, GFLOP/s against "
-                    "this CPU's measured peak), undo each of fast's tricks on its own, and run the usual tools "
-                    "side by side on the same machine: Keras 3 on keras-cnn and keras-mlp-dropout (needs "
-                    "`pip install 'digitlab[peers]'`), a conventional PyTorch DataLoader loop, scikit-learn's "
-                    "MLPClassifier. Every contender runs in its own process. Takes about 15 minutes on 2 cores.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    q.add_argument("--seeds", type=int, default=5, help="seeds of `fast`")
-    q.add_argument("--seeds-995", type=int, default=3, help="seeds of `fast-995` (0 skips it)")
-    q.add_argument("--keras-max-epochs", type=int, default=12, help="Keras keras-cnn trains until 99%% or this")
-    q.add_argument("--mlp-epochs", type=int, default=5, help="epochs of the MLP comparisons")
-    q.add_argument("--no-peers", action="store_true", help="leave out Keras, scikit-learn and the DataLoader loop")
-    q.add_argument("--no-ablations", action="store_true", help="do not undo fast's tricks one by one")
-    q.add_argument("--quick", action="store_true",
-                   help="smoke test: 5,000 images, 1 epoch, 1 seed (checks the machinery; figures mean nothing)")
-    q.add_argument("--results", default="benchmarks/results/speed.json", help="JSON file of the results")
-    q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'bench speed' section is rewritten")
-    add_data_dir(q)
-    q.set_defaults(func=cmd_bench_speed)
-    q = bench_sub.add_parser(
-        "fuzz", help="damaged files through the IDX reader, the image path and the model loader: only digitlab's "
-                     "errors may come out",
-        description="Generate damaged inputs with Hypothesis (fuzz_inputs.py) -- IDX pairs through load_idx_pair; "
-                    "image files (PNG, JPEG, BMP, GIF, TIFF, WebP, cut short, bits flipped, headers claiming huge "
-                    "sizes, random bytes; ICO/ICNS wrapping huge PNGs, TIFF tiles larger than the image, DDS and "
-                    "other formats digitlab does not read) through predict, read and annotate with the bundled "
-                    "model; config.json and .onnx files mutated (deep nesting, huge integers and layer lists, "
-                    "odd temperatures, allocating operators) through predict --model -- each target in its own "
-                    "process. Any exception other than a DigitlabError, or an input running longer than "
-                    "--time-limit, is a failure kept with its input. Needs Hypothesis.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    q.add_argument("--examples", type=int, default=100_000, help="generated inputs in all, split evenly between "
-                                                                  "the targets")
-    q.add_argument("--seed", type=int, default=0, help="Hypothesis seed (the same seed generates the same inputs)")
-    q.add_argument("--targets", nargs="+", default=["idx", "image", "model"], choices=["idx", "image", "model"],
-                   help="what to fuzz")
-    q.add_argument("--time-limit", type=float, default=30.0, help="seconds one input may take before it counts "
-                                                                  "as a hang")
-    q.add_argument("--failures", default="runs/fuzz-failures", help="folder for the inputs that failed")
-    q.add_argument("--results", default="benchmarks/results/fuzz.json", help="JSON file of the results")
-    q.add_argument("--markdown", default="BENCHMARKS.md", help="file whose 'bench fuzz' section is rewritten")
-    q.set_defaults(func=cmd_bench_fuzz)
+    _add_commands(parser, "command", "COMMAND", [
+        ("recipes", "list recipes: source, model, parameters, published vs our accuracy", _recipes_options),
+        ("data", "datasets: list, download, verify checksums", _data_options),
+        ("train", "train a recipe; writes runs/<recipe>-<timestamp>/", _train_options),
+        ("evaluate", "report, confusion matrix, error gallery for a run", _evaluate_options),
+        ("summary", "Keras-style table: layers, output shapes, parameter counts", _summary_options),
+        ("predict", "one digit per image: digit, confidence, top 3 (MNIST-style preparation first)", _predict_options),
+        ("read", "lines of digits in photos or scans: text, boxes, confidences", _read_options),
+        ("serve", "the REST API and the browser page (draw a digit, drop a photo)", _serve_options),
+        ("export", "a run (or the bundled model) as one self-contained ONNX file, verified", _export_options),
+        ("bench", "reproducible benchmark tables written to BENCHMARKS.md", _bench_options),
+    ])
     return parser
+
+
+def _add_commands(parser: argparse.ArgumentParser, dest: str, metavar: str, commands: Commands) -> None:
+    """`parser`'s subcommands (commands, a command's actions, the bench suites), one required."""
+    subparsers = parser.add_subparsers(dest=dest, metavar=metavar, required=True, parser_class=CommandParser)
+    for name, help, add_options in commands:
+        subparsers.add_parser(name, help=help, add_options=add_options)
+
+
+def _defaults(function: Callable) -> dict:
+    """`function`'s parameters that have a default, and that default: a command's defaults are
+    those of the function it calls."""
+    return {name: parameter.default for name, parameter in inspect.signature(function).parameters.items()
+            if parameter.default is not inspect.Parameter.empty}
+
+
+# --- options several commands share -------------------------------------------------------
+
+
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="RUN", help=MODEL_HELP)
+
+
+def _add_device(parser: argparse.ArgumentParser, help: str = "auto, cpu or cuda") -> None:
+    parser.add_argument("--device", default="auto", help=help)
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="dataset folder (default: $DIGITLAB_DATA, else ~/.cache/digitlab)")
+
+
+def _add_bench_files(parser: argparse.ArgumentParser, results, markdown, section: str,
+                     results_help: str = "JSON file of the results") -> None:
+    parser.add_argument("--results", default=results, help=results_help)
+    parser.add_argument("--markdown", default=markdown, help=f"file whose '{section}' section is rewritten")
 
 
 # --- commands ---------------------------------------------------------------------------
 
 
+def _recipes_options(parser: CommandParser) -> None:
+    parser.set_defaults(func=cmd_recipes)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
 def cmd_recipes(args) -> int:
-    from .catalog import recipe_table
+    from .catalog import recipe_table  # imported here: start-up time (torch, for the parameter counts)
 
     rows = recipe_table()
     if args.json:
@@ -309,8 +182,21 @@ def cmd_recipes(args) -> int:
     return 0
 
 
+def _data_options(parser: CommandParser) -> None:
+    _add_commands(parser, "action", "ACTION", [
+        ("list", "every dataset, its folder and whether its files are there", _data_list_options),
+        ("download", "download a dataset's missing files (checksums verified)", _data_download_options),
+        ("verify", "check files against their published MD5; exit 2 if any is missing or wrong", _data_verify_options),
+    ])
+
+
+def _data_list_options(parser: CommandParser) -> None:
+    parser.set_defaults(func=cmd_data_list)
+    _add_data_dir(parser)
+
+
 def cmd_data_list(args) -> int:
-    from .data import describe_datasets, resolve_data_dir
+    from .data import describe_datasets, resolve_data_dir  # imported here: start-up time (torch)
 
     print(f"data directory: {resolve_data_dir(args.data_dir)}\n")
     print(f"{'dataset':<15}{'shape':<11}{'classes':>7}  {'files':<9} description")
@@ -321,16 +207,28 @@ def cmd_data_list(args) -> int:
     return 0
 
 
+def _data_download_options(parser: CommandParser) -> None:
+    parser.set_defaults(func=cmd_data_download)
+    parser.add_argument("name", help="dataset name (see `digitlab data list`)")
+    _add_data_dir(parser)
+
+
 def cmd_data_download(args) -> int:
-    from .data import download_dataset
+    from .data import download_dataset  # imported here: start-up time (torch)
 
     folder = download_dataset(args.name, args.data_dir)
     print(f"{args.name}: all files present and verified in {folder}")
     return 0
 
 
+def _data_verify_options(parser: CommandParser) -> None:
+    parser.set_defaults(func=cmd_data_verify)
+    parser.add_argument("name", nargs="?", help="dataset name (default: every dataset whose folder exists)")
+    _add_data_dir(parser)
+
+
 def cmd_data_verify(args) -> int:
-    from .data import describe_datasets, verify_dataset
+    from .data import describe_datasets, verify_dataset  # imported here: start-up time (torch)
 
     if args.name:
         names = [args.name]
@@ -348,8 +246,46 @@ def cmd_data_verify(args) -> int:
     return 0
 
 
+TRAIN_EPILOG = """\
+several processes (DistributedDataParallel: gloo on the CPU, NCCL on GPUs):
+  torchrun --standalone --nproc-per-node 2 -m digitlab train digitnet
+  torchrun --nnodes 2 --node-rank R --nproc-per-node 4 --master-addr HOST0 --master-port 29500 \\
+      -m digitlab train digitnet           (on each machine; README: "Several processes, several machines")
+--batch-size is the global batch: N processes take the steps one process takes with it.
+Only rank 0 writes the run directory; a process that dies ends the job with an error."""
+
+
+def _train_options(parser: CommandParser) -> None:
+    from . import api  # imported here: start-up time (torch)
+
+    defaults = _defaults(api.train)
+    parser.set_defaults(func=cmd_train)
+    parser.formatter_class, parser.epilog = DefaultsRawEpilogFormatter, TRAIN_EPILOG
+    parser.add_argument("recipe", nargs="?", help="recipe name (see `digitlab recipes`); omit with --resume")
+    parser.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
+    parser.add_argument("--batch-size", type=int,
+                        help="override the recipe's batch size (under torchrun: the global batch, split over "
+                             "processes)")
+    parser.add_argument("--lr", type=float, help="override the recipe's (peak) learning rate")
+    parser.add_argument("--seed", type=int, help="override the recipe's seed (same seed, same history)")
+    _add_device(parser, "auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--val-split", type=float, default=defaults["val_split"],
+                        help="hold out this fraction of the training set for validation (0: validate on the test "
+                             "set, as the tutorials do)")
+    parser.add_argument("--limit", type=int, help="train on a seeded random subset of this many training images")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
+                        help=f"change any other recipe field, repeatable: optimizer={'|'.join(OPTIMIZER_NAMES)}, "
+                             f"schedule={'|'.join(SCHEDULE_NAMES)}, label_smoothing=0.1, momentum=0.9, "
+                             "weight_decay=5e-4, augment=SHIFT,ROTATE,SCALE (e.g. 2,10,0.1), channels_last=true ...")
+    parser.add_argument("--out", default=defaults["out"], help="folder for run directories")
+    parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last complete checkpoint (after a "
+                        "crash or a kill: from the start if no epoch had finished; only --epochs may change)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_data_dir(parser)
+
+
 def cmd_train(args) -> int:
-    from . import api
+    from . import api  # imported here: start-up time (torch)
 
     if not args.recipe and not args.resume:
         raise UnknownNameError("name a recipe to train (see `digitlab recipes`) or --resume RUN")
@@ -366,8 +302,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _evaluate_options(parser: CommandParser) -> None:
+    from . import api  # imported here: start-up time (torch)
+
+    parser.set_defaults(func=cmd_evaluate)
+    parser.add_argument("run", help="run directory, or an .onnx file from `digitlab export` (then give --out)")
+    parser.add_argument("--split", default=_defaults(api.evaluate)["split"], choices=["test", "train", "val"],
+                        help="which split (default: %(default)s; val: the images a --val-split run held out)")
+    parser.add_argument("--out",
+                        help="write the files here instead of the run directory (required for an .onnx file)")
+    _add_device(parser)
+    _add_data_dir(parser)
+
+
 def cmd_evaluate(args) -> int:
-    from . import api
+    from . import api  # imported here: start-up time (torch)
 
     metrics = api.evaluate(args.run, split=args.split, data_dir=args.data_dir, out=args.out, device=args.device)
     print(metrics.report)
@@ -376,15 +325,35 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _summary_options(parser: CommandParser) -> None:
+    parser.set_defaults(func=cmd_summary)
+    parser.add_argument("target", help="recipe name or run directory")
+
+
+def cmd_summary(args) -> int:
+    from .catalog import summary_text  # imported here: start-up time (torch)
+
+    print(summary_text(args.target))
+    return 0
+
+
+def _predict_options(parser: CommandParser) -> None:
+    parser.set_defaults(func=cmd_predict)
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, TIFF or WebP)")
+    _add_model(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--show-input", metavar="DIR", help="save the 28x28 image the model saw for each input here")
+
+
 def cmd_predict(args) -> int:
-    from . import api
+    from . import api  # imported here: start-up time (torch)
 
     model = api.load_model(args.model)
     # Every input first: a bad one names itself and stops the command before any file is written.
     predictions = [api.predict(path, model)[0] for path in args.images]
     rows = [{"image": path, **prediction.to_json()} for path, prediction in zip(args.images, predictions)]
     if args.show_input:
-        import cv2
+        import cv2  # imported here: start-up time
 
         targets = _output_paths([Path(args.show_input) / (Path(path).stem + "-28x28.png") for path in args.images])
         outputs = []
@@ -402,14 +371,26 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _read_options(parser: CommandParser) -> None:
+    from .read import UNSURE_BELOW  # imported here: start-up time (cv2, NumPy)
+
+    parser.set_defaults(func=cmd_read)
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="photos or scans of one or more lines of digits")
+    _add_model(parser)
+    parser.add_argument("--unsure-below", type=float, default=UNSURE_BELOW, metavar="P",
+                        help="digits whose top probability is below P read as '?'")
+    parser.add_argument("--annotate", metavar="OUT.png",
+                        help="draw boxes and readings; with several images, OUT-<image name>.png for each")
+    parser.add_argument("--json", action="store_true", help="print the whole structure as JSON")
+
+
 def cmd_read(args) -> int:
-    from . import api
-    from .read import UNSURE_BELOW, annotation_png
+    from . import api  # imported here: start-up time (torch)
+    from .read import annotation_png
 
     model = api.load_model(args.model)
-    unsure = UNSURE_BELOW if args.unsure_below is None else args.unsure_below
     # Every input read (and every annotation drawn) first: a bad one stops the command before any file is written.
-    readings = [api.read(path, model, unsure_below=unsure) for path in args.images]
+    readings = [api.read(path, model, unsure_below=args.unsure_below) for path in args.images]
     results = [{"image": path, **reading.to_json()} for path, reading in zip(args.images, readings)]
     if args.annotate:
         out = Path(args.annotate)
@@ -446,21 +427,72 @@ def _output_paths(paths: list[Path]) -> list[Path]:
 
 def _write_all(outputs: list[tuple[Path, bytes]]) -> None:
     """Write each (path, bytes) whole or not at all (files.atomic_write)."""
-    from .files import atomic_write
+    from .files import atomic_write  # imported here: start-up time (NumPy)
 
     for path, data in outputs:
         atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
 
 
-def cmd_summary(args) -> int:
-    from .catalog import summary_text
+def _serve_options(parser: CommandParser) -> None:
+    from .serve import serve  # imported here: start-up time (FastAPI, uvicorn, torch)
 
-    print(summary_text(args.target))
+    defaults = _defaults(serve)
+    read_timeout = defaults["read_timeout"]
+    parser.set_defaults(func=cmd_serve)
+    parser.description = ("Serve the REST API (/api/predict, /api/read, /api/models, /healthz, OpenAPI docs at "
+                          "/docs) and the page at / on uvicorn. Ctrl-C or SIGTERM stops it cleanly.")
+    _add_model(parser)
+    parser.add_argument("--host", default=defaults["host"], help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=defaults["port"], help="TCP port")
+    # %(default)g below: the service's limits are floats (10.0), shown as 10 as this help always did
+    parser.add_argument("--max-body-mb", type=float, default=defaults["max_body"] / MiB,
+                        help="larger request bodies are refused with 413 (default: %(default)g)")
+    parser.add_argument("--max-pixels", type=int, default=defaults["max_pixels"],
+                        help="images declaring more pixels are refused with 413 before they are decoded")
+    parser.add_argument("--threads", type=int, default=defaults["threads"],
+                        help="threads for model work (ONNX Runtime and PyTorch)")
+    parser.add_argument("--read-timeout", type=float, default=read_timeout, metavar="SECONDS",
+                        help="time for a request's head, and again for its body, to arrive; a slower one gets 408 "
+                             f"and its connection is closed (an 8 MB photo in {read_timeout:g} s needs "
+                             f"{8 * 8 / read_timeout:g} Mbit/s) (default: %(default)g)")
+    parser.add_argument("--write-timeout", type=float, default=defaults["write_timeout"], metavar="SECONDS",
+                        help="time a client may take to read on while an answer waits for it; a slower one's "
+                             "connection is closed and its answer dropped (unread answers held memory) "
+                             "(default: %(default)g)")
+    parser.add_argument("--log-level", default=defaults["log_level"],
+                        choices=["critical", "error", "warning", "info", "debug"], help="uvicorn's log level")
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve  # imported here: start-up time (FastAPI, uvicorn, torch)
+
+    if (args.max_body_mb <= 0 or args.max_pixels <= 0 or args.read_timeout <= 0 or args.write_timeout <= 0
+            or args.threads < 1):
+        raise ConfigError("--max-body-mb, --max-pixels, --read-timeout and --write-timeout must be positive and "
+                          "--threads at least 1")
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must lie in 1-65535, got {args.port}")
+    serve(args.model, host=args.host, port=args.port, max_body=round(args.max_body_mb * MiB),
+          max_pixels=args.max_pixels, threads=args.threads, read_timeout=args.read_timeout,
+          write_timeout=args.write_timeout, log_level=args.log_level)
     return 0
 
 
+def _export_options(parser: CommandParser) -> None:
+    parser.set_defaults(func=cmd_export)
+    parser.description = ("Export a model to ONNX: input 'images' uint8 (N, C, H, W), any batch size; output "
+                          "'logits' float32; the run's config (classes, image shape, calibration) in the file's "
+                          "metadata, so `--model FILE.onnx` works wherever a run does. Before the file is written, "
+                          "ONNX Runtime runs it on the test set of the model's dataset: it must give PyTorch's "
+                          "class on >= 99.9% of the images with logits within 1e-4, or nothing is written.")
+    parser.add_argument("run", nargs="?", metavar="RUN", help="run directory (default: the bundled model)")
+    parser.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
+    parser.add_argument("--no-verify", action="store_true", help="write without checking against PyTorch")
+    _add_data_dir(parser)
+
+
 def cmd_export(args) -> int:
-    from .export import export_onnx
+    from .export import export_onnx  # imported here: start-up time (torch, ONNX)
 
     done = export_onnx(args.run, args.onnx, verify=not args.no_verify, data_dir=args.data_dir)
     print(f"wrote {done.path}: {done.size / 1024:,.0f} KiB, {done.parameters:,} parameters "
@@ -472,6 +504,41 @@ def cmd_export(args) -> int:
     return 0
 
 
+# --- bench: one suite each --------------------------------------------------------------
+
+
+def _bench_options(parser: CommandParser) -> None:
+    _add_commands(parser, "suite", "SUITE", [
+        ("seeds", "train the classic recipes in full over several seeds vs published accuracy",
+         _bench_seeds_options),
+        ("read", "read real handwriting (USPS, cheques, photos) and generated pages, beside Tesseract when installed",
+         _bench_read_options),
+        ("infer", "inference speed: PyTorch eager, torch.compile, ONNX Runtime; images/s, one-image latency, "
+                  "agreement", _bench_infer_options),
+        ("serve", "load test of `digitlab serve` on loopback: requests/s, p50/p99 latency", _bench_serve_options),
+        ("speed", "training speed: `fast` over seeds, each trick undone, vs Keras 3, a DataLoader loop, "
+                  "scikit-learn; peak memory", _bench_speed_options),
+        ("fuzz", "damaged files through the IDX reader, the image path and the model loader: only digitlab's "
+                 "errors may come out", _bench_fuzz_options),
+    ])
+
+
+def _bench_seeds_options(parser: CommandParser) -> None:
+    # bench_seeds takes no defaults of its own: these are the command's
+    parser.set_defaults(func=cmd_bench_seeds)
+    parser.add_argument("--recipes", nargs="+", help="recipes to run (default: every recipe whose data is available)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="seeds per recipe (fewer for the slow ones, see --max-seconds)")
+    parser.add_argument("--max-seconds", type=float, default=900,
+                        help="stop adding seeds to a recipe once its runs took this long in total")
+    _add_bench_files(parser, "benchmarks/results/seeds.json", "BENCHMARKS.md", "seeds",
+                     results_help="JSON file the runs are appended to (rows from earlier invocations are kept)")
+    parser.add_argument("--out", default="runs/bench", help="folder for the run directories")
+    _add_device(parser)
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice, one per core)")
+    _add_data_dir(parser)
+
+
 def cmd_bench_seeds(args) -> int:
     from .bench.seeds import bench_seeds
 
@@ -479,6 +546,24 @@ def cmd_bench_seeds(args) -> int:
                 markdown=Path(args.markdown), out=Path(args.out), device=args.device, data_dir=args.data_dir,
                 threads=args.threads)
     return 0
+
+
+def _bench_read_options(parser: CommandParser) -> None:
+    from .bench.read import bench_read  # imported here, as every suite: start-up time (torch, cv2)
+    from .read import UNSURE_BELOW
+
+    defaults = _defaults(bench_read)
+    parser.set_defaults(func=cmd_bench_read)
+    _add_model(parser)
+    parser.add_argument("--pages", type=int, default=defaults["synthetic_pages"],
+                        help="synthetic pages generated from the MNIST test set")
+    parser.add_argument("--seed", type=int, default=defaults["seed"], help="seed of the synthetic pages")
+    parser.add_argument("--unsure-below", type=float, default=defaults["unsure_below"],
+                        help=f"the reader's unsure threshold (default: digitlab.read's, {UNSURE_BELOW})")
+    parser.add_argument("--limit", type=int, help="at most this many images per set (quick runs)")
+    parser.add_argument("--no-tesseract", action="store_true", help="do not run Tesseract even when installed")
+    _add_bench_files(parser, defaults["results"], defaults["markdown"], "bench read")
+    _add_data_dir(parser)
 
 
 def cmd_bench_read(args) -> int:
@@ -490,6 +575,30 @@ def cmd_bench_read(args) -> int:
     return 0
 
 
+def _bench_infer_options(parser: CommandParser) -> None:
+    from .bench.infer import MIN_CALLS, PATHS, bench_infer  # imported here: start-up time (torch, ONNX Runtime)
+
+    defaults = _defaults(bench_infer)
+    parser.set_defaults(func=cmd_bench_infer)
+    parser.description = ("For the bundled model and each --model: images/s at batch 256 and 1024, one-image "
+                          "latency p50/p99, and agreement with eager PyTorch on the MNIST test set, for PyTorch "
+                          "eager (channels_last), torch.compile (compilation timed apart) and ONNX Runtime.")
+    parser.add_argument("--model", metavar="RUN", action="append", default=[],
+                        help="also this run directory or .onnx file, repeatable (the bundled model always runs)")
+    parser.add_argument("--paths", nargs="+", default=list(defaults["paths"]), choices=PATHS, metavar="PATH",
+                        help=f"inference paths to measure: {', '.join(PATHS)} (default: all three)")
+    parser.add_argument("--seconds", type=float, default=defaults["seconds"],
+                        help="how long each batch size runs (default: %(default)g)")
+    parser.add_argument("--calls", type=int, default=defaults["calls"],
+                        help=f"one-image calls behind p50/p99, at least {MIN_CALLS}")
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: one per core)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 0.2 s per batch size, 30 calls, 1,000 images (checks the machinery; figures "
+                             "mean nothing)")
+    _add_bench_files(parser, defaults["results"], defaults["markdown"], "bench infer")
+    _add_data_dir(parser)
+
+
 def cmd_bench_infer(args) -> int:
     from .bench.infer import bench_infer
 
@@ -498,20 +607,28 @@ def cmd_bench_infer(args) -> int:
     return 0
 
 
-def cmd_serve(args) -> int:
-    from .errors import ConfigError
+def _bench_serve_options(parser: CommandParser) -> None:
+    from .bench.serve import KINDS, bench_serve  # imported here: start-up time (torch, cv2)
     from .serve import serve
 
-    if (args.max_body_mb <= 0 or args.max_pixels <= 0 or args.read_timeout <= 0 or args.write_timeout <= 0
-            or args.threads < 1):
-        raise ConfigError("--max-body-mb, --max-pixels, --read-timeout and --write-timeout must be positive and "
-                          "--threads at least 1")
-    if not 0 < args.port < 65536:
-        raise ConfigError(f"--port must lie in 1-65535, got {args.port}")
-    serve(args.model, host=args.host, port=args.port, max_body=round(args.max_body_mb * 1024 * 1024),
-          max_pixels=args.max_pixels, threads=args.threads, read_timeout=args.read_timeout,
-          write_timeout=args.write_timeout, log_level=args.log_level)
-    return 0
+    defaults = _defaults(bench_serve)
+    parser.set_defaults(func=cmd_bench_serve)
+    parser.add_argument("--clients", type=int, default=defaults["clients"],
+                        help="concurrent clients, each with one keep-alive connection")
+    parser.add_argument("--seconds", type=float, default=defaults["seconds"],
+                        help="how long each kind of request is sent")
+    parser.add_argument("--kinds", nargs="+", default=list(defaults["kinds"]), choices=KINDS,
+                        help="pixels: JSON 28x28 arrays (seen as they are); canvas: PNG data URLs (prepared first)")
+    parser.add_argument("--abuse", action="store_true",
+                        help="instead: the pixels load while, from another process, clients send malformed requests, "
+                             "slow heads and bodies, idle connections and large bodies; every good request must "
+                             "succeed, every abusive one be refused or closed, the service stay up (results under "
+                             "'abuse', a section of its own)")
+    parser.add_argument("--read-timeout", type=float, default=_defaults(serve)["read_timeout"], metavar="SECONDS",
+                        help="with --abuse: the service's `serve --read-timeout` (default: %(default)g)")
+    _add_model(parser)
+    _add_bench_files(parser, defaults["results"], defaults["markdown"], "bench serve")
+    _add_data_dir(parser)
 
 
 def cmd_bench_serve(args) -> int:
@@ -526,6 +643,30 @@ def cmd_bench_serve(args) -> int:
     return 0
 
 
+def _bench_speed_options(parser: CommandParser) -> None:
+    from .bench.speed import bench_speed  # imported here: start-up time (torch)
+
+    defaults = _defaults(bench_speed)
+    parser.set_defaults(func=cmd_bench_speed)
+    parser.description = ("Time `fast` and `fast-995` over seeds (training seconds, load time apart, GFLOP/s "
+                          "against this CPU's measured peak), undo each of fast's tricks on its own, and run the "
+                          "usual tools side by side on the same machine: Keras 3 on keras-cnn and keras-mlp-dropout "
+                          "(needs `pip install 'digitlab[peers]'`), a conventional PyTorch DataLoader loop, "
+                          "scikit-learn's MLPClassifier. Every contender runs in its own process. Takes about 15 "
+                          "minutes on 2 cores.")
+    parser.add_argument("--seeds", type=int, default=defaults["seeds"], help="seeds of `fast`")
+    parser.add_argument("--seeds-995", type=int, default=defaults["seeds_995"], help="seeds of `fast-995` (0 skips it)")
+    parser.add_argument("--keras-max-epochs", type=int, default=defaults["keras_max_epochs"],
+                        help="Keras keras-cnn trains until 99%% or this")
+    parser.add_argument("--mlp-epochs", type=int, default=defaults["mlp_epochs"], help="epochs of the MLP comparisons")
+    parser.add_argument("--no-peers", action="store_true", help="leave out Keras, scikit-learn and the DataLoader loop")
+    parser.add_argument("--no-ablations", action="store_true", help="do not undo fast's tricks one by one")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 5,000 images, 1 epoch, 1 seed (checks the machinery; figures mean nothing)")
+    _add_bench_files(parser, defaults["results"], defaults["markdown"], "bench speed")
+    _add_data_dir(parser)
+
+
 def cmd_bench_speed(args) -> int:
     from .bench.speed import bench_speed
 
@@ -533,6 +674,31 @@ def cmd_bench_speed(args) -> int:
                 keras_max_epochs=args.keras_max_epochs, mlp_epochs=args.mlp_epochs, data_dir=args.data_dir,
                 quick=args.quick, markdown=Path(args.markdown), results=Path(args.results))
     return 0
+
+
+def _bench_fuzz_options(parser: CommandParser) -> None:
+    from .bench.fuzz import TARGETS, bench_fuzz  # imported here: start-up time (torch); Hypothesis only when run
+
+    defaults = _defaults(bench_fuzz)
+    parser.set_defaults(func=cmd_bench_fuzz)
+    parser.description = (
+        "Generate damaged inputs with Hypothesis (fuzz_inputs.py) -- IDX pairs through load_idx_pair; image files "
+        "(PNG, JPEG, BMP, GIF, TIFF, WebP, cut short, bits flipped, headers claiming huge sizes, random bytes; "
+        "ICO/ICNS wrapping huge PNGs, TIFF tiles larger than the image, DDS and other formats digitlab does not "
+        "read) through predict, read and annotate with the bundled model; config.json and .onnx files mutated "
+        "(deep nesting, huge integers and layer lists, odd temperatures, allocating operators) through predict "
+        "--model -- each target in its own process. Any exception other than a DigitlabError, or an input running "
+        "longer than --time-limit, is a failure kept with its input. Needs Hypothesis.")
+    parser.add_argument("--examples", type=int, default=defaults["examples"],
+                        help="generated inputs in all, split evenly between the targets")
+    parser.add_argument("--seed", type=int, default=defaults["seed"],
+                        help="Hypothesis seed (the same seed generates the same inputs)")
+    parser.add_argument("--targets", nargs="+", default=list(defaults["targets"]), choices=TARGETS,
+                        help="what to fuzz")
+    parser.add_argument("--time-limit", type=float, default=defaults["time_limit"],
+                        help="seconds one input may take before it counts as a hang")
+    parser.add_argument("--failures", default=defaults["failures"], help="folder for the inputs that failed")
+    _add_bench_files(parser, defaults["results"], defaults["markdown"], "bench fuzz")
 
 
 def cmd_bench_fuzz(args) -> int:
@@ -543,6 +709,9 @@ def cmd_bench_fuzz(args) -> int:
     print(f"{report['examples']:,} inputs in {report['wall_seconds']:.0f} s: {report['failures']} failure(s)"
           + (f"; their inputs are in {args.failures}" if report["failures"] else ""))
     return 1 if report["failures"] else 0
+
+
+# --- running a command ----------------------------------------------------------------------
 
 
 IMAGE_COMMANDS = ("predict", "read", "serve", "bench")

@@ -13,13 +13,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from digitlab.data.idx import read_idx
-from digitlab.engines.opencv_mlp import (
-    OpenCVMLP,
-    ann_mlp_metrics,
-    ann_mlp_to_state,
-    train_ann_mlp,
-)
+from digitlab.engines.opencv_mlp_trainer import ann_mlp_metrics, ann_mlp_to_state, train_ann_mlp
 from digitlab.errors import DataError
+from digitlab.models.opencv_mlp_net import OpenCVMLP
 
 SUBSET = 2000
 EPOCHS = 5  # 2,000 images x 5 epochs: about 10 s on one core (1 ms per sample per epoch)

@@ -78,5 +78,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-from . import cnn, mlp, opencv_mlp  # noqa: E402,F401  (registers the models)
+from . import cnn, mlp, opencv_mlp_net  # noqa: E402,F401  (registers the models)
 from .summary import summarize  # noqa: E402,F401

@@ -1,8 +1,8 @@
 """`opencv-mlp` as a torch module: OpenCV's ANN_MLP `predict`, reproduced exactly.
 
-The network is trained by OpenCV itself (digitlab.engines.opencv_mlp); its weights, input and
-output scalings are stored as this module's state, so a run of the OpenCV recipe is loaded,
-evaluated and used like any other model, without OpenCV.
+The network is trained by OpenCV itself (digitlab.engines.opencv_mlp_trainer); its weights,
+input and output scalings are stored as this module's state, so a run of the OpenCV recipe is
+loaded, evaluated and used like any other model, without OpenCV.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The `opencv-mlp` recipe's engine: OpenCV's `cv2.ml.ANN_MLP` trained as the tutorial trains it,
-and `OpenCVMLP`, a torch module that reproduces its predictions.
+"""The `opencv-mlp` recipe's trainer: OpenCV's `cv2.ml.ANN_MLP` trained as the tutorial trains it,
+its weights handed over as the state of `OpenCVMLP` (models/opencv_mlp_net.py), the torch module
+that reproduces its predictions.
 
 The tutorial: layers 784-512-512-10, SIGMOID_SYM with alpha 2.5 and beta 1.0, BACKPROP with
 weight scale (learning rate) 1e-5, term criteria MAX_ITER|EPS with 10 iterations and eps 0.01,
@@ -57,7 +58,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
-from ..models.opencv_mlp import PIXEL_MAX, OpenCVMLP  # noqa: F401  (OpenCVMLP: re-exported)
+from ..models.opencv_mlp_net import PIXEL_MAX
 
 NUM_CLASSES = 10
 # Measured on this project's shared 2-core machine, one core: 1.0 ms per sample per epoch on

@@ -1,5 +1,6 @@
 """Training on real MNIST: accuracy thresholds, determinism, resume, run directory, API."""
 
+import dataclasses
 import importlib
 import json
 
@@ -8,9 +9,10 @@ import pytest
 import torch
 
 import digitlab
+from digitlab.data import split_validation
 from digitlab.errors import CheckpointError, ConfigError
-from digitlab.recipes import get_recipe
-from digitlab.train import learning_rate
+from digitlab.recipes import OPTIMIZER_NAMES, SCHEDULE_NAMES, Recipe, get_recipe
+from digitlab.train import OPTIMIZERS, SCHEDULES, RunOptions, learning_rate, make_optimizer
 
 # `digitlab.train` is the API function; the module of the same name is reached through importlib.
 train_module = importlib.import_module("digitlab.train")
@@ -142,6 +144,61 @@ def test_onecycle_schedule_rises_then_falls_to_zero():
     assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:]))
     step = get_recipe("keras-cnn").override(schedule="step", step_epochs=2, gamma=0.5)
     assert learning_rate(step, 2 * steps, steps) == pytest.approx(step.lr * 0.5)
+
+
+def test_the_recipe_names_are_the_keys_of_the_optimizer_and_schedule_tables():
+    # recipes.py checks names below train.py, which builds them: the two lists must not drift apart.
+    assert set(OPTIMIZER_NAMES) == set(OPTIMIZERS)
+    assert set(SCHEDULE_NAMES) == set(SCHEDULES)
+    steps = 10
+    for name in SCHEDULES:
+        recipe = get_recipe("keras-cnn").override(schedule=name, epochs=3)
+        assert all(learning_rate(recipe, s, steps) >= 0 for s in range(3 * steps))
+    model = torch.nn.Linear(2, 2)
+    for name in OPTIMIZERS:
+        assert isinstance(make_optimizer(get_recipe("keras-cnn").override(optimizer=name), model.parameters()),
+                          torch.optim.Optimizer)
+
+
+@pytest.mark.parametrize("field, name", [("optimizer", "rmsprop"), ("schedule", "cosine")])
+def test_an_unknown_optimizer_or_schedule_is_a_clear_error_everywhere(field, name):
+    recipe = get_recipe("digitnet")
+    message = f"unknown {field} '{name}'; known {field}s: "
+    with pytest.raises(ConfigError, match=message):
+        recipe.override(**{field: name})
+    with pytest.raises(ConfigError, match=message):
+        recipe.with_settings([f"{field}={name}"])
+    with pytest.raises(ConfigError, match=message):  # a run's config.json naming it
+        Recipe.from_json({**recipe.to_json(), field: name}).validate()
+    unchecked = dataclasses.replace(recipe, **{field: name})  # built around validate: the tables refuse it too
+    with pytest.raises(ConfigError, match=message):
+        if field == "optimizer":
+            make_optimizer(unchecked, torch.nn.Linear(2, 2).parameters())
+        else:
+            learning_rate(unchecked, 0, 10)  # no falling through to another schedule
+
+
+def test_fit_takes_its_options_as_digitlab_train_gives_them(tmp_path):
+    # What `bench speed` calls: train.fit(recipe, RunOptions(...)); the history is digitlab.train's.
+    options = RunOptions(out=tmp_path / "fit", settings=("dataset=digits8x8",), progress=False,
+                         overrides={"epochs": 2, "seed": 3})
+    run = train_module.fit("keras-mlp-dropout", options)
+    trained = digitlab.train("keras-mlp-dropout", epochs=2, seed=3, settings=["dataset=digits8x8"],
+                             out=tmp_path / "train", progress=False, evaluate_after=False)
+    assert run.path.parent == tmp_path / "fit" and run.recipe.seed == 3
+    assert history_without_time(run.history) == history_without_time(trained.history)
+
+
+def test_split_validation_holds_out_a_seeded_part_of_a_seeded_subset(mnist):
+    train_x, train_y, val_x, val_y = split_validation(mnist, 0.25, 2000, seed=5)
+    assert (len(train_y), len(val_y)) == (1500, 500)
+    again = split_validation(mnist, 0.25, 2000, seed=5)
+    assert torch.equal(again[3], val_y) and torch.equal(again[0], train_x)
+    assert not torch.equal(split_validation(mnist, 0.25, 2000, seed=6)[3], val_y)
+    images, labels, none_x, none_y = split_validation(mnist, 0.0, None, seed=5)
+    assert images is mnist.train_images and none_x is None and none_y is None
+    with pytest.raises(ConfigError, match="--limit"):
+        split_validation(mnist, 0.0, 0, seed=5)
 
 
 def test_opencv_recipe_runs_through_the_same_api_and_run_directory(mnist, tmp_path):

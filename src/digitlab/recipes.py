@@ -14,6 +14,19 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError, unknown_name
 
+# The names a recipe's `optimizer` and `schedule` take: the keys of train.OPTIMIZERS and
+# train.SCHEDULES, which build them (torch lives there; recipes are checked here, below train.py).
+# tests/test_train.py checks that the two agree.
+OPTIMIZER_NAMES = ("sgd", "adam", "adamw", "adadelta")
+SCHEDULE_NAMES = ("constant", "step", "exponential", "onecycle")
+
+
+def unknown_choice(kind: str, name: str, known) -> ConfigError:
+    """The error for an optimiser or schedule name that is not in its table, worded as every
+    registry words it (errors.unknown_name), but a ConfigError: it is a recipe field's value that
+    cannot work, which `--resume` reports as a damaged config.json like any other."""
+    return ConfigError(str(unknown_name(kind, name, known)))
+
 
 @dataclass(frozen=True)
 class Augment:
@@ -112,10 +125,10 @@ class Recipe:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ConfigError(f"learning rate must be positive, got {self.lr}")
-        if self.optimizer not in ("sgd", "adam", "adamw", "adadelta"):
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; use sgd, adam, adamw or adadelta")
-        if self.schedule not in ("constant", "step", "exponential", "onecycle"):
-            raise ConfigError(f"unknown schedule {self.schedule!r}; use constant, step, exponential or onecycle")
+        if self.optimizer not in OPTIMIZER_NAMES:
+            raise unknown_choice("optimizer", self.optimizer, OPTIMIZER_NAMES)
+        if self.schedule not in SCHEDULE_NAMES:
+            raise unknown_choice("schedule", self.schedule, SCHEDULE_NAMES)
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         # What torch's optimisers and the schedules would otherwise fail on mid-run (ValueError,

@@ -1,5 +1,13 @@
 """The training loop: flat and visible, top to bottom.
 
+    fit(recipe, RunOptions(...))      what `digitlab.train` calls; joins the process group, then:
+      agree_on_plan                   recipe, data split, checkpoint: rank 0 decides, all learn it
+      load_data, split_validation     the dataset, its training and validation images
+      run_config, open_run_dir        config.json, in a new run directory or the one resumed
+      fit_in_engine                   a recipe another engine trains in one call (OpenCV), or:
+      start_training                  model, optimiser, generators (restored when resuming)
+      for each epoch: train_epoch, evaluate_sharded, save_checkpoint
+
 The whole dataset lives on the device as uint8 (it is faster to gather and convert uint8
 than to keep a float copy, and 4x smaller); a batch is a set of indices into it; shuffling
 and augmentation draw from one seeded generator, so a seed gives the same history on the
@@ -22,13 +30,15 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import __version__
@@ -44,19 +54,45 @@ from .checkpoint import (
     load_weights,
     optimizer_from_files,
     optimizer_to_files,
-    read_json,
     remove_partial_writes,
     save_checkpoint,
     save_weights,
-    write_json,
 )
-from .data import Dataset, load_dataset
+from .data import Dataset, load_dataset, split_validation
 from .distributed import Cluster, DistributedError
 from .errors import CheckpointError, ConfigError, DigitlabError, WriteError
-from .files import make_temp_dir
+from .files import make_temp_dir, read_json, write_json
 from .model_files import MAX_TENSORS
 from .models import create_model, tensor_count
-from .recipes import Augment, Recipe, get_recipe
+from .recipes import Augment, Recipe, get_recipe, unknown_choice
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to train a recipe, apart from the recipe itself: what `digitlab.train` takes besides
+    the recipe fields it overrides, gathered once there and read by every stage below."""
+
+    dataset: Dataset | None = None  # already loaded (tests, benchmarks); None loads the recipe's by name
+    data_dir: str | Path | None = None
+    out: str | Path = "runs"  # the folder that gets <recipe>-<timestamp>/
+    resume: str | Path | None = None  # a run directory to continue from its last complete checkpoint
+    device: str | None = None  # 'auto' (None), 'cpu' or 'cuda'
+    val_split: float = 0.0
+    subset: int | None = None
+    settings: Sequence[str] = ()  # FIELD=VALUE strings (the CLI's --set)
+    progress: bool = True
+    cluster: Cluster = field(default_factory=Cluster)  # this process's place in a torchrun job; one process
+    overrides: dict = field(default_factory=dict)  # recipe fields (epochs, batch_size, lr, seed); None: unset
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What this run trains, as rank 0 decided it (agree_on_plan): the same on every process."""
+
+    recipe: Recipe
+    val_split: float
+    subset: int | None
+    resumes: bool  # from a checkpoint of the run directory, which rank 0 has read
 
 
 @dataclass
@@ -69,6 +105,281 @@ class Run:
     history: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)
     rank: int = 0  # under torchrun, the process that returned it; only rank 0's run directory is written
+
+
+def fit(recipe: Recipe | str | None, options: RunOptions | None = None) -> Run:
+    """Train a recipe and write its run directory; see `digitlab.train` for the options.
+
+    With several processes (options.cluster, from Cluster.from_environment) the process group
+    is joined here and left on return; only rank 0 reports progress.
+    """
+    options = options or RunOptions()
+    cluster = options.cluster
+    dev = cluster.device(pick_device(options.device))
+    cluster.start(dev)
+    try:
+        return _fit(recipe, replace(options, progress=options.progress and cluster.main), dev)
+    finally:
+        cluster.stop()
+
+
+def _fit(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) -> Run:
+    """The setup, then the loop: for each epoch train, evaluate, checkpoint."""
+    cluster, progress = options.cluster, options.progress
+    plan, checkpoint = agree_on_plan(recipe, options, dev)
+    recipe = plan.recipe
+    dataset = load_data(recipe, options)
+    train_x, train_y, val_x, val_y = split_validation(dataset, plan.val_split, plan.subset, recipe.seed)
+    if val_x is None:  # the tutorials validate on the test set; --val-split is the honest way
+        val_x, val_y = dataset.test_images, dataset.test_labels
+    args = model_arguments(recipe, dataset)
+    config = run_config(recipe, args, dataset, plan, cluster, dev)
+    run_path = open_run_dir(plan, config, checkpoint, args, options, dev)
+    if recipe.engine != "torch":
+        return fit_in_engine(recipe, run_path, config, args, (train_x, train_y, val_x, val_y), progress)
+
+    checkpoint = share_checkpoint(cluster, checkpoint, dev) if plan.resumes else None
+    start_epoch = checkpoint["state"]["epoch"] if checkpoint else 0
+    history = checkpoint["state"]["history"] if checkpoint else []
+    train_x, train_y, val_x, val_y = (t.to(dev) for t in (train_x, train_y, val_x, val_y))
+    trainer = start_training(recipe, args, checkpoint, len(train_y), config["train"]["bf16"], cluster, dev)
+    for epoch in range(start_epoch, recipe.epochs):
+        started = time.perf_counter()
+        loss_sum, correct, seen = train_epoch(trainer, recipe, epoch, train_x, train_y, cluster, progress)
+        train_seconds = time.perf_counter() - started
+        loss_total, correct_total, seen = cluster.sum([loss_sum.item(), correct.item(), seen], dev)
+        val_loss, val_accuracy = evaluate_sharded(trainer.model, val_x, val_y, recipe.label_smoothing, cluster, dev)
+        row = {"epoch": epoch + 1, "loss": loss_total / seen, "accuracy": correct_total / seen,
+               "val_loss": val_loss, "val_accuracy": val_accuracy, "seconds": train_seconds,
+               "lr": learning_rate(recipe, (epoch + 1) * trainer.steps_per_epoch - 1, trainer.steps_per_epoch)}
+        history.append(row)
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}/{recipe.epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} "
+                       f"val_loss {val_loss:.4f} val_acc {val_accuracy:.4f} ({train_seconds:.1f} s)")
+        if cluster.main:
+            model = trainer.model
+            save_checkpoint(run_path, epoch + 1, model.state_dict(), trainer.optimizer.state_dict(),
+                            rng_state(trainer.generator), {"history": history, "processes": cluster.world})
+            save_weights(run_path / WEIGHTS, model.state_dict())
+            write_json(run_path / HISTORY, history)
+    return Run(path=run_path, recipe=recipe, model=trainer.model.eval(), history=history, config=config,
+               rank=cluster.rank)
+
+
+# --- the setup, stage by stage ----------------------------------------------------------------
+
+
+def agree_on_plan(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) -> tuple[RunPlan, dict | None]:
+    """The plan -- recipe, data split, checkpoint -- made by rank 0 and shared: only rank 0
+    reads the run directory (on several machines the others may not even see it). Also returns
+    the checkpoint to resume from, on rank 0 (None elsewhere, and when there is none)."""
+    cluster = options.cluster
+    val_split, subset = options.val_split, options.subset
+    checkpoint, failure = None, None
+    if cluster.main:
+        try:
+            if options.resume is not None:
+                recipe, val_split, subset, checkpoint = plan_resume(Path(options.resume), options.overrides,
+                                                                    options.settings)
+            else:
+                recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+                recipe = recipe.with_settings(options.settings).override(**options.overrides)
+            recipe.validate()
+        except DigitlabError as err:
+            if not cluster.active:
+                raise
+            failure = err
+        plan = ({"error": str(failure)} if failure else
+                {"recipe": recipe.to_json(), "val_split": val_split, "subset": subset,
+                 "resume": checkpoint is not None})
+    plan = cluster.share_json(plan if cluster.main else None, dev)
+    if "error" in plan:  # every process stops with rank 0's reason
+        raise failure if failure else DistributedError(f"rank 0 could not start the run: {plan['error']}")
+    recipe = Recipe.from_json(plan["recipe"])
+    if cluster.active and recipe.engine != "torch":
+        raise ConfigError(f"{recipe.name} trains in one {recipe.engine} call: it runs in one process, not under "
+                          "torchrun")
+    return RunPlan(recipe, plan["val_split"], plan["subset"], plan["resume"]), checkpoint
+
+
+def load_data(recipe: Recipe, options: RunOptions) -> Dataset:
+    """The recipe's dataset (options.dataset, when given): every process holds all of it. On each
+    machine, local rank 0 loads first (and downloads, if needed) while the others wait, so a
+    download happens once per machine."""
+    if options.dataset is not None:
+        return options.dataset
+    cluster = options.cluster
+    if cluster.local_rank != 0:
+        cluster.barrier("waiting for local rank 0 to fetch the dataset")
+    dataset = load_dataset(recipe.dataset, data_dir=options.data_dir, progress=options.progress)
+    if cluster.local_rank == 0:
+        cluster.barrier("waiting for the other processes to load the dataset")
+    return dataset
+
+
+def run_config(recipe: Recipe, args: dict, dataset: Dataset, plan: RunPlan, cluster: Cluster,
+               dev: torch.device) -> dict:
+    """The run's config.json: the recipe, the model's factory arguments, the dataset, how it trains."""
+    return {
+        "digitlab_version": __version__,
+        "recipe": recipe.to_json(),
+        "model": {"name": recipe.model, "args": args},
+        "dataset": {"name": dataset.name, "classes": list(dataset.classes), "mean": list(dataset.mean),
+                    "std": list(dataset.std), "image_shape": list(dataset.image_shape)},
+        "train": {"device": str(dev) if recipe.engine == "torch" else f"cpu ({recipe.engine})",
+                  "val_split": plan.val_split, "subset": plan.subset,
+                  "validation": "held-out training images" if plan.val_split else "test set",
+                  "torch_version": torch.__version__, "threads": torch.get_num_threads(),
+                  "bf16": recipe.bf16 and bf16_supported(dev),
+                  "processes": cluster.world, "backend": cluster.backend},
+    }
+
+
+def open_run_dir(plan: RunPlan, config: dict, checkpoint: dict | None, args: dict, options: RunOptions,
+                 dev: torch.device) -> Path:
+    """The run directory: rank 0 creates it, or checks and updates the one it resumes
+    (prepare_resume); the others learn its path."""
+    cluster = options.cluster
+    run_path = None
+    if cluster.main:
+        if options.resume is not None:
+            run_path = Path(options.resume)
+            prepare_resume(run_path, config, checkpoint, plan.recipe, args, dev)
+        else:
+            run_path = create_run_dir(Path(options.out), plan.recipe.name, config)
+    return Path(cluster.share_json(str(run_path) if cluster.main else None, dev))
+
+
+def fit_in_engine(recipe: Recipe, run_path: Path, config: dict, args: dict,
+                  splits: tuple[torch.Tensor, ...], progress: bool) -> Run:
+    """A recipe another engine trains, in one call (engine "opencv": cv2.ml.ANN_MLP, by
+    engines/opencv_mlp_trainer.py): its weights and its one-row history go into the run directory
+    as the loop's would, with no checkpoint (there is no epoch to resume from inside one call).
+    `splits`: training images and labels, then validation images and labels."""
+    if recipe.engine != "opencv":
+        raise ConfigError(f"unknown engine {recipe.engine!r}")
+    from .engines.opencv_mlp_trainer import fit_opencv  # imported here: cv2 is needed for this recipe only
+
+    state, history = fit_opencv(recipe, *splits, progress=progress)
+    save_weights(run_path / WEIGHTS, state)
+    write_json(run_path / HISTORY, history)
+    model = create_model(recipe.model, **args)
+    model.load_state_dict(state)
+    return Run(path=run_path, recipe=recipe, model=model.eval(), history=history, config=config)
+
+
+@dataclass
+class Trainer:
+    """What the training steps work with (start_training builds it, train_epoch uses it)."""
+
+    model: nn.Module  # what is evaluated and saved
+    forward: nn.Module  # what a step calls: the model, wrapped in DDP and/or torch.compile (same parameters)
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    generator: torch.Generator  # the shuffling, the same in every process (saved in the checkpoint)
+    local_generator: torch.Generator  # augmentation: `generator` itself in one process, one per process else
+    layout: torch.memory_format
+    amp: bool  # bf16 autocast
+    steps_per_epoch: int
+    device: torch.device
+
+
+def start_training(recipe: Recipe, args: dict, checkpoint: dict | None, n: int, amp: bool, cluster: Cluster,
+                   dev: torch.device) -> Trainer:
+    """The model, optimiser and generators, seeded from the recipe in this order (a seed gives
+    one history), then restored from `checkpoint` when resuming; `n` training images."""
+    torch.manual_seed(recipe.seed)  # model initialisation, then dropout masks
+    generator = torch.Generator(device=dev).manual_seed(recipe.seed + 1)  # shuffling (the same in every process)
+    # One process augments with the shuffling generator itself (the history a seed has always
+    # given); several draw augmentation and dropout per process and epoch (rank_seed).
+    local_generator = torch.Generator(device=dev) if cluster.active else generator
+    model = create_model(recipe.model, **args).to(dev)
+    layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
+    optimizer = make_optimizer(recipe, model.parameters())
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        restore_rng(generator, checkpoint["rng"])
+    trained = model
+    if cluster.active:  # DDP all-reduces (averages) the gradients during backward()
+        with cluster.lost_peer("setting up DistributedDataParallel"):
+            trained = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    forward = torch.compile(trained) if recipe.compile else trained  # same parameters; saved through `model`
+    batch = recipe.batch_size  # the global batch: each process takes its slice of it
+    # A last global batch smaller than the number of processes would leave one of them empty: skip it.
+    steps_per_epoch = n // batch + (1 if n % batch >= cluster.world else 0)
+    return Trainer(model=model, forward=forward, optimizer=optimizer,
+                   criterion=nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing), generator=generator,
+                   local_generator=local_generator, layout=layout, amp=amp, steps_per_epoch=steps_per_epoch,
+                   device=dev)
+
+
+# --- one epoch ---------------------------------------------------------------------------------
+
+
+def train_epoch(t: Trainer, recipe: Recipe, epoch: int, train_x: torch.Tensor, train_y: torch.Tensor,
+                cluster: Cluster, progress: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One pass over the training images in global batches, each process taking its slice of
+    each: this process's summed loss and correct count (on the device: no sync per step) and
+    the number of images it saw."""
+    t.model.train()
+    n, batch, dev = len(train_y), recipe.batch_size, t.device
+    order = torch.randperm(n, generator=t.generator, device=dev)
+    if cluster.active:
+        t.local_generator.manual_seed(rank_seed(recipe.seed, epoch, cluster.rank))
+        torch.manual_seed(rank_seed(recipe.seed, epoch, cluster.rank) + 1)
+    loss_sum = torch.zeros((), device=dev)  # summed on the device: no sync per step
+    correct = torch.zeros((), device=dev, dtype=torch.long)
+    seen = 0
+    bar = tqdm(range(t.steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch",
+               disable=not progress, leave=False, dynamic_ncols=True)
+    with cluster.lost_peer(f"training epoch {epoch + 1}", only_network=True):
+        for i in bar:
+            step = epoch * t.steps_per_epoch + i
+            for group in t.optimizer.param_groups:
+                group["lr"] = learning_rate(recipe, step, t.steps_per_epoch)
+            idx = order[i * batch:(i + 1) * batch]
+            mine = idx.tensor_split(cluster.world)[cluster.rank] if cluster.active else idx
+            x = train_x[mine].float().div_(255)  # (B, C, H, W) in [0, 1]
+            y = train_y[mine]
+            if recipe.augment is not None:
+                x = augment_batch(x, recipe.augment, t.local_generator)
+            x = x.contiguous(memory_format=t.layout)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=t.amp):
+                logits = t.forward(x)
+                loss = t.criterion(logits, y)
+            t.optimizer.zero_grad(set_to_none=True)
+            if cluster.active:
+                # DDP averages over processes; weighting each by its share of the global batch
+                # makes that average the gradient of the global batch's mean loss, as in one process.
+                (loss * (len(mine) * cluster.world / len(idx))).backward()
+            else:
+                loss.backward()
+            t.optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if progress and (i % 20 == 0 or i == t.steps_per_epoch - 1):
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+    bar.close()
+    return loss_sum, correct, seen
+
+
+def evaluate_sharded(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, label_smoothing: float,
+                     cluster: Cluster, dev: torch.device) -> tuple[float, float]:
+    """evaluate_loss_accuracy over all processes, each on its slice of the images."""
+    if not cluster.active:
+        return evaluate_loss_accuracy(model, images, labels, label_smoothing)
+    # DDP broadcast rank 0's buffers (BatchNorm statistics) before each training forward, and
+    # each process then updated its own: use rank 0's, the ones its checkpoint saves.
+    with cluster.lost_peer("sharing BatchNorm statistics"):
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, 0)
+    mine_x, mine_y = images.tensor_split(cluster.world)[cluster.rank], labels.tensor_split(cluster.world)[cluster.rank]
+    loss, accuracy = evaluate_loss_accuracy(model, mine_x, mine_y, label_smoothing) if len(mine_y) else (0.0, 0.0)
+    loss_sum, correct, count = cluster.sum([loss * len(mine_y), accuracy * len(mine_y), len(mine_y)], dev)
+    return loss_sum / count, correct / count
 
 
 # --- choices made once per run ------------------------------------------------------------
@@ -107,35 +418,50 @@ def model_arguments(recipe: Recipe, dataset: Dataset) -> dict:
     return args
 
 
+# The optimisers and learning-rate schedules a recipe names, by name: recipes.OPTIMIZER_NAMES and
+# SCHEDULE_NAMES are these keys (recipes are checked below this module; a test checks they agree).
+# The optimisers take the Keras defaults the classic recipes were run with.
+OPTIMIZERS: dict[str, Callable[[Recipe, Iterable], torch.optim.Optimizer]] = {
+    "sgd": lambda r, params: torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
+                                             weight_decay=r.weight_decay),
+    "adam": lambda r, params: torch.optim.Adam(params, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay),
+    "adamw": lambda r, params: torch.optim.AdamW(params, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay),
+    "adadelta": lambda r, params: torch.optim.Adadelta(params, lr=r.lr, rho=r.rho, eps=r.eps,
+                                                       weight_decay=r.weight_decay),
+}
+
+
 def make_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
-    """The recipe's optimiser with the Keras defaults the classic recipes were run with."""
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-                               weight_decay=recipe.weight_decay)
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, eps=recipe.eps, weight_decay=recipe.weight_decay)
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=recipe.lr, eps=recipe.eps, weight_decay=recipe.weight_decay)
-    if recipe.optimizer == "adadelta":
-        return torch.optim.Adadelta(params, lr=recipe.lr, rho=recipe.rho, eps=recipe.eps,
-                                    weight_decay=recipe.weight_decay)
-    raise ConfigError(f"unknown optimizer {recipe.optimizer!r}")
+    """The recipe's optimiser (OPTIMIZERS) over `params`."""
+    if recipe.optimizer not in OPTIMIZERS:
+        raise unknown_choice("optimizer", recipe.optimizer, OPTIMIZERS)
+    return OPTIMIZERS[recipe.optimizer](recipe, params)
 
 
-def learning_rate(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
-    """The learning rate at optimiser step `step` (0-based): a pure function of the step."""
+def one_cycle(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
+    """Linear rise from lr/10 to lr over the warm-up, then linear fall to ~0."""
     total = recipe.epochs * steps_per_epoch
-    if recipe.schedule == "constant":
-        return recipe.lr
-    if recipe.schedule == "step":
-        return recipe.lr * recipe.gamma ** (step // (recipe.step_epochs * steps_per_epoch))
-    if recipe.schedule == "exponential":  # gamma per epoch, applied smoothly per step
-        return recipe.lr * recipe.gamma ** (step / steps_per_epoch)
-    # onecycle: linear rise from lr/10 to lr over the warm-up, then linear fall to ~0.
     warm = max(1, int(recipe.warmup * total))
     if step < warm:
         return recipe.lr * (0.1 + 0.9 * step / warm)
     return recipe.lr * max(0.0, (total - step) / max(1, total - warm))
+
+
+# name -> f(recipe, step, steps_per_epoch): the learning rate at optimiser step `step` (0-based).
+SCHEDULES: dict[str, Callable[[Recipe, int, int], float]] = {
+    "constant": lambda r, step, steps_per_epoch: r.lr,
+    "step": lambda r, step, steps_per_epoch: r.lr * r.gamma ** (step // (r.step_epochs * steps_per_epoch)),
+    # gamma per epoch, applied smoothly per step
+    "exponential": lambda r, step, steps_per_epoch: r.lr * r.gamma ** (step / steps_per_epoch),
+    "onecycle": one_cycle,
+}
+
+
+def learning_rate(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
+    """The learning rate at optimiser step `step` (0-based): a pure function of the step (SCHEDULES)."""
+    if recipe.schedule not in SCHEDULES:
+        raise unknown_choice("schedule", recipe.schedule, SCHEDULES)
+    return SCHEDULES[recipe.schedule](recipe, step, steps_per_epoch)
 
 
 def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
@@ -185,31 +511,6 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
         noise = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
         x = (x + noise * std).clamp_(0, 1)
     return x
-
-
-def split_validation(
-    dataset: Dataset, val_split: float, subset: int | None, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Training images/labels and, with val_split > 0, a held-out part of the training set.
-
-    `subset` keeps a seeded random subset of the training set first (for quick runs).
-    """
-    images, labels = dataset.train_images, dataset.train_labels
-    if not 0 <= val_split < 1:
-        raise ConfigError(f"--val-split must be in [0, 1), got {val_split}")
-    if subset is not None or val_split:
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-        if subset is not None:
-            if subset < 1:
-                raise ConfigError(f"--limit must be at least 1, got {subset}")
-            order = order[:subset]
-        images, labels = images[order], labels[order]
-    if not val_split:
-        return images, labels, None, None
-    n_val = int(round(len(labels) * val_split))
-    if n_val < 1 or n_val >= len(labels):
-        raise ConfigError(f"--val-split {val_split} leaves no validation or no training images")
-    return images[n_val:], labels[n_val:], images[:n_val], labels[:n_val]
 
 
 @torch.no_grad()
@@ -266,7 +567,10 @@ def create_run_dir(out: Path, recipe_name: str, config: dict) -> Path:
     return path
 
 
-def plan_resume(run_path: Path, overrides: dict, settings: list[str] | None):
+# --- resuming: rank 0 reads and checks the run directory ----------------------------------
+
+
+def plan_resume(run_path: Path, overrides: dict, settings: Sequence[str]):
     """What `--resume RUN` continues: (recipe, val_split, subset, checkpoint or None).
 
     A run killed before its first checkpoint starts again from epoch 1; one killed after its
@@ -499,219 +803,3 @@ def rank_seed(seed: int, epoch: int, rank: int) -> int:
     """The seed of one process's augmentation and dropout in one epoch (several processes only):
     a pure function, so a resumed epoch draws what the interrupted one drew."""
     return (seed * 1_000_003 + epoch * 7919 + rank * 104_729 + 12_345) % 2**62
-
-
-# --- the loop -------------------------------------------------------------------------------
-
-
-def fit(
-    recipe: Recipe | str | None,
-    *,
-    dataset: Dataset | None = None,
-    data_dir: str | Path | None = None,
-    out: str | Path = "runs",
-    resume: str | Path | None = None,
-    device: str | None = None,
-    val_split: float = 0.0,
-    subset: int | None = None,
-    settings: list[str] | None = None,
-    progress: bool = True,
-    cluster: Cluster | None = None,
-    **overrides,
-) -> Run:
-    """Train a recipe and write its run directory; see `digitlab.train` for the arguments.
-
-    cluster: this process's place in a torchrun job (Cluster.from_environment); None is one
-    process. With several, the process group is joined here and left on return.
-    """
-    cluster = cluster or Cluster()
-    dev = cluster.device(pick_device(device))
-    cluster.start(dev)
-    try:
-        return _fit(recipe, dataset=dataset, data_dir=data_dir, out=out, resume=resume, dev=dev, val_split=val_split,
-                    subset=subset, settings=settings, progress=progress and cluster.main, cluster=cluster,
-                    overrides=overrides)
-    finally:
-        cluster.stop()
-
-
-def _fit(recipe, *, dataset, data_dir, out, resume, dev, val_split, subset, settings, progress, cluster, overrides):
-    # 1. The plan -- recipe, data split, checkpoint -- made by rank 0 and shared: only rank 0
-    # reads the run directory (on several machines the others may not even see it).
-    checkpoint, failure = None, None
-    if cluster.main:
-        try:
-            if resume is not None:
-                recipe, val_split, subset, checkpoint = plan_resume(Path(resume), overrides, settings)
-            else:
-                recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
-                recipe = recipe.with_settings(settings or []).override(**overrides)
-            recipe.validate()
-        except DigitlabError as err:
-            if not cluster.active:
-                raise
-            failure = err
-        plan = ({"error": str(failure)} if failure else
-                {"recipe": recipe.to_json(), "val_split": val_split, "subset": subset, "resume": checkpoint is not None})
-    plan = cluster.share_json(plan if cluster.main else None, dev)
-    if "error" in plan:  # every process stops with rank 0's reason
-        raise failure if failure else DistributedError(f"rank 0 could not start the run: {plan['error']}")
-    recipe = Recipe.from_json(plan["recipe"])
-    val_split, subset = plan["val_split"], plan["subset"]
-    if cluster.active and recipe.engine != "torch":
-        raise ConfigError(f"{recipe.name} trains in one {recipe.engine} call: it runs in one process, not under "
-                          "torchrun")
-
-    # 2. The data: every process holds all of it. On each machine, local rank 0 loads first
-    # (and downloads, if needed) while the others wait, so a download happens once per machine.
-    if dataset is None:
-        if cluster.local_rank != 0:
-            cluster.barrier("waiting for local rank 0 to fetch the dataset")
-        dataset = load_dataset(recipe.dataset, data_dir=data_dir, progress=progress)
-        if cluster.local_rank == 0:
-            cluster.barrier("waiting for the other processes to load the dataset")
-    train_x, train_y, val_x, val_y = split_validation(dataset, val_split, subset, recipe.seed)
-    if val_x is None:  # the tutorials validate on the test set; --val-split is the honest way
-        val_x, val_y = dataset.test_images, dataset.test_labels
-    args = model_arguments(recipe, dataset)
-    config = {
-        "digitlab_version": __version__,
-        "recipe": recipe.to_json(),
-        "model": {"name": recipe.model, "args": args},
-        "dataset": {"name": dataset.name, "classes": list(dataset.classes), "mean": list(dataset.mean),
-                    "std": list(dataset.std), "image_shape": list(dataset.image_shape)},
-        "train": {"device": str(dev) if recipe.engine == "torch" else f"cpu ({recipe.engine})",
-                  "val_split": val_split, "subset": subset,
-                  "validation": "held-out training images" if val_split else "test set",
-                  "torch_version": torch.__version__, "threads": torch.get_num_threads(),
-                  "bf16": recipe.bf16 and bf16_supported(dev),
-                  "processes": cluster.world, "backend": cluster.backend},
-    }
-
-    # 3. The run directory: rank 0 creates (or updates) it; the others learn its path.
-    run_path = None
-    if cluster.main:
-        if resume is not None:
-            run_path = Path(resume)
-            prepare_resume(run_path, config, checkpoint, recipe, args, dev)
-        else:
-            run_path = create_run_dir(Path(out), recipe.name, config)
-    run_path = Path(cluster.share_json(str(run_path) if cluster.main else None, dev))
-
-    if recipe.engine == "opencv":
-        from .engines.opencv_mlp import fit_opencv  # imported late: cv2 is needed for this recipe only
-
-        state, history = fit_opencv(recipe, train_x, train_y, val_x, val_y, progress=progress)
-        save_weights(run_path / WEIGHTS, state)
-        write_json(run_path / HISTORY, history)
-        model = create_model(recipe.model, **args)
-        model.load_state_dict(state)
-        return Run(path=run_path, recipe=recipe, model=model.eval(), history=history, config=config)
-    if recipe.engine != "torch":
-        raise ConfigError(f"unknown engine {recipe.engine!r}")
-    checkpoint = share_checkpoint(cluster, checkpoint, dev) if plan["resume"] else None
-    start_epoch = checkpoint["state"]["epoch"] if checkpoint else 0
-    history = checkpoint["state"]["history"] if checkpoint else []
-
-    # 4. Model, optimiser, generators.
-    train_x, train_y, val_x, val_y = (t.to(dev) for t in (train_x, train_y, val_x, val_y))
-    torch.manual_seed(recipe.seed)  # model initialisation, then dropout masks
-    generator = torch.Generator(device=dev).manual_seed(recipe.seed + 1)  # shuffling (the same in every process)
-    # One process augments with the shuffling generator itself (the history a seed has always
-    # given); several draw augmentation and dropout per process and epoch (rank_seed).
-    local_generator = torch.Generator(device=dev) if cluster.active else generator
-    model = create_model(recipe.model, **args).to(dev)
-    layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    model = model.to(memory_format=layout)
-    optimizer = make_optimizer(recipe, model.parameters())
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        restore_rng(generator, checkpoint["rng"])
-    trained = model
-    if cluster.active:  # DDP all-reduces (averages) the gradients during backward()
-        from torch.nn.parallel import DistributedDataParallel
-
-        with cluster.lost_peer("setting up DistributedDataParallel"):
-            trained = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    forward = torch.compile(trained) if recipe.compile else trained  # same parameters; saved through `model`
-
-    amp = config["train"]["bf16"]  # bf16 autocast only where the hardware runs it natively
-    n = len(train_y)
-    batch = recipe.batch_size  # the global batch: each process takes its slice of it
-    # A last global batch smaller than the number of processes would leave one of them empty: skip it.
-    steps_per_epoch = n // batch + (1 if n % batch >= cluster.world else 0)
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    for epoch in range(start_epoch, recipe.epochs):
-        model.train()
-        started = time.perf_counter()
-        order = torch.randperm(n, generator=generator, device=dev)
-        if cluster.active:
-            local_generator.manual_seed(rank_seed(recipe.seed, epoch, cluster.rank))
-            torch.manual_seed(rank_seed(recipe.seed, epoch, cluster.rank) + 1)
-        loss_sum = torch.zeros((), device=dev)  # summed on the device: no sync per step
-        correct = torch.zeros((), device=dev, dtype=torch.long)
-        seen = 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch",
-                   disable=not progress, leave=False, dynamic_ncols=True)
-        with cluster.lost_peer(f"training epoch {epoch + 1}", only_network=True):
-            for i in bar:
-                step = epoch * steps_per_epoch + i
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(recipe, step, steps_per_epoch)
-                idx = order[i * batch:(i + 1) * batch]
-                mine = idx.tensor_split(cluster.world)[cluster.rank] if cluster.active else idx
-                x = train_x[mine].float().div_(255)  # (B, C, H, W) in [0, 1]
-                y = train_y[mine]
-                if recipe.augment is not None:
-                    x = augment_batch(x, recipe.augment, local_generator)
-                x = x.contiguous(memory_format=layout)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = forward(x)
-                    loss = criterion(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                if cluster.active:
-                    # DDP averages over processes; weighting each by its share of the global batch
-                    # makes that average the gradient of the global batch's mean loss, as in one process.
-                    (loss * (len(mine) * cluster.world / len(idx))).backward()
-                else:
-                    loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach() * len(y)
-                correct += (logits.detach().argmax(1) == y).sum()
-                seen += len(y)
-                if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
-        bar.close()
-        train_seconds = time.perf_counter() - started
-        loss_total, correct_total, seen = cluster.sum([loss_sum.item(), correct.item(), seen], dev)
-        val_loss, val_accuracy = evaluate_sharded(model, val_x, val_y, recipe.label_smoothing, cluster, dev)
-        row = {"epoch": epoch + 1, "loss": loss_total / seen, "accuracy": correct_total / seen,
-               "val_loss": val_loss, "val_accuracy": val_accuracy, "seconds": train_seconds,
-               "lr": learning_rate(recipe, (epoch + 1) * steps_per_epoch - 1, steps_per_epoch)}
-        history.append(row)
-        if progress:
-            tqdm.write(f"epoch {epoch + 1}/{recipe.epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} "
-                       f"val_loss {val_loss:.4f} val_acc {val_accuracy:.4f} ({train_seconds:.1f} s)")
-        if cluster.main:
-            save_checkpoint(run_path, epoch + 1, model.state_dict(), optimizer.state_dict(), rng_state(generator),
-                            {"history": history, "processes": cluster.world})
-            save_weights(run_path / WEIGHTS, model.state_dict())
-            write_json(run_path / HISTORY, history)
-    return Run(path=run_path, recipe=recipe, model=model.eval(), history=history, config=config, rank=cluster.rank)
-
-
-def evaluate_sharded(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, label_smoothing: float,
-                     cluster: Cluster, dev: torch.device) -> tuple[float, float]:
-    """evaluate_loss_accuracy over all processes, each on its slice of the images."""
-    if not cluster.active:
-        return evaluate_loss_accuracy(model, images, labels, label_smoothing)
-    # DDP broadcast rank 0's buffers (BatchNorm statistics) before each training forward, and
-    # each process then updated its own: use rank 0's, the ones its checkpoint saves.
-    with cluster.lost_peer("sharing BatchNorm statistics"):
-        for buffer in model.buffers():
-            torch.distributed.broadcast(buffer, 0)
-    mine_x, mine_y = images.tensor_split(cluster.world)[cluster.rank], labels.tensor_split(cluster.world)[cluster.rank]
-    loss, accuracy = evaluate_loss_accuracy(model, mine_x, mine_y, label_smoothing) if len(mine_y) else (0.0, 0.0)
-    loss_sum, correct, count = cluster.sum([loss * len(mine_y), accuracy * len(mine_y), len(mine_y)], dev)
-    return loss_sum / count, correct / count

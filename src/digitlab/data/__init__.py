@@ -20,7 +20,7 @@ import torch
 
 from ..errors import DataError, unknown_name
 from .cifar import CIFAR10_CLASSES, read_cifar10_binary
-from .dataset import Dataset, channel_stats
+from .dataset import Dataset, channel_stats, split_validation
 from .download import RemoteFile, fetch_missing, missing_files_error, resolve_data_dir, verify_file
 from .idx import load_idx_pair
 
@@ -33,6 +33,7 @@ __all__ = [
     "download_dataset",
     "load_dataset",
     "resolve_data_dir",
+    "split_validation",
     "verify_dataset",
 ]
 

@@ -44,6 +44,32 @@ class Dataset:
         raise ConfigError(f"unknown split {name!r}; use 'train' or 'test'")
 
 
+def split_validation(
+    dataset: Dataset, val_split: float, subset: int | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Training images/labels and, with val_split > 0, a held-out part of the training set.
+
+    `subset` keeps a seeded random subset of the training set first (for quick runs). Training
+    splits with it, and evaluating a run's 'val' split rebuilds the same images from its seed.
+    """
+    images, labels = dataset.train_images, dataset.train_labels
+    if not 0 <= val_split < 1:
+        raise ConfigError(f"--val-split must be in [0, 1), got {val_split}")
+    if subset is not None or val_split:
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+        if subset is not None:
+            if subset < 1:
+                raise ConfigError(f"--limit must be at least 1, got {subset}")
+            order = order[:subset]
+        images, labels = images[order], labels[order]
+    if not val_split:
+        return images, labels, None, None
+    n_val = int(round(len(labels) * val_split))
+    if n_val < 1 or n_val >= len(labels):
+        raise ConfigError(f"--val-split {val_split} leaves no validation or no training images")
+    return images[n_val:], labels[n_val:], images[:n_val], labels[:n_val]
+
+
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Exact per-channel mean and std on the [0, 1] scale of (N, C, H, W) uint8 images.
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from torch import nn
 
 from .checkpoint import CONFIG
-from .files import read_json
 from .data import DATASETS
 from .errors import UnknownNameError
+from .files import read_json
 from .models import count_parameters, create_model, create_model_from_config, summarize
 from .recipes import RECIPES, Recipe, get_recipe
 

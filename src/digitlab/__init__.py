@@ -4,19 +4,18 @@ The public API (see digitlab.api): load_dataset, train, evaluate, load_model, Mo
 predict, read, annotate, and the error family DigitlabError.
 
 The API's names are imported from digitlab.api on first use, not here: the API imports torch
-(2 s on 2 cores), which `import digitlab.errors`, `digitlab --help` and `digitlab recipes` do without.
+(2 s on 2 cores), which `import digitlab.errors` and `digitlab --help` do without.
 """
 
 import sys
 import types
 
+from .errors import DigitlabError
+
 __version__ = "0.1.0"
-
-from .errors import DigitlabError  # noqa: E402
-
-API = ("Model", "Prediction", "Run", "annotate", "evaluate", "load_dataset", "load_model", "predict", "read", "train")
-
-__all__ = ["DigitlabError", *API, "__version__"]
+__all__ = ["DigitlabError", "Model", "Prediction", "Run", "__version__", "annotate", "evaluate", "load_dataset",
+           "load_model", "predict", "read", "train"]
+API = frozenset(__all__) - {"DigitlabError", "__version__"}  # the names digitlab.api gives
 
 
 def __getattr__(name: str):

@@ -513,13 +513,13 @@ def _bench_options(parser: CommandParser) -> None:
          _bench_seeds_options),
         ("read", "read real handwriting (USPS, cheques, photos) and generated pages, beside Tesseract when installed",
          _bench_read_options),
-        ("infer", "inference speed: PyTorch eager, torch.compile, ONNX Runtime; images/s, one-image latency, "
-                  "agreement", _bench_infer_options),
+        ("infer", ("inference speed: PyTorch eager, torch.compile, ONNX Runtime; images/s, one-image latency, "
+                   "agreement"), _bench_infer_options),
         ("serve", "load test of `digitlab serve` on loopback: requests/s, p50/p99 latency", _bench_serve_options),
-        ("speed", "training speed: `fast` over seeds, each trick undone, vs Keras 3, a DataLoader loop, "
-                  "scikit-learn; peak memory", _bench_speed_options),
-        ("fuzz", "damaged files through the IDX reader, the image path and the model loader: only digitlab's "
-                 "errors may come out", _bench_fuzz_options),
+        ("speed", ("training speed: `fast` over seeds, each trick undone, vs Keras 3, a DataLoader loop, "
+                   "scikit-learn; peak memory"), _bench_speed_options),
+        ("fuzz", ("damaged files through the IDX reader, the image path and the model loader: only digitlab's "
+                  "errors may come out"), _bench_fuzz_options),
     ])
 
 

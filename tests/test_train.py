@@ -190,12 +190,12 @@ def test_fit_takes_its_options_as_digitlab_train_gives_them(tmp_path):
 
 
 def test_split_validation_holds_out_a_seeded_part_of_a_seeded_subset(mnist):
-    train_x, train_y, val_x, val_y = split_validation(mnist, 0.25, 2000, seed=5)
+    train_x, train_y, _, val_y = split_validation(mnist, 0.25, 2000, seed=5)
     assert (len(train_y), len(val_y)) == (1500, 500)
     again = split_validation(mnist, 0.25, 2000, seed=5)
     assert torch.equal(again[3], val_y) and torch.equal(again[0], train_x)
     assert not torch.equal(split_validation(mnist, 0.25, 2000, seed=6)[3], val_y)
-    images, labels, none_x, none_y = split_validation(mnist, 0.0, None, seed=5)
+    images, _, none_x, none_y = split_validation(mnist, 0.0, None, seed=5)
     assert images is mnist.train_images and none_x is None and none_y is None
     with pytest.raises(ConfigError, match="--limit"):
         split_validation(mnist, 0.0, 0, seed=5)

@@ -258,7 +258,8 @@ def fit_in_engine(recipe: Recipe, run_path: Path, config: dict, args: dict,
     `splits`: training images and labels, then validation images and labels."""
     if recipe.engine != "opencv":
         raise ConfigError(f"unknown engine {recipe.engine!r}")
-    from .engines.opencv_mlp_trainer import fit_opencv  # imported here: cv2 is needed for this recipe only
+    # imported here: cv2 is needed for this recipe only
+    from .engines.opencv_mlp_trainer import fit_opencv
 
     state, history = fit_opencv(recipe, *splits, progress=progress)
     save_weights(run_path / WEIGHTS, state)

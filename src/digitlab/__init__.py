@@ -12,7 +12,7 @@ import types
 
 from .errors import DigitlabError
 
-__version__ = "0.1.0"
+from .version import __version__
 __all__ = ["DigitlabError", "Model", "Prediction", "Run", "__version__", "annotate", "evaluate", "load_dataset",
            "load_model", "predict", "read", "train"]
 API = frozenset(__all__) - {"DigitlabError", "__version__"}  # the names digitlab.api gives

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 from .errors import ConfigError, DigitlabError, UnknownNameError
 from .recipes import OPTIMIZER_NAMES, SCHEDULE_NAMES
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from .version import __version__
 from .checkpoint import METRICS
 from .data import load_dataset
 from .errors import ConfigError, DataError, ExportError

@@ -66,7 +66,7 @@ from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from .. import __version__
+from ..version import __version__
 from ..api import BUNDLED_MODEL, Model, load_model, predict
 from ..errors import ConfigError, DigitlabError
 from ..files import read_json

@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import __version__
+from .version import __version__
 from .checkpoint import (
     CONFIG,
     HISTORY,

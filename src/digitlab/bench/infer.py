@@ -246,4 +246,4 @@ def publish(report: dict, markdown: Path) -> None:
               END]
     write_section(markdown, START, END, "\n".join(lines),
                   HEADING + "\n\nThe same model run three ways on the CPU, uint8 images in, logits out. "
-                  "`load_model` uses ONNX Runtime on the CPU (export.py), PyTorch where that fails.\n\n")
+                  "`load_model` uses ONNX Runtime on the CPU (onnx_runtime.py), PyTorch where that fails.\n\n")

@@ -149,3 +149,17 @@ def http_request(path: str, body: bytes, port: int, content_type: str | None = "
     kind = f"Content-Type: {content_type}\r\n" if content_type else ""
     return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{kind}"
             f"Content-Length: {len(body) if length is None else length}\r\n\r\n").encode() + body
+
+
+def post(port: int, path: str, body: bytes, timeout: float = 30) -> int:
+    """Send one POST to the service on loopback, read its whole answer, and give its HTTP status."""
+    request = http_request(path, body, port).replace(b"\r\n", b"\r\nConnection: close\r\n", 1)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):  # the service closes the connection after its answer
+            answer += chunk
+    status = answer.split(b"\r\n", 1)[0].split()
+    if len(status) < 2 or not status[1].isdigit():
+        raise LoadTestError(f"the service answered {path} with {answer[:80]!r}")
+    return int(status[1])

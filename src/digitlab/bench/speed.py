@@ -44,8 +44,8 @@ from ..files import write_json
 from ..models import create_model
 from ..recipes import get_recipe
 from ..train import RunOptions, bf16_supported, evaluate_loss_accuracy, fit, model_arguments
-from .common import free_port, http_request, machine, process_memory_mb, request_bodies, start_service, stop_service, \
-    write_section
+from .common import (LoadTestError, free_port, machine, post, process_memory_mb, request_bodies, start_service,
+                     stop_service, write_section)
 
 START, END = "<!-- bench speed: begin -->", "<!-- bench speed: end -->"
 RESULT = "RESULT "
@@ -281,8 +281,10 @@ def service_rss(model=None, requests: int = 300) -> dict:
     process = start_service(port, model)
     try:
         bodies = request_bodies("pixels", np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8))
-        for i in range(requests):
-            http_request("/api/predict", bodies[i % len(bodies)], port)
+        statuses = [post(port, "/api/predict", bodies[i % len(bodies)]) for i in range(requests)]
+        if statuses.count(200) != requests:
+            raise LoadTestError(f"the service answered {requests - statuses.count(200)} of {requests} predictions "
+                                f"with an error: {sorted(set(statuses))}")
         return {"peak_rss_mb": process_memory_mb(process.pid), "requests": requests}
     finally:
         stop_service(process)

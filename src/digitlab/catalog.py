@@ -1,27 +1,57 @@
-"""What can be trained, described without training: recipe tables and model summaries."""
+"""What can be trained, described without training: recipe tables and model summaries.
+
+`digitlab recipes` imports no torch (a second on 2 cores): the shipped recipes' parameter counts
+are recorded below, and only the model summaries and a recipe without a recorded count build a
+network.
+"""
 
 from __future__ import annotations
 
 import json
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from .checkpoint import CONFIG
 from .data import DATASETS
 from .errors import UnknownNameError
 from .files import read_json
-from .models import count_parameters, create_model, create_model_from_config, summarize
 from .recipes import RECIPES, Recipe, get_recipe
 
+if TYPE_CHECKING:
+    from torch import nn
+
 MEASURED = "measured.json"  # written by `digitlab bench seeds`, shipped with the package
+# count_parameters(recipe_model(recipe)) of the shipped recipes, so that the table builds no network;
+# tests/test_layout.py builds every recipe's model and checks its count here.
+PARAMETERS = {
+    "opencv-mlp": 669_706,
+    "keras-cnn": 600_810,
+    "keras-mlp-dropout": 535_818,
+    "keras-mlp-sigmoid": 235_146,
+    "keras-mlp-512": 669_706,
+    "keras-cifar10-mlp": 3_676_682,
+    "digitnet": 113_898,
+    "digitnet-pen": 113_898,
+    "fast": 33_914,
+    "fast-995": 68_146,
+}
 
 
 def recipe_model(recipe: Recipe) -> nn.Module:
     """The recipe's model with the shapes of its dataset, built without loading the data."""
+    from .models import create_model  # imported here: start-up time (torch, 1 s)
+
     spec = DATASETS[recipe.dataset]
     return create_model(recipe.model, in_shape=spec.image_shape, num_classes=len(spec.classes), **recipe.model_args)
+
+
+def recipe_parameters(recipe: Recipe) -> int:
+    """The number of parameters of the recipe's model: recorded in PARAMETERS, else counted on it."""
+    if recipe.name in PARAMETERS:
+        return PARAMETERS[recipe.name]
+    from .models import count_parameters  # imported here: start-up time (torch, 1 s)
+
+    return count_parameters(recipe_model(recipe))
 
 
 def measured_accuracies() -> dict[str, dict]:
@@ -45,7 +75,7 @@ def recipe_table() -> list[dict]:
             "description": recipe.description,
             "dataset": recipe.dataset,
             "model": recipe.model,
-            "parameters": count_parameters(recipe_model(recipe)),
+            "parameters": recipe_parameters(recipe),
             "published_accuracy": recipe.published_accuracy,
             "measured": text,
             "measured_detail": m,
@@ -56,6 +86,10 @@ def recipe_table() -> list[dict]:
 
 def summary_text(target: str) -> str:
     """The Keras-style summary of a recipe's model, or of the model in a run directory."""
+    # imported here: start-up time (torch, 1 s), which `digitlab recipes` does without
+    from .checkpoint import CONFIG
+    from .models import create_model_from_config, summarize
+
     path = Path(target)
     if path.is_dir():
         config = read_json(path / CONFIG)

@@ -166,7 +166,7 @@ def _recipes_options(parser: CommandParser) -> None:
 
 
 def cmd_recipes(args) -> int:
-    from .catalog import recipe_table  # imported here: start-up time (torch, for the parameter counts)
+    from .catalog import recipe_table  # imported here: start-up time (NumPy; the table itself needs no torch)
 
     rows = recipe_table()
     if args.json:
@@ -196,7 +196,7 @@ def _data_list_options(parser: CommandParser) -> None:
 
 
 def cmd_data_list(args) -> int:
-    from .data import describe_datasets, resolve_data_dir  # imported here: start-up time (torch)
+    from .data import describe_datasets, resolve_data_dir  # imported here: start-up time (NumPy)
 
     print(f"data directory: {resolve_data_dir(args.data_dir)}\n")
     print(f"{'dataset':<15}{'shape':<11}{'classes':>7}  {'files':<9} description")
@@ -214,7 +214,7 @@ def _data_download_options(parser: CommandParser) -> None:
 
 
 def cmd_data_download(args) -> int:
-    from .data import download_dataset  # imported here: start-up time (torch)
+    from .data import download_dataset  # imported here: start-up time (NumPy)
 
     folder = download_dataset(args.name, args.data_dir)
     print(f"{args.name}: all files present and verified in {folder}")
@@ -228,7 +228,7 @@ def _data_verify_options(parser: CommandParser) -> None:
 
 
 def cmd_data_verify(args) -> int:
-    from .data import describe_datasets, verify_dataset  # imported here: start-up time (torch)
+    from .data import describe_datasets, verify_dataset  # imported here: start-up time (NumPy)
 
     if args.name:
         names = [args.name]

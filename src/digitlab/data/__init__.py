@@ -5,6 +5,10 @@
 
 A new dataset is one `DatasetSpec` in `DATASETS`: its upstream files and a function that reads
 them from their folder into train and test tensors.
+
+The registry's plain facts (names, classes, image shapes, files) come without torch, which takes
+a second to import: `digitlab recipes` and `digitlab data list` need none of it. The readers
+import it when they read.
 """
 
 from __future__ import annotations
@@ -14,15 +18,18 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
-import torch
 
 from ..errors import DataError, unknown_name
 from .cifar import CIFAR10_CLASSES, read_cifar10_binary
 from .dataset import Dataset, channel_stats, split_validation
 from .download import RemoteFile, fetch_missing, missing_files_error, resolve_data_dir, verify_file
 from .idx import load_idx_pair
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DATASETS",
@@ -38,7 +45,7 @@ __all__ = [
 ]
 
 # train images, train labels, test images, test labels
-Splits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+Splits: TypeAlias = "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]"
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,9 @@ def _read_cifar10(folder: Path) -> Splits:
 
 def _read_digits8x8(folder: Path) -> Splits:
     """scikit-learn's bundled 8x8 digits (no files, fully offline) with a fixed stratified split."""
-    # Imported here: scikit-learn takes about a second to import and only this dataset needs it.
+    # Imported here: scikit-learn takes about a second to import and only this dataset needs it;
+    # torch (1 s) as in the other readers, so that the registry needs none.
+    import torch
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

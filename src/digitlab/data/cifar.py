@@ -18,11 +18,14 @@ import os
 import tarfile
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 TRAIN_MEMBERS = tuple(f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6))
@@ -45,6 +48,8 @@ def read_cifar10_binary(
     in order. Raises DataError naming the archive when it is unreadable, truncated, lacks a batch,
     or a batch is not a whole number of valid records.
     """
+    import torch  # imported here: start-up time (1 s), so that the dataset registry needs no torch
+
     archive_path = Path(archive_path)
     batches = _read_members(archive_path, TRAIN_MEMBERS + (TEST_MEMBER,))
     train = [_parse_batch(batches[name], archive_path, name) for name in TRAIN_MEMBERS]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ def split_validation(
     `subset` keeps a seeded random subset of the training set first (for quick runs). Training
     splits with it, and evaluating a run's 'val' split rebuilds the same images from its seed.
     """
+    import torch  # imported here: start-up time (1 s), so that the dataset registry needs no torch
+
     images, labels = dataset.train_images, dataset.train_labels
     if not 0 <= val_split < 1:
         raise ConfigError(f"--val-split must be in [0, 1), got {val_split}")
@@ -75,6 +79,8 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
     Counted from a 256-bin histogram per channel: exact, and no float copy of the dataset.
     """
+    import torch  # imported here: start-up time, as in split_validation
+
     means, stds = [], []
     levels = torch.arange(256, dtype=torch.float64) / 255.0
     for c in range(images.shape[1]):

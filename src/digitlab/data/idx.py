@@ -20,12 +20,14 @@ import struct
 import sys
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import torch
 
 from ..errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 # Type code (third byte of the magic number) -> element type, big-endian as stored.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -163,6 +165,8 @@ def load_idx_pair(
     uint8, N is at most `max_count` when given (from the headers, before reading), the counts
     agree and every label is below `num_classes`.
     """
+    import torch  # imported here: start-up time (1 s), so that the dataset registry needs no torch
+
     images = read_idx(images_path, dtype=np.uint8, shape=(None, *image_size) if image_size else None,
                       max_count=max_count)
     labels = read_idx(labels_path, dtype=np.uint8, shape=(None,), max_count=max_count)

@@ -111,8 +111,9 @@ def load_model(run: str | Path | Run | None = None, device: str | None = None, b
     see weights/README.md) that works offline with no training.
 
     backend: 'auto' (the default) runs a model on the CPU with ONNX Runtime -- a run directory
-    is exported to ONNX in memory at load (~0.25 s), and should that fail it runs on PyTorch,
-    with a logged warning -- and a model on a GPU with PyTorch; 'torch': PyTorch eager only;
+    is exported to ONNX in memory at load (0.04 s; a process's first export also imports onnx,
+    which torch's exporter needs, and ONNX Runtime: 0.7 s), and should that fail it runs on
+    PyTorch, with a logged warning -- and a model on a GPU with PyTorch; 'torch': PyTorch eager only;
     'onnx': ONNX Runtime or an error. An .onnx file runs on ONNX Runtime only. ONNX Runtime
     uses torch.get_num_threads() threads.
     """

@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from digitlab import catalog
+from digitlab.models import count_parameters
+from digitlab.recipes import RECIPES
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "digitlab"
 LONGEST = 80  # lines, decorators excluded; a longer function says why in a "# long: ..." comment above it
 
@@ -54,6 +58,42 @@ def test_help_imports_no_heavy_library():
     assert done.returncode == 0, done.stderr
     assert "usage: digitlab" in done.stdout
     assert done.stdout.splitlines()[-1] == "imported:"
+
+
+def _imported_by_command(*args: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` are imported once `digitlab ARGS` has run in a fresh interpreter."""
+    done = _python("import sys\n"
+                   "from digitlab.cli import main\n"
+                   "code = main(sys.argv[1:])\n"
+                   f"print('imported:', *(m for m in {modules!r} if m in sys.modules))\n"
+                   "sys.exit(code)", *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()[-1].split()[1:]
+
+
+def test_the_recipe_table_imports_no_torch():
+    # torch alone takes a second to import; the table's parameter counts are recorded (catalog.PARAMETERS)
+    assert _imported_by_command("recipes", modules=("torch", "sklearn", "matplotlib", "onnx", "cv2")) == []
+    assert _imported_by_command("recipes", "--json", modules=("torch",)) == []
+
+
+def test_predict_imports_neither_dynamo_nor_sklearn_nor_matplotlib(digit_png):
+    # torch._dynamo (1 s) came with the meta device's first elementwise op, in model_files' shape check.
+    # onnx is imported, by torch's TorchScript-based exporter, for the in-memory export at load.
+    slow = ("torch._dynamo", "sklearn", "matplotlib", "onnxscript")
+    assert _imported_by_command("predict", str(digit_png), modules=slow) == []
+
+
+def test_the_recorded_parameter_counts_are_those_of_the_recipes_models():
+    assert set(catalog.PARAMETERS) == set(RECIPES)  # every shipped recipe recorded, and nothing else
+    counted = {name: count_parameters(catalog.recipe_model(recipe)) for name, recipe in RECIPES.items()}
+    assert counted == catalog.PARAMETERS
+
+
+def test_a_recipe_without_a_recorded_count_has_its_model_counted(monkeypatch):
+    recorded = catalog.PARAMETERS
+    monkeypatch.setattr(catalog, "PARAMETERS", {})
+    assert [row["parameters"] for row in catalog.recipe_table()] == [recorded[name] for name in RECIPES]
 
 
 def test_every_module_imports_without_the_test_extra():

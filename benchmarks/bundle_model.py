@@ -47,10 +47,12 @@ def main() -> None:
 `digitlab predict` and `digitlab read` use this model when no `--model` is given; it ships
 inside the package so that both work offline with no training.
 
-- Recipe: `digitnet-pen` (`digitlab recipes`): the `digitnet` CNN ({sum(p.numel() for p in
-  model.module.parameters()):,} parameters) trained on MNIST with augmentation that mimics real
+- Recipe: `digitnet-pen` (`digitlab recipes`): the `digitnet` CNN ({
+        sum(
+            p.numel() for p in model.module.parameters()
+        ):,} parameters) trained on MNIST with augmentation that mimics real
   pens and cameras: shifts, rotation, zoom, stroke width (3x3 dilation or erosion), Gaussian
-  blur, fading and pixel noise ({config['recipe']['augment']}).
+  blur, fading and pixel noise ({config["recipe"]["augment"]}).
 - Made by: `DIGITLAB_DATA=../shared/data digitlab train digitnet-pen --out runs/bundled`, then
   `python benchmarks/bundle_model.py RUN` ({date.today().isoformat()}).
 - Training: {len(history)} epochs, {seconds:.0f} s on a 2-core AMD EPYC without a GPU (shared with other work).

@@ -32,12 +32,27 @@ def huge_png(width: int, height: int) -> bytes:
 # Formats Pillow writes (and reads) that digitlab does not read, with the modes each saves: every
 # one must be refused unopened. AVIF and JPEG 2000 only where this Pillow has them.
 Image.init()
-OTHER_FORMAT_MODES = {fmt: modes for fmt, modes in {
-    "AVIF": ("L", "RGB", "RGBA"), "DDS": ("L", "RGB", "RGBA"), "DIB": ("1", "L", "RGB"), "ICNS": ("L", "RGBA"),
-    "ICO": ("1", "L", "RGBA"), "IM": ("1", "L", "RGB"), "JPEG2000": ("L", "RGB"), "MSP": ("1",),
-    "PCX": ("1", "L", "RGB"), "PPM": ("1", "L", "RGB"), "QOI": ("RGB", "RGBA"), "SGI": ("L", "RGB"),
-    "SPIDER": ("L",), "TGA": ("L", "RGB", "RGBA"), "XBM": ("1",),
-}.items() if fmt in Image.SAVE}
+OTHER_FORMAT_MODES = {
+    fmt: modes
+    for fmt, modes in {
+        "AVIF": ("L", "RGB", "RGBA"),
+        "DDS": ("L", "RGB", "RGBA"),
+        "DIB": ("1", "L", "RGB"),
+        "ICNS": ("L", "RGBA"),
+        "ICO": ("1", "L", "RGBA"),
+        "IM": ("1", "L", "RGB"),
+        "JPEG2000": ("L", "RGB"),
+        "MSP": ("1",),
+        "PCX": ("1", "L", "RGB"),
+        "PPM": ("1", "L", "RGB"),
+        "QOI": ("RGB", "RGBA"),
+        "SGI": ("L", "RGB"),
+        "SPIDER": ("L",),
+        "TGA": ("L", "RGB", "RGBA"),
+        "XBM": ("1",),
+    }.items()
+    if fmt in Image.SAVE
+}
 
 
 def png_of_size(width: int, height: int, mode: str = "RGBA", rows: int | None = None) -> bytes:
@@ -58,8 +73,9 @@ def png_of_size(width: int, height: int, mode: str = "RGBA", rows: int | None = 
 
 def ico_file(embedded: bytes, side: int = 0) -> bytes:
     """An ICO whose one directory entry (side x side; 0 means 256) holds `embedded` (a PNG) as it is."""
-    return (struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", side, side, 0, 0, 1, 32, len(embedded), 22)
-            + embedded)
+    return (
+        struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", side, side, 0, 0, 1, 32, len(embedded), 22) + embedded
+    )
 
 
 def icns_file(embedded: bytes) -> bytes:
@@ -67,16 +83,28 @@ def icns_file(embedded: bytes) -> bytes:
     return b"icns" + struct.pack(">I", 16 + len(embedded)) + b"ic10" + struct.pack(">I", 8 + len(embedded)) + embedded
 
 
-def tiled_tiff(width: int, height: int, tile_width: int, tile_length: int, payload: bytes = b"",
-               compression: int = 8) -> bytes:
+def tiled_tiff(
+    width: int, height: int, tile_width: int, tile_length: int, payload: bytes = b"", compression: int = 8
+) -> bytes:
     """A grey 8-bit TIFF of width x height in one tile of tile_width x tile_length, holding `payload`
     (deflate-compressed for compression 8, as it is for 1): the tags say what they are told."""
     data = zlib.compress(payload or bytes(64)) if compression == 8 else (payload or bytes(64))
-    tags = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, compression), (262, 3, 1), (277, 3, 1),
-            (322, 4, tile_width), (323, 4, tile_length), (324, 4, 8 + 2 + 12 * 10 + 4), (325, 4, len(data))]
+    tags = [
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 8),
+        (259, 3, compression),
+        (262, 3, 1),
+        (277, 3, 1),
+        (322, 4, tile_width),
+        (323, 4, tile_length),
+        (324, 4, 8 + 2 + 12 * 10 + 4),
+        (325, 4, len(data)),
+    ]
     ifd = struct.pack("<H", len(tags)) + b"".join(
         struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
-        for tag, kind, value in tags)
+        for tag, kind, value in tags
+    )
     return b"II*\x00" + struct.pack("<I", 8) + ifd + bytes(4) + data
 
 

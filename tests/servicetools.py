@@ -67,5 +67,6 @@ def stop_service(process: subprocess.Popen, timeout: float = 15) -> int:
 def http_request(path: str, body: bytes, port: int, content_type: str | None = "application/json") -> bytes:
     """A POST as raw HTTP/1.1, to write to a socket."""
     kind = f"Content-Type: {content_type}\r\n" if content_type else ""
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{kind}"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{kind}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body

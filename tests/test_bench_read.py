@@ -9,22 +9,39 @@ import shutil
 import pytest
 
 import digitlab
-from digitlab.bench.read import (END, HEADING, START, _match_lines, bench_read, digit_accuracy, digits_correct,
-                                 edit_distance, string_metrics, tesseract_version)
+from digitlab.bench.read import (
+    END,
+    HEADING,
+    START,
+    _match_lines,
+    bench_read,
+    digit_accuracy,
+    digits_correct,
+    edit_distance,
+    string_metrics,
+    tesseract_version,
+)
 from digitlab.errors import DatasetNotFoundError, DigitlabError
 from digitlab.read import UNSURE_BELOW
 
 # --- the metric ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("a, b, distance", [
-    ("", "", 0), ("123", "123", 0), ("123", "", 3), ("", "45", 2),
-    ("12345", "1245", 1),  # a digit missed
-    ("1234", "12?4", 1),  # an unsure digit is a wrong one
-    ("123", "1293", 1),  # one extra
-    ("123", "321", 2),  # two substitutions
-    ("kitten", "sitting", 3), ("18014", "18?014", 1),
-])
+@pytest.mark.parametrize(
+    "a, b, distance",
+    [
+        ("", "", 0),
+        ("123", "123", 0),
+        ("123", "", 3),
+        ("", "45", 2),
+        ("12345", "1245", 1),  # a digit missed
+        ("1234", "12?4", 1),  # an unsure digit is a wrong one
+        ("123", "1293", 1),  # one extra
+        ("123", "321", 2),  # two substitutions
+        ("kitten", "sitting", 3),
+        ("18014", "18?014", 1),
+    ],
+)
 def test_edit_distance(a, b, distance):
     assert edit_distance(a, b) == distance
     assert edit_distance(b, a) == distance
@@ -64,8 +81,15 @@ def test_lines_are_matched_by_overlap_not_order():
 @pytest.fixture(scope="module")
 def tiny_model(mnist, tmp_path_factory):
     """An MLP trained briefly: the benchmark's plumbing, not its figures, is under test here."""
-    run = digitlab.train("keras-mlp-dropout", epochs=1, subset=2000, dataset=mnist,
-                         out=tmp_path_factory.mktemp("runs"), progress=False, evaluate_after=False)
+    run = digitlab.train(
+        "keras-mlp-dropout",
+        epochs=1,
+        subset=2000,
+        dataset=mnist,
+        out=tmp_path_factory.mktemp("runs"),
+        progress=False,
+        evaluate_after=False,
+    )
     return digitlab.load_model(run.path)
 
 
@@ -79,9 +103,11 @@ def tiny_data(shared_data_dir, tmp_path):
     with open(source / "labels.csv", newline="") as f:
         reader = csv.DictReader(f)
         fields, rows = reader.fieldnames, list(reader)
-    chosen = ([r for r in rows if r["subset"] == "usps-test"][:5] + [r for r in rows if r["subset"] ==
-                                                                     "orand-car-a-train"][:3]
-              + [r for r in rows if r["subset"] == "photo-webcam"][:1])
+    chosen = (
+        [r for r in rows if r["subset"] == "usps-test"][:5]
+        + [r for r in rows if r["subset"] == "orand-car-a-train"][:3]
+        + [r for r in rows if r["subset"] == "photo-webcam"][:1]
+    )
     data = tmp_path / "data"
     target = data / "real-digits"
     for row in chosen:
@@ -95,22 +121,32 @@ def tiny_data(shared_data_dir, tmp_path):
     return data
 
 
-BEFORE = "# Benchmarks\n\nIntro that must stay.\n\n## Seeds\n\n<!-- bench seeds: begin -->\nseeds\n" \
-         "<!-- bench seeds: end -->\n"
+BEFORE = (
+    "# Benchmarks\n\nIntro that must stay.\n\n## Seeds\n\n<!-- bench seeds: begin -->\nseeds\n"
+    "<!-- bench seeds: end -->\n"
+)
 AFTER = "\n## Later section\n\nText after the read section must stay too.\n"
 
 
 def test_bench_read_writes_json_and_its_markdown_section(tiny_data, tiny_model, tmp_path):
     markdown, results = tmp_path / "BENCHMARKS.md", tmp_path / "out" / "read.json"
     markdown.write_text(BEFORE)
-    report = bench_read(data_dir=tiny_data, model=tiny_model, markdown=markdown, results=results,
-                        synthetic_pages=3, limit=4, tesseract=False, progress=False)
+    report = bench_read(
+        data_dir=tiny_data,
+        model=tiny_model,
+        markdown=markdown,
+        results=results,
+        synthetic_pages=3,
+        limit=4,
+        tesseract=False,
+        progress=False,
+    )
 
     assert json.loads(results.read_text()) == json.loads(json.dumps(report))
     sets = report["sets"]
     assert [sets[k]["n"] for k in ("usps", "orand", "photos", "synthetic")] == [4, 3, 1, 3]  # limit caps USPS
     assert sets["synthetic"]["lines"] >= 3
-    for key, entry in sets.items():
+    for entry in sets.values():
         assert entry["tesseract"] is None
         result = entry["digitlab"]
         for metric in ("accuracy", "strings_exact", "digit_accuracy"):
@@ -125,7 +161,7 @@ def test_bench_read_writes_json_and_its_markdown_section(tiny_data, tiny_model, 
     text = markdown.read_text()
     assert text.startswith(BEFORE.rstrip("\n"))  # what was there stays
     assert text.count(START) == text.count(END) == 1 and text.count(HEADING) == 1
-    section = text[text.index(START):text.index(END)]
+    section = text[text.index(START) : text.index(END)]
     assert "| set | n | metric | target | digitlab | tesseract |" in section
     assert "| ≥ 95% |" in section and "seconds per page" in section and "not run" in section
     assert "USPS test digits" in section and "ORAND-CAR-A" in section and "Synthetic pages" in section
@@ -133,10 +169,19 @@ def test_bench_read_writes_json_and_its_markdown_section(tiny_data, tiny_model, 
 
     # Run again into a file that has text after the section: the section is replaced in place.
     markdown.write_text(text + AFTER)
-    bench_read(data_dir=tiny_data, model=tiny_model, markdown=markdown, results=results, synthetic_pages=0,
-               limit=2, unsure_below=0.0, tesseract=False, progress=False)
+    bench_read(
+        data_dir=tiny_data,
+        model=tiny_model,
+        markdown=markdown,
+        results=results,
+        synthetic_pages=0,
+        limit=2,
+        unsure_below=0.0,
+        tesseract=False,
+        progress=False,
+    )
     again = markdown.read_text()
-    assert again.startswith(text[:text.index(START)]) and again.endswith(AFTER)
+    assert again.startswith(text[: text.index(START)]) and again.endswith(AFTER)
     assert again.count(START) == again.count(END) == again.count(HEADING) == 1
     assert "unsure threshold 0" in again and "Capped at 2 per set" in again
     assert json.loads(results.read_text())["sets"]["synthetic"]["digitlab"] is None
@@ -145,8 +190,16 @@ def test_bench_read_writes_json_and_its_markdown_section(tiny_data, tiny_model, 
 def test_tesseract_not_installed_says_so(tiny_data, tiny_model, tmp_path, monkeypatch):
     monkeypatch.setattr("digitlab.bench.read.shutil.which", lambda name: None)
     markdown = tmp_path / "BENCHMARKS.md"  # absent: created with a heading
-    report = bench_read(data_dir=tiny_data, model=tiny_model, markdown=markdown, results=tmp_path / "r.json",
-                        synthetic_pages=1, limit=1, tesseract=True, progress=False)
+    report = bench_read(
+        data_dir=tiny_data,
+        model=tiny_model,
+        markdown=markdown,
+        results=tmp_path / "r.json",
+        synthetic_pages=1,
+        limit=1,
+        tesseract=True,
+        progress=False,
+    )
     assert report["tesseract"] == {**report["tesseract"], "state": "not installed", "version": None}
     assert all(entry["tesseract"] is None for entry in report["sets"].values())
     text = markdown.read_text()
@@ -156,8 +209,15 @@ def test_tesseract_not_installed_says_so(tiny_data, tiny_model, tmp_path, monkey
 
 @pytest.mark.skipif(tesseract_version() is None, reason="the tesseract binary is not installed")
 def test_tesseract_side_by_side(tiny_data, tiny_model, tmp_path):
-    report = bench_read(data_dir=tiny_data, model=tiny_model, markdown=tmp_path / "B.md",
-                        results=tmp_path / "r.json", synthetic_pages=1, limit=2, progress=False)
+    report = bench_read(
+        data_dir=tiny_data,
+        model=tiny_model,
+        markdown=tmp_path / "B.md",
+        results=tmp_path / "r.json",
+        synthetic_pages=1,
+        limit=2,
+        progress=False,
+    )
     assert report["tesseract"]["state"] == "installed"
     for entry in report["sets"].values():
         assert entry["tesseract"]["seconds_per_image"] > 0
@@ -182,5 +242,10 @@ def test_missing_image_listed_in_labels_is_a_clear_error(tiny_data, tiny_model, 
         first = next(csv.DictReader(f))["file"]
     (folder / first).unlink()
     with pytest.raises(DigitlabError, match="not in"):
-        bench_read(data_dir=tiny_data, model=tiny_model, markdown=tmp_path / "B.md", results=tmp_path / "r.json",
-                   progress=False)
+        bench_read(
+            data_dir=tiny_data,
+            model=tiny_model,
+            markdown=tmp_path / "B.md",
+            results=tmp_path / "r.json",
+            progress=False,
+        )

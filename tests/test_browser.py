@@ -18,8 +18,13 @@ from playwright.sync_api import sync_playwright
 from servicetools import free_port, start_service, stop_service
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "browser"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 def chromium_path() -> str:
@@ -57,8 +62,15 @@ def page(browser, server):
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
     # (the browser logs every 4xx answer; the page shows those to the user itself)
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
-            and not msg.text.startswith("Failed to load resource: the server responded with a status of 4") else None)
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error"
+            and not msg.text.startswith("Failed to load resource: the server responded with a status of 4")
+            else None
+        ),
+    )
     requests_outside: list[str] = []
     page.on("request", lambda r: requests_outside.append(r.url) if not r.url.startswith((server, "data:")) else None)
     page.goto(server + "/")
@@ -88,8 +100,7 @@ def stroke(page, points: list[tuple[float, float]]) -> None:
 DRAWINGS = {
     "1": [[(150, 40), (140, 240)]],
     "7": [[(70, 50), (210, 50), (130, 240)]],
-    "0": [[(140 + 60 * math.sin(t / 24 * 2 * math.pi), 140 - 95 * math.cos(t / 24 * 2 * math.pi))
-           for t in range(25)]],
+    "0": [[(140 + 60 * math.sin(t / 24 * 2 * math.pi), 140 - 95 * math.cos(t / 24 * 2 * math.pi)) for t in range(25)]],
     "4": [[(110, 40), (70, 160), (200, 160)], [(170, 80), (165, 245)]],
 }
 
@@ -153,7 +164,8 @@ def test_fits_a_phone_and_controls_are_labelled(browser, server):
     for selector in ("#pad", "#undo", "#clear", "#file"):
         name = page.locator(selector).evaluate(
             "e => e.getAttribute('aria-label') || e.textContent.trim() || (e.labels && e.labels[0] && "
-            "e.labels[0].textContent.trim())")
+            "e.labels[0].textContent.trim())"
+        )
         assert name, selector
     # the controls are reached from the keyboard, in order
     page.focus("#pad")

@@ -8,8 +8,8 @@ import pytest
 
 import digitlab
 from digitlab.cli import main
-from digitlab.evaluate import compute_metrics, predict_logits
 from digitlab.data.synth import make_page
+from digitlab.evaluate import compute_metrics, predict_logits
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,9 @@ def test_bundled_model_loads_offline_and_reaches_99_5_percent_on_mnist(bundled, 
 
 def test_bundled_model_reads_a_generated_page(bundled, mnist):
     images, labels = mnist.test_images[:, 0].numpy(), mnist.test_labels.numpy()
-    page, truth = make_page(np.random.default_rng(3), (images, labels), n_lines=2, n_digits=5, touching=False,
-                            ruled=False)
+    page, truth = make_page(
+        np.random.default_rng(3), (images, labels), n_lines=2, n_digits=5, touching=False, ruled=False
+    )
     reading = digitlab.read(page, bundled)
     assert [line.text for line in reading.lines] == truth.lines
 
@@ -41,8 +42,15 @@ def write_digit(path, mnist, index, dark_on_light=True):
 
 def test_predict_command_on_real_digits(capsys, tmp_path, mnist):
     truth = [write_digit(tmp_path / f"digit{i}.png", mnist, i, dark_on_light=i % 2 == 0) for i in range(6)]
-    code = main(["predict", *[str(tmp_path / f"digit{i}.png") for i in range(6)], "--json",
-                 "--show-input", str(tmp_path / "seen")])
+    code = main(
+        [
+            "predict",
+            *[str(tmp_path / f"digit{i}.png") for i in range(6)],
+            "--json",
+            "--show-input",
+            str(tmp_path / "seen"),
+        ]
+    )
     rows = json.loads(capsys.readouterr().out)
     assert code == 0
     assert [row["digit"] for row in rows] == truth
@@ -53,8 +61,9 @@ def test_predict_command_on_real_digits(capsys, tmp_path, mnist):
 
 def test_read_command_writes_json_and_annotation(capsys, tmp_path, mnist):
     images, labels = mnist.test_images[:, 0].numpy(), mnist.test_labels.numpy()
-    page, truth = make_page(np.random.default_rng(11), (images, labels), n_lines=1, n_digits=6, touching=False,
-                            ruled=True)
+    page, truth = make_page(
+        np.random.default_rng(11), (images, labels), n_lines=1, n_digits=6, touching=False, ruled=True
+    )
     cv2.imwrite(str(tmp_path / "page.png"), cv2.cvtColor(page, cv2.COLOR_RGB2BGR))
     code = main(["read", str(tmp_path / "page.png"), "--json", "--annotate", str(tmp_path / "seen.png")])
     (result,) = json.loads(capsys.readouterr().out)
@@ -67,12 +76,15 @@ def test_read_command_writes_json_and_annotation(capsys, tmp_path, mnist):
     assert np.abs(seen[:8, :8].astype(int) - corner).max() <= 1
 
 
-@pytest.mark.parametrize("name, content", [
-    ("empty.png", b""),
-    ("truncated.png", None),
-    ("text.png", b"this is not an image\n"),
-    ("tiny.png", "1x1"),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("empty.png", b""),
+        ("truncated.png", None),
+        ("text.png", b"this is not an image\n"),
+        ("tiny.png", "1x1"),
+    ],
+)
 @pytest.mark.parametrize("command", ["predict", "read"])
 def test_bad_images_exit_2_with_a_clear_message_and_write_nothing(capsys, tmp_path, mnist, name, content, command):
     path = tmp_path / name

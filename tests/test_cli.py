@@ -17,8 +17,12 @@ def run_cli(capsys, *args):
 
 
 def test_console_script_reports_bad_input_with_exit_2_and_no_traceback():
-    result = subprocess.run([sys.executable, "-m", "digitlab", "train", "no-such-recipe"],
-                            capture_output=True, text=True, env={**os.environ, "DIGITLAB_DATA": "/nonexistent"})
+    result = subprocess.run(
+        [sys.executable, "-m", "digitlab", "train", "no-such-recipe"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DIGITLAB_DATA": "/nonexistent"},
+    )
     assert result.returncode == 2
     assert "unknown recipe 'no-such-recipe'" in result.stderr
     assert "keras-cnn" in result.stderr  # lists what exists
@@ -46,18 +50,25 @@ def test_usage_errors_exit_2(capsys):
     assert code == 2 and "--resume" in err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "keras-cnn", "--epochs", "0"], "epochs must be at least 1"),
-    (["train", "keras-cnn", "--lr", "-1"], "learning rate must be positive"),
-    (["train", "keras-mlp-dropout", "--val-split", "1.5"], "--val-split"),
-    (["train", "keras-cnn", "--device", "cuda"] if not __import__("torch").cuda.is_available() else
-     ["train", "keras-cnn", "--device", "tpu"], "device"),
-    (["evaluate", "/nonexistent/run"], "not a run directory"),
-    (["summary", "/nonexistent/run"], "neither a run directory nor a recipe"),
-    (["data", "verify", "imagenet"], "unknown dataset"),
-    (["train", "keras-cnn", "--set", "optimizer=rmsprop"], "unknown optimizer"),
-    (["train", "keras-cnn", "--set", "wings=2"], "--set expects FIELD=VALUE"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "keras-cnn", "--epochs", "0"], "epochs must be at least 1"),
+        (["train", "keras-cnn", "--lr", "-1"], "learning rate must be positive"),
+        (["train", "keras-mlp-dropout", "--val-split", "1.5"], "--val-split"),
+        (
+            ["train", "keras-cnn", "--device", "cuda"]
+            if not __import__("torch").cuda.is_available()
+            else ["train", "keras-cnn", "--device", "tpu"],
+            "device",
+        ),
+        (["evaluate", "/nonexistent/run"], "not a run directory"),
+        (["summary", "/nonexistent/run"], "neither a run directory nor a recipe"),
+        (["data", "verify", "imagenet"], "unknown dataset"),
+        (["train", "keras-cnn", "--set", "optimizer=rmsprop"], "unknown optimizer"),
+        (["train", "keras-cnn", "--set", "wings=2"], "--set expects FIELD=VALUE"),
+    ],
+)
 def test_bad_input_gives_a_clear_message_and_exit_2(capsys, args, message, shared_data_dir):
     code, _, err = run_cli(capsys, *args, *(["--data-dir", shared_data_dir] if args[0] != "summary" else []))
     assert code == 2
@@ -68,9 +79,15 @@ def test_bad_input_gives_a_clear_message_and_exit_2(capsys, args, message, share
 def test_recipes_lists_every_recipe_with_published_accuracy(capsys):
     code, out, _ = run_cli(capsys, "recipes")
     assert code == 0
-    for name, published in [("opencv-mlp", "91.70%"), ("keras-cnn", "98.98%"), ("keras-mlp-dropout", "98.15%"),
-                            ("keras-mlp-sigmoid", "92.00%"), ("keras-mlp-512", "98.13%"),
-                            ("keras-cifar10-mlp", "57.00%"), ("digitnet", "-")]:
+    for name, published in [
+        ("opencv-mlp", "91.70%"),
+        ("keras-cnn", "98.98%"),
+        ("keras-mlp-dropout", "98.15%"),
+        ("keras-mlp-sigmoid", "92.00%"),
+        ("keras-mlp-512", "98.13%"),
+        ("keras-cifar10-mlp", "57.00%"),
+        ("digitnet", "-"),
+    ]:
         line = next(line for line in out.splitlines() if line.startswith(name + " "))
         assert published in line
     code, out, _ = run_cli(capsys, "recipes", "--json")
@@ -104,8 +121,20 @@ def test_data_verify_flags_a_corrupt_file_with_exit_2(capsys, tmp_path, shared_d
 
 
 def test_train_evaluate_summary_and_resume_end_to_end(capsys, tmp_path, shared_data_dir):
-    code, out, _ = run_cli(capsys, "train", "keras-mlp-dropout", "--epochs", "1", "--limit", "2000", "--quiet",
-                           "--out", tmp_path, "--data-dir", shared_data_dir)
+    code, out, _ = run_cli(
+        capsys,
+        "train",
+        "keras-mlp-dropout",
+        "--epochs",
+        "1",
+        "--limit",
+        "2000",
+        "--quiet",
+        "--out",
+        tmp_path,
+        "--data-dir",
+        shared_data_dir,
+    )
     assert code == 0, out
     (run,) = tmp_path.iterdir()
     assert f"run directory: {run}" in out
@@ -115,8 +144,7 @@ def test_train_evaluate_summary_and_resume_end_to_end(capsys, tmp_path, shared_d
     assert code == 0 and "Total params: 535,818" in out
     code, _, err = run_cli(capsys, "train", "--resume", run, "--data-dir", shared_data_dir)
     assert code == 2 and "--epochs" in err
-    code, out, _ = run_cli(capsys, "train", "--resume", run, "--epochs", "2", "--quiet",
-                           "--data-dir", shared_data_dir)
+    code, out, _ = run_cli(capsys, "train", "--resume", run, "--epochs", "2", "--quiet", "--data-dir", shared_data_dir)
     assert code == 0 and "after 2 epochs" in out
 
 
@@ -126,17 +154,33 @@ def test_a_corrupt_run_directory_is_refused(capsys, tmp_path, shared_data_dir):
     (run / "config.json").write_text("{ not json")
     code, _, err = run_cli(capsys, "evaluate", run, "--data-dir", shared_data_dir)
     assert code == 2 and "not valid JSON" in err
-    (run / "config.json").write_text(json.dumps({"model": {"name": "mlp", "args": {"hidden": [512, 256]}},
-                                                "dataset": {"classes": list("0123456789"),
-                                                            "image_shape": [1, 28, 28]}}))
+    (run / "config.json").write_text(
+        json.dumps(
+            {
+                "model": {"name": "mlp", "args": {"hidden": [512, 256]}},
+                "dataset": {"classes": list("0123456789"), "image_shape": [1, 28, 28]},
+            }
+        )
+    )
     (run / "model.safetensors").write_bytes(b"\x00" * 16)
     code, _, err = run_cli(capsys, "evaluate", run, "--data-dir", shared_data_dir)
     assert code == 2 and "safetensors" in err
 
 
-COMMANDS = [["recipes"], ["data", "list"], ["data", "download"], ["data", "verify"], ["train"], ["evaluate"],
-            ["summary"], ["predict"], ["read"], ["serve"], ["export"],
-            *(["bench", suite] for suite in ("seeds", "read", "infer", "serve", "speed", "fuzz"))]
+COMMANDS = [
+    ["recipes"],
+    ["data", "list"],
+    ["data", "download"],
+    ["data", "verify"],
+    ["train"],
+    ["evaluate"],
+    ["summary"],
+    ["predict"],
+    ["read"],
+    ["serve"],
+    ["export"],
+    *(["bench", suite] for suite in ("seeds", "read", "infer", "serve", "speed", "fuzz")),
+]
 
 
 def _help(capsys, command: list[str]) -> str:

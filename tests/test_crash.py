@@ -18,10 +18,10 @@ from pathlib import Path
 
 import cv2
 import pytest
-from jobtools import job_environment, run_dirs
 from safetensors.torch import load_file
 
 from digitlab.checkpoint import load_checkpoint
+from jobtools import job_environment, run_dirs
 
 EPOCHS = 24
 TRAIN = ["fast", "--limit", "2000", "--val-split", "0.1", "--epochs", str(EPOCHS), "--quiet", "--device", "cpu"]
@@ -101,11 +101,13 @@ def test_training_killed_at_20_random_moments_resumes_to_the_same_result(shared_
     cut_mid_write = 0
     epochs_seen = []
     for kill in range(KILLS):
-        kind = ("starting", "during an epoch", "writing a checkpoint", "during an epoch",
-                "writing a checkpoint")[kill % 5]
+        kind = ("starting", "during an epoch", "writing a checkpoint", "during an epoch", "writing a checkpoint")[
+            kill % 5
+        ]
         begun = time.time_ns()
-        job = subprocess.Popen(train_command(killed_out), env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+        job = subprocess.Popen(
+            train_command(killed_out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         if kind == "starting":  # importing, loading the data
             time.sleep(rng.uniform(0, 2.5))
         else:
@@ -139,8 +141,7 @@ def test_training_killed_at_20_random_moments_resumes_to_the_same_result(shared_
     assert sorted(p.name for p in (run / "checkpoint").iterdir()) == [f"epoch-{EPOCHS:04d}", "latest.json"]
     assert len(json.loads((run / "history.json").read_text())) == EPOCHS
 
-    print(f"kills: {moments}; {cut_mid_write} left a write unfinished; checkpointed epochs after each: "
-          f"{epochs_seen}")
+    print(f"kills: {moments}; {cut_mid_write} left a write unfinished; checkpointed epochs after each: {epochs_seen}")
     assert sum(moments.values()) >= 20 and cut_mid_write >= 4
     assert epochs_seen[-1] < EPOCHS  # the kills really interrupted the training
     a, b = (json.loads((r / "metrics.json").read_text())["accuracy"] for r in (whole, run))
@@ -169,8 +170,25 @@ def last_lines(text: str) -> str:
 @pytest.fixture
 def one_epoch_run(shared_data_dir, tmp_path) -> Path:
     """A finished 1-epoch run of `fast` on a subset: the state a failing disk must not harm."""
-    subprocess.run([sys.executable, "-m", "digitlab", "train", "fast", "--limit", "2000", "--epochs", "1", "--quiet",
-                    "--out", str(tmp_path / "seed")], env=job_environment(shared_data_dir), check=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "digitlab",
+            "train",
+            "fast",
+            "--limit",
+            "2000",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "seed"),
+        ],
+        env=job_environment(shared_data_dir),
+        check=True,
+        timeout=600,
+    )
     (run,) = (tmp_path / "seed").iterdir()
     shutil.rmtree(run / "checkpoint")  # keep the config, retrain epoch 1 on the small disk
     for name in ("model.safetensors", "history.json", "metrics.json"):
@@ -183,14 +201,17 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(shared_d
     python = f"{sys.executable} -m digitlab train --quiet --resume {disk}/run"
     # Epoch 1 trains and checkpoints; then a filler leaves 64 KiB free, and epoch 2's checkpoint
     # (~400 KiB) cannot be written.
-    script = (f"cp -r {one_epoch_run} {disk}/run && {python} --epochs 1 > /dev/null 2>&1; "
-              f"fill=$(( $(df -k --output=avail {disk} | tail -1) - 64 )); "
-              f"head -c ${{fill}}k /dev/zero > {disk}/filler 2>/dev/null; "
-              f"{python} --epochs 3; echo \"exit $?\"; cp -r {disk}/run {copy}")
+    script = (
+        f"cp -r {one_epoch_run} {disk}/run && {python} --epochs 1 > /dev/null 2>&1; "
+        f"fill=$(( $(df -k --output=avail {disk} | tail -1) - 64 )); "
+        f"head -c ${{fill}}k /dev/zero > {disk}/filler 2>/dev/null; "
+        f'{python} --epochs 3; echo "exit $?"; cp -r {disk}/run {copy}'
+    )
     result = in_private_tmpfs(script, disk, 2048, job_environment(shared_data_dir))
     assert "exit 2" in result.stdout, result.stdout + result.stderr
-    assert "No space left on device" in result.stderr and "the previous checkpoint is intact" in result.stderr, \
+    assert "No space left on device" in result.stderr and "the previous checkpoint is intact" in result.stderr, (
         result.stderr
+    )
     assert "Traceback" not in result.stderr
     checkpoint = load_checkpoint(copy)
     assert checkpoint["state"]["epoch"] == 1
@@ -198,17 +219,19 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(shared_d
     assert len(json.loads((copy / "history.json").read_text())) == 1
 
 
-def test_a_read_only_run_directory_is_a_clear_error_and_keeps_its_checkpoint(shared_data_dir, tmp_path,
-                                                                             one_epoch_run):
+def test_a_read_only_run_directory_is_a_clear_error_and_keeps_its_checkpoint(shared_data_dir, tmp_path, one_epoch_run):
     disk, copy = tmp_path / "disk", tmp_path / "after"
     python = f"{sys.executable} -m digitlab train --quiet --resume {disk}/run"
-    script = (f"cp -r {one_epoch_run} {disk}/run && {python} --epochs 1 > /dev/null 2>&1; "
-              f"mount -o remount,ro {disk} || exit 98; "
-              f"{python} --epochs 3; echo \"exit $?\"; cp -r {disk}/run {copy}")
+    script = (
+        f"cp -r {one_epoch_run} {disk}/run && {python} --epochs 1 > /dev/null 2>&1; "
+        f"mount -o remount,ro {disk} || exit 98; "
+        f'{python} --epochs 3; echo "exit $?"; cp -r {disk}/run {copy}'
+    )
     result = in_private_tmpfs(script, disk, 8192, job_environment(shared_data_dir))
     assert "exit 2" in result.stdout, result.stdout + result.stderr
-    assert "digitlab: error: could not write" in result.stderr and "Read-only file system" in result.stderr, \
-        last_lines(result.stderr)
+    assert "digitlab: error: could not write" in result.stderr and "Read-only file system" in result.stderr, last_lines(
+        result.stderr
+    )
     assert "Traceback" not in result.stderr
     assert load_checkpoint(copy)["state"]["epoch"] == 1
     assert (copy / "metrics.json").is_file()  # the finished epoch-1 run is untouched

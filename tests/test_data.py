@@ -559,12 +559,21 @@ def label_ten_at_1234(raw: bytearray) -> None:
 DAMAGED_MNIST = {
     "corrupt-gz": ("train-labels-idx1-ubyte.gz", flip_middle_byte, "corrupt or truncated gzip data.*CRC"),
     "truncated-gz": ("t10k-images-idx3-ubyte.gz", lambda data: data[: len(data) // 2], "corrupt or truncated gzip"),
-    "wrong-magic": ("train-images-idx3-ubyte.gz", lambda data: with_idx(data, lambda raw: raw.__setitem__(0, 1)),
-                    "not an IDX file .magic number 01000803"),
-    "count-mismatch": ("t10k-labels-idx1-ubyte.gz", lambda data: with_idx(data, drop_last_label),
-                       "holds 10000 images but .* holds 9999 labels"),
-    "label-out-of-range": ("train-labels-idx1-ubyte.gz", lambda data: with_idx(data, label_ten_at_1234),
-                           "label 10 at index 1234 is out of range 0..9"),
+    "wrong-magic": (
+        "train-images-idx3-ubyte.gz",
+        lambda data: with_idx(data, lambda raw: raw.__setitem__(0, 1)),
+        "not an IDX file .magic number 01000803",
+    ),
+    "count-mismatch": (
+        "t10k-labels-idx1-ubyte.gz",
+        lambda data: with_idx(data, drop_last_label),
+        "holds 10000 images but .* holds 9999 labels",
+    ),
+    "label-out-of-range": (
+        "train-labels-idx1-ubyte.gz",
+        lambda data: with_idx(data, label_ten_at_1234),
+        "label 10 at index 1234 is out of range 0..9",
+    ),
 }
 
 
@@ -587,8 +596,9 @@ def serve_as(monkeypatch, root: Path, base: str, name: str, files: dict[str, byt
     spec = DATASETS[name]
     for filename, data in files.items():
         serve(root, name, filename, data)
-    local = tuple(replace(f, mirrors=(base + name + "/",), md5=hashlib.md5(files[f.filename]).hexdigest())
-                  for f in spec.files)
+    local = tuple(
+        replace(f, mirrors=(base + name + "/",), md5=hashlib.md5(files[f.filename]).hexdigest()) for f in spec.files
+    )
     monkeypatch.setitem(DATASETS, name, replace(spec, files=local))
 
 
@@ -619,8 +629,9 @@ def provide(tmp_path, monkeypatch, server, dataset: str, files: dict, download: 
 
 @pytest.mark.parametrize("download", [True, False], ids=["downloaded", "already-there"])
 @pytest.mark.parametrize("case", list(DAMAGED_MNIST))
-def test_damaged_mnist_files_are_refused_and_nothing_is_cached(tmp_path, server, monkeypatch, real_mnist_test_files,
-                                                                case, download):
+def test_damaged_mnist_files_are_refused_and_nothing_is_cached(
+    tmp_path, server, monkeypatch, real_mnist_test_files, case, download
+):
     filename, damage, message = DAMAGED_MNIST[case]
     files = {**real_mnist_test_files, filename: damage(real_mnist_test_files[filename])}
     data_dir = provide(tmp_path, monkeypatch, server, "mnist", files, download)
@@ -644,8 +655,9 @@ def test_a_checksum_mismatch_on_download_caches_nothing(tmp_path, server, shared
     for name, data in real.items():
         serve(root, "mnist", name, data[: len(data) // 2] if name == last else data)
     spec = DATASETS["mnist"]
-    monkeypatch.setitem(DATASETS, "mnist", replace(spec, files=tuple(replace(f, mirrors=(base + "mnist/",))
-                                                                      for f in spec.files)))
+    monkeypatch.setitem(
+        DATASETS, "mnist", replace(spec, files=tuple(replace(f, mirrors=(base + "mnist/",)) for f in spec.files))
+    )
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     with pytest.raises(ChecksumError, match=f"could not download {last}") as error:

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from jobtools import job_environment, run_dirs
 from servicetools import free_port
-
 
 TRAIN = ["fast", "--limit", "12000", "--epochs", "3", "--quiet", "--device", "cpu"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
@@ -68,10 +68,15 @@ def wait_for(path: Path, job: subprocess.Popen, timeout: float = 180) -> None:
 def test_two_processes_match_one_and_resume_after_a_rank_dies(shared_data_dir, tmp_path):
     env = job_environment(shared_data_dir)
     one, two, broken = tmp_path / "one", tmp_path / "two", tmp_path / "broken"
-    subprocess.run([sys.executable, "-m", "digitlab", "train", *TRAIN, "--out", str(one)], env=env, check=True,
-                   timeout=600)
-    subprocess.run(torchrun("--standalone", "--nproc-per-node", "2") + [*TRAIN, "--out", str(two)], env=env,
-                   check=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "digitlab", "train", *TRAIN, "--out", str(one)], env=env, check=True, timeout=600
+    )
+    subprocess.run(
+        torchrun("--standalone", "--nproc-per-node", "2") + [*TRAIN, "--out", str(two)],
+        env=env,
+        check=True,
+        timeout=600,
+    )
     single, double = only_run(one), only_run(two)  # rank 1 wrote no run directory of its own
 
     config = json.loads((double / "config.json").read_text())
@@ -85,8 +90,13 @@ def test_two_processes_match_one_and_resume_after_a_rank_dies(shared_data_dir, t
 
     # The same job again; rank 1 is killed once epoch 1 is checkpointed. torchrun stops the
     # job (no hang) and names the rank; --resume under torchrun then finishes it, exactly.
-    job = subprocess.Popen(torchrun("--standalone", "--nproc-per-node", "2") + [*TRAIN, "--out", str(broken)],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job = subprocess.Popen(
+        torchrun("--standalone", "--nproc-per-node", "2") + [*TRAIN, "--out", str(broken)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         victim = rank_process(1, f"--out {broken}")
         wait_for(broken, job)
@@ -102,8 +112,12 @@ def test_two_processes_match_one_and_resume_after_a_rank_dies(shared_data_dir, t
     assert "SIGKILL" in output and "rank      : 1" in output, output[-3000:]
     run = only_run(broken)
     assert not (run / "metrics.json").exists()
-    subprocess.run(torchrun("--standalone", "--nproc-per-node", "2") + ["--resume", str(run), "--quiet"], env=env,
-                   check=True, timeout=600)
+    subprocess.run(
+        torchrun("--standalone", "--nproc-per-node", "2") + ["--resume", str(run), "--quiet"],
+        env=env,
+        check=True,
+        timeout=600,
+    )
     for a, b in zip(history(double), history(run), strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4) and b["val_accuracy"] == a["val_accuracy"], (a, b)
     assert accuracy(run) == accuracy(double)
@@ -117,11 +131,28 @@ def test_two_machines_on_loopback_and_a_lost_peer_is_a_clear_error(shared_data_d
     port = str(free_port())
     nodes = []
     for node in (0, 1):
-        args = ["--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1", "--master-addr", "127.0.0.1",
-                "--master-port", port]
+        args = [
+            "--nnodes",
+            "2",
+            "--node-rank",
+            str(node),
+            "--nproc-per-node",
+            "1",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            port,
+        ]
         out = tmp_path / f"node{node}"
-        nodes.append(subprocess.Popen(torchrun(*args) + ["fast", "--epochs", "3", "--quiet", "--out", str(out)],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        nodes.append(
+            subprocess.Popen(
+                torchrun(*args) + ["fast", "--epochs", "3", "--quiet", "--out", str(out)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     try:
         victim = rank_process(1, f"--out {tmp_path / 'node1'}")
         wait_for(tmp_path / "node0", nodes[0])  # rank 0 has made its run directory: training is under way

@@ -164,11 +164,15 @@ def assert_only_png(folder, path, min_size=(100, 100)):
 @pytest.mark.parametrize(
     "history",
     [
-        [{"loss": 0.9, "accuracy": 0.7, "val_loss": 0.5, "val_accuracy": 0.85},
-         {"loss": 0.4, "accuracy": 0.88, "val_loss": 0.35, "val_accuracy": 0.9}],
+        [
+            {"loss": 0.9, "accuracy": 0.7, "val_loss": 0.5, "val_accuracy": 0.85},
+            {"loss": 0.4, "accuracy": 0.88, "val_loss": 0.35, "val_accuracy": 0.9},
+        ],
         [{"loss": 0.9, "accuracy": 0.7}],  # one epoch, no validation
-        [{"loss": 0.9, "accuracy": 0.7, "val_loss": None, "val_accuracy": None},
-         {"loss": 0.4, "accuracy": 0.88, "val_loss": 0.35, "val_accuracy": 0.9}],
+        [
+            {"loss": 0.9, "accuracy": 0.7, "val_loss": None, "val_accuracy": None},
+            {"loss": 0.4, "accuracy": 0.88, "val_loss": 0.35, "val_accuracy": 0.9},
+        ],
     ],
     ids=["full", "one-epoch-no-val", "val-none"],
 )

@@ -37,15 +37,15 @@ import digitlab
 from digitlab import files, model_files, models
 from digitlab.api import BUNDLED_MODEL
 from digitlab.bench.fuzz import bench_fuzz
-from memorytools import process_memory_mb
-from digitlab.files import read_json
 from digitlab.cli import main
 from digitlab.data import load_dataset
 from digitlab.data.cifar import RECORD_BYTES, TEST_MEMBER, TRAIN_MEMBERS, read_cifar10_binary
 from digitlab.data.idx import read_idx
 from digitlab.errors import CheckpointError, DataError
-from digitlab.onnx_runtime import CONFIG_KEY, PARAMETERS_KEY, onnx_bytes, with_metadata
+from digitlab.files import read_json
 from digitlab.models import MODELS, create_model
+from digitlab.onnx_runtime import CONFIG_KEY, PARAMETERS_KEY, onnx_bytes, with_metadata
+from memorytools import process_memory_mb
 
 MIB = 1 << 20
 # The limits as the messages state them (files.MAX_JSON_DEPTH, model_files.MAX_TENSORS), and the new
@@ -63,6 +63,7 @@ def peak_growth_mib(action) -> float:
 
 def refused_quickly(action, error, message: str, seconds: float = 2.0, mib: float = 24.0) -> None:
     """`action()` raises `error` matching `message`, within `seconds` and `mib` of peak RSS growth."""
+
     def run():
         with pytest.raises(error, match=message):
             action()
@@ -75,7 +76,7 @@ def refused_quickly(action, error, message: str, seconds: float = 2.0, mib: floa
 
 def write_zeros(file, count: int, chunk: bytes = bytes(MIB)) -> None:
     for start in range(0, count, len(chunk)):
-        file.write(chunk[:min(len(chunk), count - start)])
+        file.write(chunk[: min(len(chunk), count - start)])
 
 
 # --- IDX: gzip bombs behind headers that claim the world ------------------------------------------
@@ -93,8 +94,12 @@ def mnist_folder(root: Path, train_images: Path | None = None) -> Path:
     """A data directory whose mnist/ holds the four file names; tiny valid files but for `train_images`."""
     folder = root / "mnist"
     folder.mkdir(parents=True)
-    small = {"train-images-idx3-ubyte.gz": (3, 28, 28), "train-labels-idx1-ubyte.gz": (3,),
-             "t10k-images-idx3-ubyte.gz": (3, 28, 28), "t10k-labels-idx1-ubyte.gz": (3,)}
+    small = {
+        "train-images-idx3-ubyte.gz": (3, 28, 28),
+        "train-labels-idx1-ubyte.gz": (3,),
+        "t10k-images-idx3-ubyte.gz": (3, 28, 28),
+        "t10k-labels-idx1-ubyte.gz": (3,),
+    }
     for name, shape in small.items():
         header = bytes([0, 0, 0x08, len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
         (folder / name).write_bytes(gzip.compress(header + bytes(int(np.prod(shape)))))
@@ -103,16 +108,23 @@ def mnist_folder(root: Path, train_images: Path | None = None) -> Path:
     return root
 
 
-@pytest.mark.parametrize("shape, message", [
-    # the issue's file: 2 MB of gzip inflating to 2 GiB, which took 2.4 GB and 21 s to be called truncated
-    ((2**31, 2**31, 1), r"expected uint8 \(N, 28, 28\) with at most 60,000 items, but the header announces uint8 "
-                        r"of shape \(2147483648, 2147483648, 1\)"),
-    ((10**6, 28, 28), "with at most 60,000 items"),
-])
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        # the issue's file: 2 MB of gzip inflating to 2 GiB, which took 2.4 GB and 21 s to be called truncated
+        (
+            (2**31, 2**31, 1),
+            r"expected uint8 \(N, 28, 28\) with at most 60,000 items, but the header announces uint8 "
+            r"of shape \(2147483648, 2147483648, 1\)",
+        ),
+        ((10**6, 28, 28), "with at most 60,000 items"),
+    ],
+)
 def test_an_mnist_gzip_bomb_is_refused_from_its_header(tmp_path, shape, message):
     data_dir = mnist_folder(tmp_path / "data", idx_bomb(tmp_path / "bomb.gz", shape))
-    refused_quickly(lambda: load_dataset("mnist", data_dir=data_dir, download=False, progress=False),
-                    DataError, message)
+    refused_quickly(
+        lambda: load_dataset("mnist", data_dir=data_dir, download=False, progress=False), DataError, message
+    )
 
 
 def test_the_mnist_reader_still_reads_a_subset(tmp_path):
@@ -164,8 +176,11 @@ def test_cifar_batch_larger_than_a_batch_is_refused_from_its_tar_header(tmp_path
     """The issue's archive held a 2 GiB data_batch_1.bin (4.6 GB, loaded as 700,000 records); here
     13,100 records (40 MB of zeros), which loaded too."""
     archive = cifar_archive(tmp_path / "cifar.tar.gz", {TRAIN_MEMBERS[0]: 13_100 * RECORD_BYTES})
-    refused_quickly(lambda: read_cifar10_binary(archive), DataError,
-                    "data_batch_1.bin announces 40,256,300 bytes, more than the 30,730,000 of a CIFAR-10 batch")
+    refused_quickly(
+        lambda: read_cifar10_binary(archive),
+        DataError,
+        "data_batch_1.bin announces 40,256,300 bytes, more than the 30,730,000 of a CIFAR-10 batch",
+    )
 
 
 def long_header(kind: bytes, size: int) -> tarfile.TarInfo:
@@ -178,8 +193,11 @@ def long_header(kind: bytes, size: int) -> tarfile.TarInfo:
 def test_a_huge_long_name_or_pax_header_is_refused_before_tarfile_reads_it(tmp_path, kind):
     """tarfile reads such a header whole, in one read: a 1 GiB long name took 2.4 GB. Here 64 MiB."""
     archive = cifar_archive(tmp_path / "cifar.tar.gz", before=[long_header(kind, 64 * MIB)])
-    refused_quickly(lambda: read_cifar10_binary(archive), DataError,
-                    "a tar header announces 67,108,864 bytes of long names or attributes")
+    refused_quickly(
+        lambda: read_cifar10_binary(archive),
+        DataError,
+        "a tar header announces 67,108,864 bytes of long names or attributes",
+    )
 
 
 def test_an_archive_inflating_past_the_real_ones_size_is_refused(tmp_path):
@@ -241,13 +259,21 @@ CONFIG_TEXTS = {
     "nested-100000-deep": ("[" * 100_000 + "]" * 100_000, f"nested deeper than {MAX_JSON_DEPTH} levels"),
     "nested-900-deep": ('{"recipe": ' + "[" * 900 + "]" * 900 + "}", f"nested deeper than {MAX_JSON_DEPTH}"),
     "5000-digit-integer": ('{"recipe": {"seed": ' + "9" * 5000 + "}}", "Exceeds the limit .4300 digits"),
-    "nan-temperature": (edited_config(lambda c: c.__setitem__("calibration", {"temperature": 1})).replace(
-        '"temperature": 1', '"temperature": NaN'), "NaN is not a JSON number"),
+    "nan-temperature": (
+        edited_config(lambda c: c.__setitem__("calibration", {"temperature": 1})).replace(
+            '"temperature": 1', '"temperature": NaN'
+        ),
+        "NaN is not a JSON number",
+    ),
     "not-utf8": ("", "not valid JSON"),
-    "temperature-1e-320": (edited_config(lambda c: c.__setitem__("calibration", {"temperature": 1e-320})),
-                           r"temperature must be a positive number from 0.001 to 1000, not 1e-320"),
-    "temperature-huge-int": (edited_config(lambda c: c.__setitem__("calibration", {"temperature": 10**400})),
-                             "temperature must be a positive number"),
+    "temperature-1e-320": (
+        edited_config(lambda c: c.__setitem__("calibration", {"temperature": 1e-320})),
+        r"temperature must be a positive number from 0.001 to 1000, not 1e-320",
+    ),
+    "temperature-huge-int": (
+        edited_config(lambda c: c.__setitem__("calibration", {"temperature": 10**400})),
+        "temperature must be a positive number",
+    ),
 }
 
 
@@ -300,8 +326,13 @@ def test_a_config_json_linked_to_dev_zero_is_refused_without_reading_it(tmp_path
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
-    result = subprocess.run([sys.executable, "-m", "digitlab", "predict", str(digit_png), "--model", str(run)],
-                            capture_output=True, text=True, timeout=120, preexec_fn=limit)
+    result = subprocess.run(
+        [sys.executable, "-m", "digitlab", "predict", str(digit_png), "--model", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.startswith("digitlab: error:") and "config.json is a device, not a JSON file" in result.stderr
 
@@ -319,10 +350,15 @@ def mlp_weights(run: Path, layers: int) -> None:
 def test_a_config_of_thousands_of_layers_is_refused_in_milliseconds(capsys, tmp_path, digit_png):
     """20,000 layers (61 KB of JSON) took 56 s to build on the meta device before the weights check
     refused them, 100,000 more than 150 s; here 5,000 (about 15 s that way)."""
-    run = run_copy(tmp_path, edited_config(lambda c: c.__setitem__("model", {"name": "mlp",
-                                                                              "args": {"hidden": [1] * 5000}})))
-    refused_quickly(lambda: digitlab.load_model(run), CheckpointError,
-                    f"describes a network of 10,002 tensors, more than the {MAX_TENSORS}", seconds=1.0)
+    run = run_copy(
+        tmp_path, edited_config(lambda c: c.__setitem__("model", {"name": "mlp", "args": {"hidden": [1] * 5000}}))
+    )
+    refused_quickly(
+        lambda: digitlab.load_model(run),
+        CheckpointError,
+        f"describes a network of 10,002 tensors, more than the {MAX_TENSORS}",
+        seconds=1.0,
+    )
     assert_refused(capsys, run, digit_png, "describes a network of 10,002 tensors")
 
 
@@ -336,9 +372,12 @@ def test_weights_with_more_tensors_than_any_network_are_refused(capsys, tmp_path
 def test_the_tensor_counts_are_those_of_the_networks():
     """models.tensor_count, which refuses before anything is built, against the built networks."""
     cases = [(name, {}) for name in MODELS] + [
-        ("mlp", {"hidden": [3] * 7, "activation": "tanh", "dropout": 0.5}), ("mlp", {"hidden": []}),
-        ("opencv-mlp", {"hidden": [4, 4, 4]}), ("digitnet", {"widths": [8, 8, 8], "in_shape": [3, 32, 32]}),
-        ("keras-cnn", {"in_shape": [3, 32, 32], "num_classes": 4})]
+        ("mlp", {"hidden": [3] * 7, "activation": "tanh", "dropout": 0.5}),
+        ("mlp", {"hidden": []}),
+        ("opencv-mlp", {"hidden": [4, 4, 4]}),
+        ("digitnet", {"widths": [8, 8, 8], "in_shape": [3, 32, 32]}),
+        ("keras-cnn", {"in_shape": [3, 32, 32], "num_classes": 4}),
+    ]
     for name, args in cases:
         with torch.device("meta"):
             network = create_model(name, **{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
@@ -365,7 +404,7 @@ def test_json_readers_refuse_what_is_not_json_and_keep_what_is(tmp_path):
     nested = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
     assert files.loads_json(nested, "x") == json.loads(nested)
     with pytest.raises(CheckpointError, match="x is not valid JSON: Infinity is not a JSON number"):
-        files.loads_json('[1, Infinity]', "x")
+        files.loads_json("[1, Infinity]", "x")
     history = tmp_path / "history.json"
     history.write_text('[{"epoch": 1, "loss": NaN}]')  # what json.dumps writes for a diverged run
     assert np.isnan(read_json(history, allow_nan=True)[0]["loss"])
@@ -397,19 +436,27 @@ def constant_of_shape(data: bytes, values: int, strip: bool) -> bytes:
     last = graph.node[-1]
     last.output[0] = "logits_before"
     graph.initializer.append(helper.make_tensor("bomb_shape", TensorProto.INT64, [1], [values]))
-    graph.node.extend([
-        helper.make_node("ConstantOfShape", ["bomb_shape"], ["bomb"],
-                         value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])),
-        helper.make_node("ReduceSum", ["bomb"], ["bomb_sum"], keepdims=0),
-        helper.make_node("Add", ["logits_before", "bomb_sum"], [graph.output[0].name])])
+    graph.node.extend(
+        [
+            helper.make_node(
+                "ConstantOfShape",
+                ["bomb_shape"],
+                ["bomb"],
+                value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]),
+            ),
+            helper.make_node("ReduceSum", ["bomb"], ["bomb_sum"], keepdims=0),
+            helper.make_node("Add", ["logits_before", "bomb_sum"], [graph.output[0].name]),
+        ]
+    )
     if strip:
         del proto.metadata_props[:]
     return proto.SerializeToString()
 
 
 @pytest.mark.parametrize("strip", [False, True], ids=["with-metadata", "metadata-stripped"])
-def test_an_onnx_graph_that_allocates_at_load_is_refused_before_a_session(capsys, tmp_path, onnx_data, digit_png,
-                                                                        strip):
+def test_an_onnx_graph_that_allocates_at_load_is_refused_before_a_session(
+    capsys, tmp_path, onnx_data, digit_png, strip
+):
     path = tmp_path / "bomb.onnx"
     path.write_bytes(constant_of_shape(onnx_data, 25_000_000, strip))
     message = r"uses operators digitlab's export never writes \(ConstantOfShape, ReduceSum\)"
@@ -433,15 +480,22 @@ def test_an_onnx_graph_of_enormous_tensors_is_refused_unrun(capsys, tmp_path, on
     assert_refused(capsys, path, digit_png, r"holds \d[\d,]+ values per image, more than the 262,144")
 
 
-@pytest.mark.parametrize("key, value, message", [
-    (PARAMETERS_KEY, "²", r"'digitlab.parameters' is '²', not a count of parameters"),
-    (PARAMETERS_KEY, "9" * 5000, "not a count of parameters"),
-    (CONFIG_KEY, "[" * 5000 + "]" * 5000, f"nested deeper than {MAX_JSON_DEPTH} levels"),
-    (CONFIG_KEY, json.dumps({**bundled_config(), "calibration": {"temperature": 1e-320}}),
-     "temperature must be a positive number from 0.001"),
-])
-def test_onnx_metadata_that_digitlab_does_not_write_is_refused(capsys, tmp_path, onnx_data, digit_png, key, value,
-                                                               message):
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        (PARAMETERS_KEY, "²", r"'digitlab.parameters' is '²', not a count of parameters"),
+        (PARAMETERS_KEY, "9" * 5000, "not a count of parameters"),
+        (CONFIG_KEY, "[" * 5000 + "]" * 5000, f"nested deeper than {MAX_JSON_DEPTH} levels"),
+        (
+            CONFIG_KEY,
+            json.dumps({**bundled_config(), "calibration": {"temperature": 1e-320}}),
+            "temperature must be a positive number from 0.001",
+        ),
+    ],
+)
+def test_onnx_metadata_that_digitlab_does_not_write_is_refused(
+    capsys, tmp_path, onnx_data, digit_png, key, value, message
+):
     path = tmp_path / "model.onnx"
     path.write_bytes(with_metadata(onnx_data, {key: value}))
     assert_refused(capsys, path, digit_png, message)
@@ -483,8 +537,9 @@ def test_a_short_fuzz_of_model_files_finds_only_digitlab_errors(tmp_path):
     """150 generated config.json files and .onnx files (fuzz_inputs.model_files) through
     `predict --model`; the full run's figures are in BENCHMARKS.md. It found one bug at once:
     ONNX metadata that is not UTF-8 came back from protobuf as bytes (a TypeError)."""
-    report = bench_fuzz(150, seed=3, targets=("model",), results=None, markdown=None, failures=tmp_path / "failures",
-                        progress=False)
+    report = bench_fuzz(
+        150, seed=3, targets=("model",), results=None, markdown=None, failures=tmp_path / "failures", progress=False
+    )
     (row,) = report["targets"]
     assert row["failures"] == [] and report["failures"] == 0, row["failures"]
     counts = row["outcomes"]["predict --model"]

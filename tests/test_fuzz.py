@@ -28,9 +28,18 @@ def model():
 
 def test_short_fuzz_finds_only_digitlab_errors(tmp_path):
     """2,300 inputs, the same targets and entry points as the full run (BENCHMARKS.md); about 30 s."""
-    reports = [bench_fuzz(examples, seed=1, targets=(target,), results=tmp_path / f"{target}.json",
-                          markdown=tmp_path / "BENCHMARKS.md", failures=tmp_path / "failures", progress=False)
-               for target, examples in (("idx", 2000), ("image", 300))]
+    reports = [
+        bench_fuzz(
+            examples,
+            seed=1,
+            targets=(target,),
+            results=tmp_path / f"{target}.json",
+            markdown=tmp_path / "BENCHMARKS.md",
+            failures=tmp_path / "failures",
+            progress=False,
+        )
+        for target, examples in (("idx", 2000), ("image", 300))
+    ]
     for report in reports:
         (row,) = report["targets"]
         assert row["failures"] == [] and report["failures"] == 0, row["failures"]
@@ -47,8 +56,16 @@ def test_short_fuzz_finds_only_digitlab_errors(tmp_path):
 def test_an_input_over_the_time_limit_is_reported_as_a_hang_with_its_input(tmp_path):
     """With a 1 ms limit some image takes longer: faulthandler ends the worker, and the parent
     reports a hang, where it was, and the input it was running."""
-    report = bench_fuzz(50, seed=1, targets=("image",), time_limit=0.001, results=None, markdown=None,
-                        failures=tmp_path / "failures", progress=False)
+    report = bench_fuzz(
+        50,
+        seed=1,
+        targets=("image",),
+        time_limit=0.001,
+        results=None,
+        markdown=None,
+        failures=tmp_path / "failures",
+        progress=False,
+    )
     (row,) = report["targets"]
     (hang,) = row["failures"]
     assert hang["entry"] == "(process)" and hang["error"] == "hang" and hang["where"].startswith("File ")
@@ -129,7 +146,7 @@ def test_reading_noise_is_refused_quickly(model):
     """Specks of noise read as thousands of candidate digits at ~6 ms each (a 300x304 image: 14 s)."""
     image = np.full((300, 300), 30, np.uint8)
     for y, x in np.random.default_rng(0).integers(2, 296, (2000, 2)):
-        image[y:y + 3, x:x + 3] = 220
+        image[y : y + 3, x : x + 3] = 220
     cv2.line(image, (105, 145), (145, 190), 220, 9)
     started = time.perf_counter()
     with pytest.raises(ImageError, match="candidate digits, more than the 500"):

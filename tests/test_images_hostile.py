@@ -12,10 +12,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
-import re
 import threading
 
 import numpy as np
@@ -32,14 +32,13 @@ from digitlab.preprocess import (
     load_image,
     to_mnist_style,
 )
-from imagetools import (OTHER_FORMAT_MODES, dds_file, huge_png, icns_file, ico_file, png_bytes, png_of_size,
-                        tiled_tiff)
+from imagetools import OTHER_FORMAT_MODES, dds_file, huge_png, icns_file, ico_file, png_bytes, png_of_size, tiled_tiff
 
 
 def digit(size: int = 64) -> np.ndarray:
     """A white ground with a dark bar: enough ink for every entry point to accept."""
     image = np.full((size, size), 255, np.uint8)
-    image[size // 4:-size // 4, size // 2 - 3:size // 2 + 3] = 0
+    image[size // 4 : -size // 4, size // 2 - 3 : size // 2 + 3] = 0
     return image
 
 
@@ -84,7 +83,6 @@ def test_declared_size_refuses_as_load_image_does_without_decoding():
     with pytest.raises(ImageError, match="damaged or truncated"):
         load_image(cut)
     assert MAX_PIXELS == 40_000_000
-
 
 
 # --- formats digitlab does not read ---------------------------------------------------------------
@@ -176,9 +174,12 @@ def in_a_thread(call, seconds: float = 10):
 
 def test_paths_that_are_not_regular_files(tmp_path):
     os.mkfifo(tmp_path / "fifo.png")
-    for path, message in [("/proc/self/mem", "could not be read: Input/output error"),
-                          (tmp_path / "fifo.png", "is not a regular file"), ("/dev/zero", "is not a regular file"),
-                          (tmp_path, r"no such file \(it is a directory\)")]:
+    for path, message in [
+        ("/proc/self/mem", "could not be read: Input/output error"),
+        (tmp_path / "fifo.png", "is not a regular file"),
+        ("/dev/zero", "is not a regular file"),
+        (tmp_path, r"no such file \(it is a directory\)"),
+    ]:
         for call in (load_image, declared_size):
             error = in_a_thread(lambda call=call, path=path: call(path))
             assert isinstance(error, ImageError) and str(path) in str(error), (path, error)
@@ -241,12 +242,16 @@ def test_no_decoder_message_is_printed_above_the_error(tmp_path):
     damaged (libtiff prints "ZIPDecode: Decoding error ..."): stderr is digitlab's one line only."""
     data = bytearray(tiled_tiff(100, 100, 112, 112, np.arange(4096, dtype=np.uint8).tobytes()))
     entry = 10 + 12 * 5  # the sixth tag, SamplesPerPixel (1, the default): now Software, 100 bytes at 1 MB
-    assert struct.unpack("<H", data[entry:entry + 2]) == (277,)
-    data[entry:entry + 12] = struct.pack("<HHII", 305, 2, 100, 1_000_000)
+    assert struct.unpack("<H", data[entry : entry + 2]) == (277,)
+    data[entry : entry + 12] = struct.pack("<HHII", 305, 2, 100, 1_000_000)
     data[-10] ^= 0xFF
     (tmp_path / "bad.tif").write_bytes(data)
-    result = subprocess.run([sys.executable, "-m", "digitlab", "predict", str(tmp_path / "bad.tif")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "digitlab", "predict", str(tmp_path / "bad.tif")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "damaged or truncated" in one_error_line(result.stderr)
 
 
@@ -280,14 +285,20 @@ print(json.dumps(results))
 def test_the_bombs_of_issue_18_cost_no_memory(tmp_path):
     """Before: the 32768x32768 tile took 1,509 MB, an ICO's 179 MP PNG 1,166 MB. Here an ICO and an
     ICNS holding a 4000x4000 RGBA PNG (64 MB decoded, 1 KB on disk) and the issue's TIFF."""
-    cases = {"tile.tif": (tiled_tiff(100, 100, 32768, 32768), "ImageTooLargeError"),
-             "tile-4096.tif": (tiled_tiff(100, 100, 4096, 4096), "ImageTooLargeError"),
-             "big.ico": (ico_file(png_of_size(4000, 4000, "RGBA")), "NotAnImageError"),
-             "big.icns": (icns_file(png_of_size(4000, 4000, "RGBA")), "NotAnImageError")}
+    cases = {
+        "tile.tif": (tiled_tiff(100, 100, 32768, 32768), "ImageTooLargeError"),
+        "tile-4096.tif": (tiled_tiff(100, 100, 4096, 4096), "ImageTooLargeError"),
+        "big.ico": (ico_file(png_of_size(4000, 4000, "RGBA")), "NotAnImageError"),
+        "big.icns": (icns_file(png_of_size(4000, 4000, "RGBA")), "NotAnImageError"),
+    }
     for name, (data, _) in cases.items():
         (tmp_path / name).write_bytes(data)
-    result = subprocess.run([sys.executable, "-c", CHILD, *(str(tmp_path / name) for name in cases)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, *(str(tmp_path / name) for name in cases)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     measured = json.loads(result.stdout.splitlines()[-1])
     for name, (_, expected) in cases.items():

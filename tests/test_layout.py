@@ -18,8 +18,21 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "digitlab"
 LONGEST = 80  # lines, decorators excluded; a longer function says why in a "# long: ..." comment above it
 
 # The libraries that take a second or more to import on 2 cores: `digitlab --help` needs none of them.
-HEAVY = ("torch", "numpy", "cv2", "PIL", "sklearn", "matplotlib", "onnx", "onnxruntime", "fastapi", "uvicorn",
-         "hypothesis", "tensorflow", "keras")
+HEAVY = (
+    "torch",
+    "numpy",
+    "cv2",
+    "PIL",
+    "sklearn",
+    "matplotlib",
+    "onnx",
+    "onnxruntime",
+    "fastapi",
+    "uvicorn",
+    "hypothesis",
+    "tensorflow",
+    "keras",
+)
 
 
 def _functions():
@@ -28,13 +41,15 @@ def _functions():
         for node in ast.walk(ast.parse("\n".join(lines))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 start = min([node.lineno] + [d.lineno for d in node.decorator_list])
-                yield path, node, lines[max(0, start - 3):start - 1]
+                yield path, node, lines[max(0, start - 3) : start - 1]
 
 
 def test_no_function_in_the_package_is_longer_than_80_lines_unless_it_says_why():
-    long = [f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
-            for path, node, above in _functions()
-            if node.end_lineno - node.lineno + 1 > LONGEST and not any("# long:" in line for line in above)]
+    long = [
+        f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path, node, above in _functions()
+        if node.end_lineno - node.lineno + 1 > LONGEST and not any("# long:" in line for line in above)
+    ]
     assert long == []
 
 
@@ -46,15 +61,18 @@ def test_the_length_check_sees_the_functions():
 
 
 def _python(code: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
-                          cwd=SRC.parents[1])
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=SRC.parents[1]
+    )
 
 
 def test_help_imports_no_heavy_library():
-    done = _python("import sys\n"
-                   "from digitlab.cli import main\n"
-                   "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-                   f"print('imported:', *(m for m in {HEAVY!r} if m in sys.modules))")
+    done = _python(
+        "import sys\n"
+        "from digitlab.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"print('imported:', *(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     assert done.returncode == 0, done.stderr
     assert "usage: digitlab" in done.stdout
     assert done.stdout.splitlines()[-1] == "imported:"
@@ -62,11 +80,14 @@ def test_help_imports_no_heavy_library():
 
 def _imported_by_command(*args: str, modules: tuple[str, ...]) -> list[str]:
     """Which of `modules` are imported once `digitlab ARGS` has run in a fresh interpreter."""
-    done = _python("import sys\n"
-                   "from digitlab.cli import main\n"
-                   "code = main(sys.argv[1:])\n"
-                   f"print('imported:', *(m for m in {modules!r} if m in sys.modules))\n"
-                   "sys.exit(code)", *args)
+    done = _python(
+        "import sys\n"
+        "from digitlab.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        f"print('imported:', *(m for m in {modules!r} if m in sys.modules))\n"
+        "sys.exit(code)",
+        *args,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()[-1].split()[1:]
 
@@ -122,8 +143,13 @@ def test_hypothesis_is_imported_by_the_fuzz_suite_only():
     importers = set()
     for path in SRC.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(name.split(".")[0] == "hypothesis" for name in names):
                 importers.add(str(path.relative_to(SRC)))
     assert importers and importers <= {"bench/fuzz.py", "bench/fuzz_inputs.py"}

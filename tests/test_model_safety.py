@@ -23,10 +23,10 @@ from safetensors.torch import load_file, save_file
 
 import digitlab
 from digitlab.api import BUNDLED_MODEL
-from memorytools import process_memory_mb
 from digitlab.cli import main
 from digitlab.errors import CheckpointError
 from digitlab.onnx_runtime import CONFIG_KEY, PARAMETERS_KEY, onnx_bytes, with_metadata
+from memorytools import process_memory_mb
 
 
 class Marker:
@@ -71,13 +71,19 @@ def torch_saved(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name, write, message", [
-    ("model.pt", lambda path, marker: torch_saved(path), "zip archive, as torch.save writes"),
-    ("evil.pkl", lambda path, marker: path.write_bytes(pickle.dumps(Marker(marker))), r"Python pickle \(protocol"),
-    # protocol 0 has no signature to tell it by: refused as not ONNX, and never unpickled
-    ("evil-v0.pkl", lambda path, marker: path.write_bytes(pickle.dumps(Marker(marker), protocol=0)),
-     "neither a run directory nor an .onnx file"),
-])
+@pytest.mark.parametrize(
+    "name, write, message",
+    [
+        ("model.pt", lambda path, marker: torch_saved(path), "zip archive, as torch.save writes"),
+        ("evil.pkl", lambda path, marker: path.write_bytes(pickle.dumps(Marker(marker))), r"Python pickle \(protocol"),
+        # protocol 0 has no signature to tell it by: refused as not ONNX, and never unpickled
+        (
+            "evil-v0.pkl",
+            lambda path, marker: path.write_bytes(pickle.dumps(Marker(marker), protocol=0)),
+            "neither a run directory nor an .onnx file",
+        ),
+    ],
+)
 def test_a_pickle_given_as_the_model_is_refused_unopened(capsys, tmp_path, marker, digit_png, name, write, message):
     write(tmp_path / name, marker)
     assert_refused(capsys, tmp_path / name, digit_png, message)
@@ -100,10 +106,10 @@ def tampered(change) -> bytes:
     """The bundled weights file with its JSON header changed by `change(header dict)`."""
     data = (BUNDLED_MODEL / "model.safetensors").read_bytes()
     length = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + length])
+    header = json.loads(data[8 : 8 + length])
     change(header)
     text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + data[8 + length:]
+    return struct.pack("<Q", len(text)) + text + data[8 + length :]
 
 
 def set_field(tensor: str, field: str, value):
@@ -138,15 +144,19 @@ def edit_config(run: Path, change) -> None:
 
 
 CONFIG_CHANGES = {
-    "wider-layer": (lambda c: c["model"]["args"].__setitem__("widths", [32, 64, 256]),
-                    r"does not match the network in .*shape of 9.weight \(128, 64, 3, 3\) \(the config gives \(256"),
+    "wider-layer": (
+        lambda c: c["model"]["args"].__setitem__("widths", [32, 64, 256]),
+        r"does not match the network in .*shape of 9.weight \(128, 64, 3, 3\) \(the config gives \(256",
+    ),
     "no-model-args": (lambda c: c["model"].pop("args"), "describes no network .*needs a 'name' and an 'args'"),
     "unknown-argument": (lambda c: c["model"]["args"].__setitem__("depth", 50), "unexpected keyword argument 'depth'"),
     "unknown-model": (lambda c: c["model"].__setitem__("name", "resnet152"), "unknown model 'resnet152'"),
     "no-dataset": (lambda c: c.pop("dataset"), "lacks KeyError\\('dataset'\\)"),
     "two-classes": (lambda c: c["dataset"].__setitem__("classes", ["odd", "even"]), r"not \(1, 2\) for its 2 classes"),
-    "colour-images": (lambda c: c["dataset"].__setitem__("image_shape", [3, 32, 32]),
-                      r"describes no network digitlab can build for \[3, 32, 32\] images"),
+    "colour-images": (
+        lambda c: c["dataset"].__setitem__("image_shape", [3, 32, 32]),
+        r"describes no network digitlab can build for \[3, 32, 32\] images",
+    ),
     "zero-temperature": (lambda c: c.__setitem__("calibration", {"temperature": 0}), "temperature must be a positive"),
 }
 
@@ -159,10 +169,13 @@ def test_a_config_that_does_not_match_the_weights_is_refused(capsys, tmp_path, d
     assert_refused(capsys, run, digit_png, message)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda state: state.pop("14.weight"), "missing 14.weight"),
-    (lambda state: state.__setitem__("extra.weight", torch.zeros(3)), "unexpected extra.weight"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda state: state.pop("14.weight"), "missing 14.weight"),
+        (lambda state: state.__setitem__("extra.weight", torch.zeros(3)), "unexpected extra.weight"),
+    ],
+)
 def test_weights_with_a_tensor_missing_or_extra_are_refused(capsys, tmp_path, digit_png, change, message):
     run = run_copy(tmp_path)
     state = load_file(str(run / "model.safetensors"))
@@ -230,14 +243,18 @@ def local_function(proto: onnx.ModelProto) -> None:
     function.name, function.domain = "Relu2", ""
 
 
-@pytest.mark.parametrize("change, message", [
-    (external_weights, "refers to external data"),
-    (custom_domain, r"outside the standard ONNX domain \(com.example.kernels\)"),
-    (ort_config, r"metadata digitlab does not write \(ort_config\)"),
-    (local_function, r"defines functions of its own \(Relu2\)"),
-])
-def test_an_onnx_file_beyond_what_digitlab_export_writes_is_refused(capsys, tmp_path, onnx_proto, digit_png, change,
-                                                                     message):
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (external_weights, "refers to external data"),
+        (custom_domain, r"outside the standard ONNX domain \(com.example.kernels\)"),
+        (ort_config, r"metadata digitlab does not write \(ort_config\)"),
+        (local_function, r"defines functions of its own \(Relu2\)"),
+    ],
+)
+def test_an_onnx_file_beyond_what_digitlab_export_writes_is_refused(
+    capsys, tmp_path, onnx_proto, digit_png, change, message
+):
     proto = onnx.ModelProto()
     proto.CopyFrom(onnx_proto)
     change(proto)
@@ -259,9 +276,15 @@ def test_the_unchanged_export_loads(tmp_path, onnx_proto, digit_png):
 
 def test_no_source_file_calls_a_pickle_loader():
     """A static guard: nothing in digitlab calls a loader that can unpickle."""
-    loaders = re.compile(r"torch\.load\(|pickle\.loads?\(|allow_pickle\s*=\s*True|joblib\.load|dill\.load|"
-                         r"np\.load\(|numpy\.load\(|torch\.jit\.load|marshal\.loads?\(")
+    loaders = re.compile(
+        r"torch\.load\(|pickle\.loads?\(|allow_pickle\s*=\s*True|joblib\.load|dill\.load|"
+        r"np\.load\(|numpy\.load\(|torch\.jit\.load|marshal\.loads?\("
+    )
     source = Path(digitlab.__file__).parent
-    found = [f"{path.relative_to(source)}:{number}" for path in sorted(source.rglob("*.py"))
-             for number, line in enumerate(path.read_text().splitlines(), 1) if loaders.search(line)]
+    found = [
+        f"{path.relative_to(source)}:{number}"
+        for path in sorted(source.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if loaders.search(line)
+    ]
     assert found == []

@@ -90,11 +90,19 @@ def test_recipe_overrides_are_validated():
 
 def test_set_parses_recipe_fields_by_type():
     recipe = get_recipe("keras-cnn").with_settings(
-        ["schedule=onecycle", "label_smoothing=0.1", "channels_last=true", "augment=2,10,0.1", "step-epochs=3"])
+        ["schedule=onecycle", "label_smoothing=0.1", "channels_last=true", "augment=2,10,0.1", "step-epochs=3"]
+    )
     assert recipe.schedule == "onecycle" and recipe.label_smoothing == 0.1 and recipe.channels_last is True
     assert recipe.augment.shift == 2 and recipe.augment.rotate == 10 and recipe.augment.scale == 0.1
     assert recipe.step_epochs == 3
-    for bad in ["schedule", "colour=red", "epochs=many", "channels_last=maybe", "schedule=cosine",
-                "model_args=x", "label_smoothing=1.5"]:
+    for bad in [
+        "schedule",
+        "colour=red",
+        "epochs=many",
+        "channels_last=maybe",
+        "schedule=cosine",
+        "model_args=x",
+        "label_smoothing=1.5",
+    ]:
         with pytest.raises(ConfigError):
             get_recipe("keras-cnn").with_settings([bad])

@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 import digitlab
 from digitlab import export, onnx_runtime
 from digitlab.cli import main
+from digitlab.data.synth import make_page
 from digitlab.errors import CheckpointError, ConfigError, ExportError
 from digitlab.evaluate import predict_logits
 from digitlab.serve import create_app
-from digitlab.data.synth import make_page
 
 
 @pytest.fixture(scope="module")
@@ -182,16 +182,18 @@ def with_config(onnx_file, path, **dataset_changes):
     path.write_bytes(onnx_runtime.with_metadata(onnx_file.read_bytes(), {"digitlab.config": json.dumps(config)}))
 
 
-@pytest.mark.parametrize("name, make, message", [
-    ("truncated.onnx", lambda src, dst: dst.write_bytes(src.read_bytes()[:100_000]), "not a valid ONNX model"),
-    ("text.onnx", lambda src, dst: dst.write_text("this is not a model\n"), "not a valid ONNX model"),
-    ("empty.onnx", lambda src, dst: dst.write_bytes(b""), "not a valid ONNX model"),
-    ("plain.onnx", without_metadata, "without digitlab's metadata"),
-    ("other-shape.onnx", lambda src, dst: with_config(src, dst, image_shape=[1, 32, 32]), "expected one input"),
-    ("weights.bin", lambda src, dst: dst.write_bytes(b"\x00" * 64), "neither a run directory nor an .onnx file"),
-])
-def test_a_damaged_or_foreign_onnx_file_is_refused_with_exit_2(capsys, tmp_path, onnx_file, mnist, name, make,
-                                                                message):
+@pytest.mark.parametrize(
+    "name, make, message",
+    [
+        ("truncated.onnx", lambda src, dst: dst.write_bytes(src.read_bytes()[:100_000]), "not a valid ONNX model"),
+        ("text.onnx", lambda src, dst: dst.write_text("this is not a model\n"), "not a valid ONNX model"),
+        ("empty.onnx", lambda src, dst: dst.write_bytes(b""), "not a valid ONNX model"),
+        ("plain.onnx", without_metadata, "without digitlab's metadata"),
+        ("other-shape.onnx", lambda src, dst: with_config(src, dst, image_shape=[1, 32, 32]), "expected one input"),
+        ("weights.bin", lambda src, dst: dst.write_bytes(b"\x00" * 64), "neither a run directory nor an .onnx file"),
+    ],
+)
+def test_a_damaged_or_foreign_onnx_file_is_refused_with_exit_2(capsys, tmp_path, onnx_file, mnist, name, make, message):
     make(onnx_file, tmp_path / name)
     with pytest.raises(CheckpointError, match=message):
         digitlab.load_model(tmp_path / name)
@@ -207,13 +209,15 @@ def test_a_damaged_or_foreign_onnx_file_is_refused_with_exit_2(capsys, tmp_path,
 
 def test_predict_and_read_commands_take_the_onnx_file(capsys, tmp_path, onnx_file, mnist):
     truth = [write_digit(tmp_path / f"digit{i}.png", mnist, i) for i in range(5)]
-    code, out, _ = run_cli(capsys, "predict", *[tmp_path / f"digit{i}.png" for i in range(5)], "--model", onnx_file,
-                           "--json")
+    code, out, _ = run_cli(
+        capsys, "predict", *[tmp_path / f"digit{i}.png" for i in range(5)], "--model", onnx_file, "--json"
+    )
     assert code == 0 and [row["digit"] for row in json.loads(out)] == truth
 
     images, labels = mnist.test_images[:, 0].numpy(), mnist.test_labels.numpy()
-    page, page_truth = make_page(np.random.default_rng(5), (images, labels), n_lines=2, n_digits=5, touching=False,
-                                 ruled=False)
+    page, page_truth = make_page(
+        np.random.default_rng(5), (images, labels), n_lines=2, n_digits=5, touching=False, ruled=False
+    )
     cv2.imwrite(str(tmp_path / "page.png"), cv2.cvtColor(page, cv2.COLOR_RGB2BGR))
     code, out, _ = run_cli(capsys, "read", tmp_path / "page.png", "--model", onnx_file, "--json")
     assert code == 0 and json.loads(out)[0]["text"] == page_truth.text
@@ -252,8 +256,14 @@ def test_bench_infer_quick_reports_every_path_and_a_compile_failure(tmp_path, mo
         raise RuntimeError("no C++ compiler")
 
     monkeypatch.setattr(torch, "compile", no_compiler)
-    report = bench_infer([], quick=True, data_dir=shared_data_dir, results=tmp_path / "infer.json",
-                         markdown=tmp_path / "BENCHMARKS.md", progress=False)
+    report = bench_infer(
+        [],
+        quick=True,
+        data_dir=shared_data_dir,
+        results=tmp_path / "infer.json",
+        markdown=tmp_path / "BENCHMARKS.md",
+        progress=False,
+    )
     (row,) = report["models"]
     paths = row["paths"]
     assert paths["compile"]["error"] == "RuntimeError: no C++ compiler"

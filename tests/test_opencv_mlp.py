@@ -70,9 +70,7 @@ def test_state_loads_into_default_module(trained):
 
 def test_same_seed_same_weights(mnist):
     images, labels = mnist["train_images"][:200], mnist["train_labels"][:200]
-    first, second, other = (
-        train_ann_mlp(images, labels, max_iter=2, seed=seed, progress=False) for seed in (1, 1, 2)
-    )
+    first, second, other = (train_ann_mlp(images, labels, max_iter=2, seed=seed, progress=False) for seed in (1, 1, 2))
     for i in range(6):
         np.testing.assert_array_equal(first.getWeights(i), second.getWeights(i))
     assert not np.array_equal(first.getWeights(1), other.getWeights(1))

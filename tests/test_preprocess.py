@@ -20,7 +20,6 @@ import pytest
 from PIL import Image
 
 from digitlab.errors import DataError, DigitlabError
-from imagetools import huge_png, png_bytes
 from digitlab.preprocess import (
     MNIST_STROKE_RANGE,
     MNIST_STROKE_WIDTH,
@@ -31,13 +30,20 @@ from digitlab.preprocess import (
     stroke_width,
     to_mnist_style,
 )
+from imagetools import huge_png, png_bytes
 
 # A '2' as a polyline: asymmetric left-right and top-bottom, so any rotation or mirror shows.
 TWO = np.array([[0.30, 0.32], [0.42, 0.18], [0.60, 0.17], [0.70, 0.30], [0.64, 0.48], [0.30, 0.84], [0.74, 0.84]])
 
 
-def draw(points: np.ndarray = TWO, size: int = 200, thickness: int = 14, ink: int = 0, ground: int = 255,
-         shape: tuple[int, int] | None = None) -> np.ndarray:
+def draw(
+    points: np.ndarray = TWO,
+    size: int = 200,
+    thickness: int = 14,
+    ink: int = 0,
+    ground: int = 255,
+    shape: tuple[int, int] | None = None,
+) -> np.ndarray:
     """A uint8 grey drawing of a polyline given in fractions of `size`, on a plain ground."""
     image = np.full(shape or (size, size), ground, np.uint8)
     cv2.polylines(image, [np.round(points * size).astype(np.int32)], False, ink, thickness, cv2.LINE_AA)
@@ -94,11 +100,17 @@ def reference() -> np.ndarray:
 # the MNIST geometry
 
 
-@pytest.mark.parametrize("text, font, origin, scale", [
-    ("0", cv2.FONT_HERSHEY_SIMPLEX, (40, 230), 7), ("4", cv2.FONT_HERSHEY_DUPLEX, (100, 200), 5),
-    ("7", cv2.FONT_HERSHEY_COMPLEX, (10, 120), 4), ("8", cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, (150, 280), 6),
-    ("5", cv2.FONT_HERSHEY_PLAIN, (60, 250), 12), ("3", cv2.FONT_HERSHEY_TRIPLEX, (200, 150), 3),
-])
+@pytest.mark.parametrize(
+    "text, font, origin, scale",
+    [
+        ("0", cv2.FONT_HERSHEY_SIMPLEX, (40, 230), 7),
+        ("4", cv2.FONT_HERSHEY_DUPLEX, (100, 200), 5),
+        ("7", cv2.FONT_HERSHEY_COMPLEX, (10, 120), 4),
+        ("8", cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, (150, 280), 6),
+        ("5", cv2.FONT_HERSHEY_PLAIN, (60, 250), 12),
+        ("3", cv2.FONT_HERSHEY_TRIPLEX, (200, 150), 3),
+    ],
+)
 def test_text_digits_are_fitted_and_centred(text, font, origin, scale):
     image = np.full((300, 320), 255, np.uint8)  # digits anywhere in the frame, not square
     cv2.putText(image, text, origin, font, scale, 0, 6, cv2.LINE_AA)
@@ -154,11 +166,11 @@ def test_specks_are_ignored(reference):
 def test_center_digit_on_crops_of_a_larger_ink_map():
     page = np.zeros((200, 600), np.float32)  # an ink map of three digits side by side
     for left in (0, 200, 400):
-        page[:, left:left + 200] = draw(ink=255, ground=0) / 255  # each spans columns left+60..left+148
+        page[:, left : left + 200] = draw(ink=255, ground=0) / 255  # each spans columns left+60..left+148
     alone = center_digit(draw(ink=255, ground=0) / 255)
     loose = center_digit(page[:, 140:380])  # the middle digit, ground, and two tips of its left neighbour
     rows, cols = np.nonzero(page[:, 200:400] > 0.3)
-    snug = center_digit(page[rows.min():rows.max() + 1, 200 + cols.min():200 + cols.max() + 1])  # no ground
+    snug = center_digit(page[rows.min() : rows.max() + 1, 200 + cols.min() : 200 + cols.max() + 1])  # no ground
     assert_mnist_like(loose)
     assert difference(loose, alone) < 1 and difference(snug, alone) < 3
     assert difference(center_digit((page[:, 140:380] * 255).astype(np.uint8)), loose) < 1  # uint8 works too
@@ -208,8 +220,7 @@ def test_the_mnist_stroke_constants_match_real_mnist(mnist_widths):
     assert np.allclose(np.percentile(mnist_widths, [10, 90]), MNIST_STROKE_RANGE, atol=0.1)
 
 
-@pytest.mark.parametrize("size, thickness, thin", [(200, 1, True), (1000, 2, True), (200, 45, False),
-                                                   (60, 14, False)])
+@pytest.mark.parametrize("size, thickness, thin", [(200, 1, True), (1000, 2, True), (200, 45, False), (60, 14, False)])
 def test_pen_and_marker_strokes_come_out_as_mnist_strokes(mnist_widths, size, thickness, thin):
     # The tolerance is MNIST's own spread: its 10th to 90th percentile of stroke width.
     low, high = np.percentile(mnist_widths, [10, 90])
@@ -233,9 +244,18 @@ def test_every_kind_of_source(tmp_path, reference):
     drawing = draw()
     path = tmp_path / "two.png"
     Image.fromarray(drawing).save(path)
-    sources = [path, str(path), path.read_bytes(), io.BytesIO(path.read_bytes()), Image.open(path), drawing,
-               drawing.astype(np.float32) / 255, drawing[:, :, None], np.stack([drawing] * 3, -1),
-               drawing.astype(np.uint16) * 257]
+    sources = [
+        path,
+        str(path),
+        path.read_bytes(),
+        io.BytesIO(path.read_bytes()),
+        Image.open(path),
+        drawing,
+        drawing.astype(np.float32) / 255,
+        drawing[:, :, None],
+        np.stack([drawing] * 3, -1),
+        drawing.astype(np.uint16) * 257,
+    ]
     for source in sources:
         assert difference(to_mnist_style(source), reference) < 2, type(source)
     assert difference(to_mnist_style(drawing > 127), reference) < 4  # bool: no anti-aliased edge
@@ -243,11 +263,24 @@ def test_every_kind_of_source(tmp_path, reference):
     assert grey.dtype == np.float32 and grey.shape == (200, 200) and grey.min() == 0 and grey.max() == 1
 
 
-@pytest.mark.parametrize("mode, fmt, options", [
-    ("L", "PNG", {}), ("RGB", "PNG", {}), ("P", "PNG", {}), ("1", "PNG", {}), ("L", "BMP", {}), ("RGB", "BMP", {}),
-    ("L", "TIFF", {}), ("RGB", "TIFF", {"compression": "tiff_lzw"}), ("RGB", "WEBP", {"quality": 80}),
-    ("L", "WEBP", {"lossless": True}), ("RGB", "JPEG", {"quality": 85}), ("L", "GIF", {}), ("CMYK", "JPEG", {}),
-])
+@pytest.mark.parametrize(
+    "mode, fmt, options",
+    [
+        ("L", "PNG", {}),
+        ("RGB", "PNG", {}),
+        ("P", "PNG", {}),
+        ("1", "PNG", {}),
+        ("L", "BMP", {}),
+        ("RGB", "BMP", {}),
+        ("L", "TIFF", {}),
+        ("RGB", "TIFF", {"compression": "tiff_lzw"}),
+        ("RGB", "WEBP", {"quality": 80}),
+        ("L", "WEBP", {"lossless": True}),
+        ("RGB", "JPEG", {"quality": 85}),
+        ("L", "GIF", {}),
+        ("CMYK", "JPEG", {}),
+    ],
+)
 def test_formats_and_modes(tmp_path, reference, mode, fmt, options):
     image = Image.fromarray(draw()).convert("RGB")
     path = tmp_path / f"two.{fmt.lower()}"
@@ -283,9 +316,16 @@ def rgba_drawing(stroke: tuple[int, int, int], under: tuple[int, int, int]) -> n
     return rgba
 
 
-@pytest.mark.parametrize("stroke, under", [((0, 0, 0), (0, 0, 0)), ((255, 255, 255), (0, 0, 0)),
-                                           ((255, 255, 255), (255, 255, 255)), ((0, 0, 0), (255, 255, 255)),
-                                           ((200, 30, 30), (0, 0, 0))])
+@pytest.mark.parametrize(
+    "stroke, under",
+    [
+        ((0, 0, 0), (0, 0, 0)),
+        ((255, 255, 255), (0, 0, 0)),
+        ((255, 255, 255), (255, 255, 255)),
+        ((0, 0, 0), (255, 255, 255)),
+        ((200, 30, 30), (0, 0, 0)),
+    ],
+)
 def test_strokes_on_a_transparent_canvas(reference, stroke, under):
     rgba = rgba_drawing(stroke, under)
     assert difference(to_mnist_style(png_bytes(rgba)), reference) < 2
@@ -367,17 +407,20 @@ def test_pixel_and_byte_limits_can_be_set(tmp_path):
 
 def truncated(fmt: str) -> bytes:
     data = png_bytes(draw(), fmt)
-    return data[:len(data) // 2]
+    return data[: len(data) // 2]
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "empty"),
-    (b"1,2,3\nthis is a CSV file, not an image\n", "not an image"),
-    (b"\x89PNG\r\n\x1a\n", "not an image"),  # a signature and nothing else
-    (truncated("PNG"), "damaged or truncated"),
-    (truncated("JPEG"), "damaged or truncated"),
-    (truncated("WEBP"), "not an image|damaged or truncated"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty"),
+        (b"1,2,3\nthis is a CSV file, not an image\n", "not an image"),
+        (b"\x89PNG\r\n\x1a\n", "not an image"),  # a signature and nothing else
+        (truncated("PNG"), "damaged or truncated"),
+        (truncated("JPEG"), "damaged or truncated"),
+        (truncated("WEBP"), "not an image|damaged or truncated"),
+    ],
+)
 def test_unreadable_files(tmp_path, content, message):
     path = tmp_path / "input.png"
     path.write_bytes(content)
@@ -407,24 +450,32 @@ def test_too_small_to_hold_a_digit(size):
         to_mnist_style(np.zeros(size, np.uint8))
 
 
-@pytest.mark.parametrize("array, message", [
-    (np.full((50, 50), 0.5, np.float32) * 3, r"\[0, 1\]"),
-    (np.full((50, 50), np.nan, np.float32), r"\[0, 1\]"),
-    (np.zeros((50, 50), np.int64), "uint8, uint16"),
-    (np.zeros((50, 50, 5), np.uint8), "shape|H, W"),
-])
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.full((50, 50), 0.5, np.float32) * 3, r"\[0, 1\]"),
+        (np.full((50, 50), np.nan, np.float32), r"\[0, 1\]"),
+        (np.zeros((50, 50), np.int64), "uint8, uint16"),
+        (np.zeros((50, 50, 5), np.uint8), "shape|H, W"),
+    ],
+)
 def test_bad_arrays(array, message):
     with pytest.raises(ImageError, match=message):
         load_image(array)
 
 
-@pytest.mark.parametrize("image", [
-    np.full((100, 100), 255, np.uint8), np.zeros((100, 100), np.uint8), np.full((100, 100), 128, np.uint8),
-    np.clip(np.random.default_rng(0).normal(200, 4, (100, 100)), 0, 255).astype(np.uint8),  # blank paper, noisy
-    np.clip(np.random.default_rng(0).normal(120, 12, (300, 300)), 0, 255).astype(np.uint8),  # a dim, grainy one
-    np.hstack([np.zeros((100, 50), np.uint8), np.full((100, 50), 255, np.uint8)]),  # two areas, no strokes
-    np.zeros((100, 100, 4), np.uint8),  # a fully transparent canvas
-])
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((100, 100), 255, np.uint8),
+        np.zeros((100, 100), np.uint8),
+        np.full((100, 100), 128, np.uint8),
+        np.clip(np.random.default_rng(0).normal(200, 4, (100, 100)), 0, 255).astype(np.uint8),  # blank paper, noisy
+        np.clip(np.random.default_rng(0).normal(120, 12, (300, 300)), 0, 255).astype(np.uint8),  # a dim, grainy one
+        np.hstack([np.zeros((100, 50), np.uint8), np.full((100, 50), 255, np.uint8)]),  # two areas, no strokes
+        np.zeros((100, 100, 4), np.uint8),  # a fully transparent canvas
+    ],
+)
 def test_no_ink_is_an_error(image):
     with pytest.raises(ImageError, match="no ink"):
         to_mnist_style(png_bytes(image))

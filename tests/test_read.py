@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import digitlab
-from digitlab.read import SURE_COLOUR, UNSURE_COLOUR, Reading, annotate, read, save_annotation, segment_digits
 from digitlab.data.synth import make_page, make_pages, render_digit
+from digitlab.read import SURE_COLOUR, UNSURE_COLOUR, Reading, annotate, read, save_annotation, segment_digits
 
 PAPER, INK = 235.0, 30.0  # grey levels of the pages composed here
 
@@ -27,8 +27,15 @@ def digits(mnist):
 @pytest.fixture(scope="module")
 def reader_model(mnist, tmp_path_factory):
     """digitnet trained for one epoch on 20,000 MNIST images (about 99% on the test set)."""
-    run = digitlab.train("digitnet", epochs=1, subset=20000, dataset=mnist, out=tmp_path_factory.mktemp("runs"),
-                         progress=False, evaluate_after=False)
+    run = digitlab.train(
+        "digitnet",
+        epochs=1,
+        subset=20000,
+        dataset=mnist,
+        out=tmp_path_factory.mktemp("runs"),
+        progress=False,
+        evaluate_after=False,
+    )
     return digitlab.load_model(run.path)
 
 
@@ -44,7 +51,7 @@ def compose(size: tuple[int, int], placements) -> np.ndarray:
     ink = np.zeros((height, width), np.float32)
     for alpha, x, y in placements:
         h, w = alpha.shape
-        np.maximum(ink[y:y + h, x:x + w], alpha, out=ink[y:y + h, x:x + w])
+        np.maximum(ink[y : y + h, x : x + w], alpha, out=ink[y : y + h, x : x + w])
     return ((PAPER - (PAPER - INK) * ink) / 255).astype(np.float32)
 
 
@@ -108,8 +115,9 @@ def test_wide_gaps_stay_in_one_line(digits):
 
 
 def test_a_column_of_digits_gives_one_line_per_digit_top_to_bottom(digits):
-    page, truth = make_page(np.random.default_rng(7), digits, n_lines=6, n_digits=1, line_gap=0.4, drift=0.0,
-                            touching=False, ruled=False)
+    page, truth = make_page(
+        np.random.default_rng(7), digits, n_lines=6, n_digits=1, line_gap=0.4, drift=0.0, touching=False, ruled=False
+    )
     lines = segment_digits(grey(page))
     assert counts(lines) == [1] * 6
     assert [line[0].box[1] for line in lines] == sorted(line[0].box[1] for line in lines)
@@ -126,8 +134,9 @@ def test_diagonal_writing_is_one_line_along_the_slant(digits):
 
 
 def test_a_line_drifting_upwards_stays_one_line(digits):
-    page, truth = make_page(np.random.default_rng(3), digits, n_lines=2, n_digits=8, drift=-0.1, touching=False,
-                            ruled=False, line_gap=1.2)
+    page, truth = make_page(
+        np.random.default_rng(3), digits, n_lines=2, n_digits=8, drift=-0.1, touching=False, ruled=False, line_gap=1.2
+    )
     assert counts(segment_digits(grey(page))) == [8, 8]
 
 
@@ -191,13 +200,16 @@ def test_touching_pairs_are_split_and_read(digits, reader_model):
     assert right >= touching - 2
 
 
-@pytest.mark.parametrize("mark, at_y, text", [
-    (np.ones((5, 30), np.float32), 48, "12-34"),  # a short dash mid-line
-    (np.ones((5, 80), np.float32), 48, "12?34"),  # a bar twice as long as a digit is high: no punctuation
-    (cv2.circle(np.zeros((11, 11), np.float32), (5, 5), 4, 1.0, -1), 58, "12.34"),  # a dot on the baseline
-    (cv2.ellipse(np.zeros((13, 7), np.float32), (3, 6), (2, 5), 10, 0, 360, 1.0, -1), 62, "12,34"),  # a comma
-    (cv2.circle(np.zeros((11, 11), np.float32), (5, 5), 4, 1.0, -1), 30, "12?34"),  # a dot up high: unsure
-])
+@pytest.mark.parametrize(
+    "mark, at_y, text",
+    [
+        (np.ones((5, 30), np.float32), 48, "12-34"),  # a short dash mid-line
+        (np.ones((5, 80), np.float32), 48, "12?34"),  # a bar twice as long as a digit is high: no punctuation
+        (cv2.circle(np.zeros((11, 11), np.float32), (5, 5), 4, 1.0, -1), 58, "12.34"),  # a dot on the baseline
+        (cv2.ellipse(np.zeros((13, 7), np.float32), (3, 6), (2, 5), 10, 0, 360, 1.0, -1), 62, "12,34"),  # a comma
+        (cv2.circle(np.zeros((11, 11), np.float32), (5, 5), 4, 1.0, -1), 30, "12?34"),  # a dot up high: unsure
+    ],
+)
 def test_marks_read_as_punctuation_or_unsure(digits, reader_model, mark, at_y, text):
     left, x = write_row(digits, "12")
     right, _ = write_row(digits, "34", x=x + 100)
@@ -288,7 +300,7 @@ def test_annotate_draws_boxes_on_an_rgb_copy(digits, reader_model):
     for digit in reading.lines[0].digits:
         x, y, w, h = digit.box
         colour = UNSURE_COLOUR if digit.text == "?" else SURE_COLOUR
-        assert (drawn[y, x:x + w] == colour).all()  # the box's top edge
+        assert (drawn[y, x : x + w] == colour).all()  # the box's top edge
 
 
 def test_save_annotation_writes_a_png_atomically(tmp_path, digits, reader_model):
@@ -321,5 +333,4 @@ def test_make_pages_is_deterministic_and_varied(digits):
         assert 1 <= len(truth.lines) <= 3 and all(2 <= len(s) <= 8 for s in truth.lines)
         for line, boxes in zip(truth.lines, truth.boxes, strict=True):
             assert len(boxes) == len(line)
-            assert all(0 <= x and x + w <= page.shape[1] and 0 <= y and y + h <= page.shape[0]
-                       for x, y, w, h in boxes)
+            assert all(0 <= x and x + w <= page.shape[1] and 0 <= y and y + h <= page.shape[0] for x, y, w, h in boxes)

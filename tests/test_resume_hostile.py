@@ -18,11 +18,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import digitlab
-from memorytools import process_memory_mb
 from digitlab.checkpoint import remove_partial_writes, save_checkpoint
 from digitlab.cli import main
 from digitlab.errors import CheckpointError, ConfigError, WriteError
 from digitlab.recipes import RECIPES, Recipe
+from memorytools import process_memory_mb
 
 EPOCH = "checkpoint/epoch-0002"
 TINY = dict(settings=["dataset=digits8x8"], epochs=2, progress=False)
@@ -88,10 +88,12 @@ def edit_tensors(path: Path, change) -> None:
 
 def link_out(relative: str):
     """Move a part of the run outside it and leave a symbolic link in its place."""
+
     def damage(run: Path, outside: Path) -> None:
         target = outside / relative.replace("/", "_")
         shutil.move(run / relative, target)
         (run / relative).symlink_to(target, target_is_directory=target.is_dir())
+
     return damage
 
 
@@ -106,36 +108,42 @@ def tensors_of(relative: str, change):
 def put(key, value):
     def change(data):
         data[key] = value
+
     return change
 
 
 def drop(key):
     def change(data):
         del data[key]
+
     return change
 
 
 def put_recipe(key, value):
     def change(config):
         config["recipe"][key] = value
+
     return change
 
 
 def rename_tensor(old, new):
     def change(tensors):
         tensors[new] = tensors.pop(old)
+
     return change
 
 
 def set_tensor(name, value):
     def change(tensors):
         tensors[name] = value
+
     return change
 
 
 def optimizer_meta(change):
     def edit(state):
         change(state["optimizer"])
+
     return json_of(f"{EPOCH}/state.json", edit)
 
 
@@ -155,6 +163,7 @@ def as_folder(relative: str):
     def damage(run: Path, outside: Path) -> None:
         (run / relative).unlink()
         (run / relative).mkdir()
+
     return damage
 
 
@@ -200,8 +209,11 @@ HOSTILE = [
     # checkpoint/latest.json
     ("latest-list", json_of("checkpoint/latest.json", lambda d: [d]), "latest.json"),
     ("latest-epoch-text", json_of("checkpoint/latest.json", put("epoch", "2")), "'epoch' must be a whole number"),
-    ("latest-epoch-zero", json_of("checkpoint/latest.json", lambda d: {"epoch": 0, "folder": "epoch-0000"}),
-     "'epoch' must be a whole number"),
+    (
+        "latest-epoch-zero",
+        json_of("checkpoint/latest.json", lambda d: {"epoch": 0, "folder": "epoch-0000"}),
+        "'epoch' must be a whole number",
+    ),
     ("latest-no-epoch", json_of("checkpoint/latest.json", drop("epoch")), "'epoch' must be a whole number"),
     ("latest-folder-up", json_of("checkpoint/latest.json", put("folder", "..")), "'folder' must be 'epoch-0002'"),
     ("latest-folder-absolute", json_of("checkpoint/latest.json", put("folder", "/tmp")), "'folder' must be"),
@@ -214,10 +226,12 @@ HOSTILE = [
     ("state-no-optimizer", json_of(f"{EPOCH}/state.json", drop("optimizer")), "optimiser state"),
     ("history-not-list", json_of(f"{EPOCH}/state.json", put("history", {"epoch": 1})), "'history' must"),
     ("history-short", json_of(f"{EPOCH}/state.json", lambda d: drop(-1)(d["history"])), "'history' must"),
-    ("history-row-text", json_of(f"{EPOCH}/state.json", lambda d: d["history"].__setitem__(0, "x")),
-     "history row 1"),
-    ("history-row-loss-text", json_of(f"{EPOCH}/state.json", lambda d: d["history"][1].__setitem__("loss", "x")),
-     "history row 2"),
+    ("history-row-text", json_of(f"{EPOCH}/state.json", lambda d: d["history"].__setitem__(0, "x")), "history row 1"),
+    (
+        "history-row-loss-text",
+        json_of(f"{EPOCH}/state.json", lambda d: d["history"][1].__setitem__("loss", "x")),
+        "history row 2",
+    ),
     ("param-groups-not-list", optimizer_meta(put("param_groups", {"lr": 1})), "param_groups"),
     ("param-groups-two", optimizer_meta(two_groups), "param_groups"),
     ("param-groups-betas-text", optimizer_meta(betas_text), "'betas'"),
@@ -245,27 +259,47 @@ HOSTILE = [
     ("subset-zero", json_of("config.json", lambda d: d["train"].__setitem__("subset", 0)), "subset"),
     ("unknown-model", json_of("config.json", put_recipe("model", "no-such-net")), "unknown model"),
     ("model-args-unknown", json_of("config.json", put_recipe("model_args", {"wings": 2})), "cannot be built"),
-    ("model-args-other-net", json_of("config.json", put_recipe("model_args", {"hidden": [32]})),
-     "does not match"),
+    ("model-args-other-net", json_of("config.json", put_recipe("model_args", {"hidden": [32]})), "does not match"),
     # the checkpoint's tensors against the network, optimiser and generators the config builds
     ("model-x-zeros", x_model, "does not match"),
     ("model-weight-float64", tensors_of(f"{EPOCH}/model.safetensors", retype_weight), "float64"),
     ("model-weight-shape", tensors_of(f"{EPOCH}/model.safetensors", reshape_weight), "does not match"),
-    ("optimizer-name-without-dots", tensors_of(f"{EPOCH}/optimizer.safetensors",
-                                               rename_tensor("state.0.exp_avg", "exp_avg0")), "state.INDEX.KEY"),
-    ("optimizer-name-bad-index", tensors_of(f"{EPOCH}/optimizer.safetensors",
-                                            rename_tensor("state.0.exp_avg", "state.x.exp_avg")), "state.INDEX.KEY"),
-    ("optimizer-extra-parameter", tensors_of(f"{EPOCH}/optimizer.safetensors",
-                                             set_tensor("state.99.exp_avg", torch.zeros(1))), "parameter 99"),
+    (
+        "optimizer-name-without-dots",
+        tensors_of(f"{EPOCH}/optimizer.safetensors", rename_tensor("state.0.exp_avg", "exp_avg0")),
+        "state.INDEX.KEY",
+    ),
+    (
+        "optimizer-name-bad-index",
+        tensors_of(f"{EPOCH}/optimizer.safetensors", rename_tensor("state.0.exp_avg", "state.x.exp_avg")),
+        "state.INDEX.KEY",
+    ),
+    (
+        "optimizer-extra-parameter",
+        tensors_of(f"{EPOCH}/optimizer.safetensors", set_tensor("state.99.exp_avg", torch.zeros(1))),
+        "parameter 99",
+    ),
     ("optimizer-moment-shape", tensors_of(f"{EPOCH}/optimizer.safetensors", reshape_moment), "parameter 0"),
-    ("optimizer-foreign-key", tensors_of(f"{EPOCH}/optimizer.safetensors",
-                                         rename_tensor("state.0.exp_avg", "state.0.momentum_buffer")), "parameter 0"),
-    ("rng-wrong-size", tensors_of(f"{EPOCH}/rng.safetensors",
-                                  set_tensor("generator", torch.zeros(10, dtype=torch.uint8))), "'generator'"),
-    ("rng-wrong-dtype", tensors_of(f"{EPOCH}/rng.safetensors",
-                                   set_tensor("torch", torch.zeros(5056, dtype=torch.float32))), "'torch'"),
-    ("rng-invalid-state", tensors_of(f"{EPOCH}/rng.safetensors",
-                                     set_tensor("torch", torch.zeros(5056, dtype=torch.uint8))), "'torch'"),
+    (
+        "optimizer-foreign-key",
+        tensors_of(f"{EPOCH}/optimizer.safetensors", rename_tensor("state.0.exp_avg", "state.0.momentum_buffer")),
+        "parameter 0",
+    ),
+    (
+        "rng-wrong-size",
+        tensors_of(f"{EPOCH}/rng.safetensors", set_tensor("generator", torch.zeros(10, dtype=torch.uint8))),
+        "'generator'",
+    ),
+    (
+        "rng-wrong-dtype",
+        tensors_of(f"{EPOCH}/rng.safetensors", set_tensor("torch", torch.zeros(5056, dtype=torch.float32))),
+        "'torch'",
+    ),
+    (
+        "rng-invalid-state",
+        tensors_of(f"{EPOCH}/rng.safetensors", set_tensor("torch", torch.zeros(5056, dtype=torch.uint8))),
+        "'torch'",
+    ),
     ("rng-missing", tensors_of(f"{EPOCH}/rng.safetensors", lambda t: {"torch": t["torch"]}), "'generator'"),
 ]
 
@@ -337,15 +371,25 @@ def test_a_users_files_in_the_checkpoint_folder_survive_resume(run, capsys):
     code, err = resume(capsys, run, "--epochs", "3")
     assert code == 0, err
     assert sorted(p.name for p in (run / "checkpoint").iterdir()) == [
-        "epoch-0003", "epoch-notes", "latest.json", "notes.txt"]
+        "epoch-0003",
+        "epoch-notes",
+        "latest.json",
+        "notes.txt",
+    ]
     assert json.loads((run / "checkpoint" / "latest.json").read_text())["epoch"] == 3
 
 
 def tiny_checkpoint(run_dir: Path, epoch: int) -> Path:
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    return save_checkpoint(run_dir, epoch, model.state_dict(), optimizer.state_dict(),
-                           {"generator": torch.Generator().get_state()}, {"history": []})
+    return save_checkpoint(
+        run_dir,
+        epoch,
+        model.state_dict(),
+        optimizer.state_dict(),
+        {"generator": torch.Generator().get_state()},
+        {"history": []},
+    )
 
 
 def test_checkpoint_clean_up_deletes_only_its_own_folders_and_temporaries(tmp_path, outside):
@@ -360,7 +404,13 @@ def test_checkpoint_clean_up_deletes_only_its_own_folders_and_temporaries(tmp_pa
     before = snapshot(outside)
     tiny_checkpoint(root.parent, 2)
     assert sorted(p.name for p in root.iterdir()) == [
-        ".epoch-0008.x", ".precious.txt.x.tmp", "epoch-0002", "epoch-0007", "latest.json", "notes.txt"]
+        ".epoch-0008.x",
+        ".precious.txt.x.tmp",
+        "epoch-0002",
+        "epoch-0007",
+        "latest.json",
+        "notes.txt",
+    ]
     assert snapshot(outside) == before
 
 
@@ -398,21 +448,25 @@ def test_partial_writes_are_cleared_without_following_links(tmp_path, outside):
 def test_every_recipe_reads_back_from_its_json(name):
     recipe = RECIPES[name]
     assert Recipe.from_json(json.loads(json.dumps(recipe.to_json()))).to_json() == json.loads(
-        json.dumps(recipe.to_json()))
+        json.dumps(recipe.to_json())
+    )
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("seed", "x", "'seed' must be a whole number"),
-    ("seed", True, "'seed' must be a whole number"),
-    ("epochs", 2.5, "'epochs' must be a whole number"),
-    ("lr", float("nan"), "'lr' must be a finite number"),
-    ("lr", None, "'lr' must be a finite number"),
-    ("name", 3, "'name' must be a string"),
-    ("nesterov", "yes", "'nesterov' must be true or false"),
-    ("published_accuracy", "high", "'published_accuracy' must be a finite number or null"),
-    ("augment", [1, 2], "'augment' must be"),
-    ("augment", {"shift": "x"}, "'augment'"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("seed", "x", "'seed' must be a whole number"),
+        ("seed", True, "'seed' must be a whole number"),
+        ("epochs", 2.5, "'epochs' must be a whole number"),
+        ("lr", float("nan"), "'lr' must be a finite number"),
+        ("lr", None, "'lr' must be a finite number"),
+        ("name", 3, "'name' must be a string"),
+        ("nesterov", "yes", "'nesterov' must be true or false"),
+        ("published_accuracy", "high", "'published_accuracy' must be a finite number or null"),
+        ("augment", [1, 2], "'augment' must be"),
+        ("augment", {"shift": "x"}, "'augment'"),
+    ],
+)
 def test_recipe_fields_of_the_wrong_type_are_named(field, value, message):
     data = RECIPES["digitnet"].to_json()
     data[field] = value

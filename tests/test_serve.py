@@ -24,6 +24,7 @@ from digitlab.serve import create_app
 from imagetools import huge_png, png_bytes
 from servicetools import free_port, start_service, stop_service
 
+
 @pytest.fixture(scope="module")
 def test_digits(mnist):
     """The first 50 MNIST test digits: (50, 28, 28) uint8 and their labels."""
@@ -131,8 +132,9 @@ def test_read_a_photo_with_annotation(client, shared_data_dir):
 
 def test_a_body_over_the_limit_is_413_before_it_is_read(model):
     with TestClient(create_app(model, max_body=1000)) as small:
-        assert_error(small.post("/api/predict", content=b"x" * 1001, headers={"content-type": "image/png"}),
-                     413, "1,000")
+        assert_error(
+            small.post("/api/predict", content=b"x" * 1001, headers={"content-type": "image/png"}), 413, "1,000"
+        )
 
         def trickle():  # chunked: no Content-Length, the limit is found while reading
             for _ in range(20):
@@ -143,35 +145,48 @@ def test_a_body_over_the_limit_is_413_before_it_is_read(model):
 
 
 def test_image_errors(client):
-    assert_error(client.post("/api/predict", content=huge_png(20000, 20000), headers={"content-type": "image/png"}),
-                 413, "pixels")
-    assert_error(client.post("/api/read", content=huge_png(8000, 8000), headers={"content-type": "image/png"}),
-                 413, "40,000,000")
-    assert_error(client.post("/api/read", content=b"hello, world\n", headers={"content-type": "text/plain"}),
-                 415, "not an image")
+    assert_error(
+        client.post("/api/predict", content=huge_png(20000, 20000), headers={"content-type": "image/png"}),
+        413,
+        "pixels",
+    )
+    assert_error(
+        client.post("/api/read", content=huge_png(8000, 8000), headers={"content-type": "image/png"}), 413, "40,000,000"
+    )
+    assert_error(
+        client.post("/api/read", content=b"hello, world\n", headers={"content-type": "text/plain"}), 415, "not an image"
+    )
     assert_error(client.post("/api/predict", json={"image": data_url(b"GIF89a not really")}), 415)
     truncated = png_bytes(np.full((300, 300), 200, np.uint8))[:-40]
     assert_error(client.post("/api/read", content=truncated, headers={"content-type": "image/png"}), 422)
-    assert_error(client.post("/api/predict", content=png_bytes(np.full((64, 64), 255, np.uint8)),
-                             headers={"content-type": "image/png"}), 422, "no ink")
+    assert_error(
+        client.post(
+            "/api/predict", content=png_bytes(np.full((64, 64), 255, np.uint8)), headers={"content-type": "image/png"}
+        ),
+        422,
+        "no ink",
+    )
     assert_error(client.post("/api/predict", content=b"", headers={"content-type": "image/png"}), 422, "empty")
     assert_error(client.post("/api/read", files={"other": ("a.png", b"x", "image/png")}), 422, "file")
 
 
-@pytest.mark.parametrize("body, words", [
-    (b"{not json", ("not valid JSON",)),
-    (b"[1, 2, 3]", ("either",)),
-    (json.dumps({"pixels": [[0] * 28] * 27}).encode(), ("28x28",)),
-    (json.dumps({"pixels": [[0] * 27] * 28}).encode(), ("28x28",)),
-    (json.dumps({"pixels": [["a"] * 28] * 28}).encode(), ("numbers",)),
-    (json.dumps({"pixels": [[300] * 28] * 28}).encode(), ("0-255",)),
-    (json.dumps({"pixels": [[-1] * 28] * 28}).encode(), ("0-255",)),
-    (json.dumps({"image": "not a data url"}).encode(), ("data URL",)),
-    (json.dumps({"image": "data:image/png;base64,@@@"}).encode(), ("base64",)),
-    (json.dumps({"image": "x", "pixels": []}).encode(), ("either",)),
-    (b"[" * 100_000 + b"]" * 100_000, ("nested",)),  # was a 500: RecursionError
-    (json.dumps({"pixels": [[10 ** 400] * 28] * 28}).encode(), ("numbers",)),  # was a 500: OverflowError
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (b"{not json", ("not valid JSON",)),
+        (b"[1, 2, 3]", ("either",)),
+        (json.dumps({"pixels": [[0] * 28] * 27}).encode(), ("28x28",)),
+        (json.dumps({"pixels": [[0] * 27] * 28}).encode(), ("28x28",)),
+        (json.dumps({"pixels": [["a"] * 28] * 28}).encode(), ("numbers",)),
+        (json.dumps({"pixels": [[300] * 28] * 28}).encode(), ("0-255",)),
+        (json.dumps({"pixels": [[-1] * 28] * 28}).encode(), ("0-255",)),
+        (json.dumps({"image": "not a data url"}).encode(), ("data URL",)),
+        (json.dumps({"image": "data:image/png;base64,@@@"}).encode(), ("base64",)),
+        (json.dumps({"image": "x", "pixels": []}).encode(), ("either",)),
+        (b"[" * 100_000 + b"]" * 100_000, ("nested",)),  # was a 500: RecursionError
+        (json.dumps({"pixels": [[10**400] * 28] * 28}).encode(), ("numbers",)),  # was a 500: OverflowError
+    ],
+)
 def test_malformed_json_is_422(client, body, words):
     assert_error(client.post("/api/predict", content=body, headers={"content-type": "application/json"}), 422, *words)
 
@@ -203,8 +218,9 @@ def test_the_service_starts_answers_and_shuts_down_cleanly(stop, test_digits):
     process = start_service(port)
     try:
         body = json.dumps({"pixels": test_digits[0][0].tolist()}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/predict", body,
-                                         {"content-type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/predict", body, {"content-type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=30) as answer:
             assert json.load(answer)["digit"] == str(test_digits[1][0])
         process.send_signal(stop)
@@ -214,8 +230,14 @@ def test_the_service_starts_answers_and_shuts_down_cleanly(stop, test_digits):
 
 
 def test_a_bounded_load_test_has_no_errors(shared_data_dir, tmp_path):
-    report = bench_serve(clients=8, seconds=1.5, data_dir=shared_data_dir, results=tmp_path / "serve.json",
-                         markdown=tmp_path / "BENCHMARKS.md", progress=False)
+    report = bench_serve(
+        clients=8,
+        seconds=1.5,
+        data_dir=shared_data_dir,
+        results=tmp_path / "serve.json",
+        markdown=tmp_path / "BENCHMARKS.md",
+        progress=False,
+    )
     for kind, run in report["runs"].items():
         assert run["errors"] == 0 and run["requests"] > 0, kind
     # Correctness on what a time-bounded loop happened to send is a coin toss for canvases (14-19
@@ -230,8 +252,10 @@ def test_canvas_pngs_of_a_fixed_set_of_digits_read_right(client, mnist):
     """The first 200 MNIST test digits as the load test's canvas bodies (bench.common.request_bodies):
     199 of 200 read right with the bundled model (measured 2026-12-02; 499 of the first 500)."""
     images, labels = mnist.test_images[:200, 0].numpy(), mnist.test_labels[:200].numpy()
-    answers = [client.post("/api/predict", content=body, headers={"content-type": "application/json"}).json()
-               for body in request_bodies("canvas", images)]
+    answers = [
+        client.post("/api/predict", content=body, headers={"content-type": "application/json"}).json()
+        for body in request_bodies("canvas", images)
+    ]
     right = np.mean([answer["digit"] == str(label) for answer, label in zip(answers, labels)])
     assert right >= 0.99, right
 
@@ -242,9 +266,16 @@ def test_the_service_survives_abuse(shared_data_dir, tmp_path):
     not list (a hang included), the service logs a traceback or stops answering; the asserts
     below say the same where it can be read from the report."""
     read_timeout = 2
-    report = bench_abuse(clients=4, seconds=3, read_timeout=read_timeout, data_dir=shared_data_dir,
-                         hostile_side=2500, results=tmp_path / "serve.json", markdown=tmp_path / "BENCHMARKS.md",
-                         progress=False)
+    report = bench_abuse(
+        clients=4,
+        seconds=3,
+        read_timeout=read_timeout,
+        data_dir=shared_data_dir,
+        hostile_side=2500,
+        results=tmp_path / "serve.json",
+        markdown=tmp_path / "BENCHMARKS.md",
+        progress=False,
+    )
     good = report["good"]
     assert good["errors"] == 0 and good["requests"] > 100 and good["digits_right"] >= 0.95
     assert set(report["abuse"]) == set(EXPECTED)
@@ -268,15 +299,22 @@ def test_the_service_survives_abuse(shared_data_dir, tmp_path):
 
 
 def test_serve_cli_refuses_bad_options():
-    for args in (["--port", "70000"], ["--max-body-mb", "0"], ["--threads", "0"], ["--read-timeout", "0"],
-                 ["--write-timeout", "0"]):
-        run = subprocess.run([sys.executable, "-m", "digitlab", "serve", *args], capture_output=True, text=True,
-                             timeout=120)
+    for args in (
+        ["--port", "70000"],
+        ["--max-body-mb", "0"],
+        ["--threads", "0"],
+        ["--read-timeout", "0"],
+        ["--write-timeout", "0"],
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "digitlab", "serve", *args], capture_output=True, text=True, timeout=120
+        )
         assert run.returncode == 2 and "error" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_serve_cli_help_explains():
-    run = subprocess.run([sys.executable, "-m", "digitlab", "serve", "--help"], capture_output=True, text=True,
-                         timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "digitlab", "serve", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0 and "/api/predict" in run.stdout and "--max-pixels" in run.stdout
     assert "--read-timeout" in run.stdout and "--write-timeout" in run.stdout

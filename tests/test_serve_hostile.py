@@ -24,7 +24,8 @@ from fastapi.responses import Response
 from PIL import Image
 
 import digitlab
-from digitlab.read import MAX_MARKS, ReadingStopped, read as read_digits
+from digitlab.read import MAX_MARKS, ReadingStopped
+from digitlab.read import read as read_digits
 from digitlab.serve import create_app
 from digitlab.serve.app import ANNOTATED_BYTES, ANNOTATED_SIDE, Batcher, GuardedHttp
 from imagetools import dds_file, png_bytes
@@ -53,14 +54,14 @@ def dots(n: int, step: int = 10) -> bytes:
     """n x n 3x3 dots, `step` pixels apart: a 250x250 grid (307 KB) worked 41-48 s before refused."""
     page = np.full((n * step, n * step), 255, np.uint8)
     for y in range(n):
-        page[y * step + 3:y * step + 6] = np.where(np.arange(n * step) % step // 3 == 1, 0, 255)
+        page[y * step + 3 : y * step + 6] = np.where(np.arange(n * step) % step // 3 == 1, 0, 255)
     return png_bytes(page)
 
 
 def ruled(lines: int, width: int = 1000, step: int = 6) -> bytes:
     """`lines` ruled lines 6 px apart, nothing written: 330 of them (8 KB) took 12-16 s."""
     page = np.full((lines * step + 20, width), 255, np.uint8)
-    page[10:10 + lines * step:step] = 0
+    page[10 : 10 + lines * step : step] = 0
     return png_bytes(page)
 
 
@@ -84,8 +85,15 @@ def noisy_photo(width: int, height: int) -> bytes:
     """A JPEG of grainy paper with a line of digits: its full-size PNG does not compress."""
     rng = np.random.default_rng(0)
     page = (235 + rng.normal(0, 12, (height, width, 3))).clip(0, 255).astype(np.uint8)
-    cv2.putText(page, "4071", (width // 4, height // 2), cv2.FONT_HERSHEY_SIMPLEX, height / 200, (30, 30, 30),
-                max(2, height // 150))
+    cv2.putText(
+        page,
+        "4071",
+        (width // 4, height // 2),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        height / 200,
+        (30, 30, 30),
+        max(2, height // 150),
+    )
     return cv2.imencode(".jpg", page, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
 
@@ -199,9 +207,10 @@ def test_a_bad_image_fails_alone_in_its_batch(service):
     _, port = service
 
     async def scenario():
-        return await asyncio.gather(exchange(port, post(port, "/api/predict", dds_file(0), "image/x-dds")),
-                                    *(exchange(port, post(port, "/api/predict", json.dumps(PIXELS).encode()))
-                                      for _ in range(7)))
+        return await asyncio.gather(
+            exchange(port, post(port, "/api/predict", dds_file(0), "image/x-dds")),
+            *(exchange(port, post(port, "/api/predict", json.dumps(PIXELS).encode())) for _ in range(7)),
+        )
 
     (status, headers, body, _), *good = asyncio.run(scenario())
     assert status in (415, 422) and headers["content-type"] == "application/json"
@@ -218,8 +227,12 @@ def test_any_exception_from_one_image_stays_its_own(model):
         batcher.start()
         try:
             digit = np.zeros((28, 28), np.uint8)
-            return await asyncio.gather(batcher.predict(12345, True), batcher.predict(one_digit(), True),
-                                        *(batcher.predict(digit, False) for _ in range(3)), return_exceptions=True)
+            return await asyncio.gather(
+                batcher.predict(12345, True),
+                batcher.predict(one_digit(), True),
+                *(batcher.predict(digit, False) for _ in range(3)),
+                return_exceptions=True,
+            )
         finally:
             await batcher.stop()
 
@@ -238,8 +251,7 @@ def test_failed_images_are_freed_at_once(service):
     page = png_bytes(np.full((2500, 2500), 255, np.uint8))
 
     async def scenario():
-        return await asyncio.gather(*(exchange(port, post(port, "/api/predict", page, "image/png"))
-                                      for _ in range(12)))
+        return await asyncio.gather(*(exchange(port, post(port, "/api/predict", page, "image/png")) for _ in range(12)))
 
     answers = asyncio.run(scenario())
     assert [a[0] for a in answers] == [422] * 12 and b"no ink" in answers[0][2]
@@ -270,11 +282,12 @@ def test_a_client_that_does_not_read_its_answer_is_dropped(model):
 
     @app.get("/big")
     async def big():
-        return Response(bytes(16 * 2 ** 20), media_type="application/octet-stream")
+        return Response(bytes(16 * 2**20), media_type="application/octet-stream")
 
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            http=functools.partial(GuardedHttp, write_timeout=1.0))
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", http=functools.partial(GuardedHttp, write_timeout=1.0)
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -290,11 +303,11 @@ def test_a_client_that_does_not_read_its_answer_is_dropped(model):
             sock.settimeout(10)
             received = 0
             try:
-                while chunk := sock.recv(2 ** 20):
+                while chunk := sock.recv(2**20):
                     received += len(chunk)
             except ConnectionResetError:
                 pass
-        assert received < 16 * 2 ** 20, received  # cut off: the rest was dropped, not kept for it
+        assert received < 16 * 2**20, received  # cut off: the rest was dropped, not kept for it
     finally:
         server.should_exit = True
         thread.join(15)
@@ -303,15 +316,25 @@ def test_a_client_that_does_not_read_its_answer_is_dropped(model):
 # --- malformed HTTP and JSON ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("raw", [
-    b"POST /api/predict HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
-    b"POST /api/predict HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-    b"POST /api/predict HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    b"GET /healthz HTTP/1.1\r\nX-A: a\x00b\r\n\r\n",
-    b"FOO /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(64),  # a TLS hello
-], ids=["duplicate Content-Length", "negative Content-Length", "Content-Length and chunked", "NUL in a header",
-        "unknown method", "TLS"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /api/predict HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+        b"POST /api/predict HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        b"POST /api/predict HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nX-A: a\x00b\r\n\r\n",
+        b"FOO /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(64),  # a TLS hello
+    ],
+    ids=[
+        "duplicate Content-Length",
+        "negative Content-Length",
+        "Content-Length and chunked",
+        "NUL in a header",
+        "unknown method",
+        "TLS",
+    ],
+)
 def test_malformed_http_is_a_json_400(service, raw):
     _, port = service
     status, headers, body, _ = asyncio.run(exchange(port, raw, limit=10))
@@ -321,6 +344,7 @@ def test_malformed_http_is_a_json_400(service, raw):
 
 
 def test_an_integer_of_5000_digits_is_422(client):
-    answer = client.post("/api/predict", content=b'{"pixels": ' + b"9" * 5000 + b"}",
-                         headers={"content-type": "application/json"})
+    answer = client.post(
+        "/api/predict", content=b'{"pixels": ' + b"9" * 5000 + b"}", headers={"content-type": "application/json"}
+    )
     assert answer.status_code == 422 and "digits" in answer.json()["error"], answer.text

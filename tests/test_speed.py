@@ -37,8 +37,15 @@ def test_compiled_training_saves_plain_weights_that_load(mnist, tmp_path):
     from torch._dynamo.utils import counters
 
     counters.clear()
-    run = digitlab.train("fast", dataset=mnist, out=tmp_path, progress=False, evaluate_after=False, subset=1024,
-                         settings=["compile=true", "bf16=false"])
+    run = digitlab.train(
+        "fast",
+        dataset=mnist,
+        out=tmp_path,
+        progress=False,
+        evaluate_after=False,
+        subset=1024,
+        settings=["compile=true", "bf16=false"],
+    )
     assert run.config["recipe"]["compile"] is True
     assert counters["stats"]["unique_graphs"] >= 1  # the steps really went through torch.compile
     model = digitlab.load_model(run.path)  # no torch.compile prefixes in the saved names
@@ -69,8 +76,15 @@ def test_a_failing_worker_is_a_clear_error(shared_data_dir):
 def test_bench_speed_quick_writes_its_tables(shared_data_dir, tmp_path):
     markdown, results = tmp_path / "BENCHMARKS.md", tmp_path / "speed.json"
     markdown.write_text("# Benchmarks\n\nkept\n")
-    report = bench_speed.bench_speed(quick=True, seeds_995=0, ablations=False, data_dir=shared_data_dir,
-                                     markdown=markdown, results=results, log=lambda *a: None)
+    report = bench_speed.bench_speed(
+        quick=True,
+        seeds_995=0,
+        ablations=False,
+        data_dir=shared_data_dir,
+        markdown=markdown,
+        results=results,
+        log=lambda *a: None,
+    )
     text = markdown.read_text()
     assert "kept" in text and "mean nothing" in text
     assert "**`fast`** (1 seed)" in text and "GFLOP/s" in text

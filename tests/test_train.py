@@ -17,8 +17,18 @@ from digitlab.train import OPTIMIZERS, SCHEDULES, RunOptions, learning_rate, mak
 # `digitlab.train` is the API function; the module of the same name is reached through importlib.
 train_module = importlib.import_module("digitlab.train")
 
-RUN_FILES = {"config.json", "model.safetensors", "history.json", "metrics.json", "report.txt",
-             "curves.png", "confusion.png", "errors.png", "samples.png", "checkpoint"}
+RUN_FILES = {
+    "config.json",
+    "model.safetensors",
+    "history.json",
+    "metrics.json",
+    "report.txt",
+    "curves.png",
+    "confusion.png",
+    "errors.png",
+    "samples.png",
+    "checkpoint",
+}
 
 
 def test_keras_mlp_dropout_one_epoch_reaches_96_percent(mnist, tmp_path):
@@ -71,8 +81,9 @@ def test_resume_gives_the_same_history_as_an_uninterrupted_run(recipe, subset, m
 
 
 def test_resuming_a_finished_run_asks_for_more_epochs(mnist, tmp_path):
-    run = digitlab.train("keras-mlp-dropout", epochs=1, subset=500, dataset=mnist, out=tmp_path, progress=False,
-                         evaluate_after=False)
+    run = digitlab.train(
+        "keras-mlp-dropout", epochs=1, subset=500, dataset=mnist, out=tmp_path, progress=False, evaluate_after=False
+    )
     # Trained but never evaluated (as if killed during evaluation): resuming finishes the evaluation.
     assert not (run.path / "metrics.json").exists()
     finished = digitlab.train(None, resume=run.path, dataset=mnist, progress=False)
@@ -87,8 +98,16 @@ def test_resuming_a_finished_run_asks_for_more_epochs(mnist, tmp_path):
 
 
 def test_val_split_validates_on_held_out_training_images(mnist, tmp_path):
-    run = digitlab.train("keras-mlp-dropout", epochs=1, subset=2000, val_split=0.25, dataset=mnist, out=tmp_path,
-                         progress=False, evaluate_after=False)
+    run = digitlab.train(
+        "keras-mlp-dropout",
+        epochs=1,
+        subset=2000,
+        val_split=0.25,
+        dataset=mnist,
+        out=tmp_path,
+        progress=False,
+        evaluate_after=False,
+    )
     assert run.config["train"]["validation"] == "held-out training images"
     assert run.config["train"]["val_split"] == 0.25
     assert 0.5 < run.history[0]["val_accuracy"] <= 1.0
@@ -100,8 +119,9 @@ def test_val_split_validates_on_held_out_training_images(mnist, tmp_path):
 
 
 def test_loaded_model_predicts_uint8_and_float_arrays(mnist, tmp_path):
-    run = digitlab.train("keras-mlp-dropout", epochs=1, subset=5000, dataset=mnist, out=tmp_path, progress=False,
-                         evaluate_after=False)
+    run = digitlab.train(
+        "keras-mlp-dropout", epochs=1, subset=5000, dataset=mnist, out=tmp_path, progress=False, evaluate_after=False
+    )
     model = digitlab.load_model(run.path)
     images = mnist.test_images[:200, 0].numpy()  # (200, 28, 28) uint8
     labels = mnist.test_labels[:200].numpy()
@@ -119,13 +139,20 @@ def test_loaded_model_predicts_uint8_and_float_arrays(mnist, tmp_path):
 
 
 def test_evaluate_writes_report_and_plots_for_another_split(mnist, tmp_path):
-    run = digitlab.train("keras-mlp-dropout", epochs=1, subset=5000, dataset=mnist, out=tmp_path, progress=False,
-                         evaluate_after=False)
+    run = digitlab.train(
+        "keras-mlp-dropout", epochs=1, subset=5000, dataset=mnist, out=tmp_path, progress=False, evaluate_after=False
+    )
     metrics = digitlab.evaluate(run.path, split="train", dataset=mnist, out=tmp_path / "eval", progress=False)
     assert 0.85 < metrics.accuracy < 1
     names = {p.name for p in (tmp_path / "eval").iterdir()}
-    assert {"metrics-train.json", "report-train.txt", "confusion-train.png", "errors-train.png",
-            "samples-train.png", "curves.png"} <= names
+    assert {
+        "metrics-train.json",
+        "report-train.txt",
+        "confusion-train.png",
+        "errors-train.png",
+        "samples-train.png",
+        "curves.png",
+    } <= names
     assert "precision" in (tmp_path / "eval" / "report-train.txt").read_text()
     with pytest.raises(ConfigError, match="without --val-split"):
         digitlab.evaluate(run.path, split="val", dataset=mnist, progress=False)
@@ -140,8 +167,8 @@ def test_onecycle_schedule_rises_then_falls_to_zero():
     assert rates[0] == pytest.approx(recipe.lr / 10)
     assert peak == pytest.approx(recipe.warmup * 10 * steps, abs=1)
     assert rates[-1] < recipe.lr / 100
-    assert all(a <= b for a, b in zip(rates[:peak], rates[1:peak + 1]))
-    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:]))
+    assert all(a <= b for a, b in zip(rates[:peak], rates[1 : peak + 1]))
+    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1 :]))
     step = get_recipe("keras-cnn").override(schedule="step", step_epochs=2, gamma=0.5)
     assert learning_rate(step, 2 * steps, steps) == pytest.approx(step.lr * 0.5)
 
@@ -156,8 +183,9 @@ def test_the_recipe_names_are_the_keys_of_the_optimizer_and_schedule_tables():
         assert all(learning_rate(recipe, s, steps) >= 0 for s in range(3 * steps))
     model = torch.nn.Linear(2, 2)
     for name in OPTIMIZERS:
-        assert isinstance(make_optimizer(get_recipe("keras-cnn").override(optimizer=name), model.parameters()),
-                          torch.optim.Optimizer)
+        assert isinstance(
+            make_optimizer(get_recipe("keras-cnn").override(optimizer=name), model.parameters()), torch.optim.Optimizer
+        )
 
 
 @pytest.mark.parametrize("field, name", [("optimizer", "rmsprop"), ("schedule", "cosine")])
@@ -180,11 +208,19 @@ def test_an_unknown_optimizer_or_schedule_is_a_clear_error_everywhere(field, nam
 
 def test_fit_takes_its_options_as_digitlab_train_gives_them(tmp_path):
     # What `bench speed` calls: train.fit(recipe, RunOptions(...)); the history is digitlab.train's.
-    options = RunOptions(out=tmp_path / "fit", settings=("dataset=digits8x8",), progress=False,
-                         overrides={"epochs": 2, "seed": 3})
+    options = RunOptions(
+        out=tmp_path / "fit", settings=("dataset=digits8x8",), progress=False, overrides={"epochs": 2, "seed": 3}
+    )
     run = train_module.fit("keras-mlp-dropout", options)
-    trained = digitlab.train("keras-mlp-dropout", epochs=2, seed=3, settings=["dataset=digits8x8"],
-                             out=tmp_path / "train", progress=False, evaluate_after=False)
+    trained = digitlab.train(
+        "keras-mlp-dropout",
+        epochs=2,
+        seed=3,
+        settings=["dataset=digits8x8"],
+        out=tmp_path / "train",
+        progress=False,
+        evaluate_after=False,
+    )
     assert run.path.parent == tmp_path / "fit" and run.recipe.seed == 3
     assert history_without_time(run.history) == history_without_time(trained.history)
 
@@ -204,7 +240,8 @@ def test_split_validation_holds_out_a_seeded_part_of_a_seeded_subset(mnist):
 def test_opencv_recipe_runs_through_the_same_api_and_run_directory(mnist, tmp_path):
     run = digitlab.train("opencv-mlp", epochs=2, subset=1000, dataset=mnist, out=tmp_path, progress=False)
     assert {"config.json", "model.safetensors", "history.json", "metrics.json", "confusion.png"} <= {
-        p.name for p in run.path.iterdir()}
+        p.name for p in run.path.iterdir()
+    }
     metrics = json.loads((run.path / "metrics.json").read_text())
     # OpenCVMLP reproduces OpenCV's predict: the torch evaluation agrees with OpenCV's own accuracy.
     assert metrics["accuracy"] == pytest.approx(run.history[0]["val_accuracy"], abs=1e-4)
@@ -229,5 +266,5 @@ def test_augmentation_is_seeded_bounded_and_does_what_it_says(mnist):
     thick = train_module.augment_batch(x, Augment(thickness=0.5), torch.Generator().manual_seed(0))
     changed = (thick.sum((1, 2, 3)) - x.sum((1, 2, 3))).abs() > 1
     assert changed.all()
-    assert ((thick > x).any() or (thick < x).any())
+    assert (thick > x).any() or (thick < x).any()
     assert torch.equal(train_module.augment_batch(x, Augment(), torch.Generator()), x)  # nothing asked, nothing done

@@ -11,10 +11,22 @@ import sys
 import types
 
 from .errors import DigitlabError
-
 from .version import __version__
-__all__ = ["DigitlabError", "Model", "Prediction", "Run", "__version__", "annotate", "evaluate", "load_dataset",
-           "load_model", "predict", "read", "train"]
+
+__all__ = [
+    "DigitlabError",
+    "Model",
+    "Prediction",
+    "Run",
+    "__version__",
+    "annotate",
+    "evaluate",
+    "load_dataset",
+    "load_model",
+    "predict",
+    "read",
+    "train",
+]
 API = frozenset(__all__) - {"DigitlabError", "__version__"}  # the names digitlab.api gives
 
 

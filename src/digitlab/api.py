@@ -27,8 +27,18 @@ from .read import annotate as annotate_image
 from .read import read as read_image
 from .train import Run, RunOptions, fit
 
-__all__ = ["Model", "Prediction", "Run", "load_dataset", "train", "evaluate", "load_model", "predict", "read",
-           "annotate"]
+__all__ = [
+    "Model",
+    "Prediction",
+    "Run",
+    "load_dataset",
+    "train",
+    "evaluate",
+    "load_model",
+    "predict",
+    "read",
+    "annotate",
+]
 
 
 def train(
@@ -64,9 +74,19 @@ def train(
     """
     cluster = Cluster.from_environment()  # several processes when started by torchrun
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}  # None: the recipe's own
-    options = RunOptions(dataset=dataset, data_dir=data_dir, out=out, resume=resume, device=device,
-                         val_split=val_split, subset=subset, settings=tuple(settings or ()), progress=progress,
-                         cluster=cluster, overrides=overrides)
+    options = RunOptions(
+        dataset=dataset,
+        data_dir=data_dir,
+        out=out,
+        resume=resume,
+        device=device,
+        val_split=val_split,
+        subset=subset,
+        settings=tuple(settings or ()),
+        progress=progress,
+        cluster=cluster,
+        overrides=overrides,
+    )
     run = fit(recipe, options)
     if evaluate_after and cluster.main:
         evaluate(run.path, data_dir=data_dir, dataset=dataset, progress=progress)
@@ -106,13 +126,21 @@ class Prediction:
     model_input: np.ndarray  # (28, 28) uint8, ink bright: what preprocessing made of the image
 
     def to_json(self) -> dict:
-        return {"digit": self.digit, "confidence": self.confidence,
-                "top3": [{"digit": d, "probability": p} for d, p in self.top3],
-                "probabilities": self.probabilities}
+        return {
+            "digit": self.digit,
+            "confidence": self.confidence,
+            "top3": [{"digit": d, "probability": p} for d, p in self.top3],
+            "probabilities": self.probabilities,
+        }
 
 
-def predict(images: ImageSource | list[ImageSource], model: Model | str | Path | None = None, *,
-            prepare: bool = True, max_pixels: int = MAX_PIXELS) -> list[Prediction]:
+def predict(
+    images: ImageSource | list[ImageSource],
+    model: Model | str | Path | None = None,
+    *,
+    prepare: bool = True,
+    max_pixels: int = MAX_PIXELS,
+) -> list[Prediction]:
     """Read one digit per image: each is prepared MNIST-style (preprocess.to_mnist_style) first.
 
     images: one image or a list (paths, bytes, PIL images or arrays, any common format);
@@ -131,10 +159,15 @@ def predict(images: ImageSource | list[ImageSource], model: Model | str | Path |
     predictions = []
     for x, p in zip(inputs, probabilities):
         order = np.argsort(-p)[:3]
-        predictions.append(Prediction(
-            digit=model.classes[order[0]], confidence=float(p[order[0]]),
-            top3=[(model.classes[i], float(p[i])) for i in order], probabilities=[float(v) for v in p],
-            model_input=x))
+        predictions.append(
+            Prediction(
+                digit=model.classes[order[0]],
+                confidence=float(p[order[0]]),
+                top3=[(model.classes[i], float(p[i])) for i in order],
+                probabilities=[float(v) for v in p],
+                model_input=x,
+            )
+        )
     return predictions
 
 
@@ -147,8 +180,13 @@ def _digit_model(model: Model | str | Path | None) -> Model:
     return model
 
 
-def read(image: ImageSource, model: Model | str | Path | None = None, *,
-         unsure_below: float = UNSURE_BELOW, max_pixels: int = MAX_PIXELS) -> Reading:
+def read(
+    image: ImageSource,
+    model: Model | str | Path | None = None,
+    *,
+    unsure_below: float = UNSURE_BELOW,
+    max_pixels: int = MAX_PIXELS,
+) -> Reading:
     """Read the lines of digits in a photo or scan: text, and each digit's box and confidence.
 
     model: a loaded Model, a run directory, or None for the bundled default model;

@@ -70,17 +70,19 @@ def recipe_table() -> list[dict]:
         text = None
         if m:
             text = f"{m['mean'] * 100:.2f}%" + (f" ± {m['sd'] * 100:.2f}" if m["n"] > 1 else "") + f" (n={m['n']})"
-        rows.append({
-            "name": recipe.name,
-            "description": recipe.description,
-            "dataset": recipe.dataset,
-            "model": recipe.model,
-            "parameters": recipe_parameters(recipe),
-            "published_accuracy": recipe.published_accuracy,
-            "measured": text,
-            "measured_detail": m,
-            "source": recipe.source,
-        })
+        rows.append(
+            {
+                "name": recipe.name,
+                "description": recipe.description,
+                "dataset": recipe.dataset,
+                "model": recipe.model,
+                "parameters": recipe_parameters(recipe),
+                "published_accuracy": recipe.published_accuracy,
+                "measured": text,
+                "measured_detail": m,
+                "source": recipe.source,
+            }
+        )
     return rows
 
 
@@ -96,7 +98,6 @@ def summary_text(target: str) -> str:
         model = create_model_from_config(config["model"])
         return summarize(model, tuple(config["dataset"]["image_shape"]), f"{config['recipe']['name']} ({path})")
     if target not in RECIPES:
-        raise UnknownNameError(f"{target!r} is neither a run directory nor a recipe; "
-                               f"recipes: {', '.join(RECIPES)}")
+        raise UnknownNameError(f"{target!r} is neither a run directory nor a recipe; recipes: {', '.join(RECIPES)}")
     recipe = get_recipe(target)
     return summarize(recipe_model(recipe), DATASETS[recipe.dataset].image_shape, recipe.name)

@@ -99,20 +99,35 @@ def optimizer_to_files(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict, tensors_name: str = "the optimiser tensors",
-                         meta_name: str = "the optimiser state") -> dict:
+def optimizer_from_files(
+    tensors: dict[str, torch.Tensor],
+    meta: dict,
+    tensors_name: str = "the optimiser tensors",
+    meta_name: str = "the optimiser state",
+) -> dict:
     """The optimizer.state_dict() that optimizer_to_files split. CheckpointError, naming the file,
     when the tensor names or the JSON remainder are not as it writes them; whether they fit the
     optimiser of a network is train.check_optimizer_state's to check."""
     groups = meta.get("param_groups") if isinstance(meta, dict) else None
-    if not (isinstance(groups, list) and groups and all(
-            isinstance(g, dict) and isinstance(g.get("params"), list)
-            and all(type(i) is int and i >= 0 for i in g["params"]) for g in groups)):
-        raise damaged(meta_name, "the optimiser state ('optimizer') must hold 'param_groups', a list of objects "
-                                 "whose 'params' list parameter numbers")
+    if not (
+        isinstance(groups, list)
+        and groups
+        and all(
+            isinstance(g, dict)
+            and isinstance(g.get("params"), list)
+            and all(type(i) is int and i >= 0 for i in g["params"])
+            for g in groups
+        )
+    ):
+        raise damaged(
+            meta_name,
+            "the optimiser state ('optimizer') must hold 'param_groups', a list of objects "
+            "whose 'params' list parameter numbers",
+        )
     scalars = meta.get("scalars", {})
-    if not (isinstance(scalars, dict) and all(re.fullmatch(r"\d+", k) and isinstance(v, dict)
-                                              for k, v in scalars.items())):
+    if not (
+        isinstance(scalars, dict) and all(re.fullmatch(r"\d+", k) and isinstance(v, dict) for k, v in scalars.items())
+    ):
         raise damaged(meta_name, "the optimiser's 'scalars' must map parameter numbers to objects")
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
@@ -146,9 +161,11 @@ def plain(path: Path, kind: str = "file", required: bool = False) -> bool:
     except OSError as err:
         raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from err
     if stat.S_ISLNK(mode):
-        raise CheckpointError(f"{path} is a symbolic link: --resume reads, replaces and deletes only the run "
-                              f"directory's own files and folders, never what a link points to (put the {kind} "
-                              f"itself there)")
+        raise CheckpointError(
+            f"{path} is a symbolic link: --resume reads, replaces and deletes only the run "
+            f"directory's own files and folders, never what a link points to (put the {kind} "
+            f"itself there)"
+        )
     if not (stat.S_ISDIR(mode) if kind == "folder" else stat.S_ISREG(mode)):
         raise CheckpointError(f"{path} is not a {kind}: not a run directory digitlab wrote")
     return True
@@ -210,8 +227,10 @@ def save_checkpoint(
     root = Path(run_dir) / CHECKPOINTS
     name = f"epoch-{epoch:04d}"
     if root.is_symlink():
-        raise WriteError(f"could not save the checkpoint of epoch {epoch}: {root} is a symbolic link, and digitlab "
-                         f"writes only into a run directory's own folders")
+        raise WriteError(
+            f"could not save the checkpoint of epoch {epoch}: {root} is a symbolic link, and digitlab "
+            f"writes only into a run directory's own folders"
+        )
     tmp = make_temp_dir(root, name)
     try:
         opt_tensors, opt_meta = optimizer_to_files(optimizer_state)
@@ -228,8 +247,10 @@ def save_checkpoint(
         write_json(root / LATEST, {"epoch": epoch, "folder": name})
     except (OSError, WriteError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise WriteError(f"could not save the checkpoint of epoch {epoch} in {root}: {_reason(err)}; "
-                         f"the previous checkpoint is intact, and --resume {run_dir} continues from it") from err
+        raise WriteError(
+            f"could not save the checkpoint of epoch {epoch} in {root}: {_reason(err)}; "
+            f"the previous checkpoint is intact, and --resume {run_dir} continues from it"
+        ) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -271,8 +292,10 @@ def load_checkpoint(run_dir: Path) -> dict:
     root = Path(run_dir) / CHECKPOINTS
     latest_path = root / LATEST
     if not (plain(root, "folder") and plain(latest_path)):
-        raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from (it stopped before its first "
-                              f"epoch ended, or is not a run directory): train it again instead")
+        raise CheckpointError(
+            f"{run_dir} has no complete checkpoint to resume from (it stopped before its first "
+            f"epoch ended, or is not a run directory): train it again instead"
+        )
     epoch = _latest_epoch(read_json(latest_path), latest_path)
     folder = root / f"epoch-{epoch:04d}"
     if not plain(folder, "folder"):
@@ -281,8 +304,9 @@ def load_checkpoint(run_dir: Path) -> dict:
         plain(folder / name, required=True)
     # NaN is allowed: the history of a run whose loss diverged holds it.
     state = _checked_state(read_json(folder / STATE, allow_nan=True), epoch, folder / STATE)
-    optimizer = optimizer_from_files(load_weights(folder / OPTIMIZER), state.pop("optimizer", None),
-                                     str(folder / OPTIMIZER), str(folder / STATE))
+    optimizer = optimizer_from_files(
+        load_weights(folder / OPTIMIZER), state.pop("optimizer", None), str(folder / OPTIMIZER), str(folder / STATE)
+    )
     return {
         "model": load_weights(folder / WEIGHTS),
         "optimizer": optimizer,
@@ -299,8 +323,9 @@ def _latest_epoch(latest: Any, path: Path) -> int:
     if type(epoch) is not int or epoch < 1:
         raise damaged(path, f"'epoch' must be a whole number of at least 1, not {epoch!r:.40}")
     if latest.get("folder") != f"epoch-{epoch:04d}":
-        raise damaged(path, f"'folder' must be 'epoch-{epoch:04d}', the folder of epoch {epoch}, "
-                            f"not {latest.get('folder')!r:.80}")
+        raise damaged(
+            path, f"'folder' must be 'epoch-{epoch:04d}', the folder of epoch {epoch}, not {latest.get('folder')!r:.80}"
+        )
     return epoch
 
 
@@ -313,10 +338,17 @@ def _checked_state(state: Any, epoch: int, path: Path) -> dict:
     if not isinstance(history, list) or len(history) != epoch:
         raise damaged(path, f"'history' must list one row for each of its {epoch} epochs")
     for number, row in enumerate(history, 1):
-        if not (isinstance(row, dict) and type(row.get("epoch")) is int and row["epoch"] == number
-                and all(type(row.get(key)) in (int, float) for key in HISTORY_NUMBERS)):
-            raise damaged(path, f"history row {number} must be an object with 'epoch': {number} and numbers for "
-                                f"{', '.join(HISTORY_NUMBERS)}")
+        if not (
+            isinstance(row, dict)
+            and type(row.get("epoch")) is int
+            and row["epoch"] == number
+            and all(type(row.get(key)) in (int, float) for key in HISTORY_NUMBERS)
+        ):
+            raise damaged(
+                path,
+                f"history row {number} must be an object with 'epoch': {number} and numbers for "
+                f"{', '.join(HISTORY_NUMBERS)}",
+            )
     return state
 
 

@@ -19,9 +19,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .version import __version__
 from .errors import ConfigError, DigitlabError, UnknownNameError
 from .recipes import OPTIMIZER_NAMES, SCHEDULE_NAMES
+from .version import __version__
 
 EPILOG = """examples:
   digitlab recipes                              what can be trained, published vs measured accuracy
@@ -106,18 +106,27 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
-    _add_commands(parser, "command", "COMMAND", [
-        ("recipes", "list recipes: source, model, parameters, published vs our accuracy", _recipes_options),
-        ("data", "datasets: list, download, verify checksums", _data_options),
-        ("train", "train a recipe; writes runs/<recipe>-<timestamp>/", _train_options),
-        ("evaluate", "report, confusion matrix, error gallery for a run", _evaluate_options),
-        ("summary", "Keras-style table: layers, output shapes, parameter counts", _summary_options),
-        ("predict", "one digit per image: digit, confidence, top 3 (MNIST-style preparation first)", _predict_options),
-        ("read", "lines of digits in photos or scans: text, boxes, confidences", _read_options),
-        ("serve", "the REST API and the browser page (draw a digit, drop a photo)", _serve_options),
-        ("export", "a run (or the bundled model) as one self-contained ONNX file, verified", _export_options),
-        ("bench", "reproducible benchmark tables written to BENCHMARKS.md", _bench_options),
-    ])
+    _add_commands(
+        parser,
+        "command",
+        "COMMAND",
+        [
+            ("recipes", "list recipes: source, model, parameters, published vs our accuracy", _recipes_options),
+            ("data", "datasets: list, download, verify checksums", _data_options),
+            ("train", "train a recipe; writes runs/<recipe>-<timestamp>/", _train_options),
+            ("evaluate", "report, confusion matrix, error gallery for a run", _evaluate_options),
+            ("summary", "Keras-style table: layers, output shapes, parameter counts", _summary_options),
+            (
+                "predict",
+                "one digit per image: digit, confidence, top 3 (MNIST-style preparation first)",
+                _predict_options,
+            ),
+            ("read", "lines of digits in photos or scans: text, boxes, confidences", _read_options),
+            ("serve", "the REST API and the browser page (draw a digit, drop a photo)", _serve_options),
+            ("export", "a run (or the bundled model) as one self-contained ONNX file, verified", _export_options),
+            ("bench", "reproducible benchmark tables written to BENCHMARKS.md", _bench_options),
+        ],
+    )
     return parser
 
 
@@ -131,8 +140,11 @@ def _add_commands(parser: argparse.ArgumentParser, dest: str, metavar: str, comm
 def _defaults(function: Callable) -> dict:
     """`function`'s parameters that have a default, and that default: a command's defaults are
     those of the function it calls."""
-    return {name: parameter.default for name, parameter in inspect.signature(function).parameters.items()
-            if parameter.default is not inspect.Parameter.empty}
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
 
 
 # --- options several commands share -------------------------------------------------------
@@ -147,12 +159,14 @@ def _add_device(parser: argparse.ArgumentParser, help: str = "auto, cpu or cuda"
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", metavar="DIR",
-                        help="dataset folder (default: $DIGITLAB_DATA, else ~/.cache/digitlab)")
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="dataset folder (default: $DIGITLAB_DATA, else ~/.cache/digitlab)"
+    )
 
 
-def _add_bench_files(parser: argparse.ArgumentParser, results, markdown, section: str,
-                     results_help: str = "JSON file of the results") -> None:
+def _add_bench_files(
+    parser: argparse.ArgumentParser, results, markdown, section: str, results_help: str = "JSON file of the results"
+) -> None:
     parser.add_argument("--results", default=results, help=results_help)
     parser.add_argument("--markdown", default=markdown, help=f"file whose '{section}' section is rewritten")
 
@@ -176,18 +190,29 @@ def cmd_recipes(args) -> int:
     for r in rows:
         pub = f"{r['published_accuracy'] * 100:.2f}%" if r["published_accuracy"] else "-"
         ours = r["measured"] or "not measured"
-        print(f"{r['name']:<19}{r['dataset']:<9}{r['model']:<11}{r['parameters']:>10,}  {pub:>9}  {ours:>20}  "
-              f"{r['source']}")
+        print(
+            f"{r['name']:<19}{r['dataset']:<9}{r['model']:<11}{r['parameters']:>10,}  {pub:>9}  {ours:>20}  "
+            f"{r['source']}"
+        )
     print("\n'ours': mean ± sd over seeds from `digitlab bench seeds` (BENCHMARKS.md).")
     return 0
 
 
 def _data_options(parser: CommandParser) -> None:
-    _add_commands(parser, "action", "ACTION", [
-        ("list", "every dataset, its folder and whether its files are there", _data_list_options),
-        ("download", "download a dataset's missing files (checksums verified)", _data_download_options),
-        ("verify", "check files against their published MD5; exit 2 if any is missing or wrong", _data_verify_options),
-    ])
+    _add_commands(
+        parser,
+        "action",
+        "ACTION",
+        [
+            ("list", "every dataset, its folder and whether its files are there", _data_list_options),
+            ("download", "download a dataset's missing files (checksums verified)", _data_download_options),
+            (
+                "verify",
+                "check files against their published MD5; exit 2 if any is missing or wrong",
+                _data_verify_options,
+            ),
+        ],
+    )
 
 
 def _data_list_options(parser: CommandParser) -> None:
@@ -233,8 +258,9 @@ def cmd_data_verify(args) -> int:
     if args.name:
         names = [args.name]
     else:  # every dataset with something on disk, plus the bundled one
-        names = [r["name"] for r in describe_datasets(args.data_dir)
-                 if r["folder"] is None or Path(r["folder"]).is_dir()]
+        names = [
+            r["name"] for r in describe_datasets(args.data_dir) if r["folder"] is None or Path(r["folder"]).is_dir()
+        ]
     bad = 0
     for name in names:
         for row in verify_dataset(name, args.data_dir):
@@ -263,23 +289,39 @@ def _train_options(parser: CommandParser) -> None:
     parser.formatter_class, parser.epilog = DefaultsRawEpilogFormatter, TRAIN_EPILOG
     parser.add_argument("recipe", nargs="?", help="recipe name (see `digitlab recipes`); omit with --resume")
     parser.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
-    parser.add_argument("--batch-size", type=int,
-                        help="override the recipe's batch size (under torchrun: the global batch, split over "
-                             "processes)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="override the recipe's batch size (under torchrun: the global batch, split over processes)",
+    )
     parser.add_argument("--lr", type=float, help="override the recipe's (peak) learning rate")
     parser.add_argument("--seed", type=int, help="override the recipe's seed (same seed, same history)")
     _add_device(parser, "auto (CUDA when present), cpu or cuda")
-    parser.add_argument("--val-split", type=float, default=defaults["val_split"],
-                        help="hold out this fraction of the training set for validation (0: validate on the test "
-                             "set, as the tutorials do)")
+    parser.add_argument(
+        "--val-split",
+        type=float,
+        default=defaults["val_split"],
+        help="hold out this fraction of the training set for validation (0: validate on the test "
+        "set, as the tutorials do)",
+    )
     parser.add_argument("--limit", type=int, help="train on a seeded random subset of this many training images")
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
-                        help=f"change any other recipe field, repeatable: optimizer={'|'.join(OPTIMIZER_NAMES)}, "
-                             f"schedule={'|'.join(SCHEDULE_NAMES)}, label_smoothing=0.1, momentum=0.9, "
-                             "weight_decay=5e-4, augment=SHIFT,ROTATE,SCALE (e.g. 2,10,0.1), channels_last=true ...")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help=f"change any other recipe field, repeatable: optimizer={'|'.join(OPTIMIZER_NAMES)}, "
+        f"schedule={'|'.join(SCHEDULE_NAMES)}, label_smoothing=0.1, momentum=0.9, "
+        "weight_decay=5e-4, augment=SHIFT,ROTATE,SCALE (e.g. 2,10,0.1), channels_last=true ...",
+    )
     parser.add_argument("--out", default=defaults["out"], help="folder for run directories")
-    parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last complete checkpoint (after a "
-                        "crash or a kill: from the start if no epoch had finished; only --epochs may change)")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue RUN from its last complete checkpoint (after a "
+        "crash or a kill: from the start if no epoch had finished; only --epochs may change)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_data_dir(parser)
 
@@ -289,15 +331,29 @@ def cmd_train(args) -> int:
 
     if not args.recipe and not args.resume:
         raise UnknownNameError("name a recipe to train (see `digitlab recipes`) or --resume RUN")
-    run = api.train(args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                    device=args.device, data_dir=args.data_dir, out=args.out, resume=args.resume,
-                    val_split=args.val_split, subset=args.limit, settings=args.settings, progress=not args.quiet)
+    run = api.train(
+        args.recipe,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        data_dir=args.data_dir,
+        out=args.out,
+        resume=args.resume,
+        val_split=args.val_split,
+        subset=args.limit,
+        settings=args.settings,
+        progress=not args.quiet,
+    )
     if run.rank != 0:  # under torchrun, rank 0 reports for all
         return 0
     last = run.history[-1]
     metrics = json.loads((run.path / "metrics.json").read_text())
-    print(f"{run.recipe.name}: test accuracy {metrics['accuracy'] * 100:.2f}% after {last['epoch']} epochs "
-          f"({sum(r['seconds'] for r in run.history):.1f} s of training)")
+    print(
+        f"{run.recipe.name}: test accuracy {metrics['accuracy'] * 100:.2f}% after {last['epoch']} epochs "
+        f"({sum(r['seconds'] for r in run.history):.1f} s of training)"
+    )
     print(f"run directory: {run.path}")
     return 0
 
@@ -307,10 +363,13 @@ def _evaluate_options(parser: CommandParser) -> None:
 
     parser.set_defaults(func=cmd_evaluate)
     parser.add_argument("run", help="run directory, or an .onnx file from `digitlab export` (then give --out)")
-    parser.add_argument("--split", default=_defaults(api.evaluate)["split"], choices=["test", "train", "val"],
-                        help="which split (default: %(default)s; val: the images a --val-split run held out)")
-    parser.add_argument("--out",
-                        help="write the files here instead of the run directory (required for an .onnx file)")
+    parser.add_argument(
+        "--split",
+        default=_defaults(api.evaluate)["split"],
+        choices=["test", "train", "val"],
+        help="which split (default: %(default)s; val: the images a --val-split run held out)",
+    )
+    parser.add_argument("--out", help="write the files here instead of the run directory (required for an .onnx file)")
     _add_device(parser)
     _add_data_dir(parser)
 
@@ -377,10 +436,18 @@ def _read_options(parser: CommandParser) -> None:
     parser.set_defaults(func=cmd_read)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="photos or scans of one or more lines of digits")
     _add_model(parser)
-    parser.add_argument("--unsure-below", type=float, default=UNSURE_BELOW, metavar="P",
-                        help="digits whose top probability is below P read as '?'")
-    parser.add_argument("--annotate", metavar="OUT.png",
-                        help="draw boxes and readings; with several images, OUT-<image name>.png for each")
+    parser.add_argument(
+        "--unsure-below",
+        type=float,
+        default=UNSURE_BELOW,
+        metavar="P",
+        help="digits whose top probability is below P read as '?'",
+    )
+    parser.add_argument(
+        "--annotate",
+        metavar="OUT.png",
+        help="draw boxes and readings; with several images, OUT-<image name>.png for each",
+    )
     parser.add_argument("--json", action="store_true", help="print the whole structure as JSON")
 
 
@@ -394,10 +461,15 @@ def cmd_read(args) -> int:
     results = [{"image": path, **reading.to_json()} for path, reading in zip(args.images, readings)]
     if args.annotate:
         out = Path(args.annotate)
-        targets = _output_paths([out.with_name(f"{out.stem}-{Path(path).stem}{out.suffix or '.png'}")
-                                 if len(args.images) > 1 else out for path in args.images])
-        _write_all([(target, annotation_png(path, reading))
-                    for target, path, reading in zip(targets, args.images, readings)])
+        targets = _output_paths(
+            [
+                out.with_name(f"{out.stem}-{Path(path).stem}{out.suffix or '.png'}") if len(args.images) > 1 else out
+                for path in args.images
+            ]
+        )
+        _write_all(
+            [(target, annotation_png(path, reading)) for target, path, reading in zip(targets, args.images, readings)]
+        )
         for result, target in zip(results, targets):
             result["annotation"] = str(target)
     if args.json:
@@ -439,52 +511,93 @@ def _serve_options(parser: CommandParser) -> None:
     defaults = _defaults(serve)
     read_timeout = defaults["read_timeout"]
     parser.set_defaults(func=cmd_serve)
-    parser.description = ("Serve the REST API (/api/predict, /api/read, /api/models, /healthz, OpenAPI docs at "
-                          "/docs) and the page at / on uvicorn. Ctrl-C or SIGTERM stops it cleanly.")
+    parser.description = (
+        "Serve the REST API (/api/predict, /api/read, /api/models, /healthz, OpenAPI docs at "
+        "/docs) and the page at / on uvicorn. Ctrl-C or SIGTERM stops it cleanly."
+    )
     _add_model(parser)
     parser.add_argument("--host", default=defaults["host"], help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=defaults["port"], help="TCP port")
     # %(default)g below: the service's limits are floats (10.0), shown as 10 as this help always did
-    parser.add_argument("--max-body-mb", type=float, default=defaults["max_body"] / MiB,
-                        help="larger request bodies are refused with 413 (default: %(default)g)")
-    parser.add_argument("--max-pixels", type=int, default=defaults["max_pixels"],
-                        help="images declaring more pixels are refused with 413 before they are decoded")
-    parser.add_argument("--threads", type=int, default=defaults["threads"],
-                        help="threads for model work (ONNX Runtime and PyTorch)")
-    parser.add_argument("--read-timeout", type=float, default=read_timeout, metavar="SECONDS",
-                        help="time for a request's head, and again for its body, to arrive; a slower one gets 408 "
-                             f"and its connection is closed (an 8 MB photo in {read_timeout:g} s needs "
-                             f"{8 * 8 / read_timeout:g} Mbit/s) (default: %(default)g)")
-    parser.add_argument("--write-timeout", type=float, default=defaults["write_timeout"], metavar="SECONDS",
-                        help="time a client may take to read on while an answer waits for it; a slower one's "
-                             "connection is closed and its answer dropped (unread answers held memory) "
-                             "(default: %(default)g)")
-    parser.add_argument("--log-level", default=defaults["log_level"],
-                        choices=["critical", "error", "warning", "info", "debug"], help="uvicorn's log level")
+    parser.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=defaults["max_body"] / MiB,
+        help="larger request bodies are refused with 413 (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=defaults["max_pixels"],
+        help="images declaring more pixels are refused with 413 before they are decoded",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=defaults["threads"], help="threads for model work (ONNX Runtime and PyTorch)"
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=read_timeout,
+        metavar="SECONDS",
+        help="time for a request's head, and again for its body, to arrive; a slower one gets 408 "
+        f"and its connection is closed (an 8 MB photo in {read_timeout:g} s needs "
+        f"{8 * 8 / read_timeout:g} Mbit/s) (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--write-timeout",
+        type=float,
+        default=defaults["write_timeout"],
+        metavar="SECONDS",
+        help="time a client may take to read on while an answer waits for it; a slower one's "
+        "connection is closed and its answer dropped (unread answers held memory) "
+        "(default: %(default)g)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=defaults["log_level"],
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level",
+    )
 
 
 def cmd_serve(args) -> int:
     from .serve import serve  # imported here: start-up time (FastAPI, uvicorn, torch)
 
-    if (args.max_body_mb <= 0 or args.max_pixels <= 0 or args.read_timeout <= 0 or args.write_timeout <= 0
-            or args.threads < 1):
-        raise ConfigError("--max-body-mb, --max-pixels, --read-timeout and --write-timeout must be positive and "
-                          "--threads at least 1")
+    if (
+        args.max_body_mb <= 0
+        or args.max_pixels <= 0
+        or args.read_timeout <= 0
+        or args.write_timeout <= 0
+        or args.threads < 1
+    ):
+        raise ConfigError(
+            "--max-body-mb, --max-pixels, --read-timeout and --write-timeout must be positive and --threads at least 1"
+        )
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must lie in 1-65535, got {args.port}")
-    serve(args.model, host=args.host, port=args.port, max_body=round(args.max_body_mb * MiB),
-          max_pixels=args.max_pixels, threads=args.threads, read_timeout=args.read_timeout,
-          write_timeout=args.write_timeout, log_level=args.log_level)
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        max_body=round(args.max_body_mb * MiB),
+        max_pixels=args.max_pixels,
+        threads=args.threads,
+        read_timeout=args.read_timeout,
+        write_timeout=args.write_timeout,
+        log_level=args.log_level,
+    )
     return 0
 
 
 def _export_options(parser: CommandParser) -> None:
     parser.set_defaults(func=cmd_export)
-    parser.description = ("Export a model to ONNX: input 'images' uint8 (N, C, H, W), any batch size; output "
-                          "'logits' float32; the run's config (classes, image shape, calibration) in the file's "
-                          "metadata, so `--model FILE.onnx` works wherever a run does. Before the file is written, "
-                          "ONNX Runtime runs it on the test set of the model's dataset: it must give PyTorch's "
-                          "class on >= 99.9% of the images with logits within 1e-4, or nothing is written.")
+    parser.description = (
+        "Export a model to ONNX: input 'images' uint8 (N, C, H, W), any batch size; output "
+        "'logits' float32; the run's config (classes, image shape, calibration) in the file's "
+        "metadata, so `--model FILE.onnx` works wherever a run does. Before the file is written, "
+        "ONNX Runtime runs it on the test set of the model's dataset: it must give PyTorch's "
+        "class on >= 99.9% of the images with logits within 1e-4, or nothing is written."
+    )
     parser.add_argument("run", nargs="?", metavar="RUN", help="run directory (default: the bundled model)")
     parser.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
     parser.add_argument("--no-verify", action="store_true", help="write without checking against PyTorch")
@@ -495,8 +608,7 @@ def cmd_export(args) -> int:
     from .export import export_onnx  # imported here: start-up time (torch, ONNX)
 
     done = export_onnx(args.run, args.onnx, verify=not args.no_verify, data_dir=args.data_dir)
-    print(f"wrote {done.path}: {done.size / 1024:,.0f} KiB, {done.parameters:,} parameters "
-          f"({done.exporter} exporter)")
+    print(f"wrote {done.path}: {done.size / 1024:,.0f} KiB, {done.parameters:,} parameters ({done.exporter} exporter)")
     if done.verification is None:
         print("not verified (--no-verify)")
     else:
@@ -508,31 +620,67 @@ def cmd_export(args) -> int:
 
 
 def _bench_options(parser: CommandParser) -> None:
-    _add_commands(parser, "suite", "SUITE", [
-        ("seeds", "train the classic recipes in full over several seeds vs published accuracy",
-         _bench_seeds_options),
-        ("read", "read real handwriting (USPS, cheques, photos) and generated pages, beside Tesseract when installed",
-         _bench_read_options),
-        ("infer", ("inference speed: PyTorch eager, torch.compile, ONNX Runtime; images/s, one-image latency, "
-                   "agreement"), _bench_infer_options),
-        ("serve", "load test of `digitlab serve` on loopback: requests/s, p50/p99 latency", _bench_serve_options),
-        ("speed", ("training speed: `fast` over seeds, each trick undone, vs Keras 3, a DataLoader loop, "
-                   "scikit-learn; peak memory"), _bench_speed_options),
-        ("fuzz", ("damaged files through the IDX reader, the image path and the model loader: only digitlab's "
-                  "errors may come out"), _bench_fuzz_options),
-    ])
+    _add_commands(
+        parser,
+        "suite",
+        "SUITE",
+        [
+            (
+                "seeds",
+                "train the classic recipes in full over several seeds vs published accuracy",
+                _bench_seeds_options,
+            ),
+            (
+                "read",
+                "read real handwriting (USPS, cheques, photos) and generated pages, beside Tesseract when installed",
+                _bench_read_options,
+            ),
+            (
+                "infer",
+                ("inference speed: PyTorch eager, torch.compile, ONNX Runtime; images/s, one-image latency, agreement"),
+                _bench_infer_options,
+            ),
+            ("serve", "load test of `digitlab serve` on loopback: requests/s, p50/p99 latency", _bench_serve_options),
+            (
+                "speed",
+                (
+                    "training speed: `fast` over seeds, each trick undone, vs Keras 3, a DataLoader loop, "
+                    "scikit-learn; peak memory"
+                ),
+                _bench_speed_options,
+            ),
+            (
+                "fuzz",
+                (
+                    "damaged files through the IDX reader, the image path and the model loader: only digitlab's "
+                    "errors may come out"
+                ),
+                _bench_fuzz_options,
+            ),
+        ],
+    )
 
 
 def _bench_seeds_options(parser: CommandParser) -> None:
     # bench_seeds takes no defaults of its own: these are the command's
     parser.set_defaults(func=cmd_bench_seeds)
     parser.add_argument("--recipes", nargs="+", help="recipes to run (default: every recipe whose data is available)")
-    parser.add_argument("--seeds", type=int, default=3,
-                        help="seeds per recipe (fewer for the slow ones, see --max-seconds)")
-    parser.add_argument("--max-seconds", type=float, default=900,
-                        help="stop adding seeds to a recipe once its runs took this long in total")
-    _add_bench_files(parser, "benchmarks/results/seeds.json", "BENCHMARKS.md", "seeds",
-                     results_help="JSON file the runs are appended to (rows from earlier invocations are kept)")
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="seeds per recipe (fewer for the slow ones, see --max-seconds)"
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=900,
+        help="stop adding seeds to a recipe once its runs took this long in total",
+    )
+    _add_bench_files(
+        parser,
+        "benchmarks/results/seeds.json",
+        "BENCHMARKS.md",
+        "seeds",
+        results_help="JSON file the runs are appended to (rows from earlier invocations are kept)",
+    )
     parser.add_argument("--out", default="runs/bench", help="folder for the run directories")
     _add_device(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice, one per core)")
@@ -542,9 +690,17 @@ def _bench_seeds_options(parser: CommandParser) -> None:
 def cmd_bench_seeds(args) -> int:
     from .bench.seeds import bench_seeds
 
-    bench_seeds(recipes=args.recipes, seeds=args.seeds, max_seconds=args.max_seconds, results=Path(args.results),
-                markdown=Path(args.markdown), out=Path(args.out), device=args.device, data_dir=args.data_dir,
-                threads=args.threads)
+    bench_seeds(
+        recipes=args.recipes,
+        seeds=args.seeds,
+        max_seconds=args.max_seconds,
+        results=Path(args.results),
+        markdown=Path(args.markdown),
+        out=Path(args.out),
+        device=args.device,
+        data_dir=args.data_dir,
+        threads=args.threads,
+    )
     return 0
 
 
@@ -555,11 +711,19 @@ def _bench_read_options(parser: CommandParser) -> None:
     defaults = _defaults(bench_read)
     parser.set_defaults(func=cmd_bench_read)
     _add_model(parser)
-    parser.add_argument("--pages", type=int, default=defaults["synthetic_pages"],
-                        help="synthetic pages generated from the MNIST test set")
+    parser.add_argument(
+        "--pages",
+        type=int,
+        default=defaults["synthetic_pages"],
+        help="synthetic pages generated from the MNIST test set",
+    )
     parser.add_argument("--seed", type=int, default=defaults["seed"], help="seed of the synthetic pages")
-    parser.add_argument("--unsure-below", type=float, default=defaults["unsure_below"],
-                        help=f"the reader's unsure threshold (default: digitlab.read's, {UNSURE_BELOW})")
+    parser.add_argument(
+        "--unsure-below",
+        type=float,
+        default=defaults["unsure_below"],
+        help=f"the reader's unsure threshold (default: digitlab.read's, {UNSURE_BELOW})",
+    )
     parser.add_argument("--limit", type=int, help="at most this many images per set (quick runs)")
     parser.add_argument("--no-tesseract", action="store_true", help="do not run Tesseract even when installed")
     _add_bench_files(parser, defaults["results"], defaults["markdown"], "bench read")
@@ -569,9 +733,17 @@ def _bench_read_options(parser: CommandParser) -> None:
 def cmd_bench_read(args) -> int:
     from .bench.read import bench_read
 
-    bench_read(data_dir=args.data_dir, model=args.model, markdown=Path(args.markdown), results=Path(args.results),
-               synthetic_pages=args.pages, seed=args.seed, unsure_below=args.unsure_below,
-               tesseract=not args.no_tesseract, limit=args.limit)
+    bench_read(
+        data_dir=args.data_dir,
+        model=args.model,
+        markdown=Path(args.markdown),
+        results=Path(args.results),
+        synthetic_pages=args.pages,
+        seed=args.seed,
+        unsure_below=args.unsure_below,
+        tesseract=not args.no_tesseract,
+        limit=args.limit,
+    )
     return 0
 
 
@@ -580,21 +752,41 @@ def _bench_infer_options(parser: CommandParser) -> None:
 
     defaults = _defaults(bench_infer)
     parser.set_defaults(func=cmd_bench_infer)
-    parser.description = ("For the bundled model and each --model: images/s at batch 256 and 1024, one-image "
-                          "latency p50/p99, and agreement with eager PyTorch on the MNIST test set, for PyTorch "
-                          "eager (channels_last), torch.compile (compilation timed apart) and ONNX Runtime.")
-    parser.add_argument("--model", metavar="RUN", action="append", default=[],
-                        help="also this run directory or .onnx file, repeatable (the bundled model always runs)")
-    parser.add_argument("--paths", nargs="+", default=list(defaults["paths"]), choices=PATHS, metavar="PATH",
-                        help=f"inference paths to measure: {', '.join(PATHS)} (default: all three)")
-    parser.add_argument("--seconds", type=float, default=defaults["seconds"],
-                        help="how long each batch size runs (default: %(default)g)")
-    parser.add_argument("--calls", type=int, default=defaults["calls"],
-                        help=f"one-image calls behind p50/p99, at least {MIN_CALLS}")
+    parser.description = (
+        "For the bundled model and each --model: images/s at batch 256 and 1024, one-image "
+        "latency p50/p99, and agreement with eager PyTorch on the MNIST test set, for PyTorch "
+        "eager (channels_last), torch.compile (compilation timed apart) and ONNX Runtime."
+    )
+    parser.add_argument(
+        "--model",
+        metavar="RUN",
+        action="append",
+        default=[],
+        help="also this run directory or .onnx file, repeatable (the bundled model always runs)",
+    )
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        default=list(defaults["paths"]),
+        choices=PATHS,
+        metavar="PATH",
+        help=f"inference paths to measure: {', '.join(PATHS)} (default: all three)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=defaults["seconds"],
+        help="how long each batch size runs (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--calls", type=int, default=defaults["calls"], help=f"one-image calls behind p50/p99, at least {MIN_CALLS}"
+    )
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: one per core)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 0.2 s per batch size, 30 calls, 1,000 images (checks the machinery; figures "
-                             "mean nothing)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 0.2 s per batch size, 30 calls, 1,000 images (checks the machinery; figures mean nothing)",
+    )
     _add_bench_files(parser, defaults["results"], defaults["markdown"], "bench infer")
     _add_data_dir(parser)
 
@@ -602,8 +794,17 @@ def _bench_infer_options(parser: CommandParser) -> None:
 def cmd_bench_infer(args) -> int:
     from .bench.infer import bench_infer
 
-    bench_infer(args.model, paths=args.paths, seconds=args.seconds, calls=args.calls, threads=args.threads,
-                data_dir=args.data_dir, quick=args.quick, results=Path(args.results), markdown=Path(args.markdown))
+    bench_infer(
+        args.model,
+        paths=args.paths,
+        seconds=args.seconds,
+        calls=args.calls,
+        threads=args.threads,
+        data_dir=args.data_dir,
+        quick=args.quick,
+        results=Path(args.results),
+        markdown=Path(args.markdown),
+    )
     return 0
 
 
@@ -613,19 +814,37 @@ def _bench_serve_options(parser: CommandParser) -> None:
 
     defaults = _defaults(bench_serve)
     parser.set_defaults(func=cmd_bench_serve)
-    parser.add_argument("--clients", type=int, default=defaults["clients"],
-                        help="concurrent clients, each with one keep-alive connection")
-    parser.add_argument("--seconds", type=float, default=defaults["seconds"],
-                        help="how long each kind of request is sent")
-    parser.add_argument("--kinds", nargs="+", default=list(defaults["kinds"]), choices=KINDS,
-                        help="pixels: JSON 28x28 arrays (seen as they are); canvas: PNG data URLs (prepared first)")
-    parser.add_argument("--abuse", action="store_true",
-                        help="instead: the pixels load while, from another process, clients send malformed requests, "
-                             "slow heads and bodies, idle connections and large bodies; every good request must "
-                             "succeed, every abusive one be refused or closed, the service stay up (results under "
-                             "'abuse', a section of its own)")
-    parser.add_argument("--read-timeout", type=float, default=_defaults(serve)["read_timeout"], metavar="SECONDS",
-                        help="with --abuse: the service's `serve --read-timeout` (default: %(default)g)")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=defaults["clients"],
+        help="concurrent clients, each with one keep-alive connection",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=defaults["seconds"], help="how long each kind of request is sent"
+    )
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        default=list(defaults["kinds"]),
+        choices=KINDS,
+        help="pixels: JSON 28x28 arrays (seen as they are); canvas: PNG data URLs (prepared first)",
+    )
+    parser.add_argument(
+        "--abuse",
+        action="store_true",
+        help="instead: the pixels load while, from another process, clients send malformed requests, "
+        "slow heads and bodies, idle connections and large bodies; every good request must "
+        "succeed, every abusive one be refused or closed, the service stay up (results under "
+        "'abuse', a section of its own)",
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=_defaults(serve)["read_timeout"],
+        metavar="SECONDS",
+        help="with --abuse: the service's `serve --read-timeout` (default: %(default)g)",
+    )
     _add_model(parser)
     _add_bench_files(parser, defaults["results"], defaults["markdown"], "bench serve")
     _add_data_dir(parser)
@@ -635,11 +854,25 @@ def cmd_bench_serve(args) -> int:
     from .bench.serve import bench_abuse, bench_serve
 
     if args.abuse:
-        bench_abuse(clients=args.clients, seconds=args.seconds, read_timeout=args.read_timeout, model=args.model,
-                    data_dir=args.data_dir, results=Path(args.results), markdown=Path(args.markdown))
+        bench_abuse(
+            clients=args.clients,
+            seconds=args.seconds,
+            read_timeout=args.read_timeout,
+            model=args.model,
+            data_dir=args.data_dir,
+            results=Path(args.results),
+            markdown=Path(args.markdown),
+        )
     else:
-        bench_serve(clients=args.clients, seconds=args.seconds, kinds=args.kinds, model=args.model,
-                    data_dir=args.data_dir, results=Path(args.results), markdown=Path(args.markdown))
+        bench_serve(
+            clients=args.clients,
+            seconds=args.seconds,
+            kinds=args.kinds,
+            model=args.model,
+            data_dir=args.data_dir,
+            results=Path(args.results),
+            markdown=Path(args.markdown),
+        )
     return 0
 
 
@@ -648,21 +881,30 @@ def _bench_speed_options(parser: CommandParser) -> None:
 
     defaults = _defaults(bench_speed)
     parser.set_defaults(func=cmd_bench_speed)
-    parser.description = ("Time `fast` and `fast-995` over seeds (training seconds, load time apart, GFLOP/s "
-                          "against this CPU's measured peak), undo each of fast's tricks on its own, and run the "
-                          "usual tools side by side on the same machine: Keras 3 on keras-cnn and keras-mlp-dropout "
-                          "(needs `pip install 'digitlab[peers]'`), a conventional PyTorch DataLoader loop, "
-                          "scikit-learn's MLPClassifier. Every contender runs in its own process. Takes about 15 "
-                          "minutes on 2 cores.")
+    parser.description = (
+        "Time `fast` and `fast-995` over seeds (training seconds, load time apart, GFLOP/s "
+        "against this CPU's measured peak), undo each of fast's tricks on its own, and run the "
+        "usual tools side by side on the same machine: Keras 3 on keras-cnn and keras-mlp-dropout "
+        "(needs `pip install 'digitlab[peers]'`), a conventional PyTorch DataLoader loop, "
+        "scikit-learn's MLPClassifier. Every contender runs in its own process. Takes about 15 "
+        "minutes on 2 cores."
+    )
     parser.add_argument("--seeds", type=int, default=defaults["seeds"], help="seeds of `fast`")
     parser.add_argument("--seeds-995", type=int, default=defaults["seeds_995"], help="seeds of `fast-995` (0 skips it)")
-    parser.add_argument("--keras-max-epochs", type=int, default=defaults["keras_max_epochs"],
-                        help="Keras keras-cnn trains until 99%% or this")
+    parser.add_argument(
+        "--keras-max-epochs",
+        type=int,
+        default=defaults["keras_max_epochs"],
+        help="Keras keras-cnn trains until 99%% or this",
+    )
     parser.add_argument("--mlp-epochs", type=int, default=defaults["mlp_epochs"], help="epochs of the MLP comparisons")
     parser.add_argument("--no-peers", action="store_true", help="leave out Keras, scikit-learn and the DataLoader loop")
     parser.add_argument("--no-ablations", action="store_true", help="do not undo fast's tricks one by one")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 5,000 images, 1 epoch, 1 seed (checks the machinery; figures mean nothing)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 5,000 images, 1 epoch, 1 seed (checks the machinery; figures mean nothing)",
+    )
     _add_bench_files(parser, defaults["results"], defaults["markdown"], "bench speed")
     _add_data_dir(parser)
 
@@ -670,9 +912,18 @@ def _bench_speed_options(parser: CommandParser) -> None:
 def cmd_bench_speed(args) -> int:
     from .bench.speed import bench_speed
 
-    bench_speed(seeds=args.seeds, seeds_995=args.seeds_995, peers=not args.no_peers, ablations=not args.no_ablations,
-                keras_max_epochs=args.keras_max_epochs, mlp_epochs=args.mlp_epochs, data_dir=args.data_dir,
-                quick=args.quick, markdown=Path(args.markdown), results=Path(args.results))
+    bench_speed(
+        seeds=args.seeds,
+        seeds_995=args.seeds_995,
+        peers=not args.no_peers,
+        ablations=not args.no_ablations,
+        keras_max_epochs=args.keras_max_epochs,
+        mlp_epochs=args.mlp_epochs,
+        data_dir=args.data_dir,
+        quick=args.quick,
+        markdown=Path(args.markdown),
+        results=Path(args.results),
+    )
     return 0
 
 
@@ -688,15 +939,24 @@ def _bench_fuzz_options(parser: CommandParser) -> None:
         "read) through predict, read and annotate with the bundled model; config.json and .onnx files mutated "
         "(deep nesting, huge integers and layer lists, odd temperatures, allocating operators) through predict "
         "--model -- each target in its own process. Any exception other than a DigitlabError, or an input running "
-        "longer than --time-limit, is a failure kept with its input. Needs Hypothesis.")
-    parser.add_argument("--examples", type=int, default=defaults["examples"],
-                        help="generated inputs in all, split evenly between the targets")
-    parser.add_argument("--seed", type=int, default=defaults["seed"],
-                        help="Hypothesis seed (the same seed generates the same inputs)")
-    parser.add_argument("--targets", nargs="+", default=list(defaults["targets"]), choices=TARGETS,
-                        help="what to fuzz")
-    parser.add_argument("--time-limit", type=float, default=defaults["time_limit"],
-                        help="seconds one input may take before it counts as a hang")
+        "longer than --time-limit, is a failure kept with its input. Needs Hypothesis."
+    )
+    parser.add_argument(
+        "--examples",
+        type=int,
+        default=defaults["examples"],
+        help="generated inputs in all, split evenly between the targets",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults["seed"], help="Hypothesis seed (the same seed generates the same inputs)"
+    )
+    parser.add_argument("--targets", nargs="+", default=list(defaults["targets"]), choices=TARGETS, help="what to fuzz")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=defaults["time_limit"],
+        help="seconds one input may take before it counts as a hang",
+    )
     parser.add_argument("--failures", default=defaults["failures"], help="folder for the inputs that failed")
     _add_bench_files(parser, defaults["results"], defaults["markdown"], "bench fuzz")
 
@@ -704,10 +964,19 @@ def _bench_fuzz_options(parser: CommandParser) -> None:
 def cmd_bench_fuzz(args) -> int:
     from .bench.fuzz import bench_fuzz
 
-    report = bench_fuzz(args.examples, seed=args.seed, targets=tuple(args.targets), time_limit=args.time_limit,
-                        results=Path(args.results), markdown=Path(args.markdown), failures=Path(args.failures))
-    print(f"{report['examples']:,} inputs in {report['wall_seconds']:.0f} s: {report['failures']} failure(s)"
-          + (f"; their inputs are in {args.failures}" if report["failures"] else ""))
+    report = bench_fuzz(
+        args.examples,
+        seed=args.seed,
+        targets=tuple(args.targets),
+        time_limit=args.time_limit,
+        results=Path(args.results),
+        markdown=Path(args.markdown),
+        failures=Path(args.failures),
+    )
+    print(
+        f"{report['examples']:,} inputs in {report['wall_seconds']:.0f} s: {report['failures']} failure(s)"
+        + (f"; their inputs are in {args.failures}" if report["failures"] else "")
+    )
     return 1 if report["failures"] else 0
 
 

@@ -70,8 +70,9 @@ class Cluster:
         except ValueError as err:
             raise ConfigError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers (set by torchrun): {err}") from err
         if world < 1 or not 0 <= rank < world or local_rank < 0:
-            raise ConfigError(f"inconsistent torchrun environment: RANK={rank} WORLD_SIZE={world} "
-                              f"LOCAL_RANK={local_rank}")
+            raise ConfigError(
+                f"inconsistent torchrun environment: RANK={rank} WORLD_SIZE={world} LOCAL_RANK={local_rank}"
+            )
         return cls(rank=rank, world=world, local_rank=local_rank)
 
     # --- joining and leaving -------------------------------------------------------------
@@ -81,8 +82,10 @@ class Cluster:
         if device.type != "cuda" or not self.active:
             return device
         if self.local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"process {self.rank} wants GPU {self.local_rank}, but this machine has "
-                              f"{torch.cuda.device_count()}: start at most that many processes per machine")
+            raise ConfigError(
+                f"process {self.rank} wants GPU {self.local_rank}, but this machine has "
+                f"{torch.cuda.device_count()}: start at most that many processes per machine"
+            )
         torch.cuda.set_device(self.local_rank)
         return torch.device("cuda", self.local_rank)
 
@@ -96,8 +99,9 @@ class Cluster:
             raise ConfigError(f"{TIMEOUT_VARIABLE} must be a number of seconds: {err}") from err
         backend = "nccl" if device.type == "cuda" else "gloo"
         with self.lost_peer("joining the process group"):
-            dist.init_process_group(backend, timeout=timedelta(seconds=timeout),
-                                    device_id=device if device.type == "cuda" else None)
+            dist.init_process_group(
+                backend, timeout=timedelta(seconds=timeout), device_id=device if device.type == "cuda" else None
+            )
 
     def stop(self) -> None:
         if self.active and dist.is_initialized():
@@ -140,8 +144,11 @@ class Cluster:
         with self.lost_peer("receiving rank 0's run state"):
             size = torch.tensor([len(data) if self.main else 0], dtype=torch.int64, device=wire)
             dist.broadcast(size, 0)
-            buffer = (torch.frombuffer(bytearray(data), dtype=torch.uint8).to(wire) if self.main and size.item()
-                      else torch.empty(int(size.item()), dtype=torch.uint8, device=wire))
+            buffer = (
+                torch.frombuffer(bytearray(data), dtype=torch.uint8).to(wire)
+                if self.main and size.item()
+                else torch.empty(int(size.item()), dtype=torch.uint8, device=wire)
+            )
             if size.item():
                 dist.broadcast(buffer, 0)
         return data if self.main else bytes(buffer.cpu().numpy())
@@ -166,8 +173,17 @@ class Cluster:
 
 
 # How gloo, NCCL and the rendezvous store word a peer that is gone (checked against torch 2.13).
-PEER_LOST_MARKERS = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout", "gloo",
-                     "nccl", "socket", "peer")
+PEER_LOST_MARKERS = (
+    "connection closed",
+    "connection reset",
+    "broken pipe",
+    "timed out",
+    "timeout",
+    "gloo",
+    "nccl",
+    "socket",
+    "peer",
+)
 
 
 class _LostPeer:
@@ -180,8 +196,11 @@ class _LostPeer:
     def __exit__(self, kind, err, tb):
         if err is None or isinstance(err, DigitlabError) or not isinstance(err, RuntimeError):
             return False
-        if self.only_network and not isinstance(err, dist.DistError) and not any(
-                marker in str(err).lower() for marker in PEER_LOST_MARKERS):
+        if (
+            self.only_network
+            and not isinstance(err, dist.DistError)
+            and not any(marker in str(err).lower() for marker in PEER_LOST_MARKERS)
+        ):
             return False
         # gloo reports a vanished peer as a plain RuntimeError ("Connection closed by peer"),
         # NCCL and the store as DistError subclasses; both mean the same to the user.

@@ -13,9 +13,9 @@ comes here loaded, and is used only through its config, path, image shape and lo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -217,8 +217,15 @@ def fit_temperature(logits: torch.Tensor | np.ndarray, labels) -> float:
 # --- a run evaluated: its report, plots and metrics file -------------------------------------------
 
 
-def evaluate_run(model, split: str = "test", *, out: str | Path | None = None, dataset: Dataset | None = None,
-                 data_dir: str | Path | None = None, progress: bool = True) -> Metrics:
+def evaluate_run(
+    model,
+    split: str = "test",
+    *,
+    out: str | Path | None = None,
+    dataset: Dataset | None = None,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Metrics:
     """Measure a loaded model (an inference.Model) on a split of its dataset -- 'test', 'train', or
     'val' (the images a --val-split run held out of training) -- and write what it measured.
 
@@ -248,31 +255,48 @@ def _split_images(model, dataset: Dataset, split: str) -> tuple[torch.Tensor, to
     train_config = model.config["train"]
     if not train_config.get("val_split"):
         raise ConfigError(f"{model.path} was trained without --val-split: it has no validation split")
-    _, _, images, labels = split_validation(dataset, train_config["val_split"], train_config["subset"],
-                                            model.config["recipe"]["seed"])
+    _, _, images, labels = split_validation(
+        dataset, train_config["val_split"], train_config["subset"], model.config["recipe"]["seed"]
+    )
     return images, labels
 
 
-def _write_evaluation(folder: Path, model, dataset: Dataset, split: str, images: torch.Tensor,
-                      metrics: Metrics) -> None:
+def _write_evaluation(
+    folder: Path, model, dataset: Dataset, split: str, images: torch.Tensor, metrics: Metrics
+) -> None:
     """The report, the plots and, last, the metrics file of one evaluation, in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     name = model.config["recipe"]["name"]
     header = f"{name} on {dataset.name} {split} ({len(metrics.labels)} images)\n"
-    write_text(folder / split_file(REPORT, split), header + f"accuracy {metrics.accuracy:.4f}  loss {metrics.loss:.4f}"
-               "\n\n" + metrics.report + "\n")
-    plots.plot_confusion(metrics.confusion, dataset.classes, folder / split_file(CONFUSION, split),
-                         title=f"{name} — {dataset.name} {split}")
+    write_text(
+        folder / split_file(REPORT, split),
+        header + f"accuracy {metrics.accuracy:.4f}  loss {metrics.loss:.4f}\n\n" + metrics.report + "\n",
+    )
+    plots.plot_confusion(
+        metrics.confusion,
+        dataset.classes,
+        folder / split_file(CONFUSION, split),
+        title=f"{name} — {dataset.name} {split}",
+    )
     wrong = metrics.errors[:36]
-    plots.plot_errors(images[wrong], metrics.labels[wrong], metrics.predictions[wrong], metrics.confidences[wrong],
-                      dataset.classes, folder / split_file(ERRORS, split))
-    plots.plot_samples(images, metrics.labels, dataset.classes, folder / split_file(SAMPLES, split),
-                       predictions=metrics.predictions)
+    plots.plot_errors(
+        images[wrong],
+        metrics.labels[wrong],
+        metrics.predictions[wrong],
+        metrics.confidences[wrong],
+        dataset.classes,
+        folder / split_file(ERRORS, split),
+    )
+    plots.plot_samples(
+        images, metrics.labels, dataset.classes, folder / split_file(SAMPLES, split), predictions=metrics.predictions
+    )
     history_path = Path(model.path) / HISTORY
     if history_path.is_file():
         history = read_json(history_path, allow_nan=True)  # a diverged run's losses are NaN
         if history:
             plots.plot_curves(history, folder / CURVES)
     # Last: a run directory with metrics.json has been evaluated whole (train.plan_resume relies on it).
-    write_json(folder / split_file(METRICS, split),
-               {"run": str(model.path), "dataset": dataset.name, "split": split, **metrics.to_json()})
+    write_json(
+        folder / split_file(METRICS, split),
+        {"run": str(model.path), "dataset": dataset.name, "split": split, **metrics.to_json()},
+    )

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .version import __version__
 from .checkpoint import METRICS
 from .data import load_dataset
 from .errors import ConfigError, DataError, ExportError
@@ -30,6 +29,7 @@ from .inference import Model, load_model
 from .model_files import open_onnx
 from .models import count_parameters
 from .onnx_runtime import CONFIG_KEY, MAX_LOGIT_DIFF, PARAMETERS_KEY, VERIFICATION_KEY, onnx_bytes, with_metadata
+from .version import __version__
 
 SAME_CLASS_MIN = 0.999  # an export must give PyTorch's class on at least this share of the test set
 
@@ -51,9 +51,11 @@ class Verification:
         return self.same_class >= SAME_CLASS_MIN and self.max_logit_diff <= MAX_LOGIT_DIFF
 
     def __str__(self) -> str:
-        return (f"same class as PyTorch on {self.same_class * 100:.2f}% of {self.n:,} {self.dataset} {self.split} "
-                f"images (>= {SAME_CLASS_MIN * 100:g}% needed), max |logit difference| {self.max_logit_diff:.2g} "
-                f"(<= {MAX_LOGIT_DIFF:g}); accuracy {self.accuracy * 100:.2f}%")
+        return (
+            f"same class as PyTorch on {self.same_class * 100:.2f}% of {self.n:,} {self.dataset} {self.split} "
+            f"images (>= {SAME_CLASS_MIN * 100:g}% needed), max |logit difference| {self.max_logit_diff:.2g} "
+            f"(<= {MAX_LOGIT_DIFF:g}); accuracy {self.accuracy * 100:.2f}%"
+        )
 
 
 @dataclass
@@ -67,8 +69,9 @@ class OnnxExport:
     verification: Verification | None  # None when exported without verifying
 
 
-def verify_onnx(onnx_model: str | Path | bytes, model=None, *, data_dir=None, dataset=None,
-                split: str = "test") -> Verification:
+def verify_onnx(
+    onnx_model: str | Path | bytes, model=None, *, data_dir=None, dataset=None, split: str = "test"
+) -> Verification:
     """Run an exported model with ONNX Runtime against PyTorch on its dataset's `split`.
 
     onnx_model: a .onnx file written by `export_onnx` (or its bytes); model: the PyTorch
@@ -81,22 +84,28 @@ def verify_onnx(onnx_model: str | Path | bytes, model=None, *, data_dir=None, da
         raise ConfigError(f"the reference for verifying an ONNX model must be a PyTorch model, not {reference}")
     session, config, _ = open_onnx(onnx_model)
     if tuple(config["dataset"]["image_shape"]) != reference.image_shape:
-        raise ConfigError(f"the ONNX model takes {tuple(config['dataset']['image_shape'])} images, "
-                          f"the PyTorch model {reference.image_shape}")
+        raise ConfigError(
+            f"the ONNX model takes {tuple(config['dataset']['image_shape'])} images, "
+            f"the PyTorch model {reference.image_shape}"
+        )
     if dataset is None:
         dataset = load_dataset(reference.config["dataset"]["name"], data_dir=data_dir, progress=False)
     images, labels = dataset.split(split)
     expected = predict_logits(reference.module, images).numpy()
     got = session.logits(images.numpy())
     return Verification(
-        dataset=dataset.name, split=split, n=len(labels),
+        dataset=dataset.name,
+        split=split,
+        n=len(labels),
         same_class=float((got.argmax(1) == expected.argmax(1)).mean()),
         max_logit_diff=float(np.abs(got - expected).max()),
-        accuracy=float((got.argmax(1) == labels.numpy()).mean()))
+        accuracy=float((got.argmax(1) == labels.numpy()).mean()),
+    )
 
 
-def export_onnx(model_or_run=None, path: str | Path = "model.onnx", *, verify: bool = True, data_dir=None,
-                dataset=None) -> OnnxExport:
+def export_onnx(
+    model_or_run=None, path: str | Path = "model.onnx", *, verify: bool = True, data_dir=None, dataset=None
+) -> OnnxExport:
     """Write a model as a self-contained .onnx file, whole or not at all.
 
     model_or_run: a Model, a run directory, or None for the bundled model. With `verify` (the
@@ -117,9 +126,16 @@ def export_onnx(model_or_run=None, path: str | Path = "model.onnx", *, verify: b
         raw, exporter = onnx_bytes(model.module, model.image_shape)
     except Exception as err:  # noqa: BLE001 -- both exporters failed: say so, without a traceback
         raise ExportError(f"{model} could not be exported to ONNX: {type(err).__name__}: {err}") from err
-    config = {**model.config, "export": {"format": "onnx", "exporter": exporter, "digitlab_version": __version__,
-                                         "torch_version": torch.__version__,
-                                         "source": None if model.path is None else str(model.path)}}
+    config = {
+        **model.config,
+        "export": {
+            "format": "onnx",
+            "exporter": exporter,
+            "digitlab_version": __version__,
+            "torch_version": torch.__version__,
+            "source": None if model.path is None else str(model.path),
+        },
+    }
     metrics = Path(model.path) / METRICS if model.path is not None else None
     if "evaluation" not in config and metrics is not None and metrics.is_file():
         # what the run's evaluation measured, as /api/models shows it (a diverged run's loss is NaN)
@@ -131,11 +147,15 @@ def export_onnx(model_or_run=None, path: str | Path = "model.onnx", *, verify: b
         try:
             verification = verify_onnx(data, model, data_dir=data_dir, dataset=dataset)
         except DataError as err:
-            raise ExportError(f"cannot verify the export without the {model.config['dataset']['name']} test set: "
-                              f"{err} (or export without verifying: --no-verify)") from err
+            raise ExportError(
+                f"cannot verify the export without the {model.config['dataset']['name']} test set: "
+                f"{err} (or export without verifying: --no-verify)"
+            ) from err
         if not verification.passed:
-            raise ExportError(f"the ONNX export of {model} does not compute what PyTorch computes: {verification}; "
-                              f"{path} was not written")
+            raise ExportError(
+                f"the ONNX export of {model} does not compute what PyTorch computes: {verification}; "
+                f"{path} was not written"
+            )
         data = with_metadata(data, {VERIFICATION_KEY: json.dumps(asdict(verification))})
     try:
         atomic_write(path, lambda tmp: tmp.write_bytes(data))

@@ -145,9 +145,9 @@ def loads_json(text: str, name: str, *, allow_nan: bool = False) -> Any:
 
     Refused with a CheckpointError naming `name`: longer than MAX_JSON_BYTES, not JSON, nested
     deeper than MAX_JSON_DEPTH (checked first: json.loads, and whatever later walks the value,
-    would raise RecursionError near 1000 levels), an integer over Python's 4300-digit limit (ValueError), or NaN / Infinity, which are
-    not JSON and which json.loads takes by default (history.json of a run whose loss diverged
-    holds them: its readers pass allow_nan=True).
+    would raise RecursionError near 1000 levels), an integer over Python's 4300-digit limit
+    (ValueError), or NaN / Infinity, which are not JSON and which json.loads takes by default
+    (history.json of a run whose loss diverged holds them: its readers pass allow_nan=True).
     """
     if len(text) > MAX_JSON_BYTES:
         raise CheckpointError(f"{name} is larger than the {MAX_JSON_BYTES >> 20} MiB a digitlab JSON text can be")
@@ -175,8 +175,13 @@ def _depth(text: str) -> int:
 
 
 def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a device"),
-             (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
     return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 

@@ -40,8 +40,15 @@ class Model:
     .onnx file has only the session (module None).
     """
 
-    def __init__(self, module: nn.Module | None, config: dict, path: Path | None = None, *, session=None,
-                 parameters: int | None = None):
+    def __init__(
+        self,
+        module: nn.Module | None,
+        config: dict,
+        path: Path | None = None,
+        *,
+        session=None,
+        parameters: int | None = None,
+    ):
         if module is None and session is None:
             raise ValueError("a Model needs a torch module or an ONNX Runtime session")
         self.module = module.eval() if module is not None else None
@@ -56,8 +63,10 @@ class Model:
         self._parameters = parameters
 
     def __repr__(self) -> str:
-        return (f"Model({self.config['recipe']['name']!r}, model={self.config['model']['name']!r}, path={self.path}, "
-                f"backend={self.backend!r})")
+        return (
+            f"Model({self.config['recipe']['name']!r}, model={self.config['model']['name']!r}, path={self.path}, "
+            f"backend={self.backend!r})"
+        )
 
     @property
     def backend(self) -> str:
@@ -89,8 +98,10 @@ class Model:
         probabilities = torch.softmax(logits / self.temperature, 1).numpy()
         if not np.isfinite(probabilities).all():
             bad = int((~np.isfinite(probabilities).all(1)).sum())
-            raise CheckpointError(f"{self} computes NaN or infinite probabilities for {bad} of {len(probabilities)} "
-                                  "image(s): its weights are damaged (NaN or enormous); retrain or re-export it")
+            raise CheckpointError(
+                f"{self} computes NaN or infinite probabilities for {bad} of {len(probabilities)} "
+                "image(s): its weights are damaged (NaN or enormous); retrain or re-export it"
+            )
         return probabilities
 
     def predict(self, images) -> np.ndarray:
@@ -121,8 +132,9 @@ def load_model(run: str | Path | Run | None = None, device: str | None = None, b
         raise ConfigError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
     if run is None:
         if not (BUNDLED_MODEL / WEIGHTS).is_file():
-            raise CheckpointError(f"the bundled model is missing from this installation ({BUNDLED_MODEL}); "
-                                  "pass a run directory")
+            raise CheckpointError(
+                f"the bundled model is missing from this installation ({BUNDLED_MODEL}); pass a run directory"
+            )
         run = BUNDLED_MODEL
     if isinstance(run, Run):
         run = run.path
@@ -131,8 +143,9 @@ def load_model(run: str | Path | Run | None = None, device: str | None = None, b
         refuse_pickle(path)
         return _load_onnx(path, device, backend)
     if not path.is_dir():
-        raise CheckpointError(f"{path} is not a run directory (expected a folder with {CONFIG} and {WEIGHTS}) "
-                              "nor an .onnx file")
+        raise CheckpointError(
+            f"{path} is not a run directory (expected a folder with {CONFIG} and {WEIGHTS}) nor an .onnx file"
+        )
     config = read_json(path / CONFIG)
     # Checked against the weights' header before it is built: the files are untrusted (model_files.py).
     module = build_network(config, path / CONFIG, path / WEIGHTS)
@@ -147,16 +160,19 @@ def load_model(run: str | Path | Run | None = None, device: str | None = None, b
         except Exception as err:  # noqa: BLE001 -- 'auto' falls back to PyTorch whatever went wrong
             if backend == "onnx":
                 raise ExportError(f"{path} could not run on ONNX Runtime: {type(err).__name__}: {err}") from err
-            log.warning("digitlab: %s runs on PyTorch: ONNX Runtime could not take it (%s: %s)", path,
-                        type(err).__name__, err)
+            log.warning(
+                "digitlab: %s runs on PyTorch: ONNX Runtime could not take it (%s: %s)", path, type(err).__name__, err
+            )
     return model
 
 
 def _load_onnx(path: Path, device: str | None, backend: str) -> Model:
     """An .onnx file from `export_onnx` as a Model on ONNX Runtime (its config from its metadata)."""
     if backend == "torch":
-        raise ConfigError(f"{path} is an ONNX model: it runs on ONNX Runtime only (backend 'auto' or 'onnx'); "
-                          "for PyTorch load the run directory it was exported from")
+        raise ConfigError(
+            f"{path} is an ONNX model: it runs on ONNX Runtime only (backend 'auto' or 'onnx'); "
+            "for PyTorch load the run directory it was exported from"
+        )
     if device not in (None, "auto", "cpu"):
         raise ConfigError(f"{path} is an ONNX model: it runs on the CPU, not {device!r}")
     try:
@@ -164,6 +180,7 @@ def _load_onnx(path: Path, device: str | None, backend: str) -> Model:
     except CheckpointError as err:
         if path.suffix.lower() == ".onnx":
             raise
-        raise CheckpointError(f"{path} is neither a run directory nor an .onnx file from `digitlab export`: "
-                              f"{err}") from err
+        raise CheckpointError(
+            f"{path} is neither a run directory nor an .onnx file from `digitlab export`: {err}"
+        ) from err
     return Model(None, config, path, session=session, parameters=parameters)

@@ -51,8 +51,27 @@ ONNX_DOMAINS = ("", "ai.onnx")  # the standard operators: all that digitlab's ex
 # grey and 32x32 colour: tests/test_files_hostile.py checks that the list is whole). None of them
 # sizes its output from data; their shapes all follow from the weights, the attributes and the
 # input's shape, which shape inference bounds below.
-ONNX_OPERATORS = frozenset({"Add", "BatchNormalization", "Cast", "Constant", "Conv", "Div", "Flatten", "Gemm",
-                            "Identity", "MaxPool", "Mul", "Relu", "Sigmoid", "Split", "Squeeze", "Sub", "Tanh"})
+ONNX_OPERATORS = frozenset(
+    {
+        "Add",
+        "BatchNormalization",
+        "Cast",
+        "Constant",
+        "Conv",
+        "Div",
+        "Flatten",
+        "Gemm",
+        "Identity",
+        "MaxPool",
+        "Mul",
+        "Relu",
+        "Sigmoid",
+        "Split",
+        "Squeeze",
+        "Sub",
+        "Tanh",
+    }
+)
 # Digitnet's export has 26 nodes and an mlp of the most layers MAX_TENSORS allows about 130.
 MAX_ONNX_NODES = 1024
 # Values in any one tensor of the graph for one image: digitnet's largest is 25,088 (32x28x28),
@@ -76,8 +95,10 @@ def refuse_pickle(path: Path) -> None:
         return  # unreadable: the loader that opens it next says so
     for signature, kind in PICKLE_SIGNATURES.items():
         if start.startswith(signature):
-            raise CheckpointError(f"{path} is {kind}: digitlab never loads pickles, because loading one can run "
-                                  f"any code it names. A model is {MODEL_FORMS}.")
+            raise CheckpointError(
+                f"{path} is {kind}: digitlab never loads pickles, because loading one can run "
+                f"any code it names. A model is {MODEL_FORMS}."
+            )
 
 
 # --- run directories: config.json + model.safetensors ----------------------------------------------
@@ -96,13 +117,15 @@ def check_config(config, name: str) -> None:
         problems.append("recipe and model names must be strings")
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         problems.append(f"dataset.classes must be a list of names, not {classes!r:.80}")
-    if not (isinstance(image_shape, list) and len(image_shape) == 3
-            and all(type(d) is int and d > 0 for d in image_shape)):
+    if not (
+        isinstance(image_shape, list) and len(image_shape) == 3 and all(type(d) is int and d > 0 for d in image_shape)
+    ):
         problems.append(f"dataset.image_shape must be [C, H, W], positive integers, not {image_shape!r:.80}")
     low, high = TEMPERATURE_RANGE
     if not (type(temperature) in (int, float) and low <= temperature <= high):  # NaN fails both comparisons
-        problems.append(f"calibration.temperature must be a positive number from {low:g} to {high:g}, "
-                        f"not {temperature!r:.80}")
+        problems.append(
+            f"calibration.temperature must be a positive number from {low:g} to {high:g}, not {temperature!r:.80}"
+        )
     if problems:
         raise CheckpointError(f"{name} is not a valid digitlab run configuration: {'; '.join(problems)}")
 
@@ -117,8 +140,9 @@ def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(path), framework="pt") as file:
             names = file.keys()
             if len(names) > MAX_TENSORS:
-                raise CheckpointError(f"{path} holds {len(names):,} tensors, more than the {MAX_TENSORS} of any "
-                                      f"network digitlab builds")
+                raise CheckpointError(
+                    f"{path} holds {len(names):,} tensors, more than the {MAX_TENSORS} of any network digitlab builds"
+                )
             return {name: tuple(file.get_slice(name).get_shape()) for name in names}
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is not a valid safetensors file: {err}") from err
@@ -136,8 +160,10 @@ def build_network(config: dict, config_path: Path, weights_path: Path) -> nn.Mod
     check_config(config, str(config_path))
     implied = tensor_count(config["model"])
     if implied is not None and implied > MAX_TENSORS:  # refused before anything is built: one layer took ~3 ms
-        raise CheckpointError(f"{config_path} describes a network of {implied:,} tensors, more than the {MAX_TENSORS} "
-                              f"of any network digitlab builds ({weights_path} holds {len(shapes)})")
+        raise CheckpointError(
+            f"{config_path} describes a network of {implied:,} tensors, more than the {MAX_TENSORS} "
+            f"of any network digitlab builds ({weights_path} holds {len(shapes)})"
+        )
     image_shape, classes = config["dataset"]["image_shape"], config["dataset"]["classes"]
     try:
         with torch.device("meta"):
@@ -146,15 +172,18 @@ def build_network(config: dict, config_path: Path, weights_path: Path) -> nn.Mod
         raise _unbuildable(config_path, image_shape, err) from err
     expected = {name: tuple(tensor.shape) for name, tensor in network.state_dict().items()}
     if expected != shapes:
-        raise CheckpointError(f"{weights_path} does not match the network in {config_path}: "
-                              f"{_differences(expected, shapes)}")
+        raise CheckpointError(
+            f"{weights_path} does not match the network in {config_path}: {_differences(expected, shapes)}"
+        )
     # Shapes checked: the network is no larger than the weights file. Build it and fill it.
     network = create_model_from_config(config["model"])
     network.load_state_dict(load_weights(weights_path))
     outputs = (1, *_output_shape(network, image_shape, config_path))
     if outputs != (1, len(classes)):
-        raise CheckpointError(f"{config_path}: the network's output for one image has shape {outputs}, "
-                              f"not (1, {len(classes)}) for its {len(classes)} classes")
+        raise CheckpointError(
+            f"{config_path}: the network's output for one image has shape {outputs}, "
+            f"not (1, {len(classes)}) for its {len(classes)} classes"
+        )
     return network
 
 
@@ -180,17 +209,24 @@ def _output_shape(network: nn.Module, image_shape: list[int], config_path: Path)
 
 
 def _unbuildable(config_path: Path, image_shape: list[int], err: Exception) -> CheckpointError:
-    return CheckpointError(f"{config_path} describes no network digitlab can build for {image_shape} images: "
-                           f"{type(err).__name__}: {err}")
+    return CheckpointError(
+        f"{config_path} describes no network digitlab can build for {image_shape} images: {type(err).__name__}: {err}"
+    )
 
 
 def _differences(expected: dict[str, tuple], found: dict[str, tuple], most: int = 3) -> str:
     missing = [name for name in expected if name not in found]
     unexpected = [name for name in found if name not in expected]
-    resized = [f"{name} {found[name]} (the config gives {expected[name]})" for name in expected
-               if name in found and found[name] != expected[name]]
-    parts = [f"{label} {', '.join(names[:most])}{' ...' if len(names) > most else ''}"
-             for label, names in (("missing", missing), ("unexpected", unexpected), ("shape of", resized)) if names]
+    resized = [
+        f"{name} {found[name]} (the config gives {expected[name]})"
+        for name in expected
+        if name in found and found[name] != expected[name]
+    ]
+    parts = [
+        f"{label} {', '.join(names[:most])}{' ...' if len(names) > most else ''}"
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("shape of", resized))
+        if names
+    ]
     return "; ".join(parts)
 
 
@@ -217,8 +253,10 @@ def open_onnx(source: str | Path | bytes, threads: int | None = None) -> tuple[O
     metadata = check_onnx(data, name)  # graph and metadata, before ONNX Runtime sees the file
     text = metadata.get(CONFIG_KEY)
     if text is None:
-        raise CheckpointError(f"{name} is an ONNX model without digitlab's metadata ({CONFIG_KEY!r}): only files "
-                              "written by `digitlab export` know their classes, image shape and calibration")
+        raise CheckpointError(
+            f"{name} is an ONNX model without digitlab's metadata ({CONFIG_KEY!r}): only files "
+            "written by `digitlab export` know their classes, image shape and calibration"
+        )
     config = loads_json(text, f"{name}'s {CONFIG_KEY!r}")
     check_config(config, f"{name}'s {CONFIG_KEY!r}")
     try:
@@ -250,16 +288,25 @@ def check_onnx(data: bytes, name: str) -> dict[str, str]:
         raise CheckpointError(f"{name} is not a valid ONNX model (damaged, or not ONNX at all): {err}") from err
     if not proto.graph.node:  # an empty file parses as an empty model
         raise CheckpointError(f"{name} is not a valid ONNX model (damaged, or not ONNX at all): it has no graph")
-    external = sorted({_text(tensor.name) or "(unnamed)" for tensor in _tensors(proto)
-                       if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data)})
+    external = sorted(
+        {
+            _text(tensor.name) or "(unnamed)"
+            for tensor in _tensors(proto)
+            if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data)
+        }
+    )
     if external:
-        raise CheckpointError(f"{name} refers to external data for {', '.join(external[:3])}: a model from `digitlab "
-                              "export` holds all its weights in the one file")
+        raise CheckpointError(
+            f"{name} refers to external data for {', '.join(external[:3])}: a model from `digitlab "
+            "export` holds all its weights in the one file"
+        )
     domains = {_text(opset.domain) for opset in proto.opset_import} | {_text(node.domain) for node in _nodes(proto)}
     foreign = sorted(domains - set(ONNX_DOMAINS))
     if foreign:
-        raise CheckpointError(f"{name} uses operators from outside the standard ONNX domain ({', '.join(foreign)}): "
-                              "digitlab runs only the standard operators its export writes")
+        raise CheckpointError(
+            f"{name} uses operators from outside the standard ONNX domain ({', '.join(foreign)}): "
+            "digitlab runs only the standard operators its export writes"
+        )
     if proto.functions:
         names = ", ".join(_text(function.name) for function in proto.functions[:3])
         raise CheckpointError(f"{name} defines functions of its own ({names}): digitlab's export writes none")
@@ -268,8 +315,10 @@ def check_onnx(data: bytes, name: str) -> dict[str, str]:
         raise CheckpointError(f"{name} is damaged: its metadata is not UTF-8 text")
     extra = sorted({p.key for p in proto.metadata_props} - set(METADATA_KEYS))
     if extra:
-        raise CheckpointError(f"{name} carries metadata digitlab does not write ({', '.join(extra[:5])}); "
-                              "ONNX Runtime can act on some keys (ort_config), so only digitlab's are accepted")
+        raise CheckpointError(
+            f"{name} carries metadata digitlab does not write ({', '.join(extra[:5])}); "
+            "ONNX Runtime can act on some keys (ort_config), so only digitlab's are accepted"
+        )
     metadata = {p.key: p.value for p in proto.metadata_props}
     parameters = metadata.get(PARAMETERS_KEY)
     # isdigit() alone takes "²", which int() refuses; 15 digits is a quadrillion parameters
@@ -286,12 +335,15 @@ def _check_graph(proto, name: str) -> None:
 
     nodes = list(_nodes(proto))
     if len(nodes) > MAX_ONNX_NODES:
-        raise CheckpointError(f"{name} has {len(nodes):,} operators, more than the {MAX_ONNX_NODES} of any network "
-                              "digitlab exports")
+        raise CheckpointError(
+            f"{name} has {len(nodes):,} operators, more than the {MAX_ONNX_NODES} of any network digitlab exports"
+        )
     foreign = sorted({_text(node.op_type) for node in nodes} - ONNX_OPERATORS)
     if foreign:
-        raise CheckpointError(f"{name} uses operators digitlab's export never writes ({', '.join(foreign[:5])}): only "
-                              "those of digitlab's own networks are run, since others can allocate what their data asks")
+        raise CheckpointError(
+            f"{name} uses operators digitlab's export never writes ({', '.join(foreign[:5])}): only "
+            "those of digitlab's own networks are run, since others can allocate what their data asks"
+        )
     inputs = proto.graph.input
     dims = inputs[0].type.tensor_type.shape.dim if len(inputs) == 1 else []
     batch = dims[0].dim_param if dims else ""
@@ -301,19 +353,28 @@ def _check_graph(proto, name: str) -> None:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=True)
     except (onnx.shape_inference.InferenceError, ValueError) as err:
         raise CheckpointError(f"{name} is not a valid ONNX model: {str(err)[:300]}") from err
-    known = {value.name: value for value in (*inferred.graph.value_info, *inferred.graph.input,
-                                             *inferred.graph.output)}
+    known = {value.name: value for value in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
     for output in (output for node in inferred.graph.node for output in node.output if output):
         value = known.get(output)
         tensor = value.type.tensor_type if value is not None and value.type.HasField("tensor_type") else None
-        sizes = [d.dim_value if d.HasField("dim_value") else 1 if batch and d.dim_param == batch else None
-                 for d in tensor.shape.dim] if tensor is not None and tensor.HasField("shape") else [None]
+        sizes = (
+            [
+                d.dim_value if d.HasField("dim_value") else 1 if batch and d.dim_param == batch else None
+                for d in tensor.shape.dim
+            ]
+            if tensor is not None and tensor.HasField("shape")
+            else [None]
+        )
         if None in sizes:
-            raise CheckpointError(f"{name}: the shape of {output!r} does not follow from the graph's input and "
-                                  "weights, as it does in every network digitlab exports")
+            raise CheckpointError(
+                f"{name}: the shape of {output!r} does not follow from the graph's input and "
+                "weights, as it does in every network digitlab exports"
+            )
         if math.prod(sizes) > MAX_TENSOR_VALUES:
-            raise CheckpointError(f"{name}: {output!r} holds {math.prod(sizes):,} values per image, more than the "
-                                  f"{MAX_TENSOR_VALUES:,} digitlab allows (its own networks' largest: 25,088)")
+            raise CheckpointError(
+                f"{name}: {output!r} holds {math.prod(sizes):,} values per image, more than the "
+                f"{MAX_TENSOR_VALUES:,} digitlab allows (its own networks' largest: 25,088)"
+            )
 
 
 def _text(value: str | bytes) -> str:

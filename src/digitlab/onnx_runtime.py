@@ -79,15 +79,21 @@ def onnx_bytes(network: nn.Module, image_shape: tuple[int, int, int]) -> tuple[b
                 # ... and that tensors read as Python numbers (opencv-mlp's alpha, beta) become constants:
                 # they are buffers fixed for the exported weights, so constants are right
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                torch.onnx.export(wrapper, example, buffer, dynamo=False, **names,
-                                  dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+                torch.onnx.export(
+                    wrapper,
+                    example,
+                    buffer,
+                    dynamo=False,
+                    **names,
+                    dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                )
             return buffer.getvalue(), "torchscript"
         except Exception as err:  # noqa: BLE001 -- any failure of the old exporter: try the new one
-            log.warning("the TorchScript-based ONNX exporter failed (%s: %s); trying torch.export's",
-                        type(err).__name__, err)
+            log.warning(
+                "the TorchScript-based ONNX exporter failed (%s: %s); trying torch.export's", type(err).__name__, err
+            )
         batch = torch.export.Dim("batch", min=1)
-        program = torch.onnx.export(wrapper, example, dynamo=True, **names, dynamic_shapes=({0: batch},),
-                                    verbose=False)
+        program = torch.onnx.export(wrapper, example, dynamo=True, **names, dynamic_shapes=({0: batch},), verbose=False)
         return program.model_proto.SerializeToString(), "dynamo"
     finally:
         for module, training in modes:
@@ -132,20 +138,34 @@ class OnnxSession:
         images = np.ascontiguousarray(images)
         if images.dtype != np.uint8:
             raise ConfigError(f"the ONNX model takes uint8 images (0..255), got {images.dtype}")
-        return np.concatenate([self.session.run([OUTPUT], {INPUT: images[i:i + batch_size]})[0]
-                               for i in range(0, max(len(images), 1), batch_size)])
+        return np.concatenate(
+            [
+                self.session.run([OUTPUT], {INPUT: images[i : i + batch_size]})[0]
+                for i in range(0, max(len(images), 1), batch_size)
+            ]
+        )
 
     def check_signature(self, image_shape: tuple[int, ...], num_classes: int, name: str) -> None:
         """Refuse a graph whose input or output is not what digitlab's export writes."""
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         want_in = f'one input "{INPUT}", uint8 (batch, {", ".join(map(str, image_shape))})'
         want_out = f'one output "{OUTPUT}", float (batch, {num_classes})'
-        if (len(inputs) != 1 or inputs[0].name != INPUT or inputs[0].type != "tensor(uint8)"
-                or list(inputs[0].shape[1:]) != list(image_shape) or len(inputs[0].shape) != 4):
+        if (
+            len(inputs) != 1
+            or inputs[0].name != INPUT
+            or inputs[0].type != "tensor(uint8)"
+            or list(inputs[0].shape[1:]) != list(image_shape)
+            or len(inputs[0].shape) != 4
+        ):
             got = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
             raise CheckpointError(f"{name} has input(s) {got}; expected {want_in}")
-        if (len(outputs) != 1 or outputs[0].name != OUTPUT or outputs[0].type != "tensor(float)"
-                or len(outputs[0].shape) != 2 or outputs[0].shape[1] != num_classes):
+        if (
+            len(outputs) != 1
+            or outputs[0].name != OUTPUT
+            or outputs[0].type != "tensor(float)"
+            or len(outputs[0].shape) != 2
+            or outputs[0].shape[1] != num_classes
+        ):
             got = ", ".join(f"{o.name} {o.type} {o.shape}" for o in outputs)
             raise CheckpointError(f"{name} has output(s) {got}; expected {want_out}")
 

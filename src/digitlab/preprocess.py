@@ -34,9 +34,21 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ConfigError, DataError, DigitlabError
 
-__all__ = ["ImageError", "ImageTooLargeError", "NotAnImageError", "PixelError", "load_image", "declared_size",
-           "quiet_decoders", "ink_map", "center_digit", "to_mnist_style", "stroke_width", "to_uint8_images",
-           "to_uint8_digit"]
+__all__ = [
+    "ImageError",
+    "ImageTooLargeError",
+    "NotAnImageError",
+    "PixelError",
+    "load_image",
+    "declared_size",
+    "quiet_decoders",
+    "ink_map",
+    "center_digit",
+    "to_mnist_style",
+    "stroke_width",
+    "to_uint8_images",
+    "to_uint8_digit",
+]
 
 ImageSource = str | os.PathLike | bytes | bytearray | BinaryIO | Image.Image | np.ndarray
 
@@ -109,7 +121,6 @@ TIFF_TILE_WIDTH, TIFF_TILE_LENGTH = 322, 323
 TILE_ALIGN, SMALL_TILE = 16, 256
 
 
-
 def quiet_decoders() -> None:
     """Keep Pillow's warnings and libtiff's error messages off stderr, process-wide: digitlab turns
     the failures they describe into its own one-line errors. For programs whose output is digitlab's
@@ -131,6 +142,7 @@ def quiet_decoders() -> None:
         except (OSError, AttributeError):  # not a library ctypes can open, or without these functions
             continue
 
+
 def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES) -> np.ndarray:
     """Decode an image into float32 grey (H, W) in [0, 1], as it looks: dark ink on paper stays dark.
 
@@ -149,8 +161,10 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, max_bytes: 
         image = _decode(_opened(source, name, max_bytes, max_pixels), name)
         grey, alpha = _pillow(lambda: _image_channels(image), name, "cannot be converted to grey")
     if min(grey.shape) < MIN_SIDE:
-        raise ImageError(f"{_name(source)} is {grey.shape[1]}x{grey.shape[0]} pixels: too small to hold a digit "
-                         f"(at least {MIN_SIDE}x{MIN_SIDE})")
+        raise ImageError(
+            f"{_name(source)} is {grey.shape[1]}x{grey.shape[0]} pixels: too small to hold a digit "
+            f"(at least {MIN_SIDE}x{MIN_SIDE})"
+        )
     if alpha is not None and alpha.min() < alpha.max():
         grey = _composite(grey, alpha)
     return grey
@@ -212,8 +226,10 @@ def _read(source, name: str, max_bytes: int) -> bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ImageError(f"{name} is not a binary file: its read() gave {type(data).__name__}")
     else:
-        raise TypeError(f"cannot read an image from {type(source).__name__}: give a path, bytes, a binary "
-                        "file, a PIL image or a numpy array")
+        raise TypeError(
+            f"cannot read an image from {type(source).__name__}: give a path, bytes, a binary "
+            "file, a PIL image or a numpy array"
+        )
     if not data:
         raise ImageError(f"{name} is empty (0 bytes)")
     if len(data) > max_bytes:
@@ -266,8 +282,9 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as err:  # Pillow's own limit, above ours: "Image size (N pixels) exceeds..."
         found = re.search(r"\((\d+) pixels\)", str(err))
         declared = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-        raise ImageTooLargeError(f"{name} declares {declared}, more than the limit of {max_pixels:,}: resize it "
-                                 "first") from err
+        raise ImageTooLargeError(
+            f"{name} declares {declared}, more than the limit of {max_pixels:,}: resize it first"
+        ) from err
     except UnidentifiedImageError as err:  # its message names only a BytesIO object
         other = _other_format(data)
         found = f"its format is {other}" if other else f"its first bytes are {data[:8]!r}"
@@ -300,8 +317,10 @@ def _check_pixels(size: tuple[int, int], max_pixels: int, name: str, what: str =
     """Refuse an image by the size its header declares, before any pixel is decoded."""
     width, height = size
     if width * height > max_pixels:
-        raise ImageTooLargeError(f"{name} {what} {width}x{height} = {width * height:,} pixels, more than the limit "
-                                 f"of {max_pixels:,}: resize it first")
+        raise ImageTooLargeError(
+            f"{name} {what} {width}x{height} = {width * height:,} pixels, more than the limit "
+            f"of {max_pixels:,}: resize it first"
+        )
 
 
 def _check_declared(image: Image.Image, max_pixels: int, name: str) -> None:
@@ -314,8 +333,9 @@ def _check_declared(image: Image.Image, max_pixels: int, name: str) -> None:
     for tile in image.tile or ():
         extents = tile[1]
         if extents is not None and (min(extents[:2]) < 0 or extents[2] > width or extents[3] > height):
-            raise ImageError(f"{name} is damaged: it places pixels at {tuple(extents)}, outside its "
-                             f"{width}x{height} image")
+            raise ImageError(
+                f"{name} is damaged: it places pixels at {tuple(extents)}, outside its {width}x{height} image"
+            )
     if image.format == "TIFF":
         tile_width, tile_length = image.tag_v2.get(TIFF_TILE_WIDTH), image.tag_v2.get(TIFF_TILE_LENGTH)
         if tile_width is None and tile_length is None:
@@ -325,8 +345,10 @@ def _check_declared(image: Image.Image, max_pixels: int, name: str) -> None:
         _check_pixels((tile_width, tile_length), max_pixels, name, "declares tiles of")
         allowed = [max(-(-side // TILE_ALIGN) * TILE_ALIGN, SMALL_TILE) for side in (width, height)]
         if tile_width > allowed[0] or tile_length > allowed[1]:
-            raise ImageTooLargeError(f"{name} declares tiles of {tile_width}x{tile_length} pixels for a "
-                                     f"{width}x{height} image: a tile larger than its image is refused")
+            raise ImageTooLargeError(
+                f"{name} declares tiles of {tile_width}x{tile_length} pixels for a "
+                f"{width}x{height} image: a tile larger than its image is refused"
+            )
 
 
 def _pillow(step, name: str, failure: str):
@@ -459,8 +481,10 @@ def ink_map(grey: np.ndarray) -> tuple[np.ndarray, str]:
     # (measured on Gaussian noise of 0.02-0.2); the faintest real ink, on a cheque's printed
     # security pattern that makes the border look noisy, stands 4.1-6 sigma above it.
     if ink_level - ground_level < max(MIN_CONTRAST, 5 * sigma):
-        raise ImageError(f"no ink found: nothing stands out from the ground (by {MIN_CONTRAST:.0%} of black to "
-                         "white and above its noise)")
+        raise ImageError(
+            f"no ink found: nothing stands out from the ground (by {MIN_CONTRAST:.0%} of black to "
+            "white and above its noise)"
+        )
     low = min(ground_level + 3 * sigma, (ground_level + ink_level) / 2)
     return np.clip((contrast - low) / (ink_level - low), 0, 1).astype(np.float32), polarity
 
@@ -480,8 +504,13 @@ def _ground_level(bright: np.ndarray) -> np.ndarray:
     """
     height, width = bright.shape
     shrink = min(1.0, 256 / max(height, width))
-    small = cv2.resize(bright, (max(1, round(width * shrink)), max(1, round(height * shrink))),
-                       interpolation=cv2.INTER_AREA) if shrink < 1 else bright
+    small = (
+        cv2.resize(
+            bright, (max(1, round(width * shrink)), max(1, round(height * shrink))), interpolation=cv2.INTER_AREA
+        )
+        if shrink < 1
+        else bright
+    )
     window = max(3, min(small.shape) // 2) | 1  # odd: centred, so the opening shifts nothing
     opened = cv2.morphologyEx(small, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (window, window)))
     return cv2.resize(opened, (width, height), interpolation=cv2.INTER_LINEAR) if shrink < 1 else opened
@@ -574,7 +603,7 @@ def _crop(image: np.ndarray, box: tuple[int, int, int, int], margin: int) -> np.
     """The box plus `margin` pixels on every side, zero (no ink) where that leaves the image."""
     top, bottom, left, right = box[0] - margin, box[1] + margin, box[2] - margin, box[3] + margin
     height, width = image.shape
-    inside = image[max(top, 0):min(bottom, height), max(left, 0):min(right, width)]
+    inside = image[max(top, 0) : min(bottom, height), max(left, 0) : min(right, width)]
     return np.pad(inside, ((max(0, -top), max(0, bottom - height)), (max(0, -left), max(0, right - width))))
 
 
@@ -618,8 +647,12 @@ def _disc(radius: int) -> np.ndarray:
 def _center_of_mass(image: np.ndarray) -> np.ndarray:
     """(row, column) of the grey values' centre of mass, in pixel index coordinates."""
     mass = float(image.sum())
-    return np.array([(image.sum(1) * np.arange(image.shape[0])).sum() / mass,
-                     (image.sum(0) * np.arange(image.shape[1])).sum() / mass])
+    return np.array(
+        [
+            (image.sum(1) * np.arange(image.shape[0])).sum() / mass,
+            (image.sum(0) * np.arange(image.shape[1])).sum() / mass,
+        ]
+    )
 
 
 def _place_at_center_of_mass(fine: np.ndarray) -> np.ndarray:
@@ -636,8 +669,9 @@ def _place_at_center_of_mass(fine: np.ndarray) -> np.ndarray:
     shift = np.round(target - _center_of_mass(fine))
     for _ in range(3):
         matrix = np.float32([[1, 0, shift[1]], [0, 1, shift[0]]])
-        placed = cv2.warpAffine(fine, matrix, (size, size), flags=cv2.INTER_NEAREST,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        placed = cv2.warpAffine(
+            fine, matrix, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        )
         digit = cv2.resize(placed, (MNIST_SIZE, MNIST_SIZE), interpolation=cv2.INTER_AREA)
         error = MNIST_CENTER - _center_of_mass(digit)
         if np.abs(error).max() <= 0.5 / WORK_SCALE + 1e-6:
@@ -646,8 +680,9 @@ def _place_at_center_of_mass(fine: np.ndarray) -> np.ndarray:
     return np.round(np.clip(digit, 0, 1) * 255).astype(np.uint8)
 
 
-def to_mnist_style(source: ImageSource, *, stroke: bool = True, max_pixels: int = MAX_PIXELS,
-                   max_bytes: int = MAX_BYTES) -> np.ndarray:
+def to_mnist_style(
+    source: ImageSource, *, stroke: bool = True, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES
+) -> np.ndarray:
     """Any single-digit image -> (28, 28) uint8, ink bright, prepared as MNIST was.
 
     `load_image`, then `ink_map` (either polarity), then `center_digit`; the result goes
@@ -725,6 +760,8 @@ def _levels(array: np.ndarray, name: str, *, json_numbers: bool = False) -> np.n
             return np.round(array * 255).astype(np.uint8)
         return np.round(array).astype(np.uint8)
     if low < 0 or high > (1 if array.dtype.kind == "f" else 255):
-        raise PixelError(f"{name} must lie in [0, 1] as floats or in 0-255 as integers (ink bright on a dark "
-                         f"ground), got {low:g} to {high:g}")
+        raise PixelError(
+            f"{name} must lie in [0, 1] as floats or in 0-255 as integers (ink bright on a dark "
+            f"ground), got {low:g} to {high:g}"
+        )
     return np.round(array * 255).astype(np.uint8) if array.dtype.kind == "f" else array.astype(np.uint8)

@@ -75,7 +75,7 @@ class Recipe:
     source: str = ""  # where the recipe comes from
     published_accuracy: float | None = None  # test accuracy the source reports, 0..1
 
-    def override(self, **changes) -> "Recipe":
+    def override(self, **changes) -> Recipe:
         """A copy with the given fields changed; None values are ignored (unset CLI flags)."""
         changes = {k: v for k, v in changes.items() if v is not None}
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -85,7 +85,7 @@ class Recipe:
         recipe.validate()
         return recipe
 
-    def with_settings(self, settings: list[str]) -> "Recipe":
+    def with_settings(self, settings: list[str]) -> Recipe:
         """A copy with FIELD=VALUE strings applied (the CLI's --set), each value parsed by its field's type."""
         types = {f.name: f.type for f in dataclasses.fields(self)}
         changes: dict = {}
@@ -93,8 +93,10 @@ class Recipe:
             key, sep, text = setting.partition("=")
             key = key.strip().replace("-", "_")
             if not sep or key not in types:
-                raise ConfigError(f"--set expects FIELD=VALUE with a recipe field; got {setting!r}. "
-                                  f"Fields: {', '.join(sorted(types))}")
+                raise ConfigError(
+                    f"--set expects FIELD=VALUE with a recipe field; got {setting!r}. "
+                    f"Fields: {', '.join(sorted(types))}"
+                )
             kind = str(types[key])
             try:
                 if kind.startswith("bool"):
@@ -146,14 +148,14 @@ class Recipe:
             raise ConfigError(f"gamma must be positive, got {self.gamma}")
         if not 0 <= self.warmup <= 1:
             raise ConfigError(f"warmup must be in [0, 1], got {self.warmup}")
-        if not -2**63 <= self.seed < 2**63 - 1:
+        if not -(2**63) <= self.seed < 2**63 - 1:
             raise ConfigError(f"seed must be between -2**63 and 2**63 - 2, got {self.seed}")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "Recipe":
+    def from_json(cls, data: dict) -> Recipe:
         """The recipe `to_json` wrote, every field checked against its type (a run's config.json is
         untrusted input): a ConfigError names the first field that is missing or wrong. Fields this
         version does not know are ignored. Values are checked by `validate`, not here."""
@@ -181,8 +183,9 @@ def _field_value(name: str, kind: str, value):
     if kind == "Augment | None" and isinstance(value, dict):
         known = {f.name for f in dataclasses.fields(Augment)}
         if set(value) - known or not all(_is_number(v) for v in value.values()):
-            raise ConfigError(f"recipe field 'augment' must map {', '.join(sorted(known))} to numbers, "
-                              f"not {value!r:.80}")
+            raise ConfigError(
+                f"recipe field 'augment' must map {', '.join(sorted(known))} to numbers, not {value!r:.80}"
+            )
         return Augment(**value)
     checks = {
         "str": (lambda v: isinstance(v, str), "a string"),
@@ -227,7 +230,7 @@ DIGITNET_PEN = dataclasses.replace(
     DIGITNET,
     name="digitnet-pen",
     description="digitnet with pen and camera augmentation (stroke width, blur, noise, fading): "
-                "the bundled default model that `predict` and `read` use",
+    "the bundled default model that `predict` and `read` use",
     epochs=24,  # 15 gave 99.47%: the heavier augmentation needs longer to converge
     augment=Augment(shift=2.0, rotate=12.0, scale=0.15, thickness=0.3, blur=1.0, noise=0.05, contrast=0.3),
 )

@@ -41,7 +41,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .version import __version__
 from .checkpoint import (
     CONFIG,
     HISTORY,
@@ -65,6 +64,7 @@ from .files import make_temp_dir, read_json, write_json
 from .model_files import MAX_TENSORS
 from .models import create_model, tensor_count
 from .recipes import Augment, Recipe, get_recipe, unknown_choice
+from .version import __version__
 
 
 @dataclass(frozen=True)
@@ -149,21 +149,36 @@ def _fit(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) ->
         train_seconds = time.perf_counter() - started
         loss_total, correct_total, seen = cluster.sum([loss_sum.item(), correct.item(), seen], dev)
         val_loss, val_accuracy = evaluate_sharded(trainer.model, val_x, val_y, recipe.label_smoothing, cluster, dev)
-        row = {"epoch": epoch + 1, "loss": loss_total / seen, "accuracy": correct_total / seen,
-               "val_loss": val_loss, "val_accuracy": val_accuracy, "seconds": train_seconds,
-               "lr": learning_rate(recipe, (epoch + 1) * trainer.steps_per_epoch - 1, trainer.steps_per_epoch)}
+        row = {
+            "epoch": epoch + 1,
+            "loss": loss_total / seen,
+            "accuracy": correct_total / seen,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "seconds": train_seconds,
+            "lr": learning_rate(recipe, (epoch + 1) * trainer.steps_per_epoch - 1, trainer.steps_per_epoch),
+        }
         history.append(row)
         if progress:
-            tqdm.write(f"epoch {epoch + 1}/{recipe.epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} "
-                       f"val_loss {val_loss:.4f} val_acc {val_accuracy:.4f} ({train_seconds:.1f} s)")
+            tqdm.write(
+                f"epoch {epoch + 1}/{recipe.epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} "
+                f"val_loss {val_loss:.4f} val_acc {val_accuracy:.4f} ({train_seconds:.1f} s)"
+            )
         if cluster.main:
             model = trainer.model
-            save_checkpoint(run_path, epoch + 1, model.state_dict(), trainer.optimizer.state_dict(),
-                            rng_state(trainer.generator), {"history": history, "processes": cluster.world})
+            save_checkpoint(
+                run_path,
+                epoch + 1,
+                model.state_dict(),
+                trainer.optimizer.state_dict(),
+                rng_state(trainer.generator),
+                {"history": history, "processes": cluster.world},
+            )
             save_weights(run_path / WEIGHTS, model.state_dict())
             write_json(run_path / HISTORY, history)
-    return Run(path=run_path, recipe=recipe, model=trainer.model.eval(), history=history, config=config,
-               rank=cluster.rank)
+    return Run(
+        path=run_path, recipe=recipe, model=trainer.model.eval(), history=history, config=config, rank=cluster.rank
+    )
 
 
 # --- the setup, stage by stage ----------------------------------------------------------------
@@ -179,8 +194,9 @@ def agree_on_plan(recipe: Recipe | str | None, options: RunOptions, dev: torch.d
     if cluster.main:
         try:
             if options.resume is not None:
-                recipe, val_split, subset, checkpoint = plan_resume(Path(options.resume), options.overrides,
-                                                                    options.settings)
+                recipe, val_split, subset, checkpoint = plan_resume(
+                    Path(options.resume), options.overrides, options.settings
+                )
             else:
                 recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
                 recipe = recipe.with_settings(options.settings).override(**options.overrides)
@@ -189,16 +205,24 @@ def agree_on_plan(recipe: Recipe | str | None, options: RunOptions, dev: torch.d
             if not cluster.active:
                 raise
             failure = err
-        plan = ({"error": str(failure)} if failure else
-                {"recipe": recipe.to_json(), "val_split": val_split, "subset": subset,
-                 "resume": checkpoint is not None})
+        plan = (
+            {"error": str(failure)}
+            if failure
+            else {
+                "recipe": recipe.to_json(),
+                "val_split": val_split,
+                "subset": subset,
+                "resume": checkpoint is not None,
+            }
+        )
     plan = cluster.share_json(plan if cluster.main else None, dev)
     if "error" in plan:  # every process stops with rank 0's reason
         raise failure if failure else DistributedError(f"rank 0 could not start the run: {plan['error']}")
     recipe = Recipe.from_json(plan["recipe"])
     if cluster.active and recipe.engine != "torch":
-        raise ConfigError(f"{recipe.name} trains in one {recipe.engine} call: it runs in one process, not under "
-                          "torchrun")
+        raise ConfigError(
+            f"{recipe.name} trains in one {recipe.engine} call: it runs in one process, not under torchrun"
+        )
     return RunPlan(recipe, plan["val_split"], plan["subset"], plan["resume"]), checkpoint
 
 
@@ -217,26 +241,38 @@ def load_data(recipe: Recipe, options: RunOptions) -> Dataset:
     return dataset
 
 
-def run_config(recipe: Recipe, args: dict, dataset: Dataset, plan: RunPlan, cluster: Cluster,
-               dev: torch.device) -> dict:
+def run_config(
+    recipe: Recipe, args: dict, dataset: Dataset, plan: RunPlan, cluster: Cluster, dev: torch.device
+) -> dict:
     """The run's config.json: the recipe, the model's factory arguments, the dataset, how it trains."""
     return {
         "digitlab_version": __version__,
         "recipe": recipe.to_json(),
         "model": {"name": recipe.model, "args": args},
-        "dataset": {"name": dataset.name, "classes": list(dataset.classes), "mean": list(dataset.mean),
-                    "std": list(dataset.std), "image_shape": list(dataset.image_shape)},
-        "train": {"device": str(dev) if recipe.engine == "torch" else f"cpu ({recipe.engine})",
-                  "val_split": plan.val_split, "subset": plan.subset,
-                  "validation": "held-out training images" if plan.val_split else "test set",
-                  "torch_version": torch.__version__, "threads": torch.get_num_threads(),
-                  "bf16": recipe.bf16 and bf16_supported(dev),
-                  "processes": cluster.world, "backend": cluster.backend},
+        "dataset": {
+            "name": dataset.name,
+            "classes": list(dataset.classes),
+            "mean": list(dataset.mean),
+            "std": list(dataset.std),
+            "image_shape": list(dataset.image_shape),
+        },
+        "train": {
+            "device": str(dev) if recipe.engine == "torch" else f"cpu ({recipe.engine})",
+            "val_split": plan.val_split,
+            "subset": plan.subset,
+            "validation": "held-out training images" if plan.val_split else "test set",
+            "torch_version": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "bf16": recipe.bf16 and bf16_supported(dev),
+            "processes": cluster.world,
+            "backend": cluster.backend,
+        },
     }
 
 
-def open_run_dir(plan: RunPlan, config: dict, checkpoint: dict | None, args: dict, options: RunOptions,
-                 dev: torch.device) -> Path:
+def open_run_dir(
+    plan: RunPlan, config: dict, checkpoint: dict | None, args: dict, options: RunOptions, dev: torch.device
+) -> Path:
     """The run directory: rank 0 creates it, or checks and updates the one it resumes
     (prepare_resume); the others learn its path."""
     cluster = options.cluster
@@ -250,8 +286,9 @@ def open_run_dir(plan: RunPlan, config: dict, checkpoint: dict | None, args: dic
     return Path(cluster.share_json(str(run_path) if cluster.main else None, dev))
 
 
-def fit_in_engine(recipe: Recipe, run_path: Path, config: dict, args: dict,
-                  splits: tuple[torch.Tensor, ...], progress: bool) -> Run:
+def fit_in_engine(
+    recipe: Recipe, run_path: Path, config: dict, args: dict, splits: tuple[torch.Tensor, ...], progress: bool
+) -> Run:
     """A recipe another engine trains, in one call (engine "opencv": cv2.ml.ANN_MLP, by
     engines/opencv_mlp_trainer.py): its weights and its one-row history go into the run directory
     as the loop's would, with no checkpoint (there is no epoch to resume from inside one call).
@@ -285,8 +322,9 @@ class Trainer:
     device: torch.device
 
 
-def start_training(recipe: Recipe, args: dict, checkpoint: dict | None, n: int, amp: bool, cluster: Cluster,
-                   dev: torch.device) -> Trainer:
+def start_training(
+    recipe: Recipe, args: dict, checkpoint: dict | None, n: int, amp: bool, cluster: Cluster, dev: torch.device
+) -> Trainer:
     """The model, optimiser and generators, seeded from the recipe in this order (a seed gives
     one history), then restored from `checkpoint` when resuming; `n` training images."""
     torch.manual_seed(recipe.seed)  # model initialisation, then dropout masks
@@ -310,17 +348,32 @@ def start_training(recipe: Recipe, args: dict, checkpoint: dict | None, n: int, 
     batch = recipe.batch_size  # the global batch: each process takes its slice of it
     # A last global batch smaller than the number of processes would leave one of them empty: skip it.
     steps_per_epoch = n // batch + (1 if n % batch >= cluster.world else 0)
-    return Trainer(model=model, forward=forward, optimizer=optimizer,
-                   criterion=nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing), generator=generator,
-                   local_generator=local_generator, layout=layout, amp=amp, steps_per_epoch=steps_per_epoch,
-                   device=dev)
+    return Trainer(
+        model=model,
+        forward=forward,
+        optimizer=optimizer,
+        criterion=nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
+        generator=generator,
+        local_generator=local_generator,
+        layout=layout,
+        amp=amp,
+        steps_per_epoch=steps_per_epoch,
+        device=dev,
+    )
 
 
 # --- one epoch ---------------------------------------------------------------------------------
 
 
-def train_epoch(t: Trainer, recipe: Recipe, epoch: int, train_x: torch.Tensor, train_y: torch.Tensor,
-                cluster: Cluster, progress: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+def train_epoch(
+    t: Trainer,
+    recipe: Recipe,
+    epoch: int,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    cluster: Cluster,
+    progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """One pass over the training images in global batches, each process taking its slice of
     each: this process's summed loss and correct count (on the device: no sync per step) and
     the number of images it saw."""
@@ -333,14 +386,20 @@ def train_epoch(t: Trainer, recipe: Recipe, epoch: int, train_x: torch.Tensor, t
     loss_sum = torch.zeros((), device=dev)  # summed on the device: no sync per step
     correct = torch.zeros((), device=dev, dtype=torch.long)
     seen = 0
-    bar = tqdm(range(t.steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch",
-               disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        range(t.steps_per_epoch),
+        desc=f"epoch {epoch + 1}/{recipe.epochs}",
+        unit="batch",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
     with cluster.lost_peer(f"training epoch {epoch + 1}", only_network=True):
         for i in bar:
             step = epoch * t.steps_per_epoch + i
             for group in t.optimizer.param_groups:
                 group["lr"] = learning_rate(recipe, step, t.steps_per_epoch)
-            idx = order[i * batch:(i + 1) * batch]
+            idx = order[i * batch : (i + 1) * batch]
             mine = idx.tensor_split(cluster.world)[cluster.rank] if cluster.active else idx
             x = train_x[mine].float().div_(255)  # (B, C, H, W) in [0, 1]
             y = train_y[mine]
@@ -367,8 +426,14 @@ def train_epoch(t: Trainer, recipe: Recipe, epoch: int, train_x: torch.Tensor, t
     return loss_sum, correct, seen
 
 
-def evaluate_sharded(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, label_smoothing: float,
-                     cluster: Cluster, dev: torch.device) -> tuple[float, float]:
+def evaluate_sharded(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    label_smoothing: float,
+    cluster: Cluster,
+    dev: torch.device,
+) -> tuple[float, float]:
     """evaluate_loss_accuracy over all processes, each on its slice of the images."""
     if not cluster.active:
         return evaluate_loss_accuracy(model, images, labels, label_smoothing)
@@ -423,12 +488,14 @@ def model_arguments(recipe: Recipe, dataset: Dataset) -> dict:
 # SCHEDULE_NAMES are these keys (recipes are checked below this module; a test checks they agree).
 # The optimisers take the Keras defaults the classic recipes were run with.
 OPTIMIZERS: dict[str, Callable[[Recipe, Iterable], torch.optim.Optimizer]] = {
-    "sgd": lambda r, params: torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
-                                             weight_decay=r.weight_decay),
+    "sgd": lambda r, params: torch.optim.SGD(
+        params, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov, weight_decay=r.weight_decay
+    ),
     "adam": lambda r, params: torch.optim.Adam(params, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay),
     "adamw": lambda r, params: torch.optim.AdamW(params, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay),
-    "adadelta": lambda r, params: torch.optim.Adadelta(params, lr=r.lr, rho=r.rho, eps=r.eps,
-                                                       weight_decay=r.weight_decay),
+    "adadelta": lambda r, params: torch.optim.Adadelta(
+        params, lr=r.lr, rho=r.rho, eps=r.eps, weight_decay=r.weight_decay
+    ),
 }
 
 
@@ -494,14 +561,15 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
         pick = torch.rand(n, generator=generator, device=dev)
         dilated = F.max_pool2d(x, 3, stride=1, padding=1)
         eroded = -F.max_pool2d(-x, 3, stride=1, padding=1)
-        x = torch.where(per_image(pick < aug.thickness), dilated,
-                        torch.where(per_image(pick > 1 - aug.thickness), eroded, x))
+        x = torch.where(
+            per_image(pick < aug.thickness), dilated, torch.where(per_image(pick > 1 - aug.thickness), eroded, x)
+        )
     if aug.blur:
         # One depthwise convolution with a different Gaussian kernel per image.
         sigma = torch.rand(n, generator=generator, device=dev) * aug.blur + 1e-3
         radius = max(1, math.ceil(2 * aug.blur))
         offsets = torch.arange(-radius, radius + 1, device=dev, dtype=x.dtype)
-        kernel_1d = torch.exp(-offsets[None] ** 2 / (2 * sigma[:, None] ** 2))
+        kernel_1d = torch.exp(-(offsets[None] ** 2) / (2 * sigma[:, None] ** 2))
         kernel_1d = kernel_1d / kernel_1d.sum(1, keepdim=True)  # (N, K)
         kernels = (kernel_1d[:, :, None] * kernel_1d[:, None, :]).repeat_interleave(x.shape[1], 0)[:, None]
         x = F.conv2d(x.reshape(1, -1, h, w), kernels, padding=radius, groups=kernels.shape[0]).view(x.shape)
@@ -515,8 +583,9 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
 
 
 @torch.no_grad()
-def evaluate_loss_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                           label_smoothing: float = 0.0, batch_size: int = 2048) -> tuple[float, float]:
+def evaluate_loss_accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0, batch_size: int = 2048
+) -> tuple[float, float]:
     """Mean loss and accuracy of `model` on uint8 images already on its device.
 
     The loss is the training objective (with the recipe's label smoothing), as Keras reports
@@ -525,8 +594,8 @@ def evaluate_loss_accuracy(model: nn.Module, images: torch.Tensor, labels: torch
     model.eval()
     total_loss, correct = 0.0, 0
     for start in range(0, len(labels), batch_size):
-        x = images[start:start + batch_size].float().div_(255)
-        y = labels[start:start + batch_size]
+        x = images[start : start + batch_size].float().div_(255)
+        y = labels[start : start + batch_size]
         logits = model(x)
         total_loss += F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing).item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -591,23 +660,28 @@ def plan_resume(run_path: Path, overrides: dict, settings: Sequence[str]):
     if settings:
         unsupported.add("--set")
     if unsupported:
-        raise ConfigError(f"--resume continues the run as configured; only --epochs may change, "
-                          f"not {sorted(unsupported)}")
+        raise ConfigError(
+            f"--resume continues the run as configured; only --epochs may change, not {sorted(unsupported)}"
+        )
     recipe = configured.override(**overrides)
     if recipe.engine != "torch":
-        raise CheckpointError(f"{recipe.name} trains in one {recipe.engine} call and cannot be resumed: "
-                              f"train it again")
+        raise CheckpointError(f"{recipe.name} trains in one {recipe.engine} call and cannot be resumed: train it again")
     checkpoint = load_checkpoint(run_path) if has_checkpoint(run_path) else None
     done = checkpoint["state"]["epoch"] if checkpoint else 0
     if done > configured.epochs:
-        raise CheckpointError(f"{run_path / CONFIG} gives its recipe {configured.epochs} epochs, but its checkpoint "
-                              f"holds {done}: the two do not belong to one run")
+        raise CheckpointError(
+            f"{run_path / CONFIG} gives its recipe {configured.epochs} epochs, but its checkpoint "
+            f"holds {done}: the two do not belong to one run"
+        )
     if done > recipe.epochs:
-        raise ConfigError(f"--epochs {recipe.epochs} is fewer than the {done} epochs {run_path} has trained; "
-                          f"pass --epochs N with N > {done}, or none")
+        raise ConfigError(
+            f"--epochs {recipe.epochs} is fewer than the {done} epochs {run_path} has trained; "
+            f"pass --epochs N with N > {done}, or none"
+        )
     if done >= recipe.epochs and (run_path / METRICS).is_file():
-        raise CheckpointError(f"{run_path} already finished its {recipe.epochs} epochs; "
-                              f"pass --epochs N with N > {done} to train further")
+        raise CheckpointError(
+            f"{run_path} already finished its {recipe.epochs} epochs; pass --epochs N with N > {done} to train further"
+        )
     return recipe, val_split, subset, checkpoint
 
 
@@ -616,8 +690,10 @@ def read_run_config(path: Path) -> tuple[Recipe, float, int | None]:
     config = read_json(path)
     train = config.get("train") if isinstance(config, dict) else None
     if not (isinstance(train, dict) and "recipe" in config and {"val_split", "subset"} <= set(train)):
-        raise CheckpointError(f"{path} lacks the recipe or the training split (train.val_split, train.subset): "
-                              f"not a digitlab run configuration")
+        raise CheckpointError(
+            f"{path} lacks the recipe or the training split (train.val_split, train.subset): "
+            f"not a digitlab run configuration"
+        )
     try:
         recipe = Recipe.from_json(config["recipe"])
         recipe.validate()
@@ -631,18 +707,25 @@ def read_run_config(path: Path) -> tuple[Recipe, float, int | None]:
     return recipe, val_split, subset
 
 
-def prepare_resume(run_path: Path, config: dict, checkpoint: dict | None, recipe: Recipe, args: dict,
-                   dev: torch.device) -> None:
+def prepare_resume(
+    run_path: Path, config: dict, checkpoint: dict | None, recipe: Recipe, args: dict, dev: torch.device
+) -> None:
     """Rank 0, resuming: check that the checkpoint restores into the network, optimiser and
     generators this run builds, and only then clear the leftovers of killed writes and rewrite
     config.json (and, from the checkpoint, model.safetensors and history.json). A run refused
     here is left byte for byte as it was."""
     folder = checkpoint["folder"] if checkpoint is not None else None
-    model = restored_model(recipe, args, run_path / CONFIG, checkpoint["model"] if checkpoint else None,
-                           folder / "model.safetensors" if folder else None)
+    model = restored_model(
+        recipe,
+        args,
+        run_path / CONFIG,
+        checkpoint["model"] if checkpoint else None,
+        folder / "model.safetensors" if folder else None,
+    )
     if checkpoint is not None:
-        check_optimizer_state(model, checkpoint["optimizer"], recipe, folder / "optimizer.safetensors",
-                              folder / "state.json")
+        check_optimizer_state(
+            model, checkpoint["optimizer"], recipe, folder / "optimizer.safetensors", folder / "state.json"
+        )
         check_rng_state(checkpoint["rng"], dev, folder / "rng.safetensors")
     remove_partial_writes(run_path)
     write_json(run_path / CONFIG, config)
@@ -651,8 +734,9 @@ def prepare_resume(run_path: Path, config: dict, checkpoint: dict | None, recipe
     (run_path / METRICS).unlink(missing_ok=True)  # it described the weights this run replaces
 
 
-def restored_model(recipe: Recipe, args: dict, config_path: Path, tensors: dict | None,
-                   weights_path: Path | None) -> nn.Module | None:
+def restored_model(
+    recipe: Recipe, args: dict, config_path: Path, tensors: dict | None, weights_path: Path | None
+) -> nn.Module | None:
     """A throwaway copy of the network this run builds, holding the checkpoint's weights (None
     without a checkpoint). Its tensors are first counted from the arguments (models.tensor_count:
     building 20,000 layers takes a minute even on the meta device), then it is built on the meta
@@ -661,21 +745,26 @@ def restored_model(recipe: Recipe, args: dict, config_path: Path, tensors: dict 
     larger than the checkpoint's own tensors."""
     implied = tensor_count({"name": recipe.model, "args": args})
     if implied is not None and implied > MAX_TENSORS:
-        raise CheckpointError(f"{config_path} describes a {recipe.model} network of {implied:,} tensors, more than "
-                              f"the {MAX_TENSORS} of any digitlab network"
-                              + (f" (its checkpoint holds {len(tensors):,})" if tensors is not None else ""))
+        raise CheckpointError(
+            f"{config_path} describes a {recipe.model} network of {implied:,} tensors, more than "
+            f"the {MAX_TENSORS} of any digitlab network"
+            + (f" (its checkpoint holds {len(tensors):,})" if tensors is not None else "")
+        )
     try:
         with torch.device("meta"):
             expected = {k: _describe(v) for k, v in create_model(recipe.model, **args).state_dict().items()}
     except Exception as err:  # noqa: BLE001 -- the factory's arguments come from config.json: whatever they raise
-        raise CheckpointError(f"{config_path}: its recipe's network cannot be built: "
-                              f"{type(err).__name__}: {err}") from err
+        raise CheckpointError(
+            f"{config_path}: its recipe's network cannot be built: {type(err).__name__}: {err}"
+        ) from err
     if tensors is None:
         return None
     found = {k: _describe(v) for k, v in tensors.items()}
     if found != expected:
-        raise CheckpointError(f"{weights_path} does not match the {recipe.model} network {config_path} describes: "
-                              f"{_difference(expected, found)}")
+        raise CheckpointError(
+            f"{weights_path} does not match the {recipe.model} network {config_path} describes: "
+            f"{_difference(expected, found)}"
+        )
     model = create_model(recipe.model, **args)
     model.load_state_dict(tensors)
     return model
@@ -695,29 +784,44 @@ def check_optimizer_state(model: nn.Module, state: dict, recipe: Recipe, tensors
     expected = fresh.state_dict()
     saved_groups, fresh_groups = state["param_groups"], expected["param_groups"]
     if [g["params"] for g in saved_groups] != [g["params"] for g in fresh_groups]:
-        raise damaged(meta_path, f"its optimiser's param_groups hold parameters "
-                                 f"{[g['params'] for g in saved_groups]!s:.60}; the {recipe.optimizer} optimiser of "
-                                 f"this network has one group of parameters 0 to {len(params) - 1}")
+        raise damaged(
+            meta_path,
+            f"its optimiser's param_groups hold parameters "
+            f"{[g['params'] for g in saved_groups]!s:.60}; the {recipe.optimizer} optimiser of "
+            f"this network has one group of parameters 0 to {len(params) - 1}",
+        )
     for saved, wanted in zip(saved_groups, fresh_groups):
         for key, value in wanted.items():
             if key != "params" and key in saved and not _same_kind(saved[key], value):
-                raise damaged(meta_path, f"the optimiser setting {key!r} is {saved[key]!r:.40}, where "
-                                         f"{recipe.optimizer} keeps {value!r:.40}")
+                raise damaged(
+                    meta_path,
+                    f"the optimiser setting {key!r} is {saved[key]!r:.40}, where "
+                    f"{recipe.optimizer} keeps {value!r:.40}",
+                )
     for index, entry in state["state"].items():
         got = {k: _describe(v) for k, v in entry.items()}
         want = {k: _describe(v) for k, v in expected["state"].get(index, {}).items()}
         if got != want:
             keeps = _listing(want) if index < len(params) else "nothing: the network has no such parameter"
-            raise damaged(tensors_path, f"the optimiser state of parameter {index} is {_listing(got)}; "
-                                        f"{recipe.optimizer} keeps {keeps}")
-    copied = {"state": {i: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
-                        for i, entry in state["state"].items()}, "param_groups": saved_groups}
+            raise damaged(
+                tensors_path,
+                f"the optimiser state of parameter {index} is {_listing(got)}; {recipe.optimizer} keeps {keeps}",
+            )
+    copied = {
+        "state": {
+            i: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
+            for i, entry in state["state"].items()
+        },
+        "param_groups": saved_groups,
+    }
     try:
         fresh.load_state_dict(copied)
         fresh.step()
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
-        raise CheckpointError(f"the optimiser state in {tensors_path} and {meta_path.name} cannot be restored into "
-                              f"the {recipe.optimizer} optimiser: {type(err).__name__}: {err}") from err
+        raise CheckpointError(
+            f"the optimiser state in {tensors_path} and {meta_path.name} cannot be restored into "
+            f"the {recipe.optimizer} optimiser: {type(err).__name__}: {err}"
+        ) from err
 
 
 def check_rng_state(rng: dict[str, torch.Tensor], dev: torch.device, path: Path) -> None:
@@ -733,10 +837,14 @@ def check_rng_state(rng: dict[str, torch.Tensor], dev: torch.device, path: Path)
         try:
             torch.Generator(device=device).set_state(rng[name].clone())
         except (RuntimeError, TypeError, ValueError) as err:
-            hint = (", or the run trained on another kind of device (resume with the --device it trained on)"
-                    if name == "generator" else "")
-            raise CheckpointError(f"{path}: the {name!r} random state cannot be restored on {device.type} ({err}): "
-                                  f"it is damaged{hint}") from err
+            hint = (
+                ", or the run trained on another kind of device (resume with the --device it trained on)"
+                if name == "generator"
+                else ""
+            )
+            raise CheckpointError(
+                f"{path}: the {name!r} random state cannot be restored on {device.type} ({err}): it is damaged{hint}"
+            ) from err
 
 
 def _describe(value) -> str:
@@ -755,8 +863,9 @@ def _difference(expected: dict[str, str], found: dict[str, str], most: int = 3) 
     changed = [f"{k} is {found[k]}, not {expected[k]}" for k in expected if k in found and found[k] != expected[k]]
     parts = [f"it lacks {', '.join(missing[:most])}{' ...' if len(missing) > most else ''}"] if missing else []
     if extra:
-        parts.append(f"it holds {', '.join(extra[:most])[:120]}{' ...' if len(extra) > most else ''}, "
-                     f"which the network has not")
+        parts.append(
+            f"it holds {', '.join(extra[:most])[:120]}{' ...' if len(extra) > most else ''}, which the network has not"
+        )
     return "; ".join(parts + changed[:most])
 
 
@@ -777,8 +886,11 @@ def bring_up_to_date(run_path: Path, checkpoint: dict) -> None:
     try:
         current = read_json(run_path / HISTORY) == history
         weights = load_weights(run_path / WEIGHTS)
-        current = current and weights.keys() == checkpoint["model"].keys() and all(
-            torch.equal(weights[k], v.cpu()) for k, v in checkpoint["model"].items())
+        current = (
+            current
+            and weights.keys() == checkpoint["model"].keys()
+            and all(torch.equal(weights[k], v.cpu()) for k, v in checkpoint["model"].items())
+        )
     except CheckpointError:  # missing or unreadable: rewrite
         current = False
     if not current:

@@ -53,7 +53,7 @@ def write_section(markdown: Path, start: str, end: str, block: str, preamble: st
     append `preamble` (a heading and intro) and the block."""
     text = markdown.read_text() if markdown.exists() else "# Benchmarks\n"
     if start in text and end in text and text.index(start) < text.index(end):
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + preamble + block + "\n"
     write_text(markdown, text)
@@ -143,12 +143,15 @@ def request_bodies(kind: str, images: np.ndarray) -> list[bytes]:
     return bodies
 
 
-def http_request(path: str, body: bytes, port: int, content_type: str | None = "application/json",
-                 length: int | None = None) -> bytes:
+def http_request(
+    path: str, body: bytes, port: int, content_type: str | None = "application/json", length: int | None = None
+) -> bytes:
     """A POST as raw HTTP/1.1; `length` declares another Content-Length than the body's."""
     kind = f"Content-Type: {content_type}\r\n" if content_type else ""
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{kind}"
-            f"Content-Length: {len(body) if length is None else length}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{kind}"
+        f"Content-Length: {len(body) if length is None else length}\r\n\r\n"
+    ).encode() + body
 
 
 def post(port: int, path: str, body: bytes, timeout: float = 30) -> int:

@@ -73,10 +73,17 @@ START, END = "<!-- bench fuzz: begin -->", "<!-- bench fuzz: end -->"
 HEADING = "## Damaged inputs (`digitlab bench fuzz`)"
 
 
-def bench_fuzz(examples: int = DEFAULT_EXAMPLES, *, seed: int = 0, targets=DEFAULT_TARGETS,
-               time_limit: float = TIME_LIMIT_S, results: Path | None = Path("benchmarks/results/fuzz.json"),
-               markdown: Path | None = Path("BENCHMARKS.md"), failures: Path = Path("runs/fuzz-failures"),
-               progress: bool = True) -> dict:
+def bench_fuzz(
+    examples: int = DEFAULT_EXAMPLES,
+    *,
+    seed: int = 0,
+    targets=DEFAULT_TARGETS,
+    time_limit: float = TIME_LIMIT_S,
+    results: Path | None = Path("benchmarks/results/fuzz.json"),
+    markdown: Path | None = Path("BENCHMARKS.md"),
+    failures: Path = Path("runs/fuzz-failures"),
+    progress: bool = True,
+) -> dict:
     """Fuzz each target in its own process with examples // len(targets) inputs; the report.
 
     Writes the report to `results` (JSON) and its table to `markdown`, and each failing input
@@ -90,16 +97,22 @@ def bench_fuzz(examples: int = DEFAULT_EXAMPLES, *, seed: int = 0, targets=DEFAU
     if examples < len(targets) or time_limit <= 0:
         raise ConfigError(f"--examples must be at least {len(targets)} (one per target) and --time-limit positive")
     started = time.perf_counter()
-    rows = [_run_worker(target, examples // len(targets), seed, time_limit, Path(failures), progress)
-            for target in targets]
+    rows = [
+        _run_worker(target, examples // len(targets), seed, time_limit, Path(failures), progress) for target in targets
+    ]
     options = sys.argv[3:] if sys.argv[1:3] == ["bench", "fuzz"] else ["--examples", str(examples), "--seed", str(seed)]
     report = {
         "command": " ".join(["digitlab bench fuzz", *options]),
-        "date": date.today().isoformat(), "machine": machine(), "python": sys.version.split()[0],
-        "versions": _versions(), "seed": seed, "time_limit_s": time_limit,
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "python": sys.version.split()[0],
+        "versions": _versions(),
+        "seed": seed,
+        "time_limit_s": time_limit,
         "examples": sum(row["examples"] for row in rows),
         "failures": sum(row["failure_count"] for row in rows),
-        "wall_seconds": time.perf_counter() - started, "targets": rows,
+        "wall_seconds": time.perf_counter() - started,
+        "targets": rows,
     }
     if results is not None:
         write_json(Path(results), report)
@@ -112,14 +125,17 @@ def _hypothesis():
     try:
         import hypothesis
     except ImportError as err:
-        raise ConfigError("`digitlab bench fuzz` needs Hypothesis: pip install hypothesis "
-                          "(or pip install -e '.[test]')") from err
+        raise ConfigError(
+            "`digitlab bench fuzz` needs Hypothesis: pip install hypothesis (or pip install -e '.[test]')"
+        ) from err
     return hypothesis
 
 
 def _versions() -> dict:
-    return {name: version(name) for name in ("hypothesis", "pillow", "numpy", "opencv-contrib-python-headless",
-                                             "onnxruntime")}
+    return {
+        name: version(name)
+        for name in ("hypothesis", "pillow", "numpy", "opencv-contrib-python-headless", "onnxruntime")
+    }
 
 
 # --- the parent: one process per target ------------------------------------------------------------
@@ -130,26 +146,42 @@ def _run_worker(target: str, examples: int, seed: int, time_limit: float, failur
     as a failure whose reproducer is the input it was running."""
     with tempfile.TemporaryDirectory(prefix=f"digitlab-fuzz-{target}-", dir=_scratch()) as work:
         work = Path(work)
-        command = [sys.executable, "-m", "digitlab.bench.fuzz", target, str(examples), str(seed), str(time_limit),
-                   str(work), str(failures.absolute())]
+        command = [
+            sys.executable,
+            "-m",
+            "digitlab.bench.fuzz",
+            target,
+            str(examples),
+            str(seed),
+            str(time_limit),
+            str(work),
+            str(failures.absolute()),
+        ]
         started = time.perf_counter()
         with open(work / "stderr.txt", "w") as stderr:
             process = subprocess.run(command, stdout=None if progress else subprocess.DEVNULL, stderr=stderr)
         wall = time.perf_counter() - started
         report_path = work / "report.json"
         if not report_path.is_file():
-            raise RuntimeError(f"the {target} fuzzing process ended (exit {process.returncode}) before its first "
-                               f"report:\n{(work / 'stderr.txt').read_text()[-3000:]}")
+            raise RuntimeError(
+                f"the {target} fuzzing process ended (exit {process.returncode}) before its first "
+                f"report:\n{(work / 'stderr.txt').read_text()[-3000:]}"
+            )
         report = json.loads(report_path.read_text())  # written after every chunk: a crash loses one chunk at most
         report["wall_seconds"] = wall
         if process.returncode != 0:  # a hang (faulthandler's exit), a crash (a signal), the OOM killer, a bug here
             dump = (work / "stack.txt").read_text() if (work / "stack.txt").exists() else ""
             hang = "Timeout" in dump
-            error = "hang" if hang else f"process ended with exit code {process.returncode}: " + \
-                _last_error((work / "stderr.txt").read_text())
+            error = (
+                "hang"
+                if hang
+                else f"process ended with exit code {process.returncode}: "
+                + _last_error((work / "stderr.txt").read_text())
+            )
             saved = _save_inputs(work, failures, f"{target}-{'hang' if hang else 'crash'}")
-            report["failures"].append({"entry": "(process)", "error": error, "where": _innermost_frame(dump),
-                                       "count": 1, "inputs": saved})
+            report["failures"].append(
+                {"entry": "(process)", "error": error, "where": _innermost_frame(dump), "count": 1, "inputs": saved}
+            )
             report["failure_count"] += 1
     return report
 
@@ -218,8 +250,13 @@ class Tally:
         for path in self.inputs:
             shutil.copyfile(path, self.failures_dir / f"{name}-{path.name}")
             saved.append(str(self.failures_dir / f"{name}-{path.name}"))
-        self.failures[key] = {"entry": entry, "error": f"{type(err).__name__}: {str(err)[:300]}", "where": where,
-                              "count": 1, "inputs": saved}
+        self.failures[key] = {
+            "entry": entry,
+            "error": f"{type(err).__name__}: {str(err)[:300]}",
+            "where": where,
+            "count": 1,
+            "inputs": saved,
+        }
 
     def timed(self, seconds: float) -> None:
         self.examples += 1
@@ -227,11 +264,16 @@ class Tally:
         self.max_seconds = max(self.max_seconds, seconds)
 
     def report(self, memory: dict) -> dict:
-        return {"target": self.target, "examples": self.examples,
-                "outcomes": {entry: dict(counts.most_common()) for entry, counts in self.outcomes.items()},
-                "failure_count": sum(f["count"] for f in self.failures.values()),
-                "failures": list(self.failures.values()), "max_seconds_per_input": self.max_seconds,
-                "mean_ms_per_input": 1000 * self.total_seconds / max(self.examples, 1), **memory}
+        return {
+            "target": self.target,
+            "examples": self.examples,
+            "outcomes": {entry: dict(counts.most_common()) for entry, counts in self.outcomes.items()},
+            "failure_count": sum(f["count"] for f in self.failures.values()),
+            "failures": list(self.failures.values()),
+            "max_seconds_per_input": self.max_seconds,
+            "mean_ms_per_input": 1000 * self.total_seconds / max(self.examples, 1),
+            **memory,
+        }
 
 
 def _reset_peak_rss() -> bool:
@@ -242,8 +284,9 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def fuzz_target(target: str, examples: int, seed: int, time_limit: float, work: Path, failures: Path,
-                progress: bool = True) -> dict:
+def fuzz_target(
+    target: str, examples: int, seed: int, time_limit: float, work: Path, failures: Path, progress: bool = True
+) -> dict:
     """Run `examples` generated inputs through `target`'s entry points in this process; the report.
 
     Each input is written to `work` before it runs (the reproducer if it hangs or crashes the
@@ -264,9 +307,15 @@ def fuzz_target(target: str, examples: int, seed: int, time_limit: float, work: 
     started = time.perf_counter()
 
     def save_report() -> dict:
-        report = tally.report({"baseline_rss_mib": baseline, "peak_rss_mib": process_memory_mb(),
-                               "final_rss_mib": process_memory_mb(field="VmRSS"), "peak_is_fuzzing_only": reset,
-                               "seconds": time.perf_counter() - started})
+        report = tally.report(
+            {
+                "baseline_rss_mib": baseline,
+                "peak_rss_mib": process_memory_mb(),
+                "final_rss_mib": process_memory_mb(field="VmRSS"),
+                "peak_is_fuzzing_only": reset,
+                "seconds": time.perf_counter() - started,
+            }
+        )
         (work / "report.json").write_text(json.dumps(report, indent=1))
         return report
 
@@ -285,16 +334,24 @@ def fuzz_target(target: str, examples: int, seed: int, time_limit: float, work: 
         size = min(CHUNK, examples - first)
         # One Hypothesis run per chunk, each seeded from (seed, chunk): reproducible, bounded memory.
         test = given(getattr(fuzz_inputs, strategy)())(one)
-        test = settings(max_examples=size, database=None, deadline=None, phases=[Phase.generate],
-                        suppress_health_check=list(HealthCheck))(test)
+        test = settings(
+            max_examples=size,
+            database=None,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )(test)
         hypothesis.seed(seed * 1_000_003 + chunk)(test)()
         report = save_report()
         if progress:
-            counts = "; ".join(f"{entry}: " + ", ".join(f"{k} {v}" for k, v in c.items())
-                               for entry, c in report["outcomes"].items())
-            print(f"fuzz {target}: {tally.examples:,}/{examples:,} inputs, {report['failure_count']} failures, "
-                  f"max {tally.max_seconds:.2f} s per input, peak RSS {report['peak_rss_mib']:.0f} MiB ({counts})",
-                  flush=True)
+            counts = "; ".join(
+                f"{entry}: " + ", ".join(f"{k} {v}" for k, v in c.items()) for entry, c in report["outcomes"].items()
+            )
+            print(
+                f"fuzz {target}: {tally.examples:,}/{examples:,} inputs, {report['failure_count']} failures, "
+                f"max {tally.max_seconds:.2f} s per input, peak RSS {report['peak_rss_mib']:.0f} MiB ({counts})",
+                flush=True,
+            )
     return report
 
 
@@ -364,29 +421,47 @@ def _model_target(work: Path):
 
 
 def publish(report: dict, markdown: Path) -> None:
-    lines = [START,
-             "| target | entry point | inputs | accepted | refused with a DigitlabError (by class) | other exceptions "
-             "| max s per input | mean ms per input | peak RSS (baseline) | wall |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        START,
+        "| target | entry point | inputs | accepted | refused with a DigitlabError (by class) | other exceptions "
+        "| max s per input | mean ms per input | peak RSS (baseline) | wall |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for row in report["targets"]:
         for entry, counts in row["outcomes"].items():
             refused = ", ".join(f"{name} {n:,}" for name, n in counts.items() if name not in ("accepted", "FAILURE"))
-            lines.append(f"| {row['target']} | `{entry}` | {sum(counts.values()):,} | {counts.get('accepted', 0):,} "
-                         f"| {refused} | **{counts.get('FAILURE', 0)}** | {row['max_seconds_per_input']:.3f} "
-                         f"| {row['mean_ms_per_input']:.1f} | {row['peak_rss_mib']:.0f} MiB "
-                         f"({row['baseline_rss_mib']:.0f} MiB) | {row['wall_seconds']:.0f} s |")
-    failures = [f"- {row['target']} `{f['entry']}`: {f['count']} x {f['error']} at {f['where']} "
-                f"(reproducer: {', '.join(f['inputs'])})" for row in report["targets"] for f in row["failures"]]
+            lines.append(
+                f"| {row['target']} | `{entry}` | {sum(counts.values()):,} | {counts.get('accepted', 0):,} "
+                f"| {refused} | **{counts.get('FAILURE', 0)}** | {row['max_seconds_per_input']:.3f} "
+                f"| {row['mean_ms_per_input']:.1f} | {row['peak_rss_mib']:.0f} MiB "
+                f"({row['baseline_rss_mib']:.0f} MiB) | {row['wall_seconds']:.0f} s |"
+            )
+    failures = [
+        f"- {row['target']} `{f['entry']}`: {f['count']} x {f['error']} at {f['where']} "
+        f"(reproducer: {', '.join(f['inputs'])})"
+        for row in report["targets"]
+        for f in row["failures"]
+    ]
     versions = ", ".join(f"{name} {v}" for name, v in report["versions"].items())
-    lines += ["", f"`{report['command']}` on {report['date']}: {report['machine']}, Python {report['python']}, "
-                  f"{versions}. {report['examples']:,} generated inputs in {report['wall_seconds']:.0f} s, "
-                  f"{report['failures']} failure(s); an input running over {report['time_limit_s']:g} s would count "
-                  f"as a hang. Peak RSS is the fuzzing process's high-water mark after its setup (imports, "
-                  f"the model); the baseline is its RSS then.", *failures, END]
-    write_section(markdown, START, END, "\n".join(lines),
-                  HEADING + "\n\nGenerated damaged files (fuzz_inputs.py) through the IDX reader and the image "
-                  "path of `predict`, `read` and the service: each must be read or refused with digitlab's own "
-                  "error (exit 2, HTTP 4xx), never another exception, a hang or unbounded memory.\n\n")
+    lines += [
+        "",
+        f"`{report['command']}` on {report['date']}: {report['machine']}, Python {report['python']}, "
+        f"{versions}. {report['examples']:,} generated inputs in {report['wall_seconds']:.0f} s, "
+        f"{report['failures']} failure(s); an input running over {report['time_limit_s']:g} s would count "
+        f"as a hang. Peak RSS is the fuzzing process's high-water mark after its setup (imports, "
+        f"the model); the baseline is its RSS then.",
+        *failures,
+        END,
+    ]
+    write_section(
+        markdown,
+        START,
+        END,
+        "\n".join(lines),
+        HEADING + "\n\nGenerated damaged files (fuzz_inputs.py) through the IDX reader and the image "
+        "path of `predict`, `read` and the service: each must be read or refused with digitlab's own "
+        "error (exit 2, HTTP 4xx), never another exception, a hang or unbounded memory.\n\n",
+    )
 
 
 if __name__ == "__main__":  # a worker started by _run_worker: TARGET EXAMPLES SEED TIME_LIMIT WORK FAILURES

@@ -71,7 +71,7 @@ def damaged(draw, data: bytes) -> bytes:
             elif kind == "set":
                 data[at] = draw(BYTE)
             else:
-                del data[at:at + draw(SPAN)]
+                del data[at : at + draw(SPAN)]
     return bytes(data)
 
 
@@ -129,11 +129,11 @@ def idx_file(draw, count: int, ndim: int) -> bytes:
     return data
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gzip_zeros(size: int) -> bytes:
     """A gzip member inflating to `size` zero bytes (about size / 1000 of gzip), made once per size."""
     compressor, chunk = zlib.compressobj(9, zlib.DEFLATED, 31), bytes(1 << 20)  # wbits 31: the gzip container
-    parts = [compressor.compress(chunk[:min(len(chunk), size - start)]) for start in range(0, size, len(chunk))]
+    parts = [compressor.compress(chunk[: min(len(chunk), size - start)]) for start in range(0, size, len(chunk))]
     return b"".join(parts) + compressor.flush()
 
 
@@ -159,8 +159,9 @@ FORMAT_MODES = {
 }
 FORMAT = st.sampled_from(sorted(FORMAT_MODES))
 MODES = {fmt: st.sampled_from(modes) for fmt, modes in FORMAT_MODES.items()}
-MAGIC = st.just(b"") | st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"GIF89a", b"II*\x00",
-                                        b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBPVP8 "])
+MAGIC = st.just(b"") | st.sampled_from(
+    [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"GIF89a", b"II*\x00", b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBPVP8 "]
+)
 SIDE = st.integers(1, 64) | st.integers(65, 400)  # pixels; a page to read is larger than one digit
 UNIT = st.floats(0, 1)
 STROKES = st.lists(st.tuples(UNIT, UNIT, UNIT, UNIT, st.integers(1, 12)), max_size=4)  # x0, y0, x1, y1, width
@@ -171,8 +172,11 @@ ORIENTATION = 0x0112  # the EXIF tag that load_image applies
 ORIENTATION_VALUE = st.integers(0, 9) | st.integers(0, 65_535)  # 1-8 are defined
 EXIF_BYTES = st.binary(max_size=128)
 DECLARED_SIDE = st.integers(0, 2**31 - 1) | st.sampled_from([0, 1, 65_535, 100_000])
-SCALE = {"I;16": st.sampled_from([1, 257]), "I": st.sampled_from([1, 257, 65_536, -1]),
-         "F": st.sampled_from([1 / 255, 1.0, 1e6, -1.0])}
+SCALE = {
+    "I;16": st.sampled_from([1, 257]),
+    "I": st.sampled_from([1, 257, 65_536, -1]),
+    "F": st.sampled_from([1 / 255, 1.0, 1e6, -1.0]),
+}
 NOT_FINITE = st.sampled_from([np.nan, np.inf, -np.inf])
 
 
@@ -260,7 +264,7 @@ def _declare_size(data: bytes, fmt: str, width: int, height: int) -> bytes:
         for marker in (b"\xff\xc0", b"\xff\xc2"):
             at = data.find(marker)
             if at >= 0:
-                data[at + 5:at + 9] = struct.pack(">HH", height % 65_536, width % 65_536)
+                data[at + 5 : at + 9] = struct.pack(">HH", height % 65_536, width % 65_536)
                 break
     return bytes(data)
 
@@ -270,12 +274,27 @@ def _declare_size(data: bytes, fmt: str, width: int, height: int) -> bytes:
 # Formats Pillow writes (and reads) that digitlab does not read: each must be refused unopened
 # (checked with Pillow 13: each mode saves and reads back; AVIF and JPEG 2000 where Pillow has them).
 Image.init()
-OTHER_FORMAT_MODES = {fmt: modes for fmt, modes in {
-    "AVIF": ("L", "RGB", "RGBA"), "DDS": ("L", "RGB", "RGBA"), "DIB": ("1", "L", "RGB"), "ICNS": ("L", "RGBA"),
-    "ICO": ("1", "L", "RGBA"), "IM": ("1", "L", "RGB"), "JPEG2000": ("L", "RGB"), "MSP": ("1",),
-    "PCX": ("1", "L", "RGB"), "PPM": ("1", "L", "RGB"), "QOI": ("RGB", "RGBA"), "SGI": ("L", "RGB"),
-    "SPIDER": ("L",), "TGA": ("L", "RGB", "RGBA"), "XBM": ("1",),
-}.items() if fmt in Image.SAVE}
+OTHER_FORMAT_MODES = {
+    fmt: modes
+    for fmt, modes in {
+        "AVIF": ("L", "RGB", "RGBA"),
+        "DDS": ("L", "RGB", "RGBA"),
+        "DIB": ("1", "L", "RGB"),
+        "ICNS": ("L", "RGBA"),
+        "ICO": ("1", "L", "RGBA"),
+        "IM": ("1", "L", "RGB"),
+        "JPEG2000": ("L", "RGB"),
+        "MSP": ("1",),
+        "PCX": ("1", "L", "RGB"),
+        "PPM": ("1", "L", "RGB"),
+        "QOI": ("RGB", "RGBA"),
+        "SGI": ("L", "RGB"),
+        "SPIDER": ("L",),
+        "TGA": ("L", "RGB", "RGBA"),
+        "XBM": ("1",),
+    }.items()
+    if fmt in Image.SAVE
+}
 OTHER_FORMAT = st.sampled_from(sorted(OTHER_FORMAT_MODES))
 OTHER_MODES = {fmt: st.sampled_from(modes) for fmt, modes in OTHER_FORMAT_MODES.items()}
 HOSTILE = st.sampled_from(["ico", "icns", "tiff-tile", "dds", "other"])
@@ -337,8 +356,9 @@ def png_of_size(width: int, height: int, mode: str = "RGBA", rows: int | None = 
 
 def ico_file(embedded: bytes, side: int = 0) -> bytes:
     """An ICO whose one directory entry (side x side; 0 means 256) holds `embedded` (a PNG) as it is."""
-    return (struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", side, side, 0, 0, 1, 32, len(embedded), 22)
-            + embedded)
+    return (
+        struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", side, side, 0, 0, 1, 32, len(embedded), 22) + embedded
+    )
 
 
 def icns_file(embedded: bytes) -> bytes:
@@ -346,16 +366,28 @@ def icns_file(embedded: bytes) -> bytes:
     return b"icns" + struct.pack(">I", 16 + len(embedded)) + b"ic10" + struct.pack(">I", 8 + len(embedded)) + embedded
 
 
-def tiled_tiff(width: int, height: int, tile_width: int, tile_length: int, payload: bytes = b"",
-               compression: int = 8) -> bytes:
+def tiled_tiff(
+    width: int, height: int, tile_width: int, tile_length: int, payload: bytes = b"", compression: int = 8
+) -> bytes:
     """A grey 8-bit TIFF of width x height in one tile of tile_width x tile_length, holding `payload`
     (deflate-compressed for compression 8, as it is for 1): the tags say what they are told."""
     data = zlib.compress(payload or bytes(64)) if compression == 8 else (payload or bytes(64))
-    tags = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, compression), (262, 3, 1), (277, 3, 1),
-            (322, 4, tile_width), (323, 4, tile_length), (324, 4, 8 + 2 + 12 * 10 + 4), (325, 4, len(data))]
+    tags = [
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 8),
+        (259, 3, compression),
+        (262, 3, 1),
+        (277, 3, 1),
+        (322, 4, tile_width),
+        (323, 4, tile_length),
+        (324, 4, 8 + 2 + 12 * 10 + 4),
+        (325, 4, len(data)),
+    ]
     ifd = struct.pack("<H", len(tags)) + b"".join(
         struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
-        for tag, kind, value in tags)
+        for tag, kind, value in tags
+    )
     return b"II*\x00" + struct.pack("<I", 8) + ifd + bytes(4) + data
 
 
@@ -372,13 +404,33 @@ def dds_file(flags: int) -> bytes:
 
 # The bundled model's config.json, the start of every config drawn (read as text: no torch here).
 BUNDLED_CONFIG = json.loads((Path(__file__).parents[1] / "weights" / "digitnet-pen" / "config.json").read_text())
-CONFIG_KIND = st.sampled_from(["as-is", "deep", "big-int", "layers", "temperature", "damaged", "folder", "fifo",
-                               "dev-zero"])
+CONFIG_KIND = st.sampled_from(
+    ["as-is", "deep", "big-int", "layers", "temperature", "damaged", "folder", "fifo", "dev-zero"]
+)
 DEPTH = st.integers(1, 64) | st.sampled_from([999, 5000, 100_000])  # json.loads gives up near 1000
 DIGITS = st.integers(1, 40) | st.sampled_from([4300, 4301, 5000, 20_000])  # Python's limit is 4300
 LAYERS = st.integers(0, 70) | st.sampled_from([20_000, 100_000])  # 20,000 took 56 s to refuse
-TEMPERATURE = st.sampled_from(["1e-320", "0", "-1", "NaN", "Infinity", "-Infinity", "1e308", '"1"', "true", "null",
-                               "[]", "1", "0.5", "1e-3", "1000", "1e3000", "1" + "0" * 400])
+TEMPERATURE = st.sampled_from(
+    [
+        "1e-320",
+        "0",
+        "-1",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e308",
+        '"1"',
+        "true",
+        "null",
+        "[]",
+        "1",
+        "0.5",
+        "1e-3",
+        "1000",
+        "1e3000",
+        "1" + "0" * 400,
+    ]
+)
 FIELD = st.sampled_from(["recipe", "model", "dataset", "calibration"])
 
 
@@ -433,20 +485,33 @@ def onnx_files(draw) -> bytes:
     pads = draw(PADDING) if kind == "padded" else 1
     side = 28 + 2 * pads - 2  # a 3x3 convolution
     features = side * side if side * side <= 4096 else 784  # a large padding leaves the Gemm mismatched
-    weights = [helper.make_tensor("scale", TensorProto.FLOAT, [], [255.0]),
-               helper.make_tensor("kernel", TensorProto.FLOAT, [1, 1, 3, 3], rng.normal(size=9).tolist()),
-               helper.make_tensor("dense", TensorProto.FLOAT, [features, 10],
-                                  rng.normal(0, 0.05, features * 10).astype(np.float32).tobytes(), raw=True)]
-    nodes = [helper.make_node("Cast", ["images"], ["x"], to=TensorProto.FLOAT),
-             helper.make_node("Div", ["x", "scale"], ["scaled"]),
-             helper.make_node("Conv", ["scaled", "kernel"], ["conv"], pads=[pads] * 4),
-             helper.make_node("Flatten", ["conv"], ["flat"]),
-             helper.make_node("Gemm", ["flat", "dense"], ["logits" if kind != "allocating" else "before"])]
+    weights = [
+        helper.make_tensor("scale", TensorProto.FLOAT, [], [255.0]),
+        helper.make_tensor("kernel", TensorProto.FLOAT, [1, 1, 3, 3], rng.normal(size=9).tolist()),
+        helper.make_tensor(
+            "dense",
+            TensorProto.FLOAT,
+            [features, 10],
+            rng.normal(0, 0.05, features * 10).astype(np.float32).tobytes(),
+            raw=True,
+        ),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["images"], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("Div", ["x", "scale"], ["scaled"]),
+        helper.make_node("Conv", ["scaled", "kernel"], ["conv"], pads=[pads] * 4),
+        helper.make_node("Flatten", ["conv"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "dense"], ["logits" if kind != "allocating" else "before"]),
+    ]
     if kind == "allocating":
         nodes += _allocating(draw(ALLOCATING), draw(ALLOCATED), weights)
-    graph = helper.make_graph(nodes, "digits", [helper.make_tensor_value_info("images", TensorProto.UINT8,
-                                                                                ["batch", 1, 28, 28])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], weights)
+    graph = helper.make_graph(
+        nodes,
+        "digits",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        weights,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     config = {**BUNDLED_CONFIG, "model": {"name": "fuzz", "args": {}}}
     metadata = {"digitlab.config": json.dumps(config), "digitlab.parameters": str(9 + features * 10)}
@@ -463,18 +528,26 @@ def _allocating(op: str, values: int, weights: list) -> list:
     """Nodes adding the sum of a tensor of `values` values, made by `op`, to the logits ("before")."""
     from onnx import TensorProto, helper  # onnx_files imported it already
 
-    weights += [helper.make_tensor("count", TensorProto.INT64, [1], [values]),
-                helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
-                helper.make_tensor("fzero", TensorProto.FLOAT, [], [0.0]),
-                helper.make_tensor("fone", TensorProto.FLOAT, [], [1.0]),
-                helper.make_tensor("fcount", TensorProto.FLOAT, [], [float(values)])]
-    make = {"ConstantOfShape": helper.make_node("ConstantOfShape", ["count"], ["big"],
-                                                value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
-            "Expand": helper.make_node("Expand", ["one", "count"], ["big"]),
-            "Tile": helper.make_node("Tile", ["one", "count"], ["big"]),
-            "Range": helper.make_node("Range", ["fzero", "fcount", "fone"], ["big"])}[op]
-    return [make, helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0),
-            helper.make_node("Add", ["before", "total"], ["logits"])]
+    weights += [
+        helper.make_tensor("count", TensorProto.INT64, [1], [values]),
+        helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
+        helper.make_tensor("fzero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("fone", TensorProto.FLOAT, [], [1.0]),
+        helper.make_tensor("fcount", TensorProto.FLOAT, [], [float(values)]),
+    ]
+    make = {
+        "ConstantOfShape": helper.make_node(
+            "ConstantOfShape", ["count"], ["big"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+        ),
+        "Expand": helper.make_node("Expand", ["one", "count"], ["big"]),
+        "Tile": helper.make_node("Tile", ["one", "count"], ["big"]),
+        "Range": helper.make_node("Range", ["fzero", "fcount", "fone"], ["big"]),
+    }[op]
+    return [
+        make,
+        helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0),
+        helper.make_node("Add", ["before", "total"], ["logits"]),
+    ]
 
 
 @st.composite

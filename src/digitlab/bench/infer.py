@@ -87,8 +87,7 @@ def onnx_path(model) -> InferencePath:
     started = time.perf_counter()
     session = model.session if model.module is None else session_for(model.module, model.image_shape)
     run = session.session.run
-    return InferencePath("onnx", lambda x: run(["logits"], {"images": x.numpy()})[0],
-                         time.perf_counter() - started)
+    return InferencePath("onnx", lambda x: run(["logits"], {"images": x.numpy()})[0], time.perf_counter() - started)
 
 
 def batched_logits(path: InferencePath, images: torch.Tensor, batch: int = max(BATCHES)) -> np.ndarray:
@@ -103,7 +102,7 @@ def batched_logits(path: InferencePath, images: torch.Tensor, batch: int = max(B
 
 def throughput(path: InferencePath, images: torch.Tensor, batch: int, seconds: float) -> float:
     """Images per second at `batch`, over distinct batches of `images` in turn, after a warm-up."""
-    batches = [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)] or [images[:batch]]
+    batches = [images[i : i + batch] for i in range(0, len(images) - batch + 1, batch)] or [images[:batch]]
     for x in batches[:2]:
         path.logits(x)
     runs, started = 0, time.perf_counter()
@@ -117,7 +116,7 @@ def throughput(path: InferencePath, images: torch.Tensor, batch: int, seconds: f
 
 def latency_ms(path: InferencePath, images: torch.Tensor, calls: int, warm_up: int = WARM_UP_CALLS) -> dict:
     """p50 and p99 milliseconds of one-image calls, each image a different test digit."""
-    singles = [images[i:i + 1] for i in range(min(len(images), calls + warm_up))]
+    singles = [images[i : i + 1] for i in range(min(len(images), calls + warm_up))]
     for i in range(warm_up):
         path.logits(singles[i % len(singles)])
     times = np.empty(calls)
@@ -130,8 +129,9 @@ def latency_ms(path: InferencePath, images: torch.Tensor, calls: int, warm_up: i
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "calls": calls}
 
 
-def bench_model(model, images: torch.Tensor, paths=PATHS, seconds: float = 3.0, calls: int = 1000,
-                progress: bool = True) -> dict:
+def bench_model(
+    model, images: torch.Tensor, paths=PATHS, seconds: float = 3.0, calls: int = 1000, progress: bool = True
+) -> dict:
     """Every path of one model: throughput, latency, agreement with eager on `images`."""
     reference = predict_logits(model.module, images).numpy() if model.module is not None else None
     rows = {}
@@ -164,18 +164,34 @@ def bench_model(model, images: torch.Tensor, paths=PATHS, seconds: float = 3.0, 
         best = max(row[f"images_per_s_{b}"] for b in BATCHES)
         row["target_met"] = best >= TARGET_IMAGES_PER_S and row["p50_ms"] <= TARGET_P50_MS
         if progress:
-            print(f"  {name}: {row['images_per_s_256']:,.0f} / {row['images_per_s_1024']:,.0f} images/s at batch "
-                  f"256 / 1024, one image p50 {row['p50_ms']:.3f} ms p99 {row['p99_ms']:.3f} ms"
-                  + (f", compiled in {path.setup_seconds:.1f} s" if name == "compile" else ""), flush=True)
-    return {"recipe": model.config["recipe"]["name"], "path": None if model.path is None else str(model.path),
-            "parameters": model.parameter_count if model.module is None else count_parameters(model.module),
-            "agreement_images": len(images), "paths": rows}
+            print(
+                f"  {name}: {row['images_per_s_256']:,.0f} / {row['images_per_s_1024']:,.0f} images/s at batch "
+                f"256 / 1024, one image p50 {row['p50_ms']:.3f} ms p99 {row['p99_ms']:.3f} ms"
+                + (f", compiled in {path.setup_seconds:.1f} s" if name == "compile" else ""),
+                flush=True,
+            )
+    return {
+        "recipe": model.config["recipe"]["name"],
+        "path": None if model.path is None else str(model.path),
+        "parameters": model.parameter_count if model.module is None else count_parameters(model.module),
+        "agreement_images": len(images),
+        "paths": rows,
+    }
 
 
-def bench_infer(models: list | None = None, *, paths=PATHS, seconds: float = 3.0, calls: int = 1000,
-                threads: int | None = None, data_dir=None, quick: bool = False,
-                results: Path | None = Path("benchmarks/results/infer.json"),
-                markdown: Path | None = Path("BENCHMARKS.md"), progress: bool = True) -> dict:
+def bench_infer(
+    models: list | None = None,
+    *,
+    paths=PATHS,
+    seconds: float = 3.0,
+    calls: int = 1000,
+    threads: int | None = None,
+    data_dir=None,
+    quick: bool = False,
+    results: Path | None = Path("benchmarks/results/infer.json"),
+    markdown: Path | None = Path("BENCHMARKS.md"),
+    progress: bool = True,
+) -> dict:
     """Benchmark the bundled model and each of `models` (run directories or .onnx files) on every
     path; write `results` (JSON) and the BENCHMARKS.md section (None: don't). quick: a smoke
     test of the machinery (0.2 s per throughput, 30 calls, 1,000 images): its figures mean nothing."""
@@ -185,8 +201,9 @@ def bench_infer(models: list | None = None, *, paths=PATHS, seconds: float = 3.0
     if quick:
         seconds, calls = 0.2, 30
     elif calls < MIN_CALLS or seconds <= 0:
-        raise ConfigError(f"calls must be at least {MIN_CALLS} (a p99 needs them) and seconds positive, "
-                          f"got {calls} and {seconds}")
+        raise ConfigError(
+            f"calls must be at least {MIN_CALLS} (a p99 needs them) and seconds positive, got {calls} and {seconds}"
+        )
     if threads is not None:
         if threads < 1:
             raise ConfigError("--threads must be at least 1")
@@ -203,11 +220,21 @@ def bench_infer(models: list | None = None, *, paths=PATHS, seconds: float = 3.0
             print(f"{model.config['recipe']['name']} ({model.path}):", flush=True)
         rows.append(bench_model(model, images, paths, seconds, calls, progress))
     report = {
-        "command": "digitlab bench infer" + (" " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "infer"]
-                                             else "".join(f" --model {m}" for m in models or [])),
-        "date": date.today().isoformat(), "machine": machine(), "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__, "threads": torch.get_num_threads(), "seconds": seconds,
-        "calls": calls, "quick": quick, "models": rows,
+        "command": "digitlab bench infer"
+        + (
+            " " + " ".join(sys.argv[3:])
+            if sys.argv[1:3] == ["bench", "infer"]
+            else "".join(f" --model {m}" for m in models or [])
+        ),
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "threads": torch.get_num_threads(),
+        "seconds": seconds,
+        "calls": calls,
+        "quick": quick,
+        "models": rows,
     }
     if results is not None:
         write_json(Path(results), report)
@@ -218,10 +245,12 @@ def bench_infer(models: list | None = None, *, paths=PATHS, seconds: float = 3.0
 
 def publish(report: dict, markdown: Path) -> None:
     what = {"eager": "PyTorch eager (channels_last)", "compile": "torch.compile", "onnx": "ONNX Runtime"}
-    lines = [START,
-             "| model | path | images/s, batch 256 | images/s, batch 1024 | one image p50 | p99 | same class as "
-             "eager | max logit diff | targets | notes |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        START,
+        "| model | path | images/s, batch 256 | images/s, batch 1024 | one image p50 | p99 | same class as "
+        "eager | max logit diff | targets | notes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for row in report["models"]:
         for name, r in row["paths"].items():
             label = f"`{row['recipe']}`"
@@ -230,20 +259,32 @@ def publish(report: dict, markdown: Path) -> None:
                 continue
             same = f"{r['same_class'] * 100:.2f}%" if "same_class" in r else "—"
             diff = f"{r['max_logit_diff']:.1e}" if "max_logit_diff" in r else "—"
-            note = {"compile": f"compilation {r['setup_seconds']:.1f} s (3 batch sizes)",
-                    "onnx": f"export + session {r['setup_seconds']:.2f} s"}.get(name, "")
-            lines.append(f"| {label} | {what[name]} | {r['images_per_s_256']:,.0f} | {r['images_per_s_1024']:,.0f} | "
-                         f"{r['p50_ms']:.3f} ms | {r['p99_ms']:.3f} ms | {same} | {diff} | "
-                         f"{'met' if r['target_met'] else 'NOT met'} | {note} |")
+            note = {
+                "compile": f"compilation {r['setup_seconds']:.1f} s (3 batch sizes)",
+                "onnx": f"export + session {r['setup_seconds']:.2f} s",
+            }.get(name, "")
+            lines.append(
+                f"| {label} | {what[name]} | {r['images_per_s_256']:,.0f} | {r['images_per_s_1024']:,.0f} | "
+                f"{r['p50_ms']:.3f} ms | {r['p99_ms']:.3f} ms | {same} | {diff} | "
+                f"{'met' if r['target_met'] else 'NOT met'} | {note} |"
+            )
     quick = " QUICK SMOKE RUN: these figures mean nothing." if report["quick"] else ""
     threads = f"{report['threads']} thread{'s' if report['threads'] != 1 else ''}"
-    lines += ["", f"`{report['command']}` on {report['date']}: {report['machine']}, torch {report['torch']}, "
-                  f"ONNX Runtime {report['onnxruntime']}, {threads}. Throughput over distinct "
-                  f"MNIST test images for {report['seconds']:g} s per batch size after a warm-up; one-image "
-                  f"latency over {report['calls']:,} calls after {WARM_UP_CALLS}; agreement with plain eager "
-                  f"PyTorch on {report['models'][0]['agreement_images']:,} MNIST test images. Targets: >= "
-                  f"{TARGET_IMAGES_PER_S:,} images/s batched and <= {TARGET_P50_MS:g} ms p50 for one image.{quick}",
-              END]
-    write_section(markdown, START, END, "\n".join(lines),
-                  HEADING + "\n\nThe same model run three ways on the CPU, uint8 images in, logits out. "
-                  "`load_model` uses ONNX Runtime on the CPU (onnx_runtime.py), PyTorch where that fails.\n\n")
+    lines += [
+        "",
+        f"`{report['command']}` on {report['date']}: {report['machine']}, torch {report['torch']}, "
+        f"ONNX Runtime {report['onnxruntime']}, {threads}. Throughput over distinct "
+        f"MNIST test images for {report['seconds']:g} s per batch size after a warm-up; one-image "
+        f"latency over {report['calls']:,} calls after {WARM_UP_CALLS}; agreement with plain eager "
+        f"PyTorch on {report['models'][0]['agreement_images']:,} MNIST test images. Targets: >= "
+        f"{TARGET_IMAGES_PER_S:,} images/s batched and <= {TARGET_P50_MS:g} ms p50 for one image.{quick}",
+        END,
+    ]
+    write_section(
+        markdown,
+        START,
+        END,
+        "\n".join(lines),
+        HEADING + "\n\nThe same model run three ways on the CPU, uint8 images in, logits out. "
+        "`load_model` uses ONNX Runtime on the CPU (onnx_runtime.py), PyTorch where that fails.\n\n",
+    )

@@ -37,10 +37,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import cv2
 import torch
@@ -79,8 +79,14 @@ SETS = (
     SetSpec("usps", "USPS test digits", ("usps-test",), "images", 10, {"accuracy": 0.95}),
     SetSpec("orand", "ORAND-CAR-A cheque amounts", ("orand-car-a-train",), "images", 7, {"strings_exact": 0.80}),
     SetSpec("photos", "Photos of digit strings", ("photo", "photo-webcam"), "images", 6, {"digit_accuracy": 0.95}),
-    SetSpec("synthetic", "Synthetic pages of MNIST test digits", (), "pages", 6,
-            {"digit_accuracy": 0.98, "strings_exact": 0.95}),
+    SetSpec(
+        "synthetic",
+        "Synthetic pages of MNIST test digits",
+        (),
+        "pages",
+        6,
+        {"digit_accuracy": 0.98, "strings_exact": 0.95},
+    ),
 )
 METRIC_NAMES = {"accuracy": "accuracy", "strings_exact": "strings exact", "digit_accuracy": "digit accuracy"}
 
@@ -143,7 +149,8 @@ def load_real_digits(data_dir=None) -> tuple[Path, dict[str, list[Sample]]]:
     if not (folder / LABELS).is_file():
         raise DatasetNotFoundError(
             f"the real-digits benchmark data is not in {folder} (expected {folder / LABELS} and the images it "
-            f"lists): point --data-dir or DIGITLAB_DATA at the folder that holds {REAL_DIGITS}/")
+            f"lists): point --data-dir or DIGITLAB_DATA at the folder that holds {REAL_DIGITS}/"
+        )
     by_subset: dict[str, list[Sample]] = {}
     with open(folder / LABELS, newline="") as f:
         reader = csv.DictReader(f)
@@ -175,14 +182,25 @@ def tesseract_version() -> str | None:
     return match.group(1) if match else "unknown version"
 
 
-def _tesseract_tsv(image: Path, psm: int, failures: list[str] | None = None
-                   ) -> list[tuple[str, tuple[int, int, int, int]]]:
+def _tesseract_tsv(
+    image: Path, psm: int, failures: list[str] | None = None
+) -> list[tuple[str, tuple[int, int, int, int]]]:
     """Tesseract's lines in an image, digits only: [(text, (x, y, w, h))] in its reading order.
 
     A run that fails or times out reads nothing; its reason is appended to `failures`.
     """
-    command = [TESSERACT, str(image), "stdout", "--psm", str(psm), "-l", "eng",
-               "-c", "tessedit_char_whitelist=0123456789", "tsv"]
+    command = [
+        TESSERACT,
+        str(image),
+        "stdout",
+        "--psm",
+        str(psm),
+        "-l",
+        "eng",
+        "-c",
+        "tessedit_char_whitelist=0123456789",
+        "tsv",
+    ]
     env = dict(os.environ, OMP_THREAD_LIMIT="1")  # one image at a time, one thread
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=TESSERACT_TIMEOUT, env=env)
@@ -220,8 +238,9 @@ def _timed(items: Sequence, work: Callable, desc: str, progress: bool, unit: str
     return out, time.perf_counter() - started
 
 
-def _result(pairs: list[tuple[str, str | tuple[str, str]]], names: list[str], seconds: float, n_images: int,
-            exact_key: str) -> dict:
+def _result(
+    pairs: list[tuple[str, str | tuple[str, str]]], names: list[str], seconds: float, n_images: int, exact_key: str
+) -> dict:
     """A reader's figures on one set from (label, text) pairs (text may be (text, text without
     marks), which adds strings_exact_without_marks: how many strings only marks kept from being exact)."""
     unmarked = None
@@ -233,20 +252,27 @@ def _result(pairs: list[tuple[str, str | tuple[str, str]]], names: list[str], se
         metrics = {"accuracy": metrics["strings_exact"], "images": len(pairs)}
     if unmarked is not None and exact_key != "accuracy":
         metrics["strings_exact_without_marks"] = string_metrics(unmarked)["strings_exact"]
-    errors = [{"item": name, "label": label, "read": text}
-              for name, (label, text) in zip(names, pairs) if label != text]
-    metrics.update({
-        "unsure": sum(text.count("?") for _, text in pairs),
-        "seconds": seconds, "seconds_per_image": seconds / n_images if n_images else 0.0,
-        "errors": errors[:ERRORS_KEPT], "error_count": len(errors),
-    })
+    errors = [
+        {"item": name, "label": label, "read": text} for name, (label, text) in zip(names, pairs) if label != text
+    ]
+    metrics.update(
+        {
+            "unsure": sum(text.count("?") for _, text in pairs),
+            "seconds": seconds,
+            "seconds_per_image": seconds / n_images if n_images else 0.0,
+            "errors": errors[:ERRORS_KEPT],
+            "error_count": len(errors),
+        }
+    )
     return metrics
 
 
-def _match_lines(truth_boxes: list[tuple[int, int, int, int]], read: list[tuple[str, tuple[int, int, int, int]]]
-                 ) -> list[str]:
+def _match_lines(
+    truth_boxes: list[tuple[int, int, int, int]], read: list[tuple[str, tuple[int, int, int, int]]]
+) -> list[str]:
     """For each true line (its box), the text of the read line that overlaps it most (IoU,
     each read line used once; '' for a true line no read line overlaps)."""
+
     def iou(a, b) -> float:
         w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
         h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
@@ -255,8 +281,9 @@ def _match_lines(truth_boxes: list[tuple[int, int, int, int]], read: list[tuple[
         inter = w * h
         return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
-    pairs = sorted(((iou(t, box), i, j) for i, t in enumerate(truth_boxes) for j, (_, box) in enumerate(read)),
-                   reverse=True)
+    pairs = sorted(
+        ((iou(t, box), i, j) for i, t in enumerate(truth_boxes) for j, (_, box) in enumerate(read)), reverse=True
+    )
     texts = [""] * len(truth_boxes)
     used_truth, used_read = set(), set()
     for overlap, i, j in pairs:
@@ -341,8 +368,7 @@ def bench_read(
 
     model_path = _display_path(model.path) if model.path is not None else None
     report = {
-        "command": _command(data_dir, model, markdown, results, synthetic_pages, seed, unsure_below, tesseract,
-                            limit),
+        "command": _command(data_dir, model, markdown, results, synthetic_pages, seed, unsure_below, tesseract, limit),
         "date": date.today().isoformat(),
         "machine": machine(),
         "torch": torch.__version__,
@@ -351,10 +377,13 @@ def bench_read(
         "unsure_below": unsure,
         "data_dir": str(folder.parent),
         "limit": limit,
-        "tesseract": {"state": tesseract_state, "version": version,
-                      "options": "`-l eng -c tessedit_char_whitelist=0123456789`, `--psm` 10 (USPS, each digit "
-                                 f"upscaled {USPS_UPSCALE}x onto a {USPS_PAD} px white margin), 7 (cheques), 6 "
-                                 "(photos, pages), OMP_THREAD_LIMIT=1, one process per image"},
+        "tesseract": {
+            "state": tesseract_state,
+            "version": version,
+            "options": "`-l eng -c tessedit_char_whitelist=0123456789`, `--psm` 10 (USPS, each digit "
+            f"upscaled {USPS_UPSCALE}x onto a {USPS_PAD} px white margin), 7 (cheques), 6 "
+            "(photos, pages), OMP_THREAD_LIMIT=1, one process per image",
+        },
         "sets": sets,
     }
     write_json(Path(results), report)
@@ -362,14 +391,26 @@ def bench_read(
     return report
 
 
-def _read_sets(folder: Path, by_subset: dict[str, list[Sample]], readers: Readers, data_dir, synthetic_pages: int,
-               seed: int, limit: int | None) -> dict[str, dict]:
+def _read_sets(
+    folder: Path,
+    by_subset: dict[str, list[Sample]],
+    readers: Readers,
+    data_dir,
+    synthetic_pages: int,
+    seed: int,
+    limit: int | None,
+) -> dict[str, dict]:
     """Every set of SETS read (at most `limit` images or pages of each), by key: what it is, how
     many it has, and each reader's figures (None for a set with nothing to read)."""
     sets: dict[str, dict] = {}
     for spec in SETS:
-        entry: dict = {"title": spec.title, "subsets": list(spec.subsets), "unit": spec.unit,
-                       "targets": spec.targets, "tesseract_psm": spec.psm}
+        entry: dict = {
+            "title": spec.title,
+            "subsets": list(spec.subsets),
+            "unit": spec.unit,
+            "targets": spec.targets,
+            "tesseract_psm": spec.psm,
+        }
         if spec.key == "synthetic":
             n = synthetic_pages if limit is None else min(synthetic_pages, limit)
             entry.update(n=n, seed=seed)
@@ -395,9 +436,13 @@ def _texts(reading) -> tuple[list[str], list[str]]:
     """Each line's digits and '?'s, without the punctuation read ('.', ',', '-': the labels
     leave it out), and the same without '?' marks either (a '?' that no digit model was asked
     about: a blob too small or flat for a digit) for the JSON's strings_exact_without_marks."""
-    return ([line.text.translate(NO_PUNCTUATION) for line in reading.lines],
-            ["".join(d.text for d in line.digits if d.confidence > 0 or d.text not in (UNSURE, *PUNCTUATION))
-             for line in reading.lines])
+    return (
+        [line.text.translate(NO_PUNCTUATION) for line in reading.lines],
+        [
+            "".join(d.text for d in line.digits if d.confidence > 0 or d.text not in (UNSURE, *PUNCTUATION))
+            for line in reading.lines
+        ],
+    )
 
 
 def _read_samples(spec: SetSpec, folder: Path, samples: list[Sample], readers: Readers) -> dict:
@@ -409,18 +454,19 @@ def _read_samples(spec: SetSpec, folder: Path, samples: list[Sample], readers: R
     model, progress = readers.model, readers.progress
 
     if spec.key == "usps":  # one digit per image: predict in batches
-        batches = [paths[i:i + 64] for i in range(0, len(paths), 64)]
-        out, seconds = _timed(batches, lambda batch: [p.digit for p in predict(batch, model)],
-                              f"{spec.key}: digitlab", progress, "batch")
+        batches = [paths[i : i + 64] for i in range(0, len(paths), 64)]
+        out, seconds = _timed(
+            batches, lambda batch: [p.digit for p in predict(batch, model)], f"{spec.key}: digitlab", progress, "batch"
+        )
         texts = sum(out, [])
     else:
+
         def whole_text(image) -> tuple[str, str]:
             full, unmarked = _texts(read(image, model, unsure_below=readers.unsure_below))
             return "".join(full), "".join(unmarked)
 
         texts, seconds = _timed(paths, whole_text, f"{spec.key}: digitlab", progress)
-    found = {"digitlab": _result(list(zip(labels, texts)), names, seconds, len(samples), exact_key),
-             "tesseract": None}
+    found = {"digitlab": _result(list(zip(labels, texts)), names, seconds, len(samples), exact_key), "tesseract": None}
     if readers.tesseract:
         failures: list[str] = []  # Tesseract runs that failed (they read nothing)
 
@@ -447,13 +493,19 @@ def _read_pages(spec: SetSpec, pages: list, readers: Readers) -> dict:
         reading = read(pages[k][0], readers.model, unsure_below=readers.unsure_below)
         line_boxes = [line.box for line in reading.lines]
         full, unmarked = _texts(reading)
-        return list(zip(_match_lines(boxes[k], list(zip(full, line_boxes))),
-                        _match_lines(boxes[k], list(zip(unmarked, line_boxes)))))
+        return list(
+            zip(
+                _match_lines(boxes[k], list(zip(full, line_boxes))),
+                _match_lines(boxes[k], list(zip(unmarked, line_boxes))),
+            )
+        )
 
     texts, seconds = _timed(range(n), digitlab_page, "synthetic: digitlab", readers.progress, "page")
-    found = {"lines": len(truth),
-             "digitlab": _result(list(zip(truth, sum(texts, []))), names, seconds, n, "strings_exact"),
-             "tesseract": None}
+    found = {
+        "lines": len(truth),
+        "digitlab": _result(list(zip(truth, sum(texts, []))), names, seconds, n, "strings_exact"),
+        "tesseract": None,
+    }
     if readers.tesseract:
         failures: list[str] = []  # Tesseract runs that failed (they read nothing)
 
@@ -470,11 +522,17 @@ def _read_pages(spec: SetSpec, pages: list, readers: Readers) -> dict:
 
 def _print_set(key: str, entry: dict) -> None:
     """One line of a set's figures, for each reader that read it."""
-    print(f"{key} ({entry['n']} {entry['unit']}): " + "; ".join(
-        f"{reader} " + ", ".join(f"{METRIC_NAMES[m]} {entry[reader][m] * 100:.2f}%" for m in METRIC_NAMES
-                                 if m in entry[reader])
-        + f", {entry[reader]['seconds_per_image'] * 1000:.1f} ms each"
-        for reader in ("digitlab", "tesseract") if entry.get(reader)), flush=True)
+    print(
+        f"{key} ({entry['n']} {entry['unit']}): "
+        + "; ".join(
+            f"{reader} "
+            + ", ".join(f"{METRIC_NAMES[m]} {entry[reader][m] * 100:.2f}%" for m in METRIC_NAMES if m in entry[reader])
+            + f", {entry[reader]['seconds_per_image'] * 1000:.1f} ms each"
+            for reader in ("digitlab", "tesseract")
+            if entry.get(reader)
+        ),
+        flush=True,
+    )
 
 
 def _display_path(path: Path) -> str:
@@ -490,19 +548,40 @@ def _command(data_dir, model, markdown, results, synthetic_pages, seed, unsure_b
     """The command line that produced these figures: the CLI's own, or the Python call."""
     if sys.argv[1:3] == ["bench", "read"]:
         return shlex.join(["digitlab", *sys.argv[1:]])
-    given = {"data_dir": data_dir, "model": None if model is None or not hasattr(model, "path") else model.path,
-             "markdown": markdown, "results": results, "synthetic_pages": synthetic_pages, "seed": seed,
-             "unsure_below": unsure_below, "tesseract": tesseract, "limit": limit}
-    defaults = {"data_dir": None, "model": None, "markdown": Path("BENCHMARKS.md"),
-                "results": Path("benchmarks/results/read.json"), "synthetic_pages": 200, "seed": 0,
-                "unsure_below": None, "tesseract": True, "limit": None}
+    given = {
+        "data_dir": data_dir,
+        "model": None if model is None or not hasattr(model, "path") else model.path,
+        "markdown": markdown,
+        "results": results,
+        "synthetic_pages": synthetic_pages,
+        "seed": seed,
+        "unsure_below": unsure_below,
+        "tesseract": tesseract,
+        "limit": limit,
+    }
+    defaults = {
+        "data_dir": None,
+        "model": None,
+        "markdown": Path("BENCHMARKS.md"),
+        "results": Path("benchmarks/results/read.json"),
+        "synthetic_pages": 200,
+        "seed": 0,
+        "unsure_below": None,
+        "tesseract": True,
+        "limit": None,
+    }
     if given["model"] is not None and Path(given["model"]).absolute() == BUNDLED_MODEL.absolute():
         given["model"] = None
-    args = ", ".join(f"{k}={str(v)!r}" if isinstance(v, Path) else f"{k}={v!r}"
-                     for k, v in given.items() if v != defaults[k] and not (isinstance(v, Path) and
-                                                                             Path(v) == defaults[k]))
-    env = "" if data_dir is not None or not os.environ.get("DIGITLAB_DATA") else \
-        f"DIGITLAB_DATA={os.environ['DIGITLAB_DATA']} "
+    args = ", ".join(
+        f"{k}={str(v)!r}" if isinstance(v, Path) else f"{k}={v!r}"
+        for k, v in given.items()
+        if v != defaults[k] and not (isinstance(v, Path) and Path(v) == defaults[k])
+    )
+    env = (
+        ""
+        if data_dir is not None or not os.environ.get("DIGITLAB_DATA")
+        else f"DIGITLAB_DATA={os.environ['DIGITLAB_DATA']} "
+    )
     return f'{env}python -c "from digitlab.bench.read import bench_read; bench_read({args})"'
 
 
@@ -552,19 +631,28 @@ def publish(report: dict, markdown: Path) -> None:
             name = METRIC_NAMES[metric]
             if metric == "strings_exact" and key == "synthetic":
                 name = "lines exact"
-            row = [what if k == 0 else "", n if k == 0 else "", name,
-                   "≥ " + _percent(target).replace(".00", "") if target is not None else "", *cells]
+            row = [
+                what if k == 0 else "",
+                n if k == 0 else "",
+                name,
+                "≥ " + _percent(target).replace(".00", "") if target is not None else "",
+                *cells,
+            ]
             lines.append(_row(row))
         per = "page" if entry["unit"] == "pages" else "image"
-        cells = [_seconds(entry[r]["seconds_per_image"]) if entry.get(r) else tesseract_state
-                 for r in ("digitlab", "tesseract")]
+        cells = [
+            _seconds(entry[r]["seconds_per_image"]) if entry.get(r) else tesseract_state
+            for r in ("digitlab", "tesseract")
+        ]
         lines.append(_row(["", "", f"seconds per {per}", "", *cells]))
     model = report["model"]
     tess = report["tesseract"]
-    tess_line = {"installed": f"Tesseract {tess['version']}: {tess['options']} (its time includes starting "
-                              "the process and, for USPS, upscaling the digit)",
-                 "not installed": "Tesseract: not installed (`tesseract` is not on PATH), so not run",
-                 "not run": "Tesseract: not run (tesseract=False)"}[tess["state"]]
+    tess_line = {
+        "installed": f"Tesseract {tess['version']}: {tess['options']} (its time includes starting "
+        "the process and, for USPS, upscaling the digit)",
+        "not installed": "Tesseract: not installed (`tesseract` is not on PATH), so not run",
+        "not run": "Tesseract: not run (tesseract=False)",
+    }[tess["state"]]
     lines += [
         "",
         f"Command: `{report['command']}`  ",
@@ -576,12 +664,18 @@ def publish(report: dict, markdown: Path) -> None:
         "Digit accuracy: per string, the label's digits less the edit distance (Levenshtein) to what "
         "was read, at least 0, summed and divided by all the labels' digits. Cheques and photos are "
         "scored on the whole text with line breaks removed; synthetic pages line by line (each true "
-        "line against the read line that overlaps it most)." + (f" Capped at {report['limit']} per set."
-                                                                 if report.get("limit") else ""),
+        "line against the read line that overlaps it most)."
+        + (f" Capped at {report['limit']} per set." if report.get("limit") else ""),
         END,
     ]
-    write_section(markdown, START, END, "\n".join(lines), f"{HEADING}\n\n"
-                  "digitlab's reader and single-digit prediction on real handwriting that is not MNIST "
-                  "(`real-digits` in the shared data), and on generated pages, beside Tesseract on the same "
-                  "images. ✓ / ✗: at or above / below the target. Per-set details, and the first misreadings, "
-                  "are in `benchmarks/results/read.json`.\n\n")
+    write_section(
+        markdown,
+        START,
+        END,
+        "\n".join(lines),
+        f"{HEADING}\n\n"
+        "digitlab's reader and single-digit prediction on real handwriting that is not MNIST "
+        "(`real-digits` in the shared data), and on generated pages, beside Tesseract on the same "
+        "images. ✓ / ✗: at or above / below the target. Per-set details, and the first misreadings, "
+        "are in `benchmarks/results/read.json`.\n\n",
+    )

@@ -57,13 +57,19 @@ def bench_seeds(
     for name in names:
         get_recipe(name)  # unknown names fail before anything runs
     rows = read_json(results) if results.exists() else []
-    command = "digitlab bench seeds " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "seeds"] else \
-        f"digitlab bench seeds --recipes {' '.join(names)} --seeds {seeds}"
+    command = (
+        "digitlab bench seeds " + " ".join(sys.argv[3:])
+        if sys.argv[1:3] == ["bench", "seeds"]
+        else f"digitlab bench seeds --recipes {' '.join(names)} --seeds {seeds}"
+    )
     for name in names:
         recipe = get_recipe(name)
         if not data_available(recipe.dataset, data_dir):
-            print(f"{name}: skipped, {recipe.dataset} is not in {resolve_data_dir(data_dir)} "
-                  f"(`digitlab data download {recipe.dataset}`)", flush=True)
+            print(
+                f"{name}: skipped, {recipe.dataset} is not in {resolve_data_dir(data_dir)} "
+                f"(`digitlab data download {recipe.dataset}`)",
+                flush=True,
+            )
             continue
         spent = 0.0
         for k in range(seeds):
@@ -77,11 +83,19 @@ def bench_seeds(
             spent += wall
             accuracy = run.history[-1]["val_accuracy"]  # validation is the test set here
             row = {
-                "recipe": name, "seed": seed, "accuracy": accuracy,
-                "train_seconds": sum(r["seconds"] for r in run.history), "wall_seconds": wall,
-                "epochs": len(run.history), "device": run.config["train"]["device"], "machine": machine(),
-                "threads": torch.get_num_threads(), "torch": torch.__version__, "date": date.today().isoformat(),
-                "command": command, "run": str(run.path),
+                "recipe": name,
+                "seed": seed,
+                "accuracy": accuracy,
+                "train_seconds": sum(r["seconds"] for r in run.history),
+                "wall_seconds": wall,
+                "epochs": len(run.history),
+                "device": run.config["train"]["device"],
+                "machine": machine(),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "date": date.today().isoformat(),
+                "command": command,
+                "run": str(run.path),
             }
             print(f"{name} seed {seed}: {accuracy * 100:.2f}% in {row['train_seconds']:.0f} s", flush=True)
             rows = [r for r in rows if (r["recipe"], r["seed"]) != (name, seed)] + [row]
@@ -98,10 +112,15 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
     for name, runs in by_recipe.items():
         acc = [r["accuracy"] for r in runs]
         summary[name] = {
-            "mean": statistics.fmean(acc), "sd": statistics.stdev(acc) if len(acc) > 1 else 0.0, "n": len(acc),
-            "min": min(acc), "max": max(acc),
+            "mean": statistics.fmean(acc),
+            "sd": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+            "n": len(acc),
+            "min": min(acc),
+            "max": max(acc),
             "train_seconds": statistics.fmean(r["train_seconds"] for r in runs),
-            "device": runs[-1]["device"], "machine": runs[-1]["machine"], "date": max(r["date"] for r in runs),
+            "device": runs[-1]["device"],
+            "machine": runs[-1]["machine"],
+            "date": max(r["date"] for r in runs),
             "threads": sorted({r["threads"] for r in runs}),
             "commands": sorted({r["command"] for r in runs}),
         }
@@ -130,15 +149,24 @@ def publish(rows: list[dict], markdown: Path) -> None:
             verdict = f"{gap:+.2f} pts: " + ("ok" if gap >= -tol else f"BELOW by more than {tol}")
         else:
             verdict = "our recipe"
-        ours = f"{s['mean'] * 100:.2f}% ± {s['sd'] * 100:.2f} ({s['n']})" if s["n"] > 1 else \
-            f"{s['mean'] * 100:.2f}% (1 run)"
+        ours = (
+            f"{s['mean'] * 100:.2f}% ± {s['sd'] * 100:.2f} ({s['n']})"
+            if s["n"] > 1
+            else f"{s['mean'] * 100:.2f}% (1 run)"
+        )
         threads = "" if "(" in s["device"] else f" ({'/'.join(map(str, s['threads']))})"  # not for OpenCV
         lines.append(
             f"| `{name}` | {pub} | {ours} | {s['min'] * 100:.2f} – {s['max'] * 100:.2f}% | "
-            f"{s['train_seconds']:.0f} s | {s['device']}{threads}, {s['machine']} | {verdict} |")
+            f"{s['train_seconds']:.0f} s | {s['device']}{threads}, {s['machine']} | {verdict} |"
+        )
     lines.append("")
-    lines.append("Commands and dates: " + "; ".join(
-        f"`{name}`: {', '.join('`' + c + '`' for c in s['commands'])} ({s['date']})" for name, s in summary.items()))
+    lines.append(
+        "Commands and dates: "
+        + "; ".join(
+            f"`{name}`: {', '.join('`' + c + '`' for c in s['commands'])} ({s['date']})" for name, s in summary.items()
+        )
+    )
     lines.append(END)
-    write_section(markdown, START, END, "\n".join(lines),
-                  "## Reproduction of the classic recipes (`digitlab bench seeds`)\n\n")
+    write_section(
+        markdown, START, END, "\n".join(lines), "## Reproduction of the classic recipes (`digitlab bench seeds`)\n\n"
+    )

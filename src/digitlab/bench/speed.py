@@ -44,8 +44,17 @@ from ..files import write_json
 from ..models import create_model
 from ..recipes import get_recipe
 from ..train import RunOptions, bf16_supported, evaluate_loss_accuracy, fit, model_arguments
-from .common import (LoadTestError, free_port, machine, post, process_memory_mb, request_bodies, start_service,
-                     stop_service, write_section)
+from .common import (
+    LoadTestError,
+    free_port,
+    machine,
+    post,
+    process_memory_mb,
+    request_bodies,
+    start_service,
+    stop_service,
+    write_section,
+)
 
 START, END = "<!-- bench speed: begin -->", "<!-- bench speed: end -->"
 RESULT = "RESULT "
@@ -61,8 +70,12 @@ ABLATIONS = [
     ("constant lr 1e-3 instead of one-cycle", "fast", ["schedule=constant", "lr=1e-3"], None),
     ("batch 32 instead of 128", "fast", ["batch_size=32"], None),
     ("batch 512 instead of 128 (lr x2)", "fast", ["batch_size=512", "lr=8e-3"], None),
-    ("full-width early layers (digitnet 32-64-128)", "digitnet",
-     ["epochs=1", "augment=none", "label_smoothing=0", "batch_size=128", "bf16=true"], None),
+    (
+        "full-width early layers (digitnet 32-64-128)",
+        "digitnet",
+        ["epochs=1", "augment=none", "label_smoothing=0", "batch_size=128", "bf16=true"],
+        None,
+    ),
     ("1 thread instead of 2", "fast", [], 1),
     ("torch.compile (compile time included)", "fast", ["compile=true"], None),
 ]
@@ -94,13 +107,22 @@ def worker_digitlab(spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     ds, _, _, load_seconds = _mnist(spec.get("data_dir"), None)
     with tempfile.TemporaryDirectory() as out:
-        options = RunOptions(dataset=ds, out=out, progress=False, subset=spec.get("limit"),
-                             settings=tuple(spec.get("settings") or ()),
-                             overrides={"epochs": spec.get("epochs"), "seed": spec.get("seed")})
+        options = RunOptions(
+            dataset=ds,
+            out=out,
+            progress=False,
+            subset=spec.get("limit"),
+            settings=tuple(spec.get("settings") or ()),
+            overrides={"epochs": spec.get("epochs"), "seed": spec.get("seed")},
+        )
         run = fit(spec["recipe"], options)
-    return {"epochs": [{"seconds": r["seconds"], "accuracy": r["val_accuracy"]} for r in run.history],
-            "load_seconds": load_seconds, "threads": torch.get_num_threads(),
-            "bf16": bool(run.recipe.bf16), "batch_size": run.recipe.batch_size}
+    return {
+        "epochs": [{"seconds": r["seconds"], "accuracy": r["val_accuracy"]} for r in run.history],
+        "load_seconds": load_seconds,
+        "threads": torch.get_num_threads(),
+        "bf16": bool(run.recipe.bf16),
+        "batch_size": run.recipe.batch_size,
+    }
 
 
 def worker_keras(spec: dict) -> dict:
@@ -116,12 +138,19 @@ def worker_keras(spec: dict) -> dict:
     if recipe.model == "keras-cnn":  # digitlab.models.cnn.keras_cnn, layer for layer
         x = x.numpy().transpose(0, 2, 3, 1).astype("float32") / 255  # NHWC, as Keras wants
         test = ds.test_images.numpy().transpose(0, 2, 3, 1).astype("float32") / 255
-        model = keras.Sequential([
-            keras.Input((28, 28, 1)),
-            L.Conv2D(32, 3, activation="relu"), L.Conv2D(32, 3, activation="relu"),
-            L.MaxPooling2D(2), L.Dropout(0.25), L.Flatten(),
-            L.Dense(128, activation="relu"), L.Dropout(0.5), L.Dense(10, activation="softmax"),
-        ])
+        model = keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                L.Conv2D(32, 3, activation="relu"),
+                L.Conv2D(32, 3, activation="relu"),
+                L.MaxPooling2D(2),
+                L.Dropout(0.25),
+                L.Flatten(),
+                L.Dense(128, activation="relu"),
+                L.Dropout(0.5),
+                L.Dense(10, activation="softmax"),
+            ]
+        )
     elif recipe.model == "mlp":
         x = x.numpy().reshape(len(x), -1).astype("float32") / 255
         test = ds.test_images.numpy().reshape(len(ds.test_images), -1).astype("float32") / 255
@@ -148,8 +177,12 @@ def worker_keras(spec: dict) -> dict:
         epochs.append({"seconds": seconds, "accuracy": accuracy})
         if spec.get("until") and accuracy >= spec["until"]:
             break
-    return {"epochs": epochs, "load_seconds": load_seconds, "keras": keras.__version__,
-            "backend": keras.backend.backend()}
+    return {
+        "epochs": epochs,
+        "load_seconds": load_seconds,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+    }
 
 
 def worker_dataloader(spec: dict) -> dict:
@@ -168,12 +201,17 @@ def worker_dataloader(spec: dict) -> dict:
     torch.manual_seed(spec.get("seed", 0))
     loader = DataLoader(Images(), batch_size=recipe.batch_size, shuffle=True, num_workers=spec.get("workers", 0))
     model = create_model(recipe.model, **model_arguments(recipe, ds))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
-                                  eps=recipe.eps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, eps=recipe.eps)
     epochs_n = spec.get("epochs", 1)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=epochs_n * len(loader),
-                                                    pct_start=recipe.warmup, anneal_strategy="linear",
-                                                    div_factor=10, final_div_factor=1e4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=recipe.lr,
+        total_steps=epochs_n * len(loader),
+        pct_start=recipe.warmup,
+        anneal_strategy="linear",
+        div_factor=10,
+        final_div_factor=1e4,
+    )
     epochs = []
     for _ in range(epochs_n):
         model.train()
@@ -199,9 +237,17 @@ def worker_sklearn(spec: dict) -> dict:
     ds, x, y, load_seconds = _mnist(spec.get("data_dir"), spec.get("limit"))
     x = x.numpy().reshape(len(x), -1).astype("float32") / 255
     test = ds.test_images.numpy().reshape(len(ds.test_images), -1).astype("float32") / 255
-    clf = MLPClassifier(hidden_layer_sizes=tuple(recipe.model_args["hidden"]), activation="relu", solver="adam",
-                        alpha=0.0, batch_size=recipe.batch_size, learning_rate_init=recipe.lr, epsilon=recipe.eps,
-                        shuffle=True, random_state=spec.get("seed", 0))
+    clf = MLPClassifier(
+        hidden_layer_sizes=tuple(recipe.model_args["hidden"]),
+        activation="relu",
+        solver="adam",
+        alpha=0.0,
+        batch_size=recipe.batch_size,
+        learning_rate_init=recipe.lr,
+        epsilon=recipe.eps,
+        shuffle=True,
+        random_state=spec.get("seed", 0),
+    )
     classes = np.arange(10)
     epochs = []
     for _ in range(spec["epochs"]):
@@ -214,20 +260,29 @@ def worker_sklearn(spec: dict) -> dict:
     return {"epochs": epochs, "load_seconds": load_seconds}
 
 
-WORKERS = {"digitlab": worker_digitlab, "keras": worker_keras, "dataloader": worker_dataloader,
-           "sklearn": worker_sklearn}
+WORKERS = {
+    "digitlab": worker_digitlab,
+    "keras": worker_keras,
+    "dataloader": worker_dataloader,
+    "sklearn": worker_sklearn,
+}
 
 
 def run_worker(kind: str, spec: dict, timeout: float = 1800) -> dict:
     """Run one worker in a fresh Python process; its result with its peak RSS (MiB)."""
     env = dict(os.environ, TQDM_DISABLE="1")
-    done = subprocess.run([sys.executable, "-m", "digitlab.bench.speed", kind, json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "digitlab.bench.speed", kind, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
     if done.returncode or not lines:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
         raise RuntimeError(f"bench worker {kind} {spec} failed (exit {done.returncode}): " + " | ".join(tail))
-    return json.loads(lines[-1][len(RESULT):])
+    return json.loads(lines[-1][len(RESULT) :])
 
 
 # --- measurements made in the parent -------------------------------------------------------------
@@ -242,7 +297,7 @@ def gemm_peak(dtype_name: str, size: int = 2048, repeats: int = 10) -> float:
     started = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    return 2 * size ** 3 * repeats / (time.perf_counter() - started) / 1e9
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
 def training_flops_per_image(recipe_name: str, batch: int = 64) -> float:
@@ -267,11 +322,11 @@ def uint8_vs_float(data_dir, batch: int = 128) -> dict:
         for _ in range(3):
             started = time.perf_counter()
             for i in range(0, len(order), batch):
-                b = source[order[i:i + batch]]
+                b = source[order[i : i + batch]]
                 if convert:
                     b = b.float().div_(255)
             best = min(best, time.perf_counter() - started)
-        timings[name] = {"epoch_seconds": best, "megabytes": source.numel() * source.element_size() / 2 ** 20}
+        timings[name] = {"epoch_seconds": best, "megabytes": source.numel() * source.element_size() / 2**20}
     return timings
 
 
@@ -283,8 +338,10 @@ def service_rss(model=None, requests: int = 300) -> dict:
         bodies = request_bodies("pixels", np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8))
         statuses = [post(port, "/api/predict", bodies[i % len(bodies)]) for i in range(requests)]
         if statuses.count(200) != requests:
-            raise LoadTestError(f"the service answered {requests - statuses.count(200)} of {requests} predictions "
-                                f"with an error: {sorted(set(statuses))}")
+            raise LoadTestError(
+                f"the service answered {requests - statuses.count(200)} of {requests} predictions "
+                f"with an error: {sorted(set(statuses))}"
+            )
         return {"peak_rss_mb": process_memory_mb(process.pid), "requests": requests}
     finally:
         stop_service(process)
@@ -311,10 +368,19 @@ def keras_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("keras", "tensorflow"))
 
 
-def bench_speed(seeds: int = 5, seeds_995: int = 3, peers: bool = True, ablations: bool = True,
-                keras_max_epochs: int = 12, mlp_epochs: int = 5, data_dir=None, quick: bool = False,
-                markdown: Path = Path("BENCHMARKS.md"), results: Path = Path("benchmarks/results/speed.json"),
-                log=print) -> dict:
+def bench_speed(
+    seeds: int = 5,
+    seeds_995: int = 3,
+    peers: bool = True,
+    ablations: bool = True,
+    keras_max_epochs: int = 12,
+    mlp_epochs: int = 5,
+    data_dir=None,
+    quick: bool = False,
+    markdown: Path = Path("BENCHMARKS.md"),
+    results: Path = Path("benchmarks/results/speed.json"),
+    log=print,
+) -> dict:
     """Run the whole comparison and write BENCHMARKS.md's speed section and a JSON file.
 
     quick: a smoke test (5,000 training images, 1 epoch everywhere, 1 seed): checks the
@@ -326,10 +392,16 @@ def bench_speed(seeds: int = 5, seeds_995: int = 3, peers: bool = True, ablation
         seeds, seeds_995, keras_max_epochs, mlp_epochs = 1, min(seeds_995, 1), 1, 1
     limit = 5000 if quick else None
     common = {"data_dir": str(data_dir) if data_dir else None, "limit": limit}
-    report: dict = {"machine": machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "date": date.today().isoformat(), "quick": quick,
-                    "command": "digitlab " + " ".join(sys.argv[1:]) if sys.argv[1:3] == ["bench", "speed"]
-                    else "digitlab bench speed"}
+    report: dict = {
+        "machine": machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": date.today().isoformat(),
+        "quick": quick,
+        "command": "digitlab " + " ".join(sys.argv[1:])
+        if sys.argv[1:3] == ["bench", "speed"]
+        else "digitlab bench speed",
+    }
     report["peak_gflops"] = {"float32": gemm_peak("float32")}
     if bf16_supported(torch.device("cpu")):
         report["peak_gflops"]["bfloat16"] = gemm_peak("bfloat16")
@@ -354,16 +426,32 @@ def bench_speed(seeds: int = 5, seeds_995: int = 3, peers: bool = True, ablation
     return report
 
 
-def _train_digitlab(common: dict, quick: bool, log, recipe: str, seed: int = 0, epochs: int | None = None,
-                    settings=(), threads: int | None = None) -> dict:
+def _train_digitlab(
+    common: dict,
+    quick: bool,
+    log,
+    recipe: str,
+    seed: int = 0,
+    epochs: int | None = None,
+    settings=(),
+    threads: int | None = None,
+) -> dict:
     """digitlab's worker on `recipe` (one epoch when `quick`), its result logged in one line."""
-    spec = {**common, "recipe": recipe, "seed": seed, "epochs": 1 if quick else epochs,
-            "settings": list(settings), "threads": threads}
+    spec = {
+        **common,
+        "recipe": recipe,
+        "seed": seed,
+        "epochs": 1 if quick else epochs,
+        "settings": list(settings),
+        "threads": threads,
+    }
     result = run_worker("digitlab", spec)
     last = result["epochs"][-1]
-    log(f"  digitlab {recipe} {' '.join(settings)}{' threads=' + str(threads) if threads else ''} seed {seed}: "
+    log(
+        f"  digitlab {recipe} {' '.join(settings)}{' threads=' + str(threads) if threads else ''} seed {seed}: "
         f"{last['accuracy'] * 100:.2f}% after {len(result['epochs'])} epoch(s), "
-        f"{_train_seconds(result):.2f} s training")
+        f"{_train_seconds(result):.2f} s training"
+    )
     return result
 
 
@@ -377,11 +465,18 @@ def _over_seeds(name: str, count: int, train, limit: int | None, log) -> dict:
     accs = [r["epochs"][-1]["accuracy"] for r in runs]
     images = (limit or 60000) * len(runs[0]["epochs"])
     return {
-        "seeds": count, "seconds": secs, "accuracies": accs, "median_seconds": statistics.median(secs),
-        "median_accuracy": statistics.median(accs), "min_accuracy": min(accs),
+        "seeds": count,
+        "seconds": secs,
+        "accuracies": accs,
+        "median_seconds": statistics.median(secs),
+        "median_accuracy": statistics.median(accs),
+        "min_accuracy": min(accs),
         "load_seconds": statistics.median(r["load_seconds"] for r in runs),
-        "flops_per_image": flops, "gflops": flops * images / statistics.median(secs) / 1e9,
-        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "bf16": runs[0]["bf16"]}
+        "flops_per_image": flops,
+        "gflops": flops * images / statistics.median(secs) / 1e9,
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "bf16": runs[0]["bf16"],
+    }
 
 
 def _ablations(train, log) -> list[dict]:
@@ -390,8 +485,16 @@ def _ablations(train, log) -> list[dict]:
     rows = []
     for label, recipe, settings, threads in ABLATIONS:
         r = train(recipe, settings=settings, threads=threads)
-        rows.append({"trick": label, "recipe": recipe, "settings": settings, "threads": threads,
-                     "seconds": _train_seconds(r), "accuracy": r["epochs"][-1]["accuracy"]})
+        rows.append(
+            {
+                "trick": label,
+                "recipe": recipe,
+                "settings": settings,
+                "threads": threads,
+                "seconds": _train_seconds(r),
+                "accuracy": r["epochs"][-1]["accuracy"],
+            }
+        )
     return rows
 
 
@@ -402,13 +505,14 @@ def _peers(train, common: dict, keras_max_epochs: int, mlp_epochs: int, log) -> 
     if keras_available():
         log("Keras 3 keras-cnn until 99.0%")
         k_cnn = run_worker("keras", {**common, "recipe": "keras-cnn", "epochs": keras_max_epochs, "until": 0.99})
-        log(f"  {len(k_cnn['epochs'])} epochs: " + ", ".join(f"{e['accuracy'] * 100:.2f}%/{e['seconds']:.1f}s"
-                                                         for e in k_cnn["epochs"]))
+        log(
+            f"  {len(k_cnn['epochs'])} epochs: "
+            + ", ".join(f"{e['accuracy'] * 100:.2f}%/{e['seconds']:.1f}s" for e in k_cnn["epochs"])
+        )
         d_cnn = train("keras-cnn", epochs=len(k_cnn["epochs"]))
         log("Keras 3 keras-mlp-dropout")
         k_mlp = run_worker("keras", {**common, "recipe": "keras-mlp-dropout", "epochs": mlp_epochs})
-        peer["keras"] = {"keras-cnn": {"keras": k_cnn, "digitlab": d_cnn},
-                         "keras-mlp-dropout": {"keras": k_mlp}}
+        peer["keras"] = {"keras-cnn": {"keras": k_cnn, "digitlab": d_cnn}, "keras-mlp-dropout": {"keras": k_mlp}}
     else:
         peer["keras"] = None
         log("Keras 3 / TensorFlow not installed (pip install 'digitlab[peers]'): those rows are left out")
@@ -431,13 +535,21 @@ def _ok(flag: bool) -> str:
 
 def publish(report: dict, markdown: Path) -> None:
     peak = report["peak_gflops"]
-    lines = [START, f"Measured {report['date']} on {report['machine']} ({report['threads']} PyTorch threads, "
-                    f"torch {report['torch']}) by `{report['command']}`."]
+    lines = [
+        START,
+        f"Measured {report['date']} on {report['machine']} ({report['threads']} PyTorch threads, "
+        f"torch {report['torch']}) by `{report['command']}`.",
+    ]
     if report["quick"]:
-        lines.append("\n**--quick smoke run: 5,000 training images, 1 epoch, 1 seed. These figures check the "
-                     "machinery and mean nothing.**")
-    lines.append("\nThis CPU's practical peak (2048x2048 matrix multiply): "
-                 + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()) + ".")
+        lines.append(
+            "\n**--quick smoke run: 5,000 training images, 1 epoch, 1 seed. These figures check the "
+            "machinery and mean nothing.**"
+        )
+    lines.append(
+        "\nThis CPU's practical peak (2048x2048 matrix multiply): "
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items())
+        + "."
+    )
     lines += _fast_lines(report, peak)
     if report.get("ablations"):
         lines += _ablation_lines(report["ablations"], report["uint8"])
@@ -446,22 +558,28 @@ def publish(report: dict, markdown: Path) -> None:
         lines += _peer_lines(peers, report.get("fast"))
     lines += _memory_lines(report, peers)
     lines.append(END)
-    write_section(markdown, START, END, "\n".join(lines),
-                  "## Training speed against the usual tools (`digitlab bench speed`)\n\n")
+    write_section(
+        markdown, START, END, "\n".join(lines), "## Training speed against the usual tools (`digitlab bench speed`)\n\n"
+    )
 
 
 def _fast_lines(report: dict, peak: dict) -> list[str]:
     """A paragraph for each fast recipe run: its median time and accuracy against its target, its
     seeds, and its arithmetic rate against this CPU's peak."""
     lines = []
-    for name, target_s, target_acc in (("fast", TARGET_FAST_SECONDS, TARGET_FAST_ACCURACY),
-                                       ("fast-995", TARGET_995_SECONDS, TARGET_995_ACCURACY)):
+    for name, target_s, target_acc in (
+        ("fast", TARGET_FAST_SECONDS, TARGET_FAST_ACCURACY),
+        ("fast-995", TARGET_995_SECONDS, TARGET_995_ACCURACY),
+    ):
         f = report.get(name)
         if not f:
             continue
         dtype = "bfloat16" if f["bf16"] and "bfloat16" in peak else "float32"
-        floor = f" (every seed >= {TARGET_FAST_FLOOR * 100:.1f}%: {_ok(f['min_accuracy'] >= TARGET_FAST_FLOOR)})" \
-            if name == "fast" else ""
+        floor = (
+            f" (every seed >= {TARGET_FAST_FLOOR * 100:.1f}%: {_ok(f['min_accuracy'] >= TARGET_FAST_FLOOR)})"
+            if name == "fast"
+            else ""
+        )
         lines += [
             f"\n**`{name}`** ({f['seeds']} seed{'s' if f['seeds'] > 1 else ''}): median "
             f"{f['median_seconds']:.2f} s of training to "
@@ -470,22 +588,26 @@ def _fast_lines(report: dict, peak: dict) -> list[str]:
             f"seeds: " + ", ".join(f"{a * 100:.2f}%/{s:.2f} s" for a, s in zip(f["accuracies"], f["seconds"])) + ". "
             f"Loading MNIST (apart): {f['load_seconds']:.2f} s. {f['flops_per_image'] / 1e6:.1f} MFLOP per training "
             f"image (forward + backward, counted by FlopCounterMode): {f['gflops']:.0f} GFLOP/s, "
-            f"{f['gflops'] / peak[dtype] * 100:.0f}% of the {dtype} peak. Peak RSS {f['peak_rss_mb']:.0f} MiB."]
+            f"{f['gflops'] / peak[dtype] * 100:.0f}% of the {dtype} peak. Peak RSS {f['peak_rss_mb']:.0f} MiB."
+        ]
     return lines
 
 
 def _ablation_lines(ablations: list[dict], timings: dict) -> list[str]:
     """The table of fast's tricks undone one by one, and uint8 against float32 data."""
     base = ablations[0]
-    lines = ["\n| `fast` with one trick undone | training s | vs `fast` | test accuracy |",
-             "| --- | --- | --- | --- |"]
+    lines = ["\n| `fast` with one trick undone | training s | vs `fast` | test accuracy |", "| --- | --- | --- | --- |"]
     for r in ablations:
-        lines.append(f"| {r['trick']} | {r['seconds']:.2f} | {r['seconds'] / base['seconds']:.2f}x | "
-                     f"{r['accuracy'] * 100:.2f}% |")
+        lines.append(
+            f"| {r['trick']} | {r['seconds']:.2f} | {r['seconds'] / base['seconds']:.2f}x | "
+            f"{r['accuracy'] * 100:.2f}% |"
+        )
     uint8, float32 = timings["uint8"], timings["float32"]
-    lines.append(f"\nData on the device as uint8, scaled per batch: one epoch of batch gathers "
-                 f"{uint8['epoch_seconds'] * 1000:.0f} ms for {uint8['megabytes']:.0f} MiB, against "
-                 f"{float32['epoch_seconds'] * 1000:.0f} ms for a {float32['megabytes']:.0f} MiB float32 copy.")
+    lines.append(
+        f"\nData on the device as uint8, scaled per batch: one epoch of batch gathers "
+        f"{uint8['epoch_seconds'] * 1000:.0f} ms for {uint8['megabytes']:.0f} MiB, against "
+        f"{float32['epoch_seconds'] * 1000:.0f} ms for a {float32['megabytes']:.0f} MiB float32 copy."
+    )
     return lines
 
 
@@ -503,33 +625,42 @@ def _peer_lines(peers: dict, fast: dict | None) -> list[str]:
                 f"| `{recipe}`, seconds per epoch over {n} epoch(s) (accuracy after them) | Keras "
                 f"{k['keras']} ({k['backend']}): {ks:.2f} s ({k['epochs'][n - 1]['accuracy'] * 100:.2f}%) | "
                 f"{ds:.2f} s ({d['epochs'][n - 1]['accuracy'] * 100:.2f}%) | {ks / ds:.2f}x | "
-                f">= 1x: {_ok(ks >= ds)} |")
+                f">= 1x: {_ok(ks >= ds)} |"
+            )
         k_cnn = keras["keras-cnn"]["keras"]
         k_secs, k_epochs = _time_to(k_cnn, 0.99)
         if fast and k_secs:
-            lines.append(f"| time to 99.0%: Keras `keras-cnn` vs digitlab `fast` (median) | {k_secs:.1f} s "
-                         f"({k_epochs} epochs) | {fast['median_seconds']:.2f} s | "
-                         f"{k_secs / fast['median_seconds']:.1f}x | >= {TARGET_KERAS_RATIO:.0f}x: "
-                         f"{_ok(k_secs / fast['median_seconds'] >= TARGET_KERAS_RATIO)} |")
+            lines.append(
+                f"| time to 99.0%: Keras `keras-cnn` vs digitlab `fast` (median) | {k_secs:.1f} s "
+                f"({k_epochs} epochs) | {fast['median_seconds']:.2f} s | "
+                f"{k_secs / fast['median_seconds']:.1f}x | >= {TARGET_KERAS_RATIO:.0f}x: "
+                f"{_ok(k_secs / fast['median_seconds'] >= TARGET_KERAS_RATIO)} |"
+            )
         elif fast:
             best = max(e["accuracy"] for e in k_cnn["epochs"])
-            lines.append(f"| time to 99.0%: Keras `keras-cnn` vs `fast` | not reached in {len(k_cnn['epochs'])} "
-                         f"epochs (best {best * 100:.2f}%) | {fast['median_seconds']:.2f} s | — | |")
+            lines.append(
+                f"| time to 99.0%: Keras `keras-cnn` vs `fast` | not reached in {len(k_cnn['epochs'])} "
+                f"epochs (best {best * 100:.2f}%) | {fast['median_seconds']:.2f} s | — | |"
+            )
     else:
         lines.append("| Keras 3 | not installed (`pip install 'digitlab[peers]'`) | | | |")
     s, d = peers["sklearn"]["sklearn"], peers["sklearn"]["digitlab"]
     n = min(len(s["epochs"]), len(d["epochs"]))
     ss, dd = _train_seconds(s, n) / n, _train_seconds(d, n) / n
-    lines.append(f"| MLP 784-512-256-10, seconds per epoch over {n} epoch(s): scikit-learn MLPClassifier "
-                 f"(no dropout) vs `keras-mlp-dropout` | {ss:.2f} s ({s['epochs'][n - 1]['accuracy'] * 100:.2f}%) | "
-                 f"{dd:.2f} s ({d['epochs'][n - 1]['accuracy'] * 100:.2f}%) | {ss / dd:.2f}x | |")
+    lines.append(
+        f"| MLP 784-512-256-10, seconds per epoch over {n} epoch(s): scikit-learn MLPClassifier "
+        f"(no dropout) vs `keras-mlp-dropout` | {ss:.2f} s ({s['epochs'][n - 1]['accuracy'] * 100:.2f}%) | "
+        f"{dd:.2f} s ({d['epochs'][n - 1]['accuracy'] * 100:.2f}%) | {ss / dd:.2f}x | |"
+    )
     loop = peers["dataloader"]
     if fast:
         first = fast["seconds"][0]
-        lines.append(f"| one epoch of `fast`'s model: PyTorch DataLoader loop (pytorch/examples style, fp32, "
-                     f"NCHW) vs `fast` (seed 0) | {_train_seconds(loop):.2f} s "
-                     f"({loop['epochs'][-1]['accuracy'] * 100:.2f}%) | {first:.2f} s "
-                     f"({fast['accuracies'][0] * 100:.2f}%) | {_train_seconds(loop) / first:.1f}x | |")
+        lines.append(
+            f"| one epoch of `fast`'s model: PyTorch DataLoader loop (pytorch/examples style, fp32, "
+            f"NCHW) vs `fast` (seed 0) | {_train_seconds(loop):.2f} s "
+            f"({loop['epochs'][-1]['accuracy'] * 100:.2f}%) | {first:.2f} s "
+            f"({fast['accuracies'][0] * 100:.2f}%) | {_train_seconds(loop) / first:.1f}x | |"
+        )
     return lines
 
 
@@ -542,13 +673,17 @@ def _memory_lines(report: dict, peers: dict | None) -> list[str]:
     if peers:
         if peers.get("keras"):
             for recipe, pair in peers["keras"].items():
-                lines.append(f"| training `{recipe}`: Keras / digitlab | {pair['keras']['peak_rss_mb']:.0f} / "
-                             f"{pair['digitlab']['peak_rss_mb']:.0f} |")
+                lines.append(
+                    f"| training `{recipe}`: Keras / digitlab | {pair['keras']['peak_rss_mb']:.0f} / "
+                    f"{pair['digitlab']['peak_rss_mb']:.0f} |"
+                )
         lines.append(f"| scikit-learn MLPClassifier training | {peers['sklearn']['sklearn']['peak_rss_mb']:.0f} |")
         lines.append(f"| PyTorch DataLoader loop | {peers['dataloader']['peak_rss_mb']:.0f} |")
     if report["service"]["peak_rss_mb"] is not None:
-        lines.append(f"| `digitlab serve` after {report['service']['requests']} predictions "
-                     f"| {report['service']['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| `digitlab serve` after {report['service']['requests']} predictions "
+            f"| {report['service']['peak_rss_mb']:.0f} |"
+        )
     return lines
 
 

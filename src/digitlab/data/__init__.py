@@ -82,10 +82,12 @@ IDX_COUNTS = (60_000, 10_000)  # train, test
 
 
 def _read_idx_folder(folder: Path) -> Splits:
-    train_images, train_labels = load_idx_pair(folder / IDX_FILES[0], folder / IDX_FILES[1],
-                                               image_size=IDX_IMAGE_SIZE, max_count=IDX_COUNTS[0])
-    test_images, test_labels = load_idx_pair(folder / IDX_FILES[2], folder / IDX_FILES[3],
-                                             image_size=IDX_IMAGE_SIZE, max_count=IDX_COUNTS[1])
+    train_images, train_labels = load_idx_pair(
+        folder / IDX_FILES[0], folder / IDX_FILES[1], image_size=IDX_IMAGE_SIZE, max_count=IDX_COUNTS[0]
+    )
+    test_images, test_labels = load_idx_pair(
+        folder / IDX_FILES[2], folder / IDX_FILES[3], image_size=IDX_IMAGE_SIZE, max_count=IDX_COUNTS[1]
+    )
     return train_images, train_labels, test_images, test_labels
 
 
@@ -143,8 +145,16 @@ DATASETS: dict[str, DatasetSpec] = {
             description="Fashion-MNIST clothing images, 28x28 grey, 60000 train / 10000 test",
             source="Zalando Research (Xiao, Rasul, Vollgraf 2017); MIT licence",
             classes=(
-                "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
             ),
             image_shape=(1, 28, 28),
             files=_idx_files(
@@ -164,8 +174,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             name="cifar10",
             description="CIFAR-10 colour photos in 10 classes, 32x32 RGB, 50000 train / 10000 test",
-            source="Alex Krizhevsky, Vinod Nair, Geoffrey Hinton (Krizhevsky 2009); no licence stated, "
-            "cite the report",
+            source="Alex Krizhevsky, Vinod Nair, Geoffrey Hinton (Krizhevsky 2009); no licence stated, cite the report",
             classes=CIFAR10_CLASSES,
             image_shape=(3, 32, 32),
             # The Toronto page is the only source we know to serve this exact file; no mirror is listed
@@ -238,8 +247,10 @@ def load_dataset(
             with contextlib.suppress(OSError):
                 folder.rmdir()
         if fetched:
-            raise type(err)(f"{err}\n(The files this load downloaded were removed again: "
-                            f"{', '.join(path.name for path in fetched)}.)") from err
+            raise type(err)(
+                f"{err}\n(The files this load downloaded were removed again: "
+                f"{', '.join(path.name for path in fetched)}.)"
+            ) from err
         raise
     mean, std = channel_stats(train_images)
     return Dataset(spec.name, train_images, train_labels, test_images, test_labels, spec.classes, mean, std)

@@ -71,8 +71,10 @@ class _Bounded:
 
     def read(self, size: int = -1) -> bytes:
         if not 0 <= size <= MAX_READ:
-            raise DataError(f"{self.archive_path}: a tar header announces {size:,} bytes of long names or attributes; "
-                            "the CIFAR-10 archive has none: damaged, or not the CIFAR-10 binary archive")
+            raise DataError(
+                f"{self.archive_path}: a tar header announces {size:,} bytes of long names or attributes; "
+                "the CIFAR-10 archive has none: damaged, or not the CIFAR-10 binary archive"
+            )
         self._check(self.stream.tell() + size)
         return self.stream.read(size)
 
@@ -86,8 +88,10 @@ class _Bounded:
 
     def _check(self, end: int) -> None:
         if end > MAX_ARCHIVE_BYTES:
-            raise DataError(f"{self.archive_path}: inflates past {MAX_ARCHIVE_BYTES >> 20} MiB, where the CIFAR-10 binary "
-                            "archive inflates to 176 MiB: damaged, or not that archive")
+            raise DataError(
+                f"{self.archive_path}: inflates past {MAX_ARCHIVE_BYTES >> 20} MiB, where the CIFAR-10 binary "
+                "archive inflates to 176 MiB: damaged, or not that archive"
+            )
 
 
 def _read_members(archive_path: Path, names: tuple[str, ...]) -> dict[str, bytes]:
@@ -102,12 +106,17 @@ def _read_members(archive_path: Path, names: tuple[str, ...]) -> dict[str, bytes
     # ("r|"): on an archive cut short it can end the iteration quietly, where gzip.GzipFile
     # raises EOFError.
     try:
-        with raw, gzip.GzipFile(fileobj=raw) as stream, \
-                tarfile.open(fileobj=_Bounded(stream, archive_path), mode="r:") as archive:
+        with (
+            raw,
+            gzip.GzipFile(fileobj=raw) as stream,
+            tarfile.open(fileobj=_Bounded(stream, archive_path), mode="r:") as archive,
+        ):
             for count, member in enumerate(archive, 1):
                 if count > MAX_MEMBERS:
-                    raise DataError(f"{archive_path} holds more than {MAX_MEMBERS} members; the CIFAR-10 binary "
-                                    "archive holds 9: damaged, or not that archive")
+                    raise DataError(
+                        f"{archive_path} holds more than {MAX_MEMBERS} members; the CIFAR-10 binary "
+                        "archive holds 9: damaged, or not that archive"
+                    )
                 if member.name in names:
                     found[member.name] = _member_bytes(archive, member, archive_path, found)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
@@ -128,12 +137,14 @@ def _member_bytes(archive: tarfile.TarFile, member: tarfile.TarInfo, archive_pat
     if not member.isfile() or member.sparse is not None or member.name in found:
         raise DataError(f"{archive_path}: {member.name} is not a single regular file")
     if member.size > BATCH_BYTES:
-        raise DataError(f"{archive_path}: {member.name} announces {member.size:,} bytes, more than the "
-                        f"{BATCH_BYTES:,} of a CIFAR-10 batch (10,000 records): damaged, or not the CIFAR-10 archive")
+        raise DataError(
+            f"{archive_path}: {member.name} announces {member.size:,} bytes, more than the "
+            f"{BATCH_BYTES:,} of a CIFAR-10 batch (10,000 records): damaged, or not the CIFAR-10 archive"
+        )
     data = bytearray(member.size)
     view, done = memoryview(data), 0
     with archive.extractfile(member) as file:
-        while done < member.size and (got := file.readinto(view[done:done + MAX_READ])):
+        while done < member.size and (got := file.readinto(view[done : done + MAX_READ])):
             done += got
     if done != member.size:
         raise DataError(f"{archive_path}: {member.name} is truncated")
@@ -144,8 +155,7 @@ def _parse_batch(data: bytes | bytearray, archive_path: Path, name: str) -> tupl
     """Images (N, 3, 32, 32) uint8, a view of `data`, and labels (N,) int64 of one batch."""
     if not data or len(data) % RECORD_BYTES:
         raise DataError(
-            f"{archive_path}: {name} holds {len(data)} bytes, "
-            f"not a whole number of {RECORD_BYTES}-byte records"
+            f"{archive_path}: {name} holds {len(data)} bytes, not a whole number of {RECORD_BYTES}-byte records"
         )
     records = np.frombuffer(data, dtype=np.uint8).reshape(-1, RECORD_BYTES)
     labels = records[:, 0].astype(np.int64)

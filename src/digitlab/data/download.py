@@ -105,9 +105,7 @@ def fetch(remote: RemoteFile, folder: str | os.PathLike, progress: bool = True) 
     return folder / remote.filename
 
 
-def fetch_missing(
-    remotes: Sequence[RemoteFile], folder: str | os.PathLike, progress: bool = True
-) -> list[Path]:
+def fetch_missing(remotes: Sequence[RemoteFile], folder: str | os.PathLike, progress: bool = True) -> list[Path]:
     """Download those of `remotes` not yet in `folder`; the paths of all of them.
 
     Stops at the first file no mirror can deliver (offline, every later file would fail the same
@@ -126,8 +124,7 @@ def missing_files_error(folder: Path, filenames: Sequence[str]) -> DatasetNotFou
     """The error for files absent from `folder` when downloading is off."""
     return DatasetNotFoundError(
         f"dataset files missing in {folder}: {', '.join(filenames)} (downloading is off; "
-        f"`digitlab data download {folder.name}` fetches them).\n"
-        + _how_to_fix(folder)
+        f"`digitlab data download {folder.name}` fetches them).\n" + _how_to_fix(folder)
     )
 
 
@@ -140,8 +137,10 @@ def _try_mirrors(remote: RemoteFile, folder: Path, progress: bool) -> list[tuple
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DataError(f"cannot create the data folder {folder}: {_folder_problem(folder, err)}; "
-                        f"choose another with DIGITLAB_DATA or --data-dir") from err
+        raise DataError(
+            f"cannot create the data folder {folder}: {_folder_problem(folder, err)}; "
+            f"choose another with DIGITLAB_DATA or --data-dir"
+        ) from err
     failures: list[tuple[str, Exception]] = []
     for url in remote.urls:
         try:
@@ -215,8 +214,7 @@ def _fetch_error(folder: Path, filenames: Sequence[str], failures: list[tuple[st
     bad_checksum = any(isinstance(err, ChecksumError) for _, err in failures)
     error_type = ChecksumError if bad_checksum else DatasetNotFoundError
     return error_type(
-        f"could not download {', '.join(filenames)} into {folder}.\n"
-        f"Tried:\n{tried}\n" + _how_to_fix(folder)
+        f"could not download {', '.join(filenames)} into {folder}.\nTried:\n{tried}\n" + _how_to_fix(folder)
     )
 
 

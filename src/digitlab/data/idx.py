@@ -45,8 +45,9 @@ CHUNK_BYTES = 1 << 22  # 4 MiB: large enough that the loop costs nothing next to
 MAX_IDX_BYTES = 1 << 28
 
 
-def read_idx(path: str | os.PathLike, *, dtype=None, shape: tuple[int | None, ...] | None = None,
-             max_count: int | None = None) -> np.ndarray:
+def read_idx(
+    path: str | os.PathLike, *, dtype=None, shape: tuple[int | None, ...] | None = None, max_count: int | None = None
+) -> np.ndarray:
     """The array stored in an IDX file (gzip-compressed or not), in native byte order.
 
     What the caller knows of the file is checked against its header before any data is read:
@@ -72,9 +73,7 @@ def read_idx(path: str | os.PathLike, *, dtype=None, shape: tuple[int | None, ..
             with gzip.GzipFile(fileobj=raw) as stream:
                 return _parse_idx(stream, path, None, expect)
         except (OSError, EOFError, zlib.error) as err:
-            raise DataError(
-                f"{path}: corrupt or truncated gzip data ({err}); delete it and download it again"
-            ) from err
+            raise DataError(f"{path}: corrupt or truncated gzip data ({err}); delete it and download it again") from err
 
 
 def _parse_idx(stream: BinaryIO, path: Path, file_size: int | None, expect: tuple) -> np.ndarray:
@@ -108,9 +107,11 @@ def _parse_idx(stream: BinaryIO, path: Path, file_size: int | None, expect: tupl
     if file_size is not None and file_size - 4 - 4 * ndim != expected:
         _raise_size_mismatch(path, shape, expected, file_size - 4 - 4 * ndim)
     if expected > MAX_IDX_BYTES:  # a gzip stream's length is unknown until inflated: bound the claim itself
-        raise DataError(f"{path}: the header announces shape {shape} ({expected:,} bytes of data), more than the "
-                        f"{MAX_IDX_BYTES >> 20} MiB digitlab reads from an IDX file: a truncated or damaged file, "
-                        "or not a dataset file")
+        raise DataError(
+            f"{path}: the header announces shape {shape} ({expected:,} bytes of data), more than the "
+            f"{MAX_IDX_BYTES >> 20} MiB digitlab reads from an IDX file: a truncated or damaged file, "
+            "or not a dataset file"
+        )
     # A gzip stream's length is unknown until inflated, so read in chunks and stop one byte past
     # the claim: memory stays bounded by what the file really holds.
     data = bytearray()
@@ -130,17 +131,29 @@ def _check_expected(path: Path, dtype: np.dtype, shape: tuple[int, ...], expect:
     """Raise DataError when the header's type or shape is not what read_idx's caller expects."""
     want_dtype, want_shape, max_count = expect
     matches = (want_dtype is None or dtype.newbyteorder("=") == want_dtype) and (
-        want_shape is None or (len(shape) == len(want_shape)
-                               and all(w is None or d == w for d, w in zip(shape, want_shape))))
+        want_shape is None
+        or (len(shape) == len(want_shape) and all(w is None or d == w for d, w in zip(shape, want_shape)))
+    )
     if matches and (max_count is None or shape[0] <= max_count):
         return
-    wanted = " ".join(part for part in (
-        want_dtype.name if want_dtype is not None else "",
-        "(" + ", ".join("N" if w is None else str(w) for w in want_shape) + ("," if len(want_shape) == 1 else "") + ")"
-        if want_shape is not None else "",
-        f"with at most {max_count:,} items" if max_count is not None else "") if part)
-    raise DataError(f"{path}: expected {wanted}, but the header announces {dtype.newbyteorder('=').name} "
-                    f"of shape {shape}: not the file it should be, or damaged; delete it and download it again")
+    wanted = " ".join(
+        part
+        for part in (
+            want_dtype.name if want_dtype is not None else "",
+            "("
+            + ", ".join("N" if w is None else str(w) for w in want_shape)
+            + ("," if len(want_shape) == 1 else "")
+            + ")"
+            if want_shape is not None
+            else "",
+            f"with at most {max_count:,} items" if max_count is not None else "",
+        )
+        if part
+    )
+    raise DataError(
+        f"{path}: expected {wanted}, but the header announces {dtype.newbyteorder('=').name} "
+        f"of shape {shape}: not the file it should be, or damaged; delete it and download it again"
+    )
 
 
 def _raise_size_mismatch(path: Path, shape: tuple[int, ...], expected: int, actual: int) -> None:
@@ -156,8 +169,12 @@ def _raise_size_mismatch(path: Path, shape: tuple[int, ...], expected: int, actu
 
 
 def load_idx_pair(
-    images_path: str | os.PathLike, labels_path: str | os.PathLike, num_classes: int = 10, *,
-    image_size: tuple[int, int] | None = None, max_count: int | None = None,
+    images_path: str | os.PathLike,
+    labels_path: str | os.PathLike,
+    num_classes: int = 10,
+    *,
+    image_size: tuple[int, int] | None = None,
+    max_count: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 1, H, W) uint8 and labels (N,) int64 from an MNIST-style pair of IDX files.
 
@@ -167,22 +184,17 @@ def load_idx_pair(
     """
     import torch  # imported here: start-up time (1 s), so that the dataset registry needs no torch
 
-    images = read_idx(images_path, dtype=np.uint8, shape=(None, *image_size) if image_size else None,
-                      max_count=max_count)
+    images = read_idx(
+        images_path, dtype=np.uint8, shape=(None, *image_size) if image_size else None, max_count=max_count
+    )
     labels = read_idx(labels_path, dtype=np.uint8, shape=(None,), max_count=max_count)
     if images.dtype != np.uint8 or images.ndim != 3 or 0 in images.shape:
-        raise DataError(
-            f"{images_path}: expected (N, H, W) uint8 images, found {images.dtype} {images.shape}"
-        )
+        raise DataError(f"{images_path}: expected (N, H, W) uint8 images, found {images.dtype} {images.shape}")
     if labels.dtype != np.uint8 or labels.ndim != 1:
         raise DataError(f"{labels_path}: expected (N,) uint8 labels, found {labels.dtype} {labels.shape}")
     if len(images) != len(labels):
-        raise DataError(
-            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
-        )
+        raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels")
     if labels.max() >= num_classes:
         bad = int(np.argmax(labels >= num_classes))
-        raise DataError(
-            f"{labels_path}: label {labels[bad]} at index {bad} is out of range 0..{num_classes - 1}"
-        )
+        raise DataError(f"{labels_path}: label {labels[bad]} at index {bad} is out of range 0..{num_classes - 1}")
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))

@@ -56,7 +56,7 @@ def render_digit(image: np.ndarray, height: float, shear: float) -> np.ndarray:
     matrix = np.float32([[1, -shear, shear * size / 2 + pad], [0, 1, 0]])
     slanted = cv2.warpAffine(big, matrix, (size + 2 * pad, size), flags=cv2.INTER_LINEAR)
     rows, cols = np.nonzero(slanted > 0.1)
-    return np.clip(slanted[rows.min():rows.max() + 1, cols.min():cols.max() + 1], 0, 1)
+    return np.clip(slanted[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1], 0, 1)
 
 
 def _paper(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -66,8 +66,11 @@ def _paper(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     colour = np.array([grey, grey - 8 * cream, grey - 30 * cream], np.float32)
     page = np.empty((height, width, 3), np.float32)
     page[:] = colour
-    blotches = cv2.resize(rng.normal(0, 1, (max(2, height // 40), max(2, width // 40))).astype(np.float32),
-                          (width, height), interpolation=cv2.INTER_CUBIC)
+    blotches = cv2.resize(
+        rng.normal(0, 1, (max(2, height // 40), max(2, width // 40))).astype(np.float32),
+        (width, height),
+        interpolation=cv2.INTER_CUBIC,
+    )
     page += (rng.uniform(0, 4) * blotches)[..., None]
     page += rng.normal(0, rng.uniform(1, 5), (height, width, 1)).astype(np.float32)
     return page
@@ -144,8 +147,9 @@ def make_page(
     return _photograph(rng, page, ink_alpha, style), PageTruth(lines=line_strings, boxes=boxes)
 
 
-def _draw_style(rng: np.random.Generator, n_lines, height, touching, ruled, lighting, drift, line_gap,
-                jpeg_quality) -> PageStyle:
+def _draw_style(
+    rng: np.random.Generator, n_lines, height, touching, ruled, lighting, drift, line_gap, jpeg_quality
+) -> PageStyle:
     """The page's style: each value given, or drawn from `rng` (in this order: same seed, same pages)."""
     return PageStyle(
         n_lines=n_lines if n_lines is not None else int(rng.integers(1, 4)),
@@ -161,8 +165,9 @@ def _draw_style(rng: np.random.Generator, n_lines, height, touching, ruled, ligh
     )
 
 
-def _lay_out(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, style: PageStyle,
-             n_digits: int | None) -> tuple[list[list[Placed]], list[str]]:
+def _lay_out(
+    rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, style: PageStyle, n_digits: int | None
+) -> tuple[list[list[Placed]], list[str]]:
     """Every line's digits, rendered and placed in page coordinates (the first line's top at 0),
     and each line's string."""
     height = style.height
@@ -177,8 +182,9 @@ def _lay_out(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, s
         baseline = line * height * (1 + style.line_gap)
         x, row = 0.0, []
         for k, index in enumerate(picks):
-            alpha = render_digit(images[index], height * rng.uniform(0.92, 1.08),
-                                 style.shear + rng.uniform(-0.05, 0.05))
+            alpha = render_digit(
+                images[index], height * rng.uniform(0.92, 1.08), style.shear + rng.uniform(-0.05, 0.05)
+            )
             h, w = alpha.shape
             # MNIST centres each digit by its centre of mass, so a short digit sits mid-box; keep
             # the bottoms near the baseline (+-5% of the height) as handwriting does.
@@ -206,8 +212,9 @@ def _rule(rng: np.random.Generator, page: np.ndarray, style: PageStyle, shift_y:
         cv2.line(page, (x_margin, 0), (x_margin, height_px - 1), (220, 120, 120), thickness)
 
 
-def _ink_alpha(placed: list[list[Placed]], height_px: int, width_px: int, shift_x: float, shift_y: float
-               ) -> tuple[np.ndarray, list[list[Box]]]:
+def _ink_alpha(
+    placed: list[list[Placed]], height_px: int, width_px: int, shift_x: float, shift_y: float
+) -> tuple[np.ndarray, list[list[Box]]]:
     """The page's ink coverage (float32 0..1) with every digit drawn where it was placed, moved by
     (shift_x, shift_y), and each digit's box in page pixels."""
     ink_alpha = np.zeros((height_px, width_px), np.float32)
@@ -217,7 +224,7 @@ def _ink_alpha(placed: list[list[Placed]], height_px: int, width_px: int, shift_
         for alpha, x, y in row:
             x0, y0 = round(x + shift_x), round(y + shift_y)
             h, w = alpha.shape
-            region = ink_alpha[y0:y0 + h, x0:x0 + w]
+            region = ink_alpha[y0 : y0 + h, x0 : x0 + w]
             np.maximum(region, alpha, out=region)  # overlapping strokes of touching digits join
             line_boxes.append((x0, y0, w, h))
         boxes.append(line_boxes)
@@ -240,9 +247,7 @@ def _photograph(rng: np.random.Generator, paper: np.ndarray, ink_alpha: np.ndarr
     return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def make_pages(
-    n: int, seed: int, images: np.ndarray, labels: np.ndarray
-) -> list[tuple[np.ndarray, PageTruth]]:
+def make_pages(n: int, seed: int, images: np.ndarray, labels: np.ndarray) -> list[tuple[np.ndarray, PageTruth]]:
     """`n` random pages from one seeded generator: the same seed gives the same pages."""
     rng = np.random.default_rng(seed)
     source = _as_digit_arrays((images, labels))

@@ -265,13 +265,32 @@ def fit_opencv(
     """
     args = recipe.model_args
     start = time.perf_counter()
-    ann = train_ann_mlp(train_x, train_y, hidden=tuple(args.get("hidden", (512, 512))),
-                        alpha=args.get("alpha", 2.5), beta=args.get("beta", 1.0), weight_scale=recipe.lr,
-                        max_iter=recipe.epochs, eps=recipe.eps, seed=recipe.seed, progress=progress)
+    ann = train_ann_mlp(
+        train_x,
+        train_y,
+        hidden=tuple(args.get("hidden", (512, 512))),
+        alpha=args.get("alpha", 2.5),
+        beta=args.get("beta", 1.0),
+        weight_scale=recipe.lr,
+        max_iter=recipe.epochs,
+        eps=recipe.eps,
+        seed=recipe.seed,
+        progress=progress,
+    )
     seconds = time.perf_counter() - start
     train_metrics = ann_mlp_metrics(ann, train_x, train_y)
     val_metrics = ann_mlp_metrics(ann, val_x, val_y)
-    history = [{"epoch": 1, "loss": train_metrics["loss"], "accuracy": train_metrics["accuracy"],
-                "val_loss": val_metrics["loss"], "val_accuracy": val_metrics["accuracy"], "seconds": seconds,
-                "lr": recipe.lr, "loss_kind": "OpenCV squared error", "max_iterations": recipe.epochs}]
+    history = [
+        {
+            "epoch": 1,
+            "loss": train_metrics["loss"],
+            "accuracy": train_metrics["accuracy"],
+            "val_loss": val_metrics["loss"],
+            "val_accuracy": val_metrics["accuracy"],
+            "seconds": seconds,
+            "lr": recipe.lr,
+            "loss_kind": "OpenCV squared error",
+            "max_iterations": recipe.epochs,
+        }
+    ]
     return ann_mlp_to_state(ann), history

@@ -7,7 +7,7 @@ checkpoint rebuilt from `create_model(name, **args)` needs nothing else.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -26,6 +26,7 @@ def register_model(fn: ModelFactory | None = None, *, tensors: Callable[..., int
     """Register a factory under its function name, with '_' written as '-'; `tensors(**args)`, when
     given, counts the tensors in its state_dict for the same arguments (see TENSOR_COUNTS).
     Used bare (@register_model) or with the count (@register_model(tensors=...))."""
+
     def register(factory: ModelFactory) -> ModelFactory:
         name = factory.__name__.replace("_", "-")
         MODELS[name] = factory

@@ -19,11 +19,16 @@ def keras_cnn(in_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 1
     flat = 32 * ((h - 4) // 2) * ((w - 4) // 2)
     return keras_init(
         nn.Sequential(
-            nn.Conv2d(c, 32, 3), nn.ReLU(),
-            nn.Conv2d(32, 32, 3), nn.ReLU(),
-            nn.MaxPool2d(2), Dropout(0.25),
+            nn.Conv2d(c, 32, 3),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            Dropout(0.25),
             nn.Flatten(),
-            nn.Linear(flat, 128), nn.ReLU(), Dropout(0.5),
+            nn.Linear(flat, 128),
+            nn.ReLU(),
+            Dropout(0.5),
             nn.Linear(128, num_classes),
         )
     )

@@ -26,9 +26,7 @@ class OpenCVMLP(nn.Module):
     `load_state_dict(ann_mlp_to_state(ann))` or build with `OpenCVMLP.from_state(state)`.
     """
 
-    def __init__(
-        self, layer_sizes: Sequence[int] = (784, 512, 512, 10), alpha: float = 2.5, beta: float = 1.0
-    ) -> None:
+    def __init__(self, layer_sizes: Sequence[int] = (784, 512, 512, 10), alpha: float = 2.5, beta: float = 1.0) -> None:
         super().__init__()
         sizes = [int(s) for s in layer_sizes]
         f64 = torch.float64
@@ -37,9 +35,7 @@ class OpenCVMLP(nn.Module):
         self.register_buffer("activation_params", torch.tensor([alpha, beta], dtype=f64))
         self.register_buffer("input_scale", torch.ones(sizes[0], dtype=f64))
         self.register_buffer("input_shift", torch.zeros(sizes[0], dtype=f64))
-        self.layers = nn.ModuleList(
-            nn.Linear(n_in, n_out, dtype=f64) for n_in, n_out in zip(sizes, sizes[1:])
-        )
+        self.layers = nn.ModuleList(nn.Linear(n_in, n_out, dtype=f64) for n_in, n_out in zip(sizes, sizes[1:]))
         self.register_buffer("output_scale", torch.ones(sizes[-1], dtype=f64))
         self.register_buffer("output_shift", torch.zeros(sizes[-1], dtype=f64))
         # Maps targets into the activation's range; training only, kept so the state is the whole ANN.
@@ -64,7 +60,6 @@ class OpenCVMLP(nn.Module):
             x = beta * torch.tanh(0.5 * alpha * layer(x))
         outputs = x * self.output_scale + self.output_shift  # (N, 10)
         return outputs.to(images.dtype if images.is_floating_point() else torch.float32)
-
 
 
 def _opencv_mlp_tensors(hidden: tuple[int, ...] = (512, 512), **_) -> int:

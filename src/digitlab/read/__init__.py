@@ -57,16 +57,41 @@ from .limits import MAX_MARKS, MAX_PIECES, ReadingStopped, WorkLimits
 from .results import PUNCTUATION, UNSURE, UNSURE_BELOW, Box, Digit, Line, Reading
 from .segment import Segment, segment_digits, segment_ink
 
-__all__ = ["MAX_MARKS", "MAX_PIECES", "MAX_SIDE", "PUNCTUATION", "SURE_COLOUR", "UNSURE", "UNSURE_BELOW",
-           "UNSURE_COLOUR", "Box", "Digit", "Line", "Reading", "ReadingStopped", "Segment", "annotate",
-           "annotation_png", "read", "save_annotation", "segment_digits"]
+__all__ = [
+    "MAX_MARKS",
+    "MAX_PIECES",
+    "MAX_SIDE",
+    "PUNCTUATION",
+    "SURE_COLOUR",
+    "UNSURE",
+    "UNSURE_BELOW",
+    "UNSURE_COLOUR",
+    "Box",
+    "Digit",
+    "Line",
+    "Reading",
+    "ReadingStopped",
+    "Segment",
+    "annotate",
+    "annotation_png",
+    "read",
+    "save_annotation",
+    "segment_digits",
+]
 
 MAX_SIDE = 2000  # larger images are read at this size (boxes are mapped back): a phone photo's
 # 4000 px add nothing to digits that are tens of pixels high, and cost seconds of morphology
 
 
-def read(image, model, *, unsure_below: float = UNSURE_BELOW, max_pixels: int = MAX_PIXELS,
-         time_limit: float | None = None, cancelled: Callable[[], bool] | None = None) -> Reading:
+def read(
+    image,
+    model,
+    *,
+    unsure_below: float = UNSURE_BELOW,
+    max_pixels: int = MAX_PIXELS,
+    time_limit: float | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> Reading:
     """Read every line of digits in an image.
 
     image: anything `preprocess.load_image` takes (a path, bytes, a PIL image, an array: grey

@@ -31,8 +31,10 @@ def annotate(image, reading: Reading, *, max_pixels: int = MAX_PIXELS, max_side:
         grey = np.clip(load_image(image, max_pixels=max_pixels) * 255, 0, 255).astype(np.uint8)
         canvas = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
     if canvas.shape[:2] != (reading.height, reading.width):
-        raise ConfigError(f"the image is {canvas.shape[1]}x{canvas.shape[0]}, the reading is of a "
-                          f"{reading.width}x{reading.height} image")
+        raise ConfigError(
+            f"the image is {canvas.shape[1]}x{canvas.shape[0]}, the reading is of a "
+            f"{reading.width}x{reading.height} image"
+        )
     scale = 1.0
     if max_side is not None and max(reading.width, reading.height) > max_side:
         scale = max_side / max(reading.width, reading.height)
@@ -50,8 +52,9 @@ def annotate(image, reading: Reading, *, max_pixels: int = MAX_PIXELS, max_side:
             font_scale = max(0.4, h / 60)
             (_, text_h), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
             baseline_y = y - 3 if y - 3 - text_h >= 0 else y + h + text_h + 3
-            cv2.putText(canvas, label, (x, baseline_y), cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour, thickness,
-                        cv2.LINE_AA)
+            cv2.putText(
+                canvas, label, (x, baseline_y), cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour, thickness, cv2.LINE_AA
+            )
     return canvas
 
 

@@ -38,8 +38,14 @@ class Blob:
         return (self.y0 + self.y1) / 2
 
     def joined(self, other: Blob) -> Blob:
-        return Blob(self.ids + other.ids, min(self.x0, other.x0), min(self.y0, other.y0),
-                    max(self.x1, other.x1), max(self.y1, other.y1), self.area + other.area)
+        return Blob(
+            self.ids + other.ids,
+            min(self.x0, other.x0),
+            min(self.y0, other.y0),
+            max(self.x1, other.x1),
+            max(self.y1, other.y1),
+            self.area + other.area,
+        )
 
 
 def touches_border(blob: Blob, height: int, width: int) -> bool:
@@ -105,14 +111,25 @@ def _belong_together(a: Blob, b: Blob, digit_height: float) -> bool:
     close = min(x_overlap, y_overlap) >= -near
     # A 5's bar: flat, over the upper half of the digit's right side, up to 0.2 digit
     # heights away (MNIST's 5s show all of these).
-    bar = (small.h < 0.35 * digit_height and small.w >= 2 * small.h and big.h >= 0.5 * digit_height
-           and small.cy < big.y0 + 0.5 * big.h and small.x0 >= big.x0 + 0.3 * big.w
-           and min(x_overlap, y_overlap) >= -2 * near and joint.w <= 1.3 * joint.h)
+    bar = (
+        small.h < 0.35 * digit_height
+        and small.w >= 2 * small.h
+        and big.h >= 0.5 * digit_height
+        and small.cy < big.y0 + 0.5 * big.h
+        and small.x0 >= big.x0 + 0.3 * big.w
+        and min(x_overlap, y_overlap) >= -2 * near
+        and joint.w <= 1.3 * joint.h
+    )
     # A speck or tick off a digit's upper part (an MNIST 4's broken-off tip, a pen's
     # stray touch), that with it stays no wider than 1.5 times its height: low beside a
     # digit it may be a decimal point instead.
-    tick = (max(small.w, small.h) < 0.4 * digit_height and big.h >= 0.5 * digit_height and close
-            and small.cy < big.y0 + 0.6 * big.h and joint.w <= 1.5 * joint.h)
+    tick = (
+        max(small.w, small.h) < 0.4 * digit_height
+        and big.h >= 0.5 * digit_height
+        and close
+        and small.cy < big.y0 + 0.6 * big.h
+        and joint.w <= 1.5 * joint.h
+    )
     if joint.w > max(big.w, joint.h, 0.6 * digit_height):
         return bar or tick
     # One above the other, apart or overlapping a little (a 7's bar reaching down over its

@@ -19,15 +19,18 @@ from .segment import Segment
 Plan = list[tuple[Segment, list[list[Segment]], float]]
 
 
-def read_segments(ink: np.ndarray, lines: list[list[Segment]], model, unsure_below: float, scale: float,
-                  work: WorkLimits) -> list[Line]:
+def read_segments(
+    ink: np.ndarray, lines: list[list[Segment]], model, unsure_below: float, scale: float, work: WorkLimits
+) -> list[Line]:
     """The lines of segments found in the ink-bright map `ink`, read by `model` (a `digitlab.Model`
     for 28x28 digits): boxes times `scale`, in the original image's pixels. More than MAX_PIECES
     candidate digits are refused (ImageError) before any is classified."""
     plans, pieces = _plans(lines, work)
     if len(pieces) > MAX_PIECES:
-        raise ImageError(f"the image holds {len(pieces):,} candidate digits, more than the {MAX_PIECES:,} one image "
-                         "may have: it looks like noise or texture, not lines of digits; crop it to the writing")
+        raise ImageError(
+            f"the image holds {len(pieces):,} candidate digits, more than the {MAX_PIECES:,} one image "
+            "may have: it looks like noise or texture, not lines of digits; crop it to the writing"
+        )
     probabilities = np.zeros((len(pieces), len(model.classes)), np.float32)  # stays 0: no stroke to read
     crops = []
     for piece in pieces:  # 4-6 ms each
@@ -45,8 +48,10 @@ def read_segments(ink: np.ndarray, lines: list[list[Segment]], model, unsure_bel
                 text = _punctuation(segment.box, [s.box for s in line if s.kind != "mark"])
                 digits.append(Digit(text, scaled_box(segment.box, scale), 0.0, []))
                 continue
-            best = max(options, key=lambda option: _score(option, [of_piece[id(p)] for p in option],
-                                                          segment.box[2], line_height))
+            best = max(
+                options,
+                key=lambda option: _score(option, [of_piece[id(p)] for p in option], segment.box[2], line_height),
+            )
             digits += [_digit(scaled_box(p.box, scale), of_piece[id(p)], model.classes, unsure_below) for p in best]
         result.append(Line(digits, _union([d.box for d in digits])))
     return result
@@ -103,8 +108,9 @@ def _cut(segment: Segment, start: int, stop: int) -> Segment | None:
     if rows.size == 0:
         return None
     x, y, _, _ = segment.box
-    return Segment((x + start, y + int(rows[0]), stop - start, int(rows[-1] - rows[0] + 1)),
-                   mask[rows[0]:rows[-1] + 1], "digit")
+    return Segment(
+        (x + start, y + int(rows[0]), stop - start, int(rows[-1] - rows[0] + 1)), mask[rows[0] : rows[-1] + 1], "digit"
+    )
 
 
 def _splits(segment: Segment) -> list[list[Segment]]:
@@ -119,8 +125,9 @@ def _splits(segment: Segment) -> list[list[Segment]]:
         for k in range(1, parts):
             lo, hi = round((k - 0.45) * w / parts), round((k + 0.45) * w / parts)
             window = profile[lo:hi]
-            minima = [lo + i for i in range(1, len(window) - 1)
-                      if window[i] <= window[i - 1] and window[i] <= window[i + 1]]
+            minima = [
+                lo + i for i in range(1, len(window) - 1) if window[i] <= window[i - 1] and window[i] <= window[i + 1]
+            ]
             cuts_per_place.append(sorted(minima, key=lambda i: profile[i])[:2] or [round(k * w / parts)])
         for cuts in _products(cuts_per_place):
             bounds = [0, *cuts, w]
@@ -147,13 +154,13 @@ def _mnist_crop(ink: np.ndarray, segment: Segment) -> np.ndarray | None:
     x1, y1 = min(ink.shape[1], x + w + margin), min(ink.shape[0], y + h + margin)
     region = ink[y0:y1, x0:x1]
     keep = np.zeros(region.shape, np.uint8)
-    keep[y - y0:y - y0 + h, x - x0:x - x0 + w] = segment.mask
+    keep[y - y0 : y - y0 + h, x - x0 : x - x0 + w] = segment.mask
     # Grow the mask a little to take in the soft edges of strokes, but never another digit's
     # ink: a cut part stays within its own columns.
     grow = max(1, round(0.03 * h))
     keep = cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     keep[:, : x - x0] = 0
-    keep[:, x - x0 + w:] = 0
+    keep[:, x - x0 + w :] = 0
     inside = keep.astype(bool)
     # Stretch to the ink's own contrast: paper level (median outside the strokes) to 0, the
     # strokes' 95th percentile to 1, so that a digit in a fainter part of the page looks like

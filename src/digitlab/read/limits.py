@@ -39,8 +39,10 @@ class WorkLimits:
         if self.cancelled is not None and self.cancelled():
             raise ReadingStopped("the reading was cancelled")
         if self.deadline is not None and time.monotonic() > self.deadline:
-            raise ReadingStopped(f"reading the image took more than {self.time_limit:g} s, the limit: crop it to "
-                                 "the writing, or make it smaller")
+            raise ReadingStopped(
+                f"reading the image took more than {self.time_limit:g} s, the limit: crop it to "
+                "the writing, or make it smaller"
+            )
 
 
 UNBOUNDED = WorkLimits()  # for the stages called on their own (segment_digits, the tests)

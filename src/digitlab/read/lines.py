@@ -43,13 +43,21 @@ def group_lines(blobs: list[Blob], digit_height: float, work: WorkLimits = UNBOU
         else:
             lines[best].append(blob)
         last[best] = blob.x1, blob.y0, blob.y1
-    extent = np.array([[min(b.cx for b in line), max(b.cx for b in line), min(b.y0 for b in line),
-                        max(b.y1 for b in line)] for line in lines]).reshape(-1, 4)  # cx0, cx1, y0, y1
+    extent = np.array(
+        [
+            [min(b.cx for b in line), max(b.cx for b in line), min(b.y0 for b in line), max(b.y1 for b in line)]
+            for line in lines
+        ]
+    ).reshape(-1, 4)  # cx0, cx1, y0, y1
     for blob in (b for b in blobs if b.h < 0.5 * digit_height):
         work.check()
         best, best_overlap = None, 0.0
-        for k in np.flatnonzero((extent[:, 0] - reach <= blob.cx) & (extent[:, 1] + reach >= blob.cx)
-                                & (extent[:, 2] < blob.y1) & (extent[:, 3] > blob.y0)):
+        for k in np.flatnonzero(
+            (extent[:, 0] - reach <= blob.cx)
+            & (extent[:, 1] + reach >= blob.cx)
+            & (extent[:, 2] < blob.y1)
+            & (extent[:, 3] > blob.y0)
+        ):
             # the line's vertical extent near the blob: its nearest digit's
             nearest = min(lines[k], key=lambda b: abs(b.cx - blob.cx))
             overlap = (min(blob.y1, nearest.y1) - max(blob.y0, nearest.y0)) / blob.h
@@ -84,8 +92,12 @@ def _join_slanted(lines: list[list[Blob]], digit_height: float) -> list[list[Blo
     if not (10 <= angle <= 60 and across < 0.35 * digit_height):
         return lines
     everything = [b for line in lines for b in line]
-    return [sorted(everything, key=lambda b: (b.cx - centres[:, 0].mean()) * major[0]
-                   + (b.cy - centres[:, 1].mean()) * major[1])]
+    return [
+        sorted(
+            everything,
+            key=lambda b: (b.cx - centres[:, 0].mean()) * major[0] + (b.cy - centres[:, 1].mean()) * major[1],
+        )
+    ]
 
 
 def line_kinds(line: list[Blob], digit_height: float) -> list[str]:

@@ -59,8 +59,12 @@ class Reading:
                     "text": line.text,
                     "box": list(line.box),
                     "digits": [
-                        {"text": d.text, "box": list(d.box), "confidence": round(d.confidence, 4),
-                         "candidates": [[c, round(p, 4)] for c, p in d.candidates]}
+                        {
+                            "text": d.text,
+                            "box": list(d.box),
+                            "confidence": round(d.confidence, 4),
+                            "candidates": [[c, round(p, 4)] for c, p in d.candidates],
+                        }
                         for d in line.digits
                     ],
                 }

@@ -34,8 +34,9 @@ def _kernel(along: int, across: int, horizontal: bool) -> np.ndarray:
     return np.ones((across, along) if horizontal else (along, across), np.uint8)
 
 
-def _remove_lines_along(cleaned: np.ndarray, mask: np.ndarray, faint: np.ndarray, horizontal: bool,
-                        work: WorkLimits) -> None:
+def _remove_lines_along(
+    cleaned: np.ndarray, mask: np.ndarray, faint: np.ndarray, horizontal: bool, work: WorkLimits
+) -> None:
     """Remove from `cleaned`, in place, the ruled lines that run one way (horizontal or vertical)."""
     height, width = mask.shape
     writing = writing_height(cleaned)
@@ -52,7 +53,7 @@ def _remove_lines_along(cleaned: np.ndarray, mask: np.ndarray, faint: np.ndarray
         thickness = area / run - 2  # less the pixel added each side
         if run < length or thickness > run / 30:
             continue
-        ends = _axis(labels[y:y + h, x:x + w] == i, x, y, 2 * max(height, width))
+        ends = _axis(labels[y : y + h, x : x + w] == i, x, y, 2 * max(height, width))
         line_px = _line_thickness(faint, ends, thickness, horizontal)
         if line_px - 1 > max(2, run / 30):
             continue  # a slanted stroke, of which the opening kept a thin sliver: not a line
@@ -73,8 +74,9 @@ def _long_runs(faint: np.ndarray, length: int, horizontal: bool) -> np.ndarray:
     hairlines = cv2.subtract(faint, cv2.morphologyEx(faint, cv2.MORPH_OPEN, _kernel(1, 4, horizontal)))
     opened = np.zeros_like(faint)
     for source, gap in ((faint, length // 20), (hairlines, length // 8)):
-        bridged = cv2.morphologyEx(cv2.dilate(source, _kernel(1, 3, horizontal)), cv2.MORPH_CLOSE,
-                                   _kernel(max(5, gap), 1, horizontal))
+        bridged = cv2.morphologyEx(
+            cv2.dilate(source, _kernel(1, 3, horizontal)), cv2.MORPH_CLOSE, _kernel(max(5, gap), 1, horizontal)
+        )
         opened |= cv2.morphologyEx(bridged, cv2.MORPH_OPEN, _kernel(length, 1, horizontal))
     return opened
 
@@ -84,8 +86,9 @@ def _axis(component: np.ndarray, x: int, y: int, far: int) -> tuple:
     two ends `far` pixels either side of its centre: extended across the whole image, the parts
     of one line that light or noise broke off, or that digits standing on it hid, go with it."""
     ys, xs = np.nonzero(component)
-    vx, vy, x0, y0 = cv2.fitLine(np.column_stack([xs + x, ys + y]).astype(np.float32), cv2.DIST_L2, 0, 0.01,
-                                 0.01).ravel()
+    vx, vy, x0, y0 = cv2.fitLine(
+        np.column_stack([xs + x, ys + y]).astype(np.float32), cv2.DIST_L2, 0, 0.01, 0.01
+    ).ravel()
     return (round(x0 - far * vx), round(y0 - far * vy)), (round(x0 + far * vx), round(y0 + far * vy))
 
 
@@ -115,8 +118,9 @@ def _erase_line(cleaned: np.ndarray, strokes: np.ndarray, ends: tuple, line_px: 
     here[:] = cv2.bitwise_or(kept, cv2.bitwise_and(rejoined, cv2.bitwise_and(removed, here)))
 
 
-def _band(ends: tuple, thickness: int, shape: tuple[int, int], pad: int = 0
-          ) -> tuple[tuple[int, int, int, int], np.ndarray]:
+def _band(
+    ends: tuple, thickness: int, shape: tuple[int, int], pad: int = 0
+) -> tuple[tuple[int, int, int, int], np.ndarray]:
     """A straight band of `thickness` pixels along the line through `ends`, drawn only in its box
     within an image of `shape` (grown by `pad` pixels each side): (rows r0:r1, columns c0:c1), and
     the band in that box, uint8 0/255 -- the pixels cv2.line draws on the whole image (a thick

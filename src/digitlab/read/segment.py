@@ -54,10 +54,13 @@ def segment_ink(ink: np.ndarray, work: WorkLimits = UNBOUNDED) -> list[list[Segm
     marks = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= min_area)
     marks = marks[marks > 0]
     if len(marks) > MAX_MARKS:
-        raise ImageError(f"the image holds {len(marks):,} separate marks, more than the {MAX_MARKS:,} one image may "
-                         "have: it looks like noise or texture, not lines of digits; crop it to the writing")
-    blobs = [Blob([int(i)], *map(int, (x, y, x + w, y + h, area)))
-             for i, (x, y, w, h, area) in zip(marks, stats[marks])]
+        raise ImageError(
+            f"the image holds {len(marks):,} separate marks, more than the {MAX_MARKS:,} one image may "
+            "have: it looks like noise or texture, not lines of digits; crop it to the writing"
+        )
+    blobs = [
+        Blob([int(i)], *map(int, (x, y, x + w, y + h, area))) for i, (x, y, w, h, area) in zip(marks, stats[marks])
+    ]
     blobs = [b for b in blobs if not is_long_line(b, height, width)]
     if not blobs:
         return []
@@ -68,23 +71,37 @@ def segment_ink(ink: np.ndarray, work: WorkLimits = UNBOUNDED) -> list[list[Segm
     # high as its small '0's.
     rim = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
     on_border = np.bincount(rim, minlength=count)
-    blobs = [b for b in blobs if not (
-        is_edge_like(b, height, width)
-        and (is_solid(b) or b.h > 2.5 * digit_height or b.w > 4 * digit_height
-             or (b.h > 1.5 * digit_height and on_border[b.ids[0]] > 0.1 * max(b.w, b.h))))]
+    blobs = [
+        b
+        for b in blobs
+        if not (
+            is_edge_like(b, height, width)
+            and (
+                is_solid(b)
+                or b.h > 2.5 * digit_height
+                or b.w > 4 * digit_height
+                or (b.h > 1.5 * digit_height and on_border[b.ids[0]] > 0.1 * max(b.w, b.h))
+            )
+        )
+    ]
     blobs = [b for b in blobs if not (is_solid(b) and min(b.w, b.h) > 1.5 * digit_height)]
     blobs = merge_pieces(blobs, digit_height, work)
     # Specks next to digit-sized ink, and bits of things cut off by the image's edge (line
     # ends, a neighbouring line's tips): a digit there keeps most of its height.
-    blobs = [b for b in blobs if max(b.w, b.h) >= 0.2 * digit_height
-             and not (b.h < 0.6 * digit_height and touches_border(b, height, width))]
+    blobs = [
+        b
+        for b in blobs
+        if max(b.w, b.h) >= 0.2 * digit_height and not (b.h < 0.6 * digit_height and touches_border(b, height, width))
+    ]
     segments = []
     for line in group_lines(blobs, digit_height, work):
         work.check()
-        segments.append([
-            Segment((b.x0, b.y0, b.w, b.h), np.isin(labels[b.y0:b.y1, b.x0:b.x1], b.ids), kind)
-            for b, kind in zip(line, line_kinds(line, digit_height), strict=True)
-        ])
+        segments.append(
+            [
+                Segment((b.x0, b.y0, b.w, b.h), np.isin(labels[b.y0 : b.y1, b.x0 : b.x1], b.ids), kind)
+                for b, kind in zip(line, line_kinds(line, digit_height), strict=True)
+            ]
+        )
     return segments
 
 

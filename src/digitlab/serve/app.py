@@ -66,13 +66,22 @@ from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from ..version import __version__
 from ..api import BUNDLED_MODEL, Model, load_model, predict
 from ..errors import ConfigError, DigitlabError
 from ..files import read_json
-from ..preprocess import (MAX_PIXELS, ImageTooLargeError, NotAnImageError, PixelError, declared_size,
-                          to_mnist_style, to_uint8_digit)
-from ..read import UNSURE_BELOW, annotate as annotate_image, read as read_digits
+from ..preprocess import (
+    MAX_PIXELS,
+    ImageTooLargeError,
+    NotAnImageError,
+    PixelError,
+    declared_size,
+    to_mnist_style,
+    to_uint8_digit,
+)
+from ..read import UNSURE_BELOW
+from ..read import annotate as annotate_image
+from ..read import read as read_digits
+from ..version import __version__
 
 MAX_BODY = 10 * 1024 * 1024  # bytes: a phone photo is 2-8 MB
 MAX_BATCH = 64  # predictions read in one model call
@@ -180,9 +189,12 @@ class BodyLimits:
             more = max(received - HIGH_WATER_LIMIT, 0) - counted
             if more:
                 if self.held + more > self.budget:
-                    raise _Refused(503, f"the service is holding {self.held / 2**20:.0f} MiB of other request "
-                                        f"bodies, its limit: try again in a moment",
-                                   {"retry-after": "1"})
+                    raise _Refused(
+                        503,
+                        f"the service is holding {self.held / 2**20:.0f} MiB of other request "
+                        f"bodies, its limit: try again in a moment",
+                        {"retry-after": "1"},
+                    )
                 self.held += more
                 counted += more
             return message
@@ -204,8 +216,9 @@ class BodyLimits:
             self.held -= counted
 
     def _message(self, size: int, at_least: bool = False) -> str:
-        return (f"the request body is {'more than ' if at_least else ''}{size:,} bytes; the limit is "
-                f"{self.limit:,} bytes")
+        return (
+            f"the request body is {'more than ' if at_least else ''}{size:,} bytes; the limit is {self.limit:,} bytes"
+        )
 
 
 class _Refused(Exception):
@@ -252,8 +265,14 @@ class GuardedHttp(HttpToolsProtocol):
     HttpToolsProtocol (loop, transport, cycle, pipeline) that are not uvicorn's public API: a
     release that changes them fails tests/test_serve.py's abuse test."""
 
-    def __init__(self, *args, read_timeout: float = READ_TIMEOUT, max_head: int = MAX_HEAD,
-                 write_timeout: float = WRITE_TIMEOUT, **kwargs):
+    def __init__(
+        self,
+        *args,
+        read_timeout: float = READ_TIMEOUT,
+        max_head: int = MAX_HEAD,
+        write_timeout: float = WRITE_TIMEOUT,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
@@ -299,8 +318,11 @@ class GuardedHttp(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self.cycle is None or not self.cycle.response_started or self.cycle.response_complete:
-            self._write_error(400, "the request is not valid HTTP/1.1: check its request line and headers "
-                                   "(Content-Length given once, not negative, not with Transfer-Encoding)")
+            self._write_error(
+                400,
+                "the request is not valid HTTP/1.1: check its request line and headers "
+                "(Content-Length given once, not negative, not with Transfer-Encoding)",
+            )
         self.transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -356,9 +378,17 @@ class GuardedHttp(HttpToolsProtocol):
 
     def _write_error(self, status: int, message: str) -> None:
         body = json.dumps({"error": message, "status": status}).encode()
-        self.transport.write(b"".join([
-            STATUS_LINE[status], b"content-type: application/json\r\n",
-            b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n", body]))
+        self.transport.write(
+            b"".join(
+                [
+                    STATUS_LINE[status],
+                    b"content-type: application/json\r\n",
+                    b"content-length: %d\r\n" % len(body),
+                    b"connection: close\r\n\r\n",
+                    body,
+                ]
+            )
+        )
 
 
 # --- the inference thread and its batches ---------------------------------------------------------
@@ -522,8 +552,12 @@ class PixelBudget:
                     async with asyncio.timeout(self.wait):
                         await self.changed.wait_for(lambda: self.held + counted <= self.budget)
                 except TimeoutError:
-                    raise ServiceError(503, f"the service is working on {self.held:,} pixels of other images, its "
-                                            "limit: try again in a moment", {"retry-after": "1"}) from None
+                    raise ServiceError(
+                        503,
+                        f"the service is working on {self.held:,} pixels of other images, its "
+                        "limit: try again in a moment",
+                        {"retry-after": "1"},
+                    ) from None
                 self.held += counted
         try:
             yield
@@ -542,8 +576,14 @@ class Reader:
     stops as soon as its client hangs up: two such reads sent and abandoned had made the next
     prediction wait 86 s."""
 
-    def __init__(self, model: Model, max_pixels: int, max_reads: int = MAX_READS, queue: int = READ_QUEUE,
-                 time_limit: float | None = READ_TIME_LIMIT):
+    def __init__(
+        self,
+        model: Model,
+        max_pixels: int,
+        max_reads: int = MAX_READS,
+        queue: int = READ_QUEUE,
+        time_limit: float | None = READ_TIME_LIMIT,
+    ):
         self.model, self.max_pixels, self.time_limit = model, max_pixels, time_limit
         self.capacity = max_reads + queue
         self.admitted = 0  # reads working or waiting for a thread
@@ -554,13 +594,17 @@ class Reader:
 
     async def read(self, request: Request, data: bytes, unsure_below: float, annotate: bool) -> dict:
         if self.admitted >= self.capacity:
-            raise ServiceError(503, f"the service is already reading {self.admitted} photos, its limit: try again in "
-                                    "a moment", {"retry-after": "1"})
+            raise ServiceError(
+                503,
+                f"the service is already reading {self.admitted} photos, its limit: try again in a moment",
+                {"retry-after": "1"},
+            )
         self.admitted += 1
         stop = threading.Event()
         try:
-            work = asyncio.get_running_loop().run_in_executor(self.executor, self._work, data, unsure_below,
-                                                              annotate, stop)
+            work = asyncio.get_running_loop().run_in_executor(
+                self.executor, self._work, data, unsure_below, annotate, stop
+            )
             while not work.done():  # the work goes on to its end (or its next check) either way
                 await asyncio.wait([work], timeout=DISCONNECT_POLL)
                 if not work.done() and not stop.is_set() and await request.is_disconnected():
@@ -577,8 +621,14 @@ class Reader:
     def _work(self, data: bytes, unsure_below: float, annotate: bool, stop: threading.Event) -> tuple:
         """(the reading's JSON, None), or (None, the error, its tracebacks dropped): in the read thread."""
         try:
-            reading = read_digits(data, self.model, unsure_below=unsure_below, max_pixels=self.max_pixels,
-                                  time_limit=self.time_limit, cancelled=stop.is_set)
+            reading = read_digits(
+                data,
+                self.model,
+                unsure_below=unsure_below,
+                max_pixels=self.max_pixels,
+                time_limit=self.time_limit,
+                cancelled=stop.is_set,
+            )
             out = reading.to_json()
             if annotate:
                 out["annotated"] = _annotated(data, reading, self.max_pixels)
@@ -591,14 +641,16 @@ def _annotated(data: bytes, reading, max_pixels: int) -> str:
     """The photo with its reading drawn on, as a data URL: at most ANNOTATED_SIDE pixels on its
     longer side, and at most ANNOTATED_BYTES as PNG, else as JPEG at the best quality that fits
     (smaller still if none does). A 6300x6300 photo's full-size PNG made a 33-99 MB answer."""
-    canvas = cv2.cvtColor(annotate_image(data, reading, max_pixels=max_pixels, max_side=ANNOTATED_SIDE),
-                          cv2.COLOR_RGB2BGR)
+    canvas = cv2.cvtColor(
+        annotate_image(data, reading, max_pixels=max_pixels, max_side=ANNOTATED_SIDE), cv2.COLOR_RGB2BGR
+    )
     ok, encoded = cv2.imencode(".png", canvas)
     kind = "png"
     while not ok or encoded.size > ANNOTATED_BYTES:
         if kind == "jpeg":  # over even at quality 30 (uniform noise, 1600x1600, is 0.72 MB at 30): halve it
-            canvas = cv2.resize(canvas, (max(1, canvas.shape[1] // 2), max(1, canvas.shape[0] // 2)),
-                                interpolation=cv2.INTER_AREA)
+            canvas = cv2.resize(
+                canvas, (max(1, canvas.shape[1] // 2), max(1, canvas.shape[0] // 2)), interpolation=cv2.INTER_AREA
+            )
         kind = "jpeg"
         for quality in (90, 75, 60, 45, 30):
             ok, encoded = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -660,8 +712,9 @@ async def _predict_input(request: Request) -> tuple[Any, bool]:
     except RecursionError:  # "[[[[..." a few thousand deep, which was a 500
         raise ServiceError(422, "the body's JSON is nested too deeply") from None
     except ValueError:  # an integer of more digits than Python converts, which was a 500
-        raise ServiceError(422, f"the body's JSON holds an integer of more than {sys.get_int_max_str_digits():,} "
-                                "digits") from None
+        raise ServiceError(
+            422, f"the body's JSON holds an integer of more than {sys.get_int_max_str_digits():,} digits"
+        ) from None
     if not isinstance(body, dict) or ("image" in body) == ("pixels" in body):
         raise ServiceError(422, 'send a JSON object with either "image" (a data URL) or "pixels" (28x28)')
     if "image" in body:
@@ -695,10 +748,18 @@ def _reading_error(err: DigitlabError) -> ServiceError:
 # --- the app --------------------------------------------------------------------------------------
 
 
-def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_BODY,
-               max_pixels: int = MAX_PIXELS, max_batch: int = MAX_BATCH, read_timeout: float = READ_TIMEOUT,
-               body_budget: int = BODY_BUDGET, pixel_budget: int = PIXEL_BUDGET, max_reads: int = MAX_READS,
-               read_time_limit: float | None = READ_TIME_LIMIT) -> FastAPI:
+def create_app(
+    model: Model | str | Path | None = None,
+    *,
+    max_body: int = MAX_BODY,
+    max_pixels: int = MAX_PIXELS,
+    max_batch: int = MAX_BATCH,
+    read_timeout: float = READ_TIMEOUT,
+    body_budget: int = BODY_BUDGET,
+    pixel_budget: int = PIXEL_BUDGET,
+    max_reads: int = MAX_READS,
+    read_time_limit: float | None = READ_TIME_LIMIT,
+) -> FastAPI:
     """The service as an ASGI app. model: a Model, a run directory, an .onnx file from `digitlab export`,
     or None for the bundled one. A path is loaded with the default backend (ONNX Runtime, with
     torch.get_num_threads() threads). read_timeout: seconds for a request's body to arrive once its
@@ -709,9 +770,13 @@ def create_app(model: Model | str | Path | None = None, *, max_body: int = MAX_B
     batcher = Batcher(model, max_batch, max_pixels)
     reader = Reader(model, max_pixels, max_reads, time_limit=read_time_limit)
     pixels = PixelBudget(max(pixel_budget, max_pixels))
-    app = FastAPI(title="digitlab", version=__version__, lifespan=_lifespan(batcher, reader),
-                  description="Handwritten-digit recognition: one digit (`/api/predict`) or the digit strings "
-                              "in a photo (`/api/read`). Errors are JSON: `{\"error\": message, \"status\": code}`.")
+    app = FastAPI(
+        title="digitlab",
+        version=__version__,
+        lifespan=_lifespan(batcher, reader),
+        description="Handwritten-digit recognition: one digit (`/api/predict`) or the digit strings "
+        'in a photo (`/api/read`). Errors are JSON: `{"error": message, "status": code}`.',
+    )
     app.state.model = model
     app.add_middleware(BodyLimits, limit=max_body, timeout=read_timeout, budget=body_budget)
     _answer_errors_as_json(app)
@@ -774,10 +839,13 @@ def _add_health(app: FastAPI, model: Model) -> None:
 def _add_predict(app: FastAPI, batcher: Batcher, pixels: PixelBudget, max_pixels: int) -> None:
     """POST /api/predict: one digit, predicted in the inference thread (Batcher)."""
 
-    @app.post("/api/predict", summary="Read one digit",
-              description="An uploaded image (multipart field `file`, or the raw body with an image/* "
-                          "Content-Type), or JSON: `{\"image\": \"data:image/png;base64,...\"}` or "
-                          "`{\"pixels\": 28x28 array, ink bright 0-255, \"prepare\": false}`.")
+    @app.post(
+        "/api/predict",
+        summary="Read one digit",
+        description="An uploaded image (multipart field `file`, or the raw body with an image/* "
+        'Content-Type), or JSON: `{"image": "data:image/png;base64,..."}` or '
+        '`{"pixels": 28x28 array, ink bright 0-255, "prepare": false}`.',
+    )
     async def predict_endpoint(request: Request):
         image, prepare = await _predict_input(request)
         async with pixels.hold(_declared_pixels(image, max_pixels) if prepare else 0):
@@ -791,10 +859,13 @@ def _add_predict(app: FastAPI, batcher: Batcher, pixels: PixelBudget, max_pixels
 def _add_read(app: FastAPI, reader: Reader, pixels: PixelBudget, max_pixels: int) -> None:
     """POST /api/read: the digit strings in a photo, read in a read thread (Reader)."""
 
-    @app.post("/api/read", summary="Read the digit strings in a photo",
-              description="A photo (multipart field `file`, or the raw body). `annotate=true` adds the "
-                          f"annotated photo as a data URL (PNG, or JPEG over {ANNOTATED_BYTES // 2**20} MiB; "
-                          f"at most {ANNOTATED_SIDE} pixels on its longer side).")
+    @app.post(
+        "/api/read",
+        summary="Read the digit strings in a photo",
+        description="A photo (multipart field `file`, or the raw body). `annotate=true` adds the "
+        f"annotated photo as a data URL (PNG, or JPEG over {ANNOTATED_BYTES // 2**20} MiB; "
+        f"at most {ANNOTATED_SIDE} pixels on its longer side).",
+    )
     async def read_endpoint(request: Request, annotate: bool = False, unsure_below: float = UNSURE_BELOW):
         if not 0 <= unsure_below <= 1:
             raise ServiceError(422, f"unsure_below must lie in [0, 1], got {unsure_below}")
@@ -834,9 +905,18 @@ def _model_info(model: Model) -> dict:
     }
 
 
-def serve(model: Model | str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
-          max_body: int = MAX_BODY, max_pixels: int = MAX_PIXELS, threads: int = 1,
-          read_timeout: float = READ_TIMEOUT, write_timeout: float = WRITE_TIMEOUT, log_level: str = "info") -> None:
+def serve(
+    model: Model | str | Path | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_body: int = MAX_BODY,
+    max_pixels: int = MAX_PIXELS,
+    threads: int = 1,
+    read_timeout: float = READ_TIMEOUT,
+    write_timeout: float = WRITE_TIMEOUT,
+    log_level: str = "info",
+) -> None:
     """Run the service on uvicorn until Ctrl-C or SIGTERM, then shut down cleanly (requests in
     flight answered, the inference thread stopped) and return. threads: PyTorch's and ONNX
     Runtime's threads for model work (a Model given already loaded keeps its own). read_timeout:
@@ -864,5 +944,6 @@ def serve(model: Model | str | Path | None = None, *, host: str = "127.0.0.1", p
     torch.set_num_threads(threads)
     app = create_app(model, max_body=max_body, max_pixels=max_pixels, read_timeout=read_timeout)
     http = functools.partial(GuardedHttp, read_timeout=read_timeout, write_timeout=write_timeout)
-    Server(uvicorn.Config(app, host=host, port=port, http=http, log_level=log_level,
-                          timeout_graceful_shutdown=10)).run()
+    Server(
+        uvicorn.Config(app, host=host, port=port, http=http, log_level=log_level, timeout_graceful_shutdown=10)
+    ).run()

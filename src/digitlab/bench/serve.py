@@ -53,8 +53,18 @@ from ..api import load_dataset
 from ..errors import ConfigError
 from ..files import read_json, write_json
 from ..serve.app import MAX_BODY, MAX_READS, READ_QUEUE, READ_TIME_LIMIT, READ_TIMEOUT, WRITE_TIMEOUT
-from .common import (START_TIMEOUT, LoadTestError, free_port, http_request, machine, process_memory_mb, request_bodies,
-                     start_service, stop_service, write_section)
+from .common import (
+    START_TIMEOUT,
+    LoadTestError,
+    free_port,
+    http_request,
+    machine,
+    process_memory_mb,
+    request_bodies,
+    start_service,
+    stop_service,
+    write_section,
+)
 
 START, END = "<!-- bench serve: begin -->", "<!-- bench serve: end -->"
 HEADING = "## The service under load (`digitlab bench serve`)"
@@ -113,17 +123,30 @@ async def _load(port: int, requests: list[bytes], labels: np.ndarray, clients: i
     elapsed = time.perf_counter() - began
     ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
     return {
-        "requests": len(latencies), "errors": len(errors), "error_samples": errors[:10],
-        "seconds": elapsed, "requests_per_second": len(latencies) / elapsed,
-        "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-        "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()),
-        "digits_right": right / checked if checked else None, "digits_checked": checked,
+        "requests": len(latencies),
+        "errors": len(errors),
+        "error_samples": errors[:10],
+        "seconds": elapsed,
+        "requests_per_second": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+        "digits_right": right / checked if checked else None,
+        "digits_checked": checked,
     }
 
 
-def bench_serve(clients: int = 16, seconds: float = 10, kinds=KINDS, model=None, data_dir=None,
-                results: Path | None = Path("benchmarks/results/serve.json"),
-                markdown: Path | None = Path("BENCHMARKS.md"), progress: bool = True) -> dict:
+def bench_serve(
+    clients: int = 16,
+    seconds: float = 10,
+    kinds=KINDS,
+    model=None,
+    data_dir=None,
+    results: Path | None = Path("benchmarks/results/serve.json"),
+    markdown: Path | None = Path("BENCHMARKS.md"),
+    progress: bool = True,
+) -> dict:
     """Load-test the service; write `results` and the BENCHMARKS.md section (None: don't)."""
     if clients < 1 or seconds <= 0:
         raise ConfigError(f"clients must be at least 1 and seconds positive, got {clients} and {seconds}")
@@ -142,19 +165,29 @@ def bench_serve(clients: int = 16, seconds: float = 10, kinds=KINDS, model=None,
             result["request_bytes"] = int(np.mean([len(r) for r in requests]))
             runs[kind] = result
             if progress:
-                print(f"{kind}: {result['requests_per_second']:.0f} requests/s, p50 {result['p50_ms']:.1f} ms, "
-                      f"p99 {result['p99_ms']:.1f} ms, {result['errors']} errors", flush=True)
+                print(
+                    f"{kind}: {result['requests_per_second']:.0f} requests/s, p50 {result['p50_ms']:.1f} ms, "
+                    f"p99 {result['p99_ms']:.1f} ms, {result['errors']} errors",
+                    flush=True,
+                )
         rss = process_memory_mb(process.pid)
     finally:
         exit_code = stop_service(process)
     report = {
-        "command": "digitlab bench serve" + (f" --clients {clients}" if clients != 16 else "")
-                   + (f" --seconds {seconds:g}" if seconds != 10 else "")
-                   + (f" --kinds {' '.join(kinds)}" if tuple(kinds) != KINDS else "")
-                   + (f" --model {model}" if model else ""),
-        "date": date.today().isoformat(), "machine": machine(), "torch": torch.__version__,
-        "clients": clients, "seconds": seconds, "service_threads": 1, "service_peak_rss_mb": rss,
-        "service_exit_code": exit_code, "runs": runs,
+        "command": "digitlab bench serve"
+        + (f" --clients {clients}" if clients != 16 else "")
+        + (f" --seconds {seconds:g}" if seconds != 10 else "")
+        + (f" --kinds {' '.join(kinds)}" if tuple(kinds) != KINDS else "")
+        + (f" --model {model}" if model else ""),
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "torch": torch.__version__,
+        "clients": clients,
+        "seconds": seconds,
+        "service_threads": 1,
+        "service_peak_rss_mb": rss,
+        "service_exit_code": exit_code,
+        "runs": runs,
     }
     if results is not None:
         _write_results(Path(results), report)
@@ -183,28 +216,37 @@ def _write_results(path: Path, report: dict, abuse: bool = False) -> None:
 
 
 def publish(report: dict, markdown: Path) -> None:
-    lines = [START,
-             "| request | clients | requests | errors | requests/s | p50 | p90 | p99 | max | digits right |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        START,
+        "| request | clients | requests | errors | requests/s | p50 | p90 | p99 | max | digits right |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     what = {"pixels": "`/api/predict` JSON 28x28 pixels", "canvas": "`/api/predict` JSON canvas PNG data URL"}
     for kind, run in report["runs"].items():
-        right = ("—" if run["digits_right"] is None
-                 else f"{run['digits_right'] * 100:.1f}% of {run['digits_checked']}")
-        lines.append(f"| {what[kind]} | {report['clients']} | {run['requests']:,} | {run['errors']} | "
-                     f"{run['requests_per_second']:.0f} | {run['p50_ms']:.1f} ms | {run['p90_ms']:.1f} ms | "
-                     f"{run['p99_ms']:.1f} ms | {run['max_ms']:.1f} ms | {right} |")
+        right = "—" if run["digits_right"] is None else f"{run['digits_right'] * 100:.1f}% of {run['digits_checked']}"
+        lines.append(
+            f"| {what[kind]} | {report['clients']} | {run['requests']:,} | {run['errors']} | "
+            f"{run['requests_per_second']:.0f} | {run['p50_ms']:.1f} ms | {run['p90_ms']:.1f} ms | "
+            f"{run['p99_ms']:.1f} ms | {run['max_ms']:.1f} ms | {right} |"
+        )
     pixels = report["runs"].get("pixels")
     verdict = ""
     if pixels is not None and report["clients"] == 16:
         met = pixels["requests_per_second"] >= TARGET_RPS and pixels["p99_ms"] <= TARGET_P99_MS
-        verdict = (f" Target for 28x28 pixels at 16 clients: >= {TARGET_RPS} requests/s with p99 <= "
-                   f"{TARGET_P99_MS} ms: {'met' if met else 'NOT met'}.")
+        verdict = (
+            f" Target for 28x28 pixels at 16 clients: >= {TARGET_RPS} requests/s with p99 <= "
+            f"{TARGET_P99_MS} ms: {'met' if met else 'NOT met'}."
+        )
     rss = report["service_peak_rss_mb"]
-    lines += ["", f"`{report['command']}` on {report['date']}: {report['machine']}, torch {report['torch']}; "
-                  f"service and clients on the same machine, each kind sent for {report['seconds']:g} s after "
-                  f"a {WARM_UP_SECONDS:g} s warm-up; the service's peak memory (VmHWM) "
-                  f"{f'{rss:.0f} MiB' if rss is not None else 'unknown'}; it exited with "
-                  f"{report['service_exit_code']} on SIGTERM.{verdict}", END]
+    lines += [
+        "",
+        f"`{report['command']}` on {report['date']}: {report['machine']}, torch {report['torch']}; "
+        f"service and clients on the same machine, each kind sent for {report['seconds']:g} s after "
+        f"a {WARM_UP_SECONDS:g} s warm-up; the service's peak memory (VmHWM) "
+        f"{f'{rss:.0f} MiB' if rss is not None else 'unknown'}; it exited with "
+        f"{report['service_exit_code']} on SIGTERM.{verdict}",
+        END,
+    ]
     write_section(markdown, START, END, "\n".join(lines), HEADING + "\n\n")
 
 
@@ -277,14 +319,14 @@ def dot_field(n: int = 250, step: int = 10) -> bytes:
     row = np.where(np.arange(n * step) % step // 3 == 1, 0, 255).astype(np.uint8)
     page = np.full((n * step, n * step), 255, np.uint8)
     for y in range(n):
-        page[y * step + 3:y * step + 6] = row
+        page[y * step + 3 : y * step + 6] = row
     return cv2.imencode(".png", page)[1].tobytes()
 
 
 def ruled_lines(n: int = 330, width: int = 2000, step: int = 6) -> bytes:
     """n ruled lines `step` pixels apart, nothing written, as PNG: 8 KB, which read for 12-16 s."""
     page = np.full((n * step + 20, width), 255, np.uint8)
-    page[10:10 + n * step:step] = 0
+    page[10 : 10 + n * step : step] = 0
     return cv2.imencode(".png", page)[1].tobytes()
 
 
@@ -294,8 +336,15 @@ def grainy_photo(side: int) -> bytes:
     rng = np.random.default_rng(0)
     page = cv2.GaussianBlur((235 + rng.normal(0, 6, (side, side))).clip(0, 255).astype(np.uint8), (0, 0), 1.2)
     for k in range(10):
-        cv2.putText(page, "4071 93", (side // 20, side // 10 + k * side // 11), cv2.FONT_HERSHEY_SIMPLEX,
-                    side / 525, 30, max(1, side // 210))
+        cv2.putText(
+            page,
+            "4071 93",
+            (side // 20, side // 10 + k * side // 11),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            side / 525,
+            30,
+            max(1, side // 210),
+        )
     return cv2.imencode(".jpg", page, [cv2.IMWRITE_JPEG_QUALITY, 88])[1].tobytes()
 
 
@@ -309,38 +358,53 @@ def abuse_requests(port: int, max_body: int) -> dict[str, list[bytes]]:
         return http_request(path, body, port, content_type, length)
 
     return {
-        "wrong content type": [post("/api/predict", b'{"pixels": [[0]]}', "text/plain"),
-                               post("/api/predict", b"<digit>1</digit>", "application/xml"),
-                               post("/api/predict", png),  # a PNG said to be JSON
-                               post("/api/predict", png, "multipart/form-data"),  # no boundary
-                               post("/api/read", png[:64], None)],  # no Content-Type at all
-        "truncated image": [post(path, data[:len(data) // 2], content_type)
-                            for path in ("/api/predict", "/api/read")
-                            for data, content_type in ((png, "image/png"), (jpeg, "image/jpeg"))],
+        "wrong content type": [
+            post("/api/predict", b'{"pixels": [[0]]}', "text/plain"),
+            post("/api/predict", b"<digit>1</digit>", "application/xml"),
+            post("/api/predict", png),  # a PNG said to be JSON
+            post("/api/predict", png, "multipart/form-data"),  # no boundary
+            post("/api/read", png[:64], None),
+        ],  # no Content-Type at all
+        "truncated image": [
+            post(path, data[: len(data) // 2], content_type)
+            for path in ("/api/predict", "/api/read")
+            for data, content_type in ((png, "image/png"), (jpeg, "image/jpeg"))
+        ],
         "undecodable image": [post(path, bad_dds(), "image/x-dds") for path in ("/api/predict", "/api/read")],
-        "malformed JSON": [post("/api/predict", b'{"pixels": [[0, 0'),
-                           post("/api/predict", b"[" * 100_000 + b"]" * 100_000),  # deeper than json can go
-                           post("/api/predict", json.dumps({"pixels": [[10 ** 400] * 28] * 28}).encode()),
-                           post("/api/predict", json.dumps({"pixels": [[float("nan")] * 28] * 28}).encode()),
-                           post("/api/predict", b'{"image": "data:image/png;base64,@@@"}'),
-                           post("/api/predict", b'{"pixels": ' + b"9" * 5000 + b"}")],  # more digits than int() takes
-        "malformed HTTP": [b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(64),  # a TLS hello
-                           b"GET\r\n\r\n",
-                           post("/api/predict", b"", length=-1),
-                           b"POST /api/predict HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
-                           b"POST /api/predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-                           b"POST /api/predict HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-                           b"0\r\n\r\n",
-                           b"GET /healthz HTTP/1.1\r\nX-A: a\x00b\r\n\r\n",  # NUL in a header
-                           b"FOO /healthz HTTP/1.1\r\nHost: x\r\n\r\n"],  # a method HTTP does not have
-        "half-closed": [post("/api/predict", b"")[:30],  # part of a head, then the client's end is shut
-                        post("/api/predict", b"", "image/png", length=1000) + png[:100]],  # a tenth of a body
-        "huge Content-Length": [post("/api/predict", b"", "image/png", length=10 ** 12),  # and no body
-                                post("/api/read", b"", "image/jpeg", length=max_body + 1)],
-        "huge declared pixels": [post("/api/predict", png_declaring(20_000, 20_000), "image/png"),
-                                 post("/api/read", png_declaring(65_535, 65_535), "image/png")],
-        "oversized head": [b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 1_000_000 + b"\r\n\r\n",
-                           b"GET /healthz HTTP/1.1\r\n" + b"X-Many: headers\r\n" * 50_000 + b"\r\n"],
+        "malformed JSON": [
+            post("/api/predict", b'{"pixels": [[0, 0'),
+            post("/api/predict", b"[" * 100_000 + b"]" * 100_000),  # deeper than json can go
+            post("/api/predict", json.dumps({"pixels": [[10**400] * 28] * 28}).encode()),
+            post("/api/predict", json.dumps({"pixels": [[float("nan")] * 28] * 28}).encode()),
+            post("/api/predict", b'{"image": "data:image/png;base64,@@@"}'),
+            post("/api/predict", b'{"pixels": ' + b"9" * 5000 + b"}"),
+        ],  # more digits than int() takes
+        "malformed HTTP": [
+            b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(64),  # a TLS hello
+            b"GET\r\n\r\n",
+            post("/api/predict", b"", length=-1),
+            b"POST /api/predict HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+            b"POST /api/predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"POST /api/predict HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nX-A: a\x00b\r\n\r\n",  # NUL in a header
+            b"FOO /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        ],  # a method HTTP does not have
+        "half-closed": [
+            post("/api/predict", b"")[:30],  # part of a head, then the client's end is shut
+            post("/api/predict", b"", "image/png", length=1000) + png[:100],
+        ],  # a tenth of a body
+        "huge Content-Length": [
+            post("/api/predict", b"", "image/png", length=10**12),  # and no body
+            post("/api/read", b"", "image/jpeg", length=max_body + 1),
+        ],
+        "huge declared pixels": [
+            post("/api/predict", png_declaring(20_000, 20_000), "image/png"),
+            post("/api/read", png_declaring(65_535, 65_535), "image/png"),
+        ],
+        "oversized head": [
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 1_000_000 + b"\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\n" + b"X-Many: headers\r\n" * 50_000 + b"\r\n",
+        ],
     }
 
 
@@ -392,7 +456,7 @@ async def _slow_client(port: int, head: bytes, drip: bytes, limit: float) -> tup
         async with asyncio.timeout(limit):
             writer.write(head)
             for k in range(len(drip)):
-                writer.write(drip[k:k + 1])
+                writer.write(drip[k : k + 1])
                 await writer.drain()
                 try:
                     return _status(await asyncio.wait_for(reader.readline(), TRICKLE)), time.monotonic() - began
@@ -428,7 +492,7 @@ async def _answer(port: int, data: bytes, limit: float, hold: float = 0.0) -> tu
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=2 ** 20)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
     try:
         async with asyncio.timeout(limit):
             writer.write(data)
@@ -438,12 +502,18 @@ async def _answer(port: int, data: bytes, limit: float, hold: float = 0.0) -> tu
             head = b"" if status == "closed" else await reader.readuntil(b"\r\n\r\n")
             if status == "closed":
                 return ("dropped" if hold else "closed"), time.monotonic() - began
-            length = next((int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
-                           if line.startswith(b"content-length:")), 0)
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.lower().split(b"\r\n")
+                    if line.startswith(b"content-length:")
+                ),
+                0,
+            )
             await reader.readexactly(length)
             if int(status) >= 400 and b"content-type: application/json" not in head.lower():
                 status += " not JSON"
-            return (f"{status} too large" if length > 3 * 2 ** 20 else status), time.monotonic() - began
+            return (f"{status} too large" if length > 3 * 2**20 else status), time.monotonic() - began
     except TimeoutError:
         return "hung", time.monotonic() - began
     except (ConnectionError, asyncio.IncompleteReadError):
@@ -462,20 +532,28 @@ def hostile_requests(port: int, side: int) -> dict[str, bytes]:
     """The hostile images of issue 18 as raw HTTP/1.1 requests, by kind (2-3 s to make at 6300)."""
     blank = cv2.imencode(".png", np.full((side, side), 255, np.uint8))[1].tobytes()
     annotate = http_request("/api/read?annotate=true", grainy_photo(side), port, "image/jpeg")
-    return {"blank huge pages": http_request("/api/predict", blank, port, "image/png"),
-            "dot-field read": http_request("/api/read", dot_field(), port, "image/png"),
-            "ruled-lines read": http_request("/api/read", ruled_lines(), port, "image/png"),
-            "annotated huge photo": annotate, "unread answers": annotate}
+    return {
+        "blank huge pages": http_request("/api/predict", blank, port, "image/png"),
+        "dot-field read": http_request("/api/read", dot_field(), port, "image/png"),
+        "ruled-lines read": http_request("/api/read", ruled_lines(), port, "image/png"),
+        "annotated huge photo": annotate,
+        "unread answers": annotate,
+    }
 
 
-async def _hostile(port: int, requests: dict[str, bytes], limit: float, write_timeout: float
-                   ) -> dict[str, list[tuple[str, float]]]:
+async def _hostile(
+    port: int, requests: dict[str, bytes], limit: float, write_timeout: float
+) -> dict[str, list[tuple[str, float]]]:
     """The hostile images, each kind once (see EXPECTED): the reads one kind after another, as they
     share the service's read thread, and the blank pages meanwhile."""
     pages = asyncio.gather(*(_answer(port, requests["blank huge pages"], limit) for _ in range(BLANK_PAGES)))
     done = {}
-    for kind, n, hold in (("dot-field read", HOSTILE_READS, 0.0), ("ruled-lines read", HOSTILE_READS, 0.0),
-                          ("annotated huge photo", 1, 0.0), ("unread answers", UNREAD, write_timeout + 1)):
+    for kind, n, hold in (
+        ("dot-field read", HOSTILE_READS, 0.0),
+        ("ruled-lines read", HOSTILE_READS, 0.0),
+        ("annotated huge photo", 1, 0.0),
+        ("unread answers", UNREAD, write_timeout + 1),
+    ):
         done[kind] = await asyncio.gather(*(_answer(port, requests[kind], limit, hold) for _ in range(n)))
     done["blank huge pages"] = await pages
     return done
@@ -487,12 +565,14 @@ async def _abuse(port: int, seconds: float, read_timeout: float, max_body: int, 
     Per kind: its count, its outcomes, how many were not right, and for the slow kinds and the
     hostile images the longest time until closed or answered."""
     limit = read_timeout + GRACE
-    large = http_request("/api/read", b"\x89PNG\r\n\x1a\n" + bytes(max_body - 2 ** 20 - 8), port, "image/png")
+    large = http_request("/api/read", b"\x89PNG\r\n\x1a\n" + bytes(max_body - 2**20 - 8), port, "image/png")
     slow_head = b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 10_000
     slow_body = http_request("/api/predict", b"", port, "image/png", length=100_000)
     # a paced kind that reads photos may wait for the read thread, busy with the hostile reads
-    jobs = {kind: _paced(port, kind, variants, seconds, _hostile_limit() if kind in PACED_READS else limit)
-            for kind, variants in abuse_requests(port, max_body).items()}
+    jobs = {
+        kind: _paced(port, kind, variants, seconds, _hostile_limit() if kind in PACED_READS else limit)
+        for kind, variants in abuse_requests(port, max_body).items()
+    }
     jobs["slow head"] = asyncio.gather(*(_slow_client(port, b"", slow_head, limit) for _ in range(SLOW)))
     jobs["slow body"] = asyncio.gather(*(_slow_client(port, slow_body, bytes(100_000), limit) for _ in range(SLOW)))
     jobs["idle connections"] = asyncio.gather(*(_slow_client(port, b"", b"", limit) for _ in range(IDLE)))
@@ -504,16 +584,18 @@ async def _abuse(port: int, seconds: float, read_timeout: float, max_body: int, 
     for kind, results in done.items():
         timed = kind in SLOW_KINDS or kind in HOSTILE_KINDS
         outcomes = [r[0] for r in results] if timed else results
-        report[kind] = {"sent": len(outcomes), "outcomes": dict(Counter(outcomes).most_common()),
-                        "expected": sorted(EXPECTED[kind]),
-                        "unexpected": sum(outcome not in EXPECTED[kind] for outcome in outcomes)}
+        report[kind] = {
+            "sent": len(outcomes),
+            "outcomes": dict(Counter(outcomes).most_common()),
+            "expected": sorted(EXPECTED[kind]),
+            "unexpected": sum(outcome not in EXPECTED[kind] for outcome in outcomes),
+        }
         if timed:
             report[kind]["max_seconds"] = max(r[1] for r in results)
     return report
 
 
-def _abuse_process(port: int, seconds: float, read_timeout: float, max_body: int, hostile_side: int,
-                   results) -> None:
+def _abuse_process(port: int, seconds: float, read_timeout: float, max_body: int, hostile_side: int, results) -> None:
     """The abusive clients' process: its own CPU and event loop, so that what it does delays the
     good clients only through the service (and the machine), as other clients would. The hostile
     images are made first: made in the event loop, they stalled it for seconds."""
@@ -522,10 +604,17 @@ def _abuse_process(port: int, seconds: float, read_timeout: float, max_body: int
     results.put(asyncio.run(_abuse(port, seconds, read_timeout, max_body, hostile)))
 
 
-def bench_abuse(clients: int = 16, seconds: float = 10, read_timeout: float | None = None, model=None,
-                data_dir=None, results: Path | None = Path("benchmarks/results/serve.json"),
-                markdown: Path | None = Path("BENCHMARKS.md"), progress: bool = True,
-                hostile_side: int = HOSTILE_SIDE) -> dict:
+def bench_abuse(
+    clients: int = 16,
+    seconds: float = 10,
+    read_timeout: float | None = None,
+    model=None,
+    data_dir=None,
+    results: Path | None = Path("benchmarks/results/serve.json"),
+    markdown: Path | None = Path("BENCHMARKS.md"),
+    progress: bool = True,
+    hostile_side: int = HOSTILE_SIDE,
+) -> dict:
     """The 28x28 load at `clients` for `seconds` while abusive clients send EXPECTED's kinds of
     abuse; the service runs with `read_timeout` (None: its default). hostile_side: pixels across
     the blank pages and the photo to annotate (issue 18's 6300: each costs the service 0.3-0.4 GiB
@@ -535,51 +624,39 @@ def bench_abuse(clients: int = 16, seconds: float = 10, read_timeout: float | No
     traceback, or it did not answer afterwards."""
     read_timeout = READ_TIMEOUT if read_timeout is None else read_timeout
     if clients < 1 or seconds <= 0 or read_timeout <= 0 or hostile_side < 100:
-        raise ConfigError(f"clients must be at least 1, seconds and read_timeout positive and hostile_side at "
-                          f"least 100, got {clients}, {seconds}, {read_timeout} and {hostile_side}")
+        raise ConfigError(
+            f"clients must be at least 1, seconds and read_timeout positive and hostile_side at "
+            f"least 100, got {clients}, {seconds}, {read_timeout} and {hostile_side}"
+        )
     images, labels = _test_digits(data_dir)
     port = free_port()
     requests = [http_request("/api/predict", body, port) for body in request_bodies("pixels", images)]
     load_before = os.getloadavg()[0]  # other jobs on the same cores show here, and in the latencies
     process = start_service(port, model, ["--read-timeout", f"{read_timeout:g}"])
     try:
-        asyncio.run(_load(port, requests, labels, min(clients, 4), WARM_UP_SECONDS))
-        rss_before = process_memory_mb(process.pid)
-        context = multiprocessing.get_context("spawn")  # not fork: this process holds torch's threads
-        queue = context.Queue()
-        abusers = context.Process(target=_abuse_process,
-                                  args=(port, seconds, read_timeout, MAX_BODY, hostile_side, queue), daemon=True)
-        abusers.start()
-        try:
-            queue.get(timeout=START_TIMEOUT)  # "started"
-            good = asyncio.run(_load(port, requests, labels, clients, seconds))
-            abuse = queue.get(timeout=read_timeout + GRACE + 60 + 4 * _hostile_limit())  # 4 kinds of reads
-        except Exception as err:  # noqa: BLE001 -- queue.Empty, or anything the clients hit
-            raise LoadTestError(f"the abusive clients did not report (exit code {abusers.exitcode}): "
-                                f"{type(err).__name__}: {err}") from err
-        finally:
-            abusers.join(10)
-            if abusers.is_alive():
-                abusers.kill()
-        rss_peak = process_memory_mb(process.pid)
-        alive = process.poll() is None
-        after = asyncio.run(_load(port, requests, labels, 1, 1.0)) if alive else None
+        measured = _abuse_the_service(process, port, requests, labels, clients, seconds, read_timeout, hostile_side)
     finally:
         exit_code = stop_service(process)
         log = process.output()
+    good = measured["good"]
     good["target_met"] = good["requests_per_second"] >= TARGET_RPS and good["p99_ms"] <= TARGET_P99_MS
     report = {
-        "command": "digitlab bench serve --abuse" + (f" --clients {clients}" if clients != 16 else "")
-                   + (f" --seconds {seconds:g}" if seconds != 10 else "")
-                   + (f" --read-timeout {read_timeout:g}" if read_timeout != READ_TIMEOUT else "")
-                   + (f" --model {model}" if model else ""),
-        "date": date.today().isoformat(), "machine": machine(), "torch": torch.__version__,
+        "command": "digitlab bench serve --abuse"
+        + (f" --clients {clients}" if clients != 16 else "")
+        + (f" --seconds {seconds:g}" if seconds != 10 else "")
+        + (f" --read-timeout {read_timeout:g}" if read_timeout != READ_TIMEOUT else "")
+        + (f" --model {model}" if model else ""),
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "torch": torch.__version__,
         "load_average_before": load_before,
-        "clients": clients, "seconds": seconds, "read_timeout": read_timeout, "hostile_side": hostile_side,
-        "good": good, "abuse": abuse,
-        "service_rss_before_mb": rss_before, "service_peak_rss_mb": rss_peak, "alive_after": alive,
-        "after": None if after is None else {"requests": after["requests"], "errors": after["errors"]},
-        "service_log_lines": len(log.splitlines()), "service_tracebacks": log.count("Traceback"),
+        "clients": clients,
+        "seconds": seconds,
+        "read_timeout": read_timeout,
+        "hostile_side": hostile_side,
+        **measured,
+        "service_log_lines": len(log.splitlines()),
+        "service_tracebacks": log.count("Traceback"),
         "service_exit_code": exit_code,
     }
     if results is not None:
@@ -587,23 +664,77 @@ def bench_abuse(clients: int = 16, seconds: float = 10, read_timeout: float | No
     if markdown is not None:
         publish_abuse(report, Path(markdown))
     if progress:
-        print(f"good requests during the abuse: {good['requests_per_second']:.0f}/s, p99 {good['p99_ms']:.1f} ms, "
-              f"{good['errors']} errors; peak memory {rss_peak:.0f} MiB", flush=True)
-    problems = ([f"{good['errors']} good requests failed: {good['error_samples']}"] if good["errors"] else []) + [
-        f"{kind}: {run['outcomes']}, expected only {run['expected']}" for kind, run in abuse.items()
-        if run["unexpected"]]
-    if not alive or after is None or after["errors"] or after["requests"] == 0:
-        problems.append(f"the service did not answer after the abuse (alive: {alive}, exit code {exit_code})")
-    if report["service_tracebacks"]:
-        problems.append(f"the service logged {report['service_tracebacks']} tracebacks:\n{log[-3000:]}")
+        print(
+            f"good requests during the abuse: {good['requests_per_second']:.0f}/s, p99 {good['p99_ms']:.1f} ms, "
+            f"{good['errors']} errors; peak memory {report['service_peak_rss_mb']:.0f} MiB",
+            flush=True,
+        )
+    problems = _abuse_problems(report, log)
     if problems:
         raise LoadTestError("the service under abuse: " + "; ".join(problems))
     return report
 
 
+def _abuse_the_service(process, port, requests, labels, clients, seconds, read_timeout, hostile_side) -> dict:
+    """The warm-up, then the good load beside the abusive clients' process, then one more second of good
+    requests: what bench_abuse reports of the running service (in its report's key order)."""
+    asyncio.run(_load(port, requests, labels, min(clients, 4), WARM_UP_SECONDS))
+    rss_before = process_memory_mb(process.pid)
+    context = multiprocessing.get_context("spawn")  # not fork: this process holds torch's threads
+    queue = context.Queue()
+    abusers = context.Process(
+        target=_abuse_process, args=(port, seconds, read_timeout, MAX_BODY, hostile_side, queue), daemon=True
+    )
+    abusers.start()
+    try:
+        queue.get(timeout=START_TIMEOUT)  # "started"
+        good = asyncio.run(_load(port, requests, labels, clients, seconds))
+        abuse = queue.get(timeout=read_timeout + GRACE + 60 + 4 * _hostile_limit())  # 4 kinds of reads
+    except Exception as err:  # noqa: BLE001 -- queue.Empty, or anything the clients hit
+        raise LoadTestError(
+            f"the abusive clients did not report (exit code {abusers.exitcode}): {type(err).__name__}: {err}"
+        ) from err
+    finally:
+        abusers.join(10)
+        if abusers.is_alive():
+            abusers.kill()
+    rss_peak = process_memory_mb(process.pid)
+    alive = process.poll() is None
+    after = asyncio.run(_load(port, requests, labels, 1, 1.0)) if alive else None
+    return {
+        "good": good,
+        "abuse": abuse,
+        "service_rss_before_mb": rss_before,
+        "service_peak_rss_mb": rss_peak,
+        "alive_after": alive,
+        "after": None if after is None else {"requests": after["requests"], "errors": after["errors"]},
+    }
+
+
+def _abuse_problems(report: dict, log: str) -> list[str]:
+    """What makes the run fail: failed good requests, unexpected outcomes, a silent service, tracebacks."""
+    good, after = report["good"], report["after"]
+    problems = ([f"{good['errors']} good requests failed: {good['error_samples']}"] if good["errors"] else []) + [
+        f"{kind}: {run['outcomes']}, expected only {run['expected']}"
+        for kind, run in report["abuse"].items()
+        if run["unexpected"]
+    ]
+    if not report["alive_after"] or after is None or after["errors"] or after["requests"] == 0:
+        problems.append(
+            f"the service did not answer after the abuse (alive: {report['alive_after']}, "
+            f"exit code {report['service_exit_code']})"
+        )
+    if report["service_tracebacks"]:
+        problems.append(f"the service logged {report['service_tracebacks']} tracebacks:\n{log[-3000:]}")
+    return problems
+
+
 def publish_abuse(report: dict, markdown: Path) -> None:
-    lines = [ABUSE_START, "| abuse | sent | outcomes | right | longest until closed |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        ABUSE_START,
+        "| abuse | sent | outcomes | right | longest until closed |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for kind, run in report["abuse"].items():
         outcomes = ", ".join(f"{outcome} ×{n}" for outcome, n in run["outcomes"].items())
         right = "yes" if not run["unexpected"] else f"NO: {run['unexpected']} not in {', '.join(run['expected'])}"
@@ -611,26 +742,32 @@ def publish_abuse(report: dict, markdown: Path) -> None:
         lines.append(f"| {kind} | {run['sent']:,} | {outcomes} | {right} | {closed} |")
     good, after = report["good"], report["after"]
     side = report.get("hostile_side", HOSTILE_SIDE)
-    lines += ["", f"Good requests meanwhile (`/api/predict` JSON 28x28 pixels, {report['clients']} clients, "
-                  f"{report['seconds']:g} s): {good['requests']:,} requests, {good['errors']} errors, "
-                  f"{good['requests_per_second']:.0f} requests/s, p50 {good['p50_ms']:.1f} ms, p90 "
-                  f"{good['p90_ms']:.1f} ms, p99 {good['p99_ms']:.1f} ms, max {good['max_ms']:.1f} ms; the target "
-                  f"(>= {TARGET_RPS} requests/s with p99 <= {TARGET_P99_MS} ms) "
-                  f"{'met' if good['target_met'] else 'NOT met'}.",
-              "", f"The service's peak memory (VmHWM): {report['service_rss_before_mb']:.0f} MiB after the warm-up, "
-                  f"{report['service_peak_rss_mb']:.0f} MiB after the abuse. Afterwards it was "
-                  f"{'alive' if report['alive_after'] else 'DEAD'} and answered "
-                  f"{after['requests'] if after else 0:,} requests in 1 s with {after['errors'] if after else '—'} "
-                  f"errors; its log: {report['service_log_lines']:,} lines, {report['service_tracebacks']} "
-                  f"tracebacks; it exited with {report['service_exit_code']} on SIGTERM.",
-              "", f"`{report['command']}` on {report['date']}: {report['machine']}, torch {report['torch']}, "
-                  f"its 1-minute load average {report['load_average_before']:.1f} before the run (other jobs); "
-                  f"service, good clients and abusive clients (a process of their own) on the same machine; "
-                  f"the service's read timeout {report['read_timeout']:g} s, the paced kinds one request every "
-                  f"{PACE:g} s each on a new connection, {SLOW} slow heads and {SLOW} slow bodies at a byte every "
-                  f"{TRICKLE:g} s, {IDLE} idle connections and {LARGE} large bodies at once; the hostile images "
-                  f"once each from the start: {BLANK_PAGES} blank {side}x{side} PNGs to `/api/predict` at once, and "
-                  f"one kind after another to `/api/read`: {HOSTILE_READS} PNGs of 62,500 dots, {HOSTILE_READS} of "
-                  f"330 ruled lines, the annotation of a grainy {side}x{side} JPEG, and {UNREAD} clients asking for "
-                  f"it that read nothing for the service's write timeout and a second more.", ABUSE_END]
+    lines += [
+        "",
+        f"Good requests meanwhile (`/api/predict` JSON 28x28 pixels, {report['clients']} clients, "
+        f"{report['seconds']:g} s): {good['requests']:,} requests, {good['errors']} errors, "
+        f"{good['requests_per_second']:.0f} requests/s, p50 {good['p50_ms']:.1f} ms, p90 "
+        f"{good['p90_ms']:.1f} ms, p99 {good['p99_ms']:.1f} ms, max {good['max_ms']:.1f} ms; the target "
+        f"(>= {TARGET_RPS} requests/s with p99 <= {TARGET_P99_MS} ms) "
+        f"{'met' if good['target_met'] else 'NOT met'}.",
+        "",
+        f"The service's peak memory (VmHWM): {report['service_rss_before_mb']:.0f} MiB after the warm-up, "
+        f"{report['service_peak_rss_mb']:.0f} MiB after the abuse. Afterwards it was "
+        f"{'alive' if report['alive_after'] else 'DEAD'} and answered "
+        f"{after['requests'] if after else 0:,} requests in 1 s with {after['errors'] if after else '—'} "
+        f"errors; its log: {report['service_log_lines']:,} lines, {report['service_tracebacks']} "
+        f"tracebacks; it exited with {report['service_exit_code']} on SIGTERM.",
+        "",
+        f"`{report['command']}` on {report['date']}: {report['machine']}, torch {report['torch']}, "
+        f"its 1-minute load average {report['load_average_before']:.1f} before the run (other jobs); "
+        f"service, good clients and abusive clients (a process of their own) on the same machine; "
+        f"the service's read timeout {report['read_timeout']:g} s, the paced kinds one request every "
+        f"{PACE:g} s each on a new connection, {SLOW} slow heads and {SLOW} slow bodies at a byte every "
+        f"{TRICKLE:g} s, {IDLE} idle connections and {LARGE} large bodies at once; the hostile images "
+        f"once each from the start: {BLANK_PAGES} blank {side}x{side} PNGs to `/api/predict` at once, and "
+        f"one kind after another to `/api/read`: {HOSTILE_READS} PNGs of 62,500 dots, {HOSTILE_READS} of "
+        f"330 ruled lines, the annotation of a grainy {side}x{side} JPEG, and {UNREAD} clients asking for "
+        f"it that read nothing for the service's write timeout and a second more.",
+        ABUSE_END,
+    ]
     write_section(markdown, ABUSE_START, ABUSE_END, "\n".join(lines), ABUSE_HEADING + "\n\n")

@@ -45,6 +45,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import functools
 import json
 import logging
 import sys
@@ -57,6 +59,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -926,11 +930,6 @@ def serve(
     No limit on connections (uvicorn's limit_concurrency): it counts open connections, idle ones
     too -- with limit_concurrency=50, 60 idle connections turned the next request of a client
     already connected into a 503. The head deadline closes idle connections instead."""
-    import contextlib
-    import functools
-
-    import torch
-    import uvicorn
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager

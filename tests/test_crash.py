@@ -7,8 +7,10 @@ interrupted. A full disk and a read-only folder are real tmpfs mounts in a user 
 (`unshare`), so the errors are the kernel's own ENOSPC and EROFS.
 """
 
+import csv
 import json
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -76,6 +78,11 @@ def check_whole(run: Path) -> int:
         rows = json.loads((run / "history.json").read_text())
         assert [row["epoch"] for row in rows] == list(range(1, len(rows) + 1))
         assert done - 1 <= len(rows) <= done  # written just after the checkpoint
+    if (run / "history.csv").exists():  # written whole just after history.json: at most one row behind it
+        with open(run / "history.csv", newline="") as file:
+            rows_csv = list(csv.DictReader(file))
+        assert [int(row["epoch"]) for row in rows_csv] == list(range(1, len(rows_csv) + 1))
+        assert done - 1 <= len(rows_csv) <= done
     if (run / "metrics.json").exists():
         assert done == EPOCHS
     return done
@@ -147,6 +154,51 @@ def test_training_killed_at_20_random_moments_resumes_to_the_same_result(shared_
     a, b = (json.loads((r / "metrics.json").read_text())["accuracy"] for r in (whole, run))
     print(f"test accuracy: uninterrupted {a:.4f}, killed {sum(moments.values())} times {b:.4f}")
     assert abs(a - b) <= 0.003, (a, b)  # resumed from the exact RNG state: in practice identical
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_prints_the_resume_command_and_that_command_continues_the_run(shared_data_dir, tmp_path):
+    """SIGINT, as Ctrl-C sends it, to a real `digitlab train` after its first checkpoint: it stops
+    with exit 130 and prints the run directory and the command to continue; that command, run as
+    printed, continues from the next epoch and finishes the run."""
+    env, out = job_environment(shared_data_dir), tmp_path / "runs"
+    command = ["train", "fast", "--limit", "2000", "--val-split", "0.1", "--epochs", str(EPOCHS), "--device", "cpu"]
+    job = subprocess.Popen(
+        [sys.executable, "-m", "digitlab", *command, "--out", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while not (run_dirs(out) and (run_dirs(out)[0] / "checkpoint" / "latest.json").exists()) and job.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert job.poll() is None, "the run finished before Ctrl-C: make it longer"
+    job.send_signal(signal.SIGINT)
+    stdout, stderr = job.communicate(timeout=120)
+    assert job.returncode == 130, stderr
+    (run,) = run_dirs(out)
+    saved = load_checkpoint(run)["state"]["epoch"]
+    lines = [line.split("\r")[-1] for line in stderr.splitlines()]
+    assert f"interrupted: the run directory {run}: " in stderr and "Traceback" not in stderr
+    span = "epoch 1 is" if saved == 1 else f"epochs 1-{saved} are"
+    assert f"{span} in its checkpoint, of {EPOCHS}; resuming continues from epoch {saved + 1}" in stderr
+    (printed,) = [line.removeprefix("to continue: ") for line in lines if line.startswith("to continue: ")]
+    assert printed == f"digitlab train --resume {shlex.quote(str(run))} --device cpu"
+    assert lines[-1] == "digitlab: interrupted" and stdout == ""
+
+    words = shlex.split(printed)
+    assert words[0] == "digitlab"
+    resumed = subprocess.run(
+        [sys.executable, "-m", "digitlab", *words[1:]], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming: {span} in its checkpoint; continuing from epoch {saved + 1} of {EPOCHS}" in resumed.stderr
+    assert f"epoch {saved + 1}/{EPOCHS}: loss" in resumed.stderr and f"epoch 1/{EPOCHS}: loss" not in resumed.stderr
+    assert check_whole(run) == EPOCHS and (run / "metrics.json").is_file()
+    assert resumed.stdout.splitlines()[-1] == f"run directory: {run}"
 
 
 # --- a full disk and a read-only folder --------------------------------------------------------

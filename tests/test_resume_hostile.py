@@ -41,6 +41,21 @@ def run(base, tmp_path) -> Path:
     return copy
 
 
+@pytest.fixture(scope="module")
+def best_base(tmp_path_factory) -> Path:
+    """A finished two-epoch --keep best run: its checkpoint holds the best epoch's weights too."""
+    return digitlab.train(
+        "keras-mlp-dropout", out=tmp_path_factory.mktemp("best"), val_split=0.25, keep="best", **TINY
+    ).path
+
+
+@pytest.fixture
+def best_run(best_base, tmp_path) -> Path:
+    copy = tmp_path / "b"
+    shutil.copytree(best_base, copy, symlinks=True)
+    return copy
+
+
 @pytest.fixture
 def outside(tmp_path) -> Path:
     """A folder beside the run holding a file of the user's, which no resume may touch."""
@@ -167,6 +182,19 @@ def as_folder(relative: str):
     return damage
 
 
+def link_tensorboard_out(run: Path, outside: Path) -> None:
+    """RUN/tensorboard/ as a link to a folder of the user's: resume would write event files there."""
+    (outside / "events").mkdir()
+    (run / "tensorboard").symlink_to(outside / "events", target_is_directory=True)
+
+
+def put_train(key, value):
+    def change(config):
+        config["train"][key] = value
+
+    return change
+
+
 def x_model(run: Path, outside: Path) -> None:
     """Issue 18's second reproduction: the checkpoint's weights are one tensor, {"x": zeros(1)}."""
     save_file({"x": torch.zeros(1)}, str(run / EPOCH / "model.safetensors"))
@@ -203,6 +231,9 @@ HOSTILE = [
     ("history-link", link_out("history.json"), "history.json is a symbolic link"),
     ("weights-link", link_out("model.safetensors"), "model.safetensors is a symbolic link"),
     ("metrics-link", link_out("metrics.json"), "metrics.json is a symbolic link"),
+    ("history-csv-link", link_out("history.csv"), "history.csv is a symbolic link"),
+    ("tensorboard-link", link_tensorboard_out, "tensorboard is a symbolic link"),
+    ("history-csv-folder", as_folder("history.csv"), "history.csv is not a file"),
     ("history-folder", as_folder("history.json"), "history.json is not a file"),
     ("metrics-folder", as_folder("metrics.json"), "metrics.json is not a file"),
     ("latest-folder", as_folder("checkpoint/latest.json"), "latest.json is not a file"),
@@ -257,6 +288,14 @@ HOSTILE = [
     ("fewer-epochs-than-trained", json_of("config.json", put_recipe("epochs", 1)), "epochs"),
     ("val-split-text", json_of("config.json", lambda d: d["train"].__setitem__("val_split", "x")), "val_split"),
     ("subset-zero", json_of("config.json", lambda d: d["train"].__setitem__("subset", 0)), "subset"),
+    ("keep-unknown", json_of("config.json", put_train("keep", "worst")), "train.keep must be one of last, best"),
+    ("keep-best-without-validation", json_of("config.json", put_train("keep", "best")), "train.keep is 'best'"),
+    ("tensorboard-text", json_of("config.json", put_train("tensorboard", "yes")), "train.tensorboard must be true"),
+    (
+        "best-in-a-keep-last-run",
+        json_of(f"{EPOCH}/state.json", lambda d: d.__setitem__("best", {"epoch": 1, **d["history"][0]})),
+        "best.safetensors is missing",
+    ),
     ("unknown-model", json_of("config.json", put_recipe("model", "no-such-net")), "unknown model"),
     ("model-args-unknown", json_of("config.json", put_recipe("model_args", {"wings": 2})), "cannot be built"),
     ("model-args-other-net", json_of("config.json", put_recipe("model_args", {"hidden": [32]})), "does not match"),
@@ -314,6 +353,47 @@ def test_a_hostile_run_is_refused_in_one_line_and_left_as_it_was(damage, message
     assert len(lines) == 1 and lines[0].startswith("digitlab: error: "), err
     assert message in lines[0]
     assert snapshot(run, outside) == before
+
+
+HOSTILE_BEST = [
+    # a --keep best run: its checkpoint's best weights and the "best" of its state.json
+    ("best-link", link_out(f"{EPOCH}/best.safetensors"), "best.safetensors is a symbolic link"),
+    ("best-missing", lambda run, outside: (run / EPOCH / "best.safetensors").unlink(), "best.safetensors is missing"),
+    ("best-weight-shape", tensors_of(f"{EPOCH}/best.safetensors", reshape_weight), "best.safetensors does not match"),
+    ("best-x-zeros", tensors_of(f"{EPOCH}/best.safetensors", lambda t: {"x": torch.zeros(1)}), "does not match"),
+    ("best-not-object", json_of(f"{EPOCH}/state.json", put("best", 1)), "'best' must name one of its 2 epochs"),
+    (
+        "best-epoch-beyond",
+        json_of(f"{EPOCH}/state.json", lambda d: d["best"].__setitem__("epoch", 7)),
+        "'best' must name one of its 2 epochs",
+    ),
+    (
+        "best-accuracy-disagrees",
+        json_of(f"{EPOCH}/state.json", lambda d: d["best"].__setitem__("val_accuracy", 2.0)),
+        "'best' gives epoch",
+    ),
+    ("best-dropped", json_of(f"{EPOCH}/state.json", drop("best")), "lacks a 'best' epoch"),
+    ("keep-edited-to-last", json_of("config.json", put_train("keep", "last")), "holds a 'best' epoch"),
+    ("keep-best-validation-dropped", json_of("config.json", put_train("val_split", 0)), "train.keep is 'best'"),
+]
+
+
+@pytest.mark.parametrize("damage, message", [case[1:] for case in HOSTILE_BEST], ids=[case[0] for case in HOSTILE_BEST])
+def test_a_hostile_keep_best_run_is_refused_in_one_line_and_left_as_it_was(damage, message, best_run, outside, capsys):
+    test_a_hostile_run_is_refused_in_one_line_and_left_as_it_was(damage, message, best_run, outside, capsys)
+
+
+def test_resume_keeps_what_the_run_keeps(best_run, capsys):
+    before = snapshot(best_run)
+    code, err = resume(capsys, best_run, "--epochs", "3", "--keep", "last")
+    assert code == 2 and err.startswith("digitlab: error: --resume continues the run as configured: it keeps its best")
+    assert snapshot(best_run) == before
+    code, err = resume(capsys, best_run, "--epochs", "3")
+    assert code == 0, err
+    config = json.loads((best_run / "config.json").read_text())
+    history = json.loads((best_run / "history.json").read_text())
+    best = max(range(3), key=lambda i: (history[i]["val_accuracy"], -i)) + 1
+    assert config["kept"]["epoch"] == best and config["kept"]["of_epochs"] == 3
 
 
 def test_issue_reproduction_a_symlinked_checkpoint_deletes_nothing_outside_the_run(run, outside, capsys):

@@ -6,14 +6,19 @@ and renamed only when whole, so a crash never leaves a half-written file.
 
 A run directory (DESIGN.md):
     config.json         recipe, model name and arguments, dataset, normalisation, version
-    model.safetensors   the latest weights
-    history.json        one row per epoch
+    model.safetensors   the weights the run keeps: the latest epoch's, or with --keep best the best
+                        validation epoch's so far
+    history.json        one row per epoch, and history.csv the same rows as CSV
+    tensorboard/        with --tensorboard: the rows as TensorBoard scalars
     metrics.json, report.txt, *.png   written by evaluation
-    checkpoint/latest.json  -> checkpoint/epoch-NNNN/{model,optimizer}.safetensors + state.json
+    checkpoint/latest.json  -> checkpoint/epoch-NNNN/{model,optimizer,rng}.safetensors + state.json
+                        (+ best.safetensors with --keep best: the best epoch's weights so far)
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import shutil
@@ -26,11 +31,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError, WriteError
-from .files import atomic_write, make_temp_dir, read_json, remove_temporaries, write_json
+from .files import atomic_write, make_temp_dir, read_json, remove_temporaries, write_json, write_text
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 HISTORY = "history.json"
+HISTORY_CSV = "history.csv"  # the same rows, rewritten whole beside history.json after each epoch
+TENSORBOARD = "tensorboard"  # --tensorboard's event files (train.TensorBoardLog)
 CHECKPOINTS = "checkpoint"
 METRICS = "metrics.json"  # written last by evaluation: a run directory with it is complete
 # Written by evaluation (evaluate.evaluate_run) beside METRICS: these names for the test split, and
@@ -46,6 +53,7 @@ EPOCH_TEMP = re.compile(r"\.epoch-\d{4,}\..+")  # make_temp_dir's name for one s
 OPTIMIZER = "optimizer.safetensors"  # in an epoch folder, beside WEIGHTS (the model's tensors then)
 RNG = "rng.safetensors"
 STATE = "state.json"
+BEST = "best.safetensors"  # in an epoch folder of a --keep best run: the best validation epoch's weights so far
 CHECKPOINT_FILES = (WEIGHTS, OPTIMIZER, RNG, STATE)
 HISTORY_NUMBERS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")  # what every history row has
 OPTIMIZER_TENSOR = re.compile(r"state\.(\d+)\.([A-Za-z_]\w*)")  # as optimizer_to_files names them
@@ -59,6 +67,24 @@ def split_file(name: str, split: str) -> str:
         return name
     stem, _, suffix = name.rpartition(".")
     return f"{stem}-{split}.{suffix}"
+
+
+def history_csv(history: list[dict]) -> str:
+    """The history rows as CSV text: a header of every key in the order the rows first have it (the
+    epoch first), then a row per epoch; numbers as Python writes them (repr: read back exactly)."""
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return text.getvalue()
+
+
+def write_history(run_dir: Path, history: list[dict]) -> None:
+    """history.json, then history.csv: each written whole (atomic_write), so a kill between the two
+    leaves the CSV at most one epoch behind, and resuming rewrites both from the checkpoint."""
+    write_json(Path(run_dir) / HISTORY, history)
+    write_text(Path(run_dir) / HISTORY_CSV, history_csv(history))
 
 
 def save_weights(path: Path, state: dict[str, torch.Tensor]) -> Path:
@@ -173,15 +199,16 @@ def plain(path: Path, kind: str = "file", required: bool = False) -> bool:
 
 def check_run_parts(run_dir: Path) -> None:
     """Raise CheckpointError unless every part of `run_dir` that resume reads, replaces or deletes
-    is the run's own file or folder (`plain`): config.json, model.safetensors, history.json,
-    metrics.json, checkpoint/ and its latest.json and epoch folders. The run directory itself may
-    be a link: the user named it."""
+    is the run's own file or folder (`plain`): config.json, model.safetensors, history.json and
+    .csv, metrics.json, tensorboard/, checkpoint/ and its latest.json and epoch folders. The run
+    directory itself may be a link: the user named it."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a run directory (no such folder)")
     plain(run_dir / CONFIG, required=True)
-    for name in (WEIGHTS, HISTORY, METRICS):
+    for name in (WEIGHTS, HISTORY, HISTORY_CSV, METRICS):
         plain(run_dir / name)
+    plain(run_dir / TENSORBOARD, "folder")
     root = run_dir / CHECKPOINTS
     if plain(root, "folder"):
         for entry in root.iterdir():
@@ -217,8 +244,10 @@ def save_checkpoint(
     optimizer_state: dict,
     rng: dict[str, torch.Tensor],
     state: dict,
+    best: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write checkpoint/epoch-NNNN/ whole, then point checkpoint/latest.json at it.
+    """Write checkpoint/epoch-NNNN/ whole, then point checkpoint/latest.json at it; `best`: the
+    weights of a --keep best run's best epoch so far (state["best"] says which), as best.safetensors.
 
     The folder is built under a temporary name and renamed when complete; latest.json is
     replaced atomically afterwards, so at every instant it names a complete checkpoint.
@@ -237,6 +266,8 @@ def save_checkpoint(
         save_weights(tmp / WEIGHTS, model_state)
         save_weights(tmp / OPTIMIZER, opt_tensors)
         save_weights(tmp / RNG, rng)
+        if best is not None:
+            save_weights(tmp / BEST, best)
         write_json(tmp / STATE, {**state, "epoch": epoch, "optimizer": opt_meta})
         final = root / name
         if os.path.lexists(final):  # a rerun of the same epoch after a crash past this point
@@ -282,11 +313,13 @@ def remove_partial_writes(run_dir: Path) -> None:
 
 
 def load_checkpoint(run_dir: Path) -> dict:
-    """The latest complete checkpoint: model, optimizer, rng tensors, the JSON state, and its folder.
+    """The latest complete checkpoint: model, optimizer, rng tensors, the JSON state, its folder,
+    and for a --keep best run "best": the best epoch, its val_accuracy and its weights ("model").
 
     Checked here, before anything uses it: latest.json names the folder of its epoch; that folder
     and its files are the run's own (`plain`); state.json holds the same epoch, one history row per
-    epoch and the optimiser's settings; the optimiser's tensors are named as digitlab names them.
+    epoch and the optimiser's settings, and its "best" (if any) an epoch of that history with the
+    same val_accuracy; the optimiser's tensors are named as digitlab names them.
     Whether the tensors fit the network, optimiser and generators is train.prepare_resume's to check.
     """
     root = Path(run_dir) / CHECKPOINTS
@@ -307,13 +340,17 @@ def load_checkpoint(run_dir: Path) -> dict:
     optimizer = optimizer_from_files(
         load_weights(folder / OPTIMIZER), state.pop("optimizer", None), str(folder / OPTIMIZER), str(folder / STATE)
     )
-    return {
+    checkpoint = {
         "model": load_weights(folder / WEIGHTS),
         "optimizer": optimizer,
         "rng": load_weights(folder / RNG),
         "state": state,
         "folder": folder,
     }
+    if "best" in state:
+        plain(folder / BEST, required=True)
+        checkpoint["best"] = {**state["best"], "model": load_weights(folder / BEST)}
+    return checkpoint
 
 
 def _latest_epoch(latest: Any, path: Path) -> int:
@@ -349,7 +386,23 @@ def _checked_state(state: Any, epoch: int, path: Path) -> dict:
                 f"history row {number} must be an object with 'epoch': {number} and numbers for "
                 f"{', '.join(HISTORY_NUMBERS)}",
             )
+    if "best" in state:
+        _check_best(state["best"], history, path)
     return state
+
+
+def _check_best(best: Any, history: list[dict], path: Path) -> None:
+    """A --keep best checkpoint's "best": {"epoch": E, "val_accuracy": A}, E one of its epochs and A
+    that epoch's val_accuracy in its history."""
+    epoch = best.get("epoch") if isinstance(best, dict) else None
+    if not (type(epoch) is int and 1 <= epoch <= len(history)):
+        raise damaged(path, f"'best' must name one of its {len(history)} epochs, not {best!r:.60}")
+    if best.get("val_accuracy") != history[epoch - 1]["val_accuracy"]:
+        raise damaged(
+            path,
+            f"'best' gives epoch {epoch} a val_accuracy of {best.get('val_accuracy')!r:.40}, its history "
+            f"{history[epoch - 1]['val_accuracy']!r}",
+        )
 
 
 def _json_kind(value: Any) -> str:

@@ -242,9 +242,54 @@ def evaluate_run(
     if tuple(dataset.image_shape) != model.image_shape:
         raise ConfigError(f"the model takes {model.image_shape} images, {dataset.name} has {dataset.image_shape}")
     images, labels = _split_images(model, dataset, split)
-    metrics = compute_metrics(model.logits(images), labels, dataset.classes)
-    _write_evaluation(Path(out) if out is not None else Path(model.path), model, dataset, split, images, metrics)
+    logits = model.logits(images)
+    metrics = compute_metrics(logits, labels, dataset.classes)
+    calibrated = _cross_entropy(np.asarray(logits) / model.temperature, metrics.labels)
+    folder = Path(out) if out is not None else Path(model.path)
+    _write_evaluation(folder, model, dataset, split, images, metrics, calibrated)
     return metrics
+
+
+def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy in nats of (N, K) logits against (N,) labels, as compute_metrics counts it."""
+    return float(-_log_softmax(logits)[np.arange(len(labels)), labels].mean())
+
+
+def loss_notes(config: dict, temperature: float) -> list[str]:
+    """metrics.json's "notes": what its loss is, and why history.json's loss and val_loss differ from it
+    and from each other (as train.py computes them: train_epoch and evaluate_loss_accuracy)."""
+    smoothing = float(config.get("recipe", {}).get("label_smoothing", 0.0))
+    notes = [
+        "loss: the mean cross-entropy of the model's logits on this split, without label smoothing and "
+        "without the calibration temperature (calibrated_loss: with it)"
+    ]
+    objective = "cross-entropy" + (f" with label smoothing {smoothing:g}" if smoothing else "")
+    notes.append(
+        f"history.json's loss is the training objective ({objective}) averaged over each epoch's batches "
+        "while the weights changed, in training mode (with the recipe's dropout and augmentation, if any); its "
+        "val_loss is the same objective on the validation images after the epoch, in evaluation mode"
+    )
+    if smoothing:
+        k = len(config.get("dataset", {}).get("classes", ())) or 10
+        floor = -(1 - smoothing + smoothing / k) * np.log(1 - smoothing + smoothing / k) - (k - 1) * (
+            smoothing / k
+        ) * np.log(smoothing / k)
+        notes.append(
+            f"label smoothing {smoothing:g} puts the entropy of the smoothed targets into both history losses: "
+            f"they cannot fall below {floor:.3f} nats ({k} classes) even with every image right, while this "
+            "loss can approach 0; that, not overfitting, is why val_loss stays well above it"
+        )
+    calibration = config.get("calibration")
+    if calibration is None:
+        notes.append("no calibration recorded: probabilities are the plain softmax of the logits")
+    elif not calibration.get("fitted_on"):
+        notes.append(calibration.get("note", "not calibrated: probabilities are the plain softmax of the logits"))
+    else:
+        notes.append(
+            f"probabilities are softmax(logits / {temperature:.4f}), the temperature fitted on "
+            f"{calibration['fitted_on']}; it changes no prediction"
+        )
+    return notes
 
 
 def _split_images(model, dataset: Dataset, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,7 +307,7 @@ def _split_images(model, dataset: Dataset, split: str) -> tuple[torch.Tensor, to
 
 
 def _write_evaluation(
-    folder: Path, model, dataset: Dataset, split: str, images: torch.Tensor, metrics: Metrics
+    folder: Path, model, dataset: Dataset, split: str, images: torch.Tensor, metrics: Metrics, calibrated_loss: float
 ) -> None:
     """The report, the plots and, last, the metrics file of one evaluation, in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -298,5 +343,13 @@ def _write_evaluation(
     # Last: a run directory with metrics.json has been evaluated whole (train.plan_resume relies on it).
     write_json(
         folder / split_file(METRICS, split),
-        {"run": str(model.path), "dataset": dataset.name, "split": split, **metrics.to_json()},
+        {
+            "run": str(model.path),
+            "dataset": dataset.name,
+            "split": split,
+            **metrics.to_json(),
+            "temperature": model.temperature,
+            "calibrated_loss": calibrated_loss,
+            "notes": loss_notes(model.config, model.temperature),
+        },
     )

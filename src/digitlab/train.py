@@ -6,7 +6,8 @@
       run_config, open_run_dir        config.json, in a new run directory or the one resumed
       fit_in_engine                   a recipe another engine trains in one call (OpenCV), or:
       start_training                  model, optimiser, generators (restored when resuming)
-      for each epoch: train_epoch, evaluate_sharded, save_checkpoint
+      for each epoch: train_epoch, evaluate_sharded, RunRecords.save_epoch (checkpoint, history)
+      finish_run                      the weights it keeps (--keep), its calibration temperature
 
 The whole dataset lives on the device as uint8 (it is faster to gather and convert uint8
 than to keep a float copy, and 4x smaller); a batch is a set of indices into it; shuffling
@@ -22,14 +23,24 @@ directory appears with its config.json already in it, and a checkpoint is a fold
 into place before checkpoint/latest.json names it. A process killed at any instant leaves
 the last complete checkpoint, and `--resume` continues from it (or from the start, if no
 epoch had finished), clearing the hidden leftovers of the interrupted writes first.
+
+What a person sees (progress=True, all on stderr like the bars): a header before the first bar
+(recipe, dataset and its sizes, device and threads, bf16 or why not, run directory, and for a
+resumed run the epoch it continues from), a line per epoch, and on Ctrl-C the run directory and
+the exact `--resume` command that continues it.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
+import platform
+import shlex
 import shutil
+import sys
 import time
+import types
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -42,13 +53,18 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .checkpoint import (
+    BEST,
     CONFIG,
     HISTORY,
+    HISTORY_CSV,
     METRICS,
+    STATE,
+    TENSORBOARD,
     WEIGHTS,
     check_run_parts,
     damaged,
     has_checkpoint,
+    history_csv,
     load_checkpoint,
     load_weights,
     optimizer_from_files,
@@ -56,10 +72,12 @@ from .checkpoint import (
     remove_partial_writes,
     save_checkpoint,
     save_weights,
+    write_history,
 )
 from .data import Dataset, load_dataset, split_validation
 from .distributed import Cluster, DistributedError
 from .errors import CheckpointError, ConfigError, DigitlabError, WriteError
+from .evaluate import fit_temperature, predict_logits
 from .files import make_temp_dir, read_json, write_json
 from .model_files import MAX_TENSORS
 from .models import create_model, tensor_count
@@ -83,6 +101,12 @@ class RunOptions:
     progress: bool = True
     cluster: Cluster = field(default_factory=Cluster)  # this process's place in a torchrun job; one process
     overrides: dict = field(default_factory=dict)  # recipe fields (epochs, batch_size, lr, seed); None: unset
+    keep: str | None = None  # KEEP: 'last' (None, for a new run) or 'best'; a resumed run keeps what it kept
+    tensorboard: bool = False  # scalars per epoch into RUN/tensorboard/ (a resumed run that had them goes on)
+
+
+# --keep: which epoch's weights a run keeps. 'last' is what every published reproduction measured.
+KEEP = ("last", "best")
 
 
 @dataclass(frozen=True)
@@ -93,6 +117,8 @@ class RunPlan:
     val_split: float
     subset: int | None
     resumes: bool  # from a checkpoint of the run directory, which rank 0 has read
+    keep: str = "last"  # KEEP
+    tensorboard: bool = False
 
 
 @dataclass
@@ -105,6 +131,14 @@ class Run:
     history: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)
     rank: int = 0  # under torchrun, the process that returned it; only rank 0's run directory is written
+
+    def __repr__(self) -> str:  # one line: not the model's layers, the history and the config
+        last = self.history[-1] if self.history else {}
+        figures = "".join(
+            f", {key}={last[key]:.4f}" for key in ("accuracy", "val_accuracy") if isinstance(last.get(key), float)
+        )
+        rank = f", rank={self.rank}" if self.rank else ""
+        return f"Run({str(self.path)!r}, recipe={self.recipe.name!r}, epochs={last.get('epoch', 0)}{figures}{rank})"
 
 
 def fit(recipe: Recipe | str | None, options: RunOptions | None = None) -> Run:
@@ -124,7 +158,8 @@ def fit(recipe: Recipe | str | None, options: RunOptions | None = None) -> Run:
 
 
 def _fit(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) -> Run:
-    """The setup, then the loop: for each epoch train, evaluate, checkpoint."""
+    """The setup, then the loop (train_loop: for each epoch train, evaluate, checkpoint), then
+    finish_run: the weights the run keeps and its calibration."""
     cluster, progress = options.cluster, options.progress
     plan, checkpoint = agree_on_plan(recipe, options, dev)
     recipe = plan.recipe
@@ -135,14 +170,45 @@ def _fit(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) ->
     args = model_arguments(recipe, dataset)
     config = run_config(recipe, args, dataset, plan, cluster, dev)
     run_path = open_run_dir(plan, config, checkpoint, args, options, dev)
-    if recipe.engine != "torch":
-        return fit_in_engine(recipe, run_path, config, args, (train_x, train_y, val_x, val_y), progress)
+    resumed = options.resume is not None
+    if progress:
+        say(header_text(plan, dataset, (len(train_y), len(val_y)), config, run_path, checkpoint, resumed))
+    records = RunRecords(run_path, plan, checkpoint, cluster, resumed)
+    try:
+        splits = (train_x, train_y, val_x, val_y)
+        if recipe.engine != "torch":
+            model, history = fit_in_engine(recipe, run_path, args, splits, records, progress)
+        else:
+            model, history = train_loop(plan, args, splits, checkpoint, records, options, dev)
+        if cluster.main:
+            finish_run(run_path, config, model, records, history, (val_x, val_y) if plan.val_split else None)
+    except KeyboardInterrupt:
+        if progress:
+            say(interrupted_text(run_path, records.saved, recipe.epochs, options))
+        raise
+    finally:
+        records.close()
+    return Run(path=run_path, recipe=recipe, model=model.eval(), history=history, config=config, rank=cluster.rank)
 
+
+def train_loop(
+    plan: RunPlan,
+    args: dict,
+    splits: tuple[torch.Tensor, ...],
+    checkpoint: dict | None,
+    records: RunRecords,
+    options: RunOptions,
+    dev: torch.device,
+) -> tuple[nn.Module, list[dict]]:
+    """The epochs still to train, each: train_epoch, evaluate_sharded, records.save_epoch. Returns the
+    model (the last epoch's weights) and the whole history. `splits`: training images and labels,
+    then validation images and labels."""
+    recipe, cluster, progress = plan.recipe, options.cluster, options.progress
     checkpoint = share_checkpoint(cluster, checkpoint, dev) if plan.resumes else None
     start_epoch = checkpoint["state"]["epoch"] if checkpoint else 0
     history = checkpoint["state"]["history"] if checkpoint else []
-    train_x, train_y, val_x, val_y = (t.to(dev) for t in (train_x, train_y, val_x, val_y))
-    trainer = start_training(recipe, args, checkpoint, len(train_y), config["train"]["bf16"], cluster, dev)
+    train_x, train_y, val_x, val_y = (t.to(dev) for t in splits)
+    trainer = start_training(recipe, args, checkpoint, len(train_y), recipe.bf16 and bf16_supported(dev), cluster, dev)
     for epoch in range(start_epoch, recipe.epochs):
         started = time.perf_counter()
         loss_sum, correct, seen = train_epoch(trainer, recipe, epoch, train_x, train_y, cluster, progress)
@@ -160,25 +226,285 @@ def _fit(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) ->
         }
         history.append(row)
         if progress:
-            tqdm.write(
+            say(
                 f"epoch {epoch + 1}/{recipe.epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} "
                 f"val_loss {val_loss:.4f} val_acc {val_accuracy:.4f} ({train_seconds:.1f} s)"
             )
         if cluster.main:
-            model = trainer.model
-            save_checkpoint(
-                run_path,
-                epoch + 1,
-                model.state_dict(),
-                trainer.optimizer.state_dict(),
-                rng_state(trainer.generator),
-                {"history": history, "processes": cluster.world},
-            )
-            save_weights(run_path / WEIGHTS, model.state_dict())
-            write_json(run_path / HISTORY, history)
-    return Run(
-        path=run_path, recipe=recipe, model=trainer.model.eval(), history=history, config=config, rank=cluster.rank
+            records.save_epoch(trainer, history)
+    return trainer.model, history
+
+
+def say(text: str) -> None:
+    """Progress text for a person: on stderr, like the bars (stdout keeps what a command answers)."""
+    tqdm.write(text, file=sys.stderr)
+
+
+# --- what each epoch leaves in the run directory, and what the run keeps ------------------------
+
+
+class RunRecords:
+    """Rank 0's writes beside the loop: after each epoch the TensorBoard scalars (--tensorboard), the
+    checkpoint, the weights the run keeps (--keep: the last epoch's, or the best validation epoch's
+    so far) and the history (json + csv); `saved` counts the epochs checkpointed, for Ctrl-C's note."""
+
+    def __init__(self, run_path: Path, plan: RunPlan, checkpoint: dict | None, cluster: Cluster, resumed: bool):
+        self.run_path, self.keep, self.cluster = run_path, plan.keep, cluster
+        self.saved = checkpoint["state"]["epoch"] if checkpoint else 0
+        best = checkpoint.get("best") if checkpoint and plan.keep == "best" else None
+        self.best_epoch = best["epoch"] if best else 0
+        self.best_accuracy = best["val_accuracy"] if best else -math.inf
+        self.best_weights: dict[str, torch.Tensor] | None = best["model"] if best else None
+        # A resumed run's events past its checkpoint were logged by epochs it trains again: purged.
+        purge = self.saved + 1 if resumed else None
+        self.board = TensorBoardLog(run_path / TENSORBOARD, purge) if plan.tensorboard and cluster.main else None
+
+    def save_epoch(self, trainer: Trainer, history: list[dict]) -> None:
+        """The epoch that ended (history's last row): scalars first, then its checkpoint (so that
+        TensorBoard never lacks a checkpointed epoch), then model.safetensors and the history."""
+        row, model = history[-1], trainer.model
+        if self.keep == "best" and row["val_accuracy"] > self.best_accuracy:  # ties: the earlier epoch
+            self.best_epoch, self.best_accuracy = row["epoch"], row["val_accuracy"]
+            self.best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if self.board is not None:
+            self.board.add(row)
+        state = {"history": history, "processes": self.cluster.world}
+        if self.keep == "best":
+            state["best"] = {"epoch": self.best_epoch, "val_accuracy": self.best_accuracy}
+        save_checkpoint(
+            self.run_path,
+            row["epoch"],
+            model.state_dict(),
+            trainer.optimizer.state_dict(),
+            rng_state(trainer.generator),
+            state,
+            best=self.best_weights if self.keep == "best" else None,
+        )
+        self.saved = row["epoch"]
+        save_weights(self.run_path / WEIGHTS, self.best_weights if self.keep == "best" else model.state_dict())
+        write_history(self.run_path, history)
+
+    def kept(self, history: list[dict]) -> dict:
+        """config.json's "kept": which epoch's weights model.safetensors holds, and its val_accuracy."""
+        epoch = self.best_epoch if self.keep == "best" else history[-1]["epoch"]
+        why = "the best validation accuracy" if self.keep == "best" else "the last epoch"
+        return {
+            "keep": self.keep,
+            "epoch": epoch,
+            "of_epochs": len(history),
+            "val_accuracy": history[epoch - 1]["val_accuracy"],
+            "why": why,
+        }
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+
+
+def finish_run(
+    run_path: Path,
+    config: dict,
+    model: nn.Module,
+    records: RunRecords,
+    history: list[dict],
+    validation: tuple[torch.Tensor, torch.Tensor] | None,
+) -> None:
+    """Rank 0, once the epochs are trained: `model` gets the weights the run keeps, and config.json
+    records which epoch they are ("kept") and the temperature that calibrates them ("calibration")."""
+    if records.best_weights is not None:
+        model.load_state_dict(records.best_weights)
+    config["kept"] = records.kept(history)
+    config["calibration"] = calibration(model, validation)
+    write_json(run_path / CONFIG, config)
+
+
+def calibration(model: nn.Module, validation: tuple[torch.Tensor, torch.Tensor] | None) -> dict:
+    """config.json's "calibration", as benchmarks/bundle_model.py gives the bundled model one: the
+    temperature (evaluate.fit_temperature) that makes softmax(logits / T) honest on the validation
+    split, so that a confidence means the same for every model. It divides the logits for the
+    probabilities only, so no prediction and no accuracy changes. Without a validation split there
+    is none: the run validated on the test set, and a temperature fitted there would be measured on
+    the images it was fitted to."""
+    if validation is None:
+        return {
+            "temperature": 1.0,
+            "fitted_on": None,
+            "note": "not calibrated: trained without --val-split, so no held-out images to fit a "
+            "temperature on; probabilities are the plain softmax of the logits",
+        }
+    images, labels = validation
+    logits = predict_logits(model, images).double()
+    temperature = fit_temperature(logits, labels.cpu())
+    return {
+        "temperature": temperature,
+        "fitted_on": f"the validation split: {len(labels):,} held-out training images",
+        "val_cross_entropy": F.cross_entropy(logits, labels.cpu()).item(),
+        "val_cross_entropy_calibrated": F.cross_entropy(logits / temperature, labels.cpu()).item(),
+    }
+
+
+class TensorBoardLog:
+    """--tensorboard: each epoch's row as scalars (loss/train, loss/val, accuracy/..., lr, seconds)
+    in RUN/tensorboard/, at step = the epoch, flushed before the epoch's checkpoint is written. A
+    resumed run opens a new event file with purge_step = the first epoch it trains, so TensorBoard
+    hides what an interrupted attempt logged past its checkpoint (as it documents for restarts)."""
+
+    TAGS = {
+        "loss": "loss/train",
+        "val_loss": "loss/val",
+        "accuracy": "accuracy/train",
+        "val_accuracy": "accuracy/val",
+        "lr": "lr",
+        "seconds": "seconds/epoch",
+    }
+
+    def __init__(self, folder: Path, purge_step: int | None):
+        writer_class = summary_writer()
+        try:
+            self.writer = writer_class(str(folder), purge_step=purge_step)
+        except OSError as err:
+            raise WriteError(f"could not write TensorBoard events in {folder}: {err.strerror or err}") from err
+
+    def add(self, row: dict) -> None:
+        for key, tag in self.TAGS.items():
+            if key in row:
+                self.writer.add_scalar(tag, row[key], row["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def summary_writer() -> type:
+    """torch.utils.tensorboard's SummaryWriter; ConfigError when the tensorboard package is missing.
+
+    TensorBoard is told to use its own stub of TensorFlow (tensorboard.compat.notf, its switch for
+    builds without TensorFlow): where TensorFlow is installed (the [peers] extra) importing it would
+    cost seconds and fill stderr with its logs, and writing event files needs none of it."""
+    try:
+        importlib.import_module("tensorboard")
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise ConfigError(
+            "--tensorboard needs the tensorboard package, which is not installed here: "
+            "pip install 'digitlab[tensorboard]' (or pip install tensorboard)"
+        ) from err
+    return SummaryWriter
+
+
+# --- what a person reads: the header, and what to do after Ctrl-C -------------------------------
+
+
+def header_text(
+    plan: RunPlan,
+    dataset: Dataset,
+    sizes: tuple[int, int],
+    config: dict,
+    run_path: Path,
+    checkpoint: dict | None,
+    resumed: bool,
+) -> str:
+    """The lines printed before the first bar: recipe, data, device, bf16, run directory, and for a
+    resumed run (`checkpoint`: rank 0's, None when it had none) the epoch it continues from."""
+    recipe, train = plan.recipe, config["train"]
+    n_train, n_val = sizes
+    schedule = f", {recipe.optimizer} lr {recipe.lr:g}, {recipe.schedule} schedule" if recipe.engine == "torch" else ""
+    lines = [
+        f"recipe: {recipe.name} ({recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''}, batch "
+        f"{recipe.batch_size}{schedule})"
+    ]
+    limit = f" (--limit {plan.subset:,})" if plan.subset else ""
+    validation = (
+        f"{n_val:,} validation (held out, --val-split {plan.val_split:g})"
+        if plan.val_split
+        else "validation on the test set (as the tutorials; --val-split holds out training images)"
     )
+    lines.append(
+        f"dataset: {dataset.name}: {n_train:,} training{limit}, {validation}, {len(dataset.test_labels):,} test images"
+    )
+    processes = f", {train['processes']} processes ({train['backend']})" if train["processes"] > 1 else ""
+    threads = f", {train['threads']} thread{'s' if train['threads'] != 1 else ''}" if recipe.engine == "torch" else ""
+    lines.append(f"device: {train['device']}{threads}{processes}")
+    lines.append(f"bf16: {bf16_text(recipe, train['precision'])}")
+    extras = [f"keeps the {plan.keep} epoch" if plan.keep == "best" else ""]
+    extras.append(f"TensorBoard: {run_path / TENSORBOARD}" if plan.tensorboard else "")
+    extras = "; ".join(e for e in extras if e)
+    lines.append(f"run directory: {run_path}" + (f" ({extras})" if extras else ""))
+    if resumed:
+        lines.append(resume_text(checkpoint, recipe.epochs))
+    return "\n".join(lines)
+
+
+def resume_text(checkpoint: dict | None, epochs: int) -> str:
+    done = checkpoint["state"]["epoch"] if checkpoint else 0
+    if done == 0:
+        return "resuming: no epoch had finished, so it starts again from epoch 1"
+    if done >= epochs:
+        return f"resuming: all {epochs} epochs are in its checkpoint; only calibrating and evaluating"
+    return f"resuming: {epoch_span(done)} in its checkpoint; continuing from epoch {done + 1} of {epochs}"
+
+
+def epoch_span(done: int) -> str:
+    return "epoch 1 is" if done == 1 else f"epochs 1-{done} are"
+
+
+def precision(recipe: Recipe, dev: torch.device) -> str:
+    """config.json's train.precision: 'bf16 autocast', 'float32', or why a bf16 recipe fell back."""
+    if not recipe.bf16:
+        return "float32"
+    if bf16_supported(dev):
+        return "bf16 autocast"
+    return f"float32 ({bf16_missing(dev)})"
+
+
+def bf16_text(recipe: Recipe, precision: str) -> str:
+    if precision == "bf16 autocast":
+        return "yes (autocast for the forward pass; weights and optimiser in float32)"
+    if not recipe.bf16:
+        return "no (the recipe trains in float32)"
+    return f"no ({precision.removeprefix('float32 (').removesuffix(')')}; float32)"
+
+
+def bf16_missing(dev: torch.device) -> str:
+    """Why bf16_supported said no, in the words of the hardware."""
+    if dev.type == "cuda":
+        return f"this GPU ({torch.cuda.get_device_name(dev)}) has no bf16"
+    if dev.type != "cpu":
+        return f"bf16 autocast is used on CPUs and CUDA GPUs, not {dev.type}"
+    if not torch.backends.mkldnn.is_available():
+        return "this PyTorch build has no oneDNN, which bf16 on the CPU needs"
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        return "this CPU has no BF16 instructions"
+    if machine in ("x86_64", "amd64", "i386", "i686"):
+        return "this CPU has no AVX-512 BF16/AMX"
+    return f"this {machine} CPU has no bf16 that oneDNN uses"
+
+
+def interrupted_text(run_path: Path, saved: int, epochs: int, options: RunOptions) -> str:
+    """What Ctrl-C leaves: where the run is, how far its checkpoint goes, the command to continue."""
+    if saved == 0:
+        state = "no epoch had finished, so resuming starts it again from epoch 1"
+    elif saved < epochs:
+        state = f"{epoch_span(saved)} in its checkpoint, of {epochs}; resuming continues from epoch {saved + 1}"
+    else:
+        state = f"all {epochs} epochs are trained; resuming only calibrates and evaluates it"
+    return f"interrupted: the run directory {run_path}: {state}\nto continue: {resume_command(run_path, options)}"
+
+
+def resume_command(run_path: Path, options: RunOptions) -> str:
+    """The command line that continues the run: --resume, and what the run does not record itself
+    (where the data is, a device asked for)."""
+    words = ["digitlab", "train", "--resume", str(run_path)]
+    if options.data_dir is not None:
+        words += ["--data-dir", str(options.data_dir)]
+    if options.device not in (None, "auto"):
+        words += ["--device", str(options.device)]
+    command = shlex.join(words)
+    if options.cluster.active:
+        return f"torchrun (with the options it had) -m {command}"
+    return command
 
 
 # --- the setup, stage by stage ----------------------------------------------------------------
@@ -190,17 +516,27 @@ def agree_on_plan(recipe: Recipe | str | None, options: RunOptions, dev: torch.d
     the checkpoint to resume from, on rank 0 (None elsewhere, and when there is none)."""
     cluster = options.cluster
     val_split, subset = options.val_split, options.subset
+    keep, tensorboard = options.keep or "last", options.tensorboard
     checkpoint, failure = None, None
     if cluster.main:
         try:
             if options.resume is not None:
-                recipe, val_split, subset, checkpoint = plan_resume(
+                recipe, val_split, subset, checkpoint, recorded = plan_resume(
                     Path(options.resume), options.overrides, options.settings
                 )
+                if options.keep not in (None, recorded["keep"]):
+                    raise ConfigError(
+                        f"--resume continues the run as configured: it keeps its {recorded['keep']} epoch "
+                        f"(--keep {recorded['keep']}), not its {options.keep}"
+                    )
+                keep, tensorboard = recorded["keep"], tensorboard or recorded["tensorboard"]
             else:
                 recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
                 recipe = recipe.with_settings(options.settings).override(**options.overrides)
             recipe.validate()
+            check_keep(keep, val_split, recipe)
+            if tensorboard:
+                summary_writer()  # the package is here, or a clear error before anything is written
         except DigitlabError as err:
             if not cluster.active:
                 raise
@@ -213,6 +549,8 @@ def agree_on_plan(recipe: Recipe | str | None, options: RunOptions, dev: torch.d
                 "val_split": val_split,
                 "subset": subset,
                 "resume": checkpoint is not None,
+                "keep": keep,
+                "tensorboard": tensorboard,
             }
         )
     plan = cluster.share_json(plan if cluster.main else None, dev)
@@ -223,7 +561,24 @@ def agree_on_plan(recipe: Recipe | str | None, options: RunOptions, dev: torch.d
         raise ConfigError(
             f"{recipe.name} trains in one {recipe.engine} call: it runs in one process, not under torchrun"
         )
-    return RunPlan(recipe, plan["val_split"], plan["subset"], plan["resume"]), checkpoint
+    plan = RunPlan(recipe, plan["val_split"], plan["subset"], plan["resume"], plan["keep"], plan["tensorboard"])
+    return plan, checkpoint
+
+
+def check_keep(keep: str, val_split: float, recipe: Recipe) -> None:
+    """ConfigError unless --keep `keep` can work for this run."""
+    if keep not in KEEP:
+        raise ConfigError(f"--keep must be one of {', '.join(KEEP)}, not {keep!r:.40}")
+    if keep == "best" and not val_split:
+        raise ConfigError(
+            "--keep best keeps the epoch of the best validation accuracy, which needs --val-split "
+            "(e.g. --val-split 0.1): without it the run validates on the test set, and choosing by "
+            "the test set would flatter its test accuracy"
+        )
+    if keep == "best" and recipe.engine != "torch":
+        raise ConfigError(
+            f"--keep best: {recipe.name} trains in one {recipe.engine} call, with no epochs to choose from"
+        )
 
 
 def load_data(recipe: Recipe, options: RunOptions) -> Dataset:
@@ -264,8 +619,11 @@ def run_config(
             "torch_version": torch.__version__,
             "threads": torch.get_num_threads(),
             "bf16": recipe.bf16 and bf16_supported(dev),
+            "precision": precision(recipe, dev),
             "processes": cluster.world,
             "backend": cluster.backend,
+            "keep": plan.keep,
+            "tensorboard": plan.tensorboard,
         },
     }
 
@@ -280,15 +638,20 @@ def open_run_dir(
     if cluster.main:
         if options.resume is not None:
             run_path = Path(options.resume)
-            prepare_resume(run_path, config, checkpoint, plan.recipe, args, dev)
+            prepare_resume(run_path, config, checkpoint, plan, args, dev)
         else:
             run_path = create_run_dir(Path(options.out), plan.recipe.name, config)
     return Path(cluster.share_json(str(run_path) if cluster.main else None, dev))
 
 
 def fit_in_engine(
-    recipe: Recipe, run_path: Path, config: dict, args: dict, splits: tuple[torch.Tensor, ...], progress: bool
-) -> Run:
+    recipe: Recipe,
+    run_path: Path,
+    args: dict,
+    splits: tuple[torch.Tensor, ...],
+    records: RunRecords,
+    progress: bool,
+) -> tuple[nn.Module, list[dict]]:
     """A recipe another engine trains, in one call (engine "opencv": cv2.ml.ANN_MLP, by
     engines/opencv_mlp_trainer.py): its weights and its one-row history go into the run directory
     as the loop's would, with no checkpoint (there is no epoch to resume from inside one call).
@@ -299,11 +662,13 @@ def fit_in_engine(
     from .engines.opencv_mlp_trainer import fit_opencv
 
     state, history = fit_opencv(recipe, *splits, progress=progress)
+    if records.board is not None:
+        records.board.add(history[-1])
     save_weights(run_path / WEIGHTS, state)
-    write_json(run_path / HISTORY, history)
+    write_history(run_path, history)
     model = create_model(recipe.model, **args)
     model.load_state_dict(state)
-    return Run(path=run_path, recipe=recipe, model=model.eval(), history=history, config=config)
+    return model, history
 
 
 @dataclass
@@ -641,7 +1006,8 @@ def create_run_dir(out: Path, recipe_name: str, config: dict) -> Path:
 
 
 def plan_resume(run_path: Path, overrides: dict, settings: Sequence[str]):
-    """What `--resume RUN` continues: (recipe, val_split, subset, checkpoint or None).
+    """What `--resume RUN` continues: (recipe, val_split, subset, checkpoint or None, recorded), where
+    `recorded` is what else config.json says of how the run trains: keep, tensorboard.
 
     A run killed before its first checkpoint starts again from epoch 1; one killed after its
     last epoch but before its evaluation finishes (model.safetensors and history.json are
@@ -655,7 +1021,7 @@ def plan_resume(run_path: Path, overrides: dict, settings: Sequence[str]):
     dataset gives the network's shape; nothing is written before that.
     """
     check_run_parts(run_path)
-    configured, val_split, subset = read_run_config(run_path / CONFIG)
+    configured, val_split, subset, recorded = read_run_config(run_path / CONFIG)
     unsupported = {k for k, v in overrides.items() if v is not None} - {"epochs"}
     if settings:
         unsupported.add("--set")
@@ -682,11 +1048,13 @@ def plan_resume(run_path: Path, overrides: dict, settings: Sequence[str]):
         raise CheckpointError(
             f"{run_path} already finished its {recipe.epochs} epochs; pass --epochs N with N > {done} to train further"
         )
-    return recipe, val_split, subset, checkpoint
+    return recipe, val_split, subset, checkpoint, recorded
 
 
-def read_run_config(path: Path) -> tuple[Recipe, float, int | None]:
-    """The recipe and training split (val_split, subset) of a run's config.json, each checked."""
+def read_run_config(path: Path) -> tuple[Recipe, float, int | None, dict]:
+    """The recipe, training split (val_split, subset) and {"keep", "tensorboard"} of a run's
+    config.json, each checked (a run from before --keep and --tensorboard kept its last epoch and
+    had no events)."""
     config = read_json(path)
     train = config.get("train") if isinstance(config, dict) else None
     if not (isinstance(train, dict) and "recipe" in config and {"val_split", "subset"} <= set(train)):
@@ -704,16 +1072,26 @@ def read_run_config(path: Path) -> tuple[Recipe, float, int | None]:
         raise damaged(path, f"train.val_split must be a number in [0, 1), not {val_split!r:.40}")
     if not (subset is None or (type(subset) is int and subset >= 1)):
         raise damaged(path, f"train.subset must be null or a whole number of at least 1, not {subset!r:.40}")
-    return recipe, val_split, subset
+    recorded = {"keep": train.get("keep", "last"), "tensorboard": train.get("tensorboard", False)}
+    if recorded["keep"] not in KEEP:
+        raise damaged(path, f"train.keep must be one of {', '.join(KEEP)}, not {recorded['keep']!r:.40}")
+    if recorded["keep"] == "best" and not val_split:
+        raise damaged(
+            path, "train.keep is 'best', which a run without a validation split (train.val_split 0) cannot be"
+        )
+    if type(recorded["tensorboard"]) is not bool:
+        raise damaged(path, f"train.tensorboard must be true or false, not {recorded['tensorboard']!r:.40}")
+    return recipe, val_split, subset, recorded
 
 
 def prepare_resume(
-    run_path: Path, config: dict, checkpoint: dict | None, recipe: Recipe, args: dict, dev: torch.device
+    run_path: Path, config: dict, checkpoint: dict | None, plan: RunPlan, args: dict, dev: torch.device
 ) -> None:
     """Rank 0, resuming: check that the checkpoint restores into the network, optimiser and
-    generators this run builds, and only then clear the leftovers of killed writes and rewrite
-    config.json (and, from the checkpoint, model.safetensors and history.json). A run refused
-    here is left byte for byte as it was."""
+    generators this run builds (and, for --keep best, that its best weights fit the network), and
+    only then clear the leftovers of killed writes and rewrite config.json (and, from the
+    checkpoint, model.safetensors and the history). A run refused here is left byte for byte as it was."""
+    recipe = plan.recipe
     folder = checkpoint["folder"] if checkpoint is not None else None
     model = restored_model(
         recipe,
@@ -727,6 +1105,7 @@ def prepare_resume(
             model, checkpoint["optimizer"], recipe, folder / "optimizer.safetensors", folder / "state.json"
         )
         check_rng_state(checkpoint["rng"], dev, folder / "rng.safetensors")
+        check_best(model, checkpoint, plan.keep, folder, recipe)
     remove_partial_writes(run_path)
     write_json(run_path / CONFIG, config)
     if checkpoint is not None:
@@ -768,6 +1147,23 @@ def restored_model(
     model = create_model(recipe.model, **args)
     model.load_state_dict(tensors)
     return model
+
+
+def check_best(model: nn.Module, checkpoint: dict, keep: str, folder: Path, recipe: Recipe) -> None:
+    """Raise CheckpointError unless the checkpoint has best weights exactly when the run keeps its best
+    epoch, and they are tensor for tensor (name, dtype, shape) the network's."""
+    best = checkpoint.get("best")
+    if (best is not None) != (keep == "best"):
+        has = "holds" if best is not None else "lacks"
+        raise damaged(folder / STATE, f"it {has} a 'best' epoch, and its run keeps its {keep} epoch (train.keep)")
+    if best is None:
+        return
+    expected = {k: _describe(v) for k, v in model.state_dict().items()}
+    found = {k: _describe(v) for k, v in best["model"].items()}
+    if found != expected:
+        raise CheckpointError(
+            f"{folder / BEST} does not match the {recipe.model} network of the run: {_difference(expected, found)}"
+        )
 
 
 def check_optimizer_state(model: nn.Module, state: dict, recipe: Recipe, tensors_path: Path, meta_path: Path) -> None:
@@ -880,22 +1276,23 @@ def _same_kind(saved, fresh) -> bool:
 
 
 def bring_up_to_date(run_path: Path, checkpoint: dict) -> None:
-    """Rewrite model.safetensors and history.json from the checkpoint where a kill between
-    writing the checkpoint and writing them left them an epoch behind."""
+    """Rewrite model.safetensors (the weights the run keeps: the checkpoint's own, or its best) and
+    the history (json + csv) from the checkpoint where a kill between writing the checkpoint and
+    writing them left them an epoch behind."""
     history = checkpoint["state"]["history"]
+    kept = checkpoint["best"]["model"] if "best" in checkpoint else checkpoint["model"]
     try:
         current = read_json(run_path / HISTORY) == history
+        current = current and (run_path / HISTORY_CSV).read_text() == history_csv(history)
         weights = load_weights(run_path / WEIGHTS)
         current = (
-            current
-            and weights.keys() == checkpoint["model"].keys()
-            and all(torch.equal(weights[k], v.cpu()) for k, v in checkpoint["model"].items())
+            current and weights.keys() == kept.keys() and all(torch.equal(weights[k], v.cpu()) for k, v in kept.items())
         )
-    except CheckpointError:  # missing or unreadable: rewrite
+    except (CheckpointError, OSError, UnicodeDecodeError):  # missing or unreadable: rewrite
         current = False
     if not current:
-        save_weights(run_path / WEIGHTS, checkpoint["model"])
-        write_json(run_path / HISTORY, history)
+        save_weights(run_path / WEIGHTS, kept)
+        write_history(run_path, history)
 
 
 def share_checkpoint(cluster: Cluster, checkpoint: dict | None, dev: torch.device) -> dict:

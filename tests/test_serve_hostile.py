@@ -32,7 +32,9 @@ from imagetools import dds_file, png_bytes
 from memorytools import process_memory_mb
 from servicetools import free_port, http_request, start_service, stop_service
 
-PIXELS = {"pixels": [[0] * 28] * 28}
+ONE = np.zeros((28, 28), np.uint8)
+ONE[4:24, 13:16] = 255  # a 1, MNIST-style (28x28 zeros are refused now: "no ink found")
+PIXELS = {"pixels": ONE.tolist()}
 
 
 @pytest.fixture(scope="module")
@@ -220,25 +222,27 @@ def test_a_bad_image_fails_alone_in_its_batch(service):
 
 def test_any_exception_from_one_image_stays_its_own(model):
     """The Batcher itself: an image that raises what no DigitlabError is (TypeError, for an int)
-    fails alone, however the batch is made up; the others are predicted."""
+    fails alone, however the batch is made up; the others are predicted. So does an array with no
+    ink among arrays (the model call for the batch fails; each is then predicted alone)."""
 
     async def scenario():
         batcher = Batcher(model)
         batcher.start()
         try:
-            digit = np.zeros((28, 28), np.uint8)
             return await asyncio.gather(
                 batcher.predict(12345, True),
+                batcher.predict(np.zeros((28, 28), np.uint8), False),
                 batcher.predict(one_digit(), True),
-                *(batcher.predict(digit, False) for _ in range(3)),
+                *(batcher.predict(ONE, False) for _ in range(3)),
                 return_exceptions=True,
             )
         finally:
             await batcher.stop()
 
-    failed, *predicted = asyncio.run(scenario())
+    failed, blank, *predicted = asyncio.run(scenario())
     assert isinstance(failed, TypeError)
-    assert predicted[0].digit == "7" and all(p.confidence > 0 for p in predicted)
+    assert isinstance(blank, digitlab.DigitlabError) and "no ink found" in str(blank)
+    assert predicted[0].digit == "7" and [p.digit for p in predicted[1:]] == ["1"] * 3
 
 
 def test_failed_images_are_freed_at_once(service):

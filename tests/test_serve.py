@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -18,9 +19,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+import digitlab
 from digitlab.bench.common import request_bodies
 from digitlab.bench.serve import EXPECTED, LARGE, SLOW_KINDS, bench_abuse, bench_serve
 from digitlab.serve import create_app
+from digitlab.serve.schema import PredictAnswer, ReadAnswer
 from imagetools import huge_png, png_bytes
 from servicetools import free_port, start_service, stop_service
 
@@ -77,6 +80,100 @@ def test_predict_pixels_as_they_are(client, test_digits):
         assert len(answer["probabilities"]) == 10 and abs(sum(answer["probabilities"]) - 1) < 1e-4
         assert [t["digit"] for t in answer["top3"]][0] == answer["digit"]
     assert right >= 49  # the bundled model: 99.6% on MNIST's test set
+
+
+EXTERNAL_URL = re.compile(r"(?:https?:)?//|cdn", re.IGNORECASE)  # an absolute or scheme-relative URL
+
+
+@pytest.mark.parametrize("docs", ["/docs", "/redoc"])
+def test_the_api_docs_are_served_from_here(client, docs):
+    """/docs and /redoc load their scripts from the service (fastapi-offline's copies), never from a
+    CDN: offline, FastAPI's default /docs was a blank page. (tests/test_browser.py renders them.)"""
+    page = client.get(docs)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert not EXTERNAL_URL.search(page.text), EXTERNAL_URL.findall(page.text)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    scripts = [a for a in assets if a.endswith(".js")]
+    assert scripts and all(a.startswith("/static-offline-docs/") for a in assets), assets
+    for asset in assets:
+        answer = client.get(asset)
+        assert answer.status_code == 200 and len(answer.content) > 1000, asset
+    assert client.get("/openapi.json").json()["openapi"].startswith("3.1")  # what Swagger UI 5 renders, 4 not
+
+
+def test_openapi_documents_the_answers_and_the_box_format(client):
+    schema = client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    for model in ("DigitRead", "LineRead"):
+        box = components[model]["properties"]["box"]
+        assert box["minItems"] == box["maxItems"] == 4
+        assert "(x, y, w, h)" in box["description"] and "pixels of the original image" in box["description"]
+    read = schema["paths"]["/api/read"]["post"]
+    assert "[x, y, w, h]" in read["description"]
+    assert read["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ReadAnswer")
+    predict = schema["paths"]["/api/predict"]["post"]
+    assert predict["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/PredictAnswer")
+    assert set(predict["requestBody"]["content"]) == {"application/json", "multipart/form-data", "image/*"}
+    for operation in (read, predict):  # errors are {"error", "status"}, not FastAPI's validation schema
+        for status in ("413", "415", "422", "503"):
+            assert operation["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith(
+                "/ErrorAnswer"
+            )
+    assert "HTTPValidationError" not in components
+    for path in ("/healthz", "/api/models"):
+        assert "$ref" in schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+
+
+def test_the_answers_are_what_the_schema_says(client, shared_data_dir, test_digits):
+    """The documented models (schema.py) hold exactly the fields the endpoints send, and validate."""
+    photo = (shared_data_dir / "real-digits" / "photos" / "vinay0410_numbers.jpg").read_bytes()
+    reading = client.post("/api/read?annotate=true", content=photo, headers={"content-type": "image/jpeg"}).json()
+    ReadAnswer.model_validate(reading)
+    assert set(reading) == set(ReadAnswer.model_fields)
+    line = reading["lines"][0]
+    assert set(line) == {"text", "box", "digits"} and set(line["digits"][0]) == {
+        "text",
+        "box",
+        "confidence",
+        "candidates",
+    }
+    x, y, w, h = line["digits"][0]["box"]  # the 1 of 13540, in the photo's own pixels (872x532)
+    assert 0 <= x < x + w <= reading["width"] and 0 <= y < y + h <= reading["height"]
+    answer = client.post("/api/predict", json={"pixels": test_digits[0][0].tolist()}).json()
+    PredictAnswer.model_validate(answer)
+    assert set(answer) == set(PredictAnswer.model_fields)
+
+
+BLANK_ARRAYS = {
+    "zeros": [[0] * 28] * 28,  # was 200: a "1" at 90%
+    "all 255": [[255] * 28] * 28,  # was 200: a "5" at 49%
+    "uniform grey": [[128] * 28] * 28,
+    "zeros as floats": [[0.0] * 28] * 28,
+    "ones as floats": [[1.0] * 28] * 28,
+    "faint noise": np.random.default_rng(0).integers(0, 20, (28, 28)).tolist(),
+}
+
+
+@pytest.mark.parametrize("prepare", [False, True])
+@pytest.mark.parametrize("name", list(BLANK_ARRAYS))
+def test_pixels_with_no_ink_are_422_as_a_blank_canvas_is(client, name, prepare):
+    answer = client.post("/api/predict", json={"pixels": BLANK_ARRAYS[name], "prepare": prepare})
+    assert_error(answer, 422, "no ink found", '"pixels"')
+    blank_canvas = png_bytes(np.full((280, 280), 253, np.uint8))
+    assert_error(client.post("/api/predict", json={"image": data_url(blank_canvas)}), 422, "no ink found")
+
+
+def test_the_api_refuses_a_blank_array_as_it_refuses_a_blank_image(model, test_digits):
+    """digitlab.predict promises one digit read per image: a prepared array with no ink is refused
+    as a blank image is (ImageError "no ink found"); Model.predict, raw batches, still reads anything."""
+    blank = np.zeros((28, 28), np.uint8)
+    for prepare in (False, True):
+        with pytest.raises(digitlab.DigitlabError, match="no ink found"):
+            digitlab.predict(blank, model, prepare=prepare)
+    with pytest.raises(digitlab.DigitlabError, match="no ink found"):
+        digitlab.predict([test_digits[0][0], np.full((28, 28), 1.0)], model, prepare=False)
+    assert digitlab.predict(test_digits[0][0], model, prepare=False)[0].digit == str(test_digits[1][0])
+    assert model.predict(np.stack([blank, blank])).shape == (2,)
 
 
 def test_predict_float_pixels_and_prepare(client, test_digits):

@@ -17,7 +17,11 @@ Endpoints (every error is JSON: {"error": message, "status": code}):
   lines, digits with boxes and confidences); ?annotate=true adds "annotated", a data URL of the
   photo with boxes and readings (at most ANNOTATED_SIDE pixels on its longer side; PNG, or JPEG
   where the PNG would pass ANNOTATED_BYTES); ?unsure_below=0.6 sets the unsure threshold.
-- GET /api/models: the model being served. GET /healthz: {"status": "ok"}. GET /docs: OpenAPI.
+- GET /api/models: the model being served. GET /healthz: {"status": "ok"}.
+- GET /docs (Swagger UI) and GET /redoc (ReDoc): the API as /openapi.json describes it (schema.py:
+  every answer's fields, boxes as (x, y, w, h) in the original image's pixels). Their scripts are
+  served from the fastapi-offline package under /static-offline-docs/, never from a CDN: offline,
+  FastAPI's default /docs was a blank page.
 - GET /: the page (static/index.html, its assets under /static/): draw a digit, drop a photo.
 
 Limits: a request body over `max_body` bytes -> 413 (from Content-Length before anything is
@@ -63,8 +67,10 @@ import torch
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
@@ -75,9 +81,9 @@ from ..errors import ConfigError, DigitlabError
 from ..files import read_json
 from ..preprocess import (
     MAX_PIXELS,
+    ImageError,
     ImageTooLargeError,
     NotAnImageError,
-    PixelError,
     declared_size,
     to_mnist_style,
     to_uint8_digit,
@@ -86,6 +92,7 @@ from ..read import UNSURE_BELOW
 from ..read import annotate as annotate_image
 from ..read import read as read_digits
 from ..version import __version__
+from .schema import ErrorAnswer, Health, Models, PredictAnswer, ReadAnswer, predict_request_schema
 
 MAX_BODY = 10 * 1024 * 1024  # bytes: a phone photo is 2-8 MB
 MAX_BATCH = 64  # predictions read in one model call
@@ -110,6 +117,7 @@ ANNOTATED_SIDE = 1600  # pixels on the longer side of ?annotate=true's image, at
 ANNOTATED_BYTES = 2 * 1024 * 1024  # its encoded size, at most: PNG where that fits, else JPEG
 log = logging.getLogger(__name__)
 STATIC = resources.files("digitlab.serve") / "static"
+DOCS_ASSETS = "/static-offline-docs"  # where fastapi-offline serves Swagger UI's and ReDoc's scripts (its default)
 
 
 class ServiceError(Exception):
@@ -698,10 +706,12 @@ def _data_url_bytes(url: Any) -> bytes:
 
 def _pixels(value: Any) -> np.ndarray:
     """The body's "pixels" as the (28, 28) uint8 digit the model sees (preprocess.to_uint8_digit,
-    whose values decide their scale: JSON does not keep 1.0 apart from 1)."""
+    whose values decide their scale: JSON does not keep 1.0 apart from 1). Pixels with no ink by the
+    rule images are held to (all 0, all 255, uniform grey, noise) are 422 "no ink found", as a blank
+    canvas is: 28x28 zeros had been read as a "1" at 90%, 255s as a "5" at 49%."""
     try:
         return to_uint8_digit(value, name='"pixels"', json_numbers=True)
-    except PixelError as err:
+    except ImageError as err:  # PixelError (shape, type, range) or "no ink found"
         raise ServiceError(422, str(err)) from err
 
 
@@ -774,12 +784,16 @@ def create_app(
     batcher = Batcher(model, max_batch, max_pixels)
     reader = Reader(model, max_pixels, max_reads, time_limit=read_time_limit)
     pixels = PixelBudget(max(pixel_budget, max_pixels))
-    app = FastAPI(
+    app = FastAPIOffline(  # FastAPI with /docs from the package's own copy of Swagger UI (and /redoc: _add_redoc)
+        redoc_url=None,
+        static_url=DOCS_ASSETS,
         title="digitlab",
         version=__version__,
         lifespan=_lifespan(batcher, reader),
         description="Handwritten-digit recognition: one digit (`/api/predict`) or the digit strings "
-        'in a photo (`/api/read`). Errors are JSON: `{"error": message, "status": code}`.',
+        'in a photo (`/api/read`). Errors are JSON: `{"error": message, "status": code}`. Boxes are '
+        "`[x, y, w, h]`: left edge, top edge, width and height in pixels of the original image.",
+        swagger_ui_parameters={"validatorUrl": None},  # else its badge sends the schema's URL to swagger.io
     )
     app.state.model = model
     app.add_middleware(BodyLimits, limit=max_body, timeout=read_timeout, budget=body_budget)
@@ -788,6 +802,7 @@ def create_app(
     _add_predict(app, batcher, pixels, max_pixels)
     _add_read(app, reader, pixels, max_pixels)
     _add_page(app)
+    _add_redoc(app)
     return app
 
 
@@ -831,11 +846,11 @@ def _answer_errors_as_json(app: FastAPI) -> None:
 def _add_health(app: FastAPI, model: Model) -> None:
     """GET /healthz and GET /api/models."""
 
-    @app.get("/healthz", summary="Liveness: 200 while the service runs")
+    @app.get("/healthz", summary="Liveness: 200 while the service runs", responses={200: {"model": Health}})
     async def healthz():
         return {"status": "ok", "version": __version__}
 
-    @app.get("/api/models", summary="The model being served")
+    @app.get("/api/models", summary="The model being served", responses={200: {"model": Models}})
     async def models():
         return {"models": [_model_info(model)]}
 
@@ -848,7 +863,10 @@ def _add_predict(app: FastAPI, batcher: Batcher, pixels: PixelBudget, max_pixels
         summary="Read one digit",
         description="An uploaded image (multipart field `file`, or the raw body with an image/* "
         'Content-Type), or JSON: `{"image": "data:image/png;base64,..."}` or '
-        '`{"pixels": 28x28 array, ink bright 0-255, "prepare": false}`.',
+        '`{"pixels": 28x28 array, ink bright 0-255, "prepare": false}`. An image or pixels with no '
+        'ink (blank, uniform) is 422 "no ink found".',
+        responses=_documented(PredictAnswer, "The digit read", {413: "too large", 415: "not an image"}),
+        openapi_extra=_request_body(predict_request_schema()),
     )
     async def predict_endpoint(request: Request):
         image, prepare = await _predict_input(request)
@@ -866,9 +884,12 @@ def _add_read(app: FastAPI, reader: Reader, pixels: PixelBudget, max_pixels: int
     @app.post(
         "/api/read",
         summary="Read the digit strings in a photo",
-        description="A photo (multipart field `file`, or the raw body). `annotate=true` adds the "
+        description="A photo (multipart field `file`, or the raw body). Each digit and line comes "
+        "with its box `[x, y, w, h]` in pixels of the photo as sent. `annotate=true` adds the "
         f"annotated photo as a data URL (PNG, or JPEG over {ANNOTATED_BYTES // 2**20} MiB; "
         f"at most {ANNOTATED_SIDE} pixels on its longer side).",
+        responses=_documented(ReadAnswer, "The lines of digits read", {413: "too large", 415: "not an image"}),
+        openapi_extra=_request_body(),
     )
     async def read_endpoint(request: Request, annotate: bool = False, unsure_below: float = UNSURE_BELOW):
         if not 0 <= unsure_below <= 1:
@@ -876,6 +897,48 @@ def _add_read(app: FastAPI, reader: Reader, pixels: PixelBudget, max_pixels: int
         data = await _image_bytes(request)
         async with pixels.hold(_declared_pixels(data, max_pixels)):
             return _json(await reader.read(request, data, unsure_below, annotate))
+
+
+def _documented(answer, description: str, errors: dict[int, str]) -> dict:
+    """An endpoint's answers for /openapi.json: `answer` (a schema.py model) for 200 and ErrorAnswer
+    for its errors (422 replaces FastAPI's own validation-error schema, which this service never sends)."""
+    errors = {**errors, 422: "malformed, or no digit in it", 503: "busy: try again (Retry-After)"}
+    return {
+        200: {"model": answer, "description": description},
+        **{status: {"model": ErrorAnswer, "description": why} for status, why in sorted(errors.items())},
+    }
+
+
+def _request_body(json_schema: dict | None = None) -> dict:
+    """The request body's forms for /openapi.json (the endpoints read the request themselves)."""
+    content = {
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+        },
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+    }
+    if json_schema is not None:
+        content = {"application/json": {"schema": json_schema}, **content}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def _add_redoc(app: FastAPI) -> None:
+    """GET /redoc: ReDoc, from fastapi-offline's copy, as FastAPIOffline serves it, but with a
+    Content-Security-Policy that keeps its images on this server: ReDoc fetches its sidebar logo
+    from cdn.redoc.ly (and hides it when that fails), a request to elsewhere each time it is opened."""
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request):
+        root = request.scope.get("root_path", "")
+        page = get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title="digitlab - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+        page.headers["content-security-policy"] = "img-src 'self' data: blob:"
+        return page
 
 
 def _add_page(app: FastAPI) -> None:

@@ -109,6 +109,9 @@ pad.addEventListener("keydown", (event) => {
 });
 
 // --- predictions -----------------------------------------------------------------------------
+const result = document.getElementById("result");
+const placeholder = document.getElementById("placeholder");
+const PLACEHOLDER = placeholder.textContent;
 const digitOut = document.getElementById("digit");
 const confidenceOut = document.getElementById("confidence");
 const bars = document.getElementById("bars");
@@ -119,7 +122,7 @@ for (let d = 0; d < 10; d++) {
   const li = document.createElement("li");
   li.dataset.digit = String(d);
   li.innerHTML = `<span class="name">${d}</span><span class="track"><span class="fill"></span></span>` +
-    `<span class="value">–</span>`;
+    `<span class="value"></span>`;
   bars.appendChild(li);
   barItems.push(li);
 }
@@ -160,11 +163,13 @@ async function answerOf(response) {
 }
 
 function showPrediction(answer) {
+  result.classList.remove("empty");
   digitOut.textContent = answer.digit;
   confidenceOut.textContent = `${(answer.confidence * 100).toFixed(1)}% sure`;
   answer.probabilities.forEach((p, d) => {
     const li = barItems[d];
-    li.querySelector(".fill").style.width = `${(p * 100).toFixed(1)}%`;
+    li.dataset.probability = String(p);
+    li.querySelector(".fill").style.width = `${(p * 100).toFixed(2)}%`;
     li.querySelector(".value").textContent = `${(p * 100).toFixed(1)}%`;
     li.classList.toggle("top", String(d) === answer.digit);
     li.setAttribute("aria-label", `${d}: ${(p * 100).toFixed(1)} percent`);
@@ -178,47 +183,110 @@ function showPrediction(answer) {
   seen.putImageData(image, 0, 0);
 }
 
+// Until there is a reading: a line saying what to do, empty bars, and no digit or 28x28 image.
 function showEmpty() {
   sequence++;
-  digitOut.textContent = "–";
+  result.classList.add("empty");
+  placeholder.textContent = PLACEHOLDER;
+  placeholder.classList.remove("error");
+  digitOut.textContent = "";
   confidenceOut.textContent = "";
   barItems.forEach((li) => {
     li.querySelector(".fill").style.width = "0";
-    li.querySelector(".value").textContent = "–";
+    li.querySelector(".value").textContent = "";
     li.classList.remove("top");
     li.removeAttribute("aria-label");
+    delete li.dataset.probability;
   });
   seen.clearRect(0, 0, 28, 28);
 }
 
 function showProblem(message) {
   showEmpty();
-  confidenceOut.textContent = message;
+  placeholder.textContent = message;
+  placeholder.classList.add("error");
 }
 
 // --- photos ----------------------------------------------------------------------------------
 const drop = document.getElementById("drop");
 const fileInput = document.getElementById("file");
 const status = document.getElementById("photo-status");
+const photoResult = document.getElementById("photo-result");
 const photoText = document.getElementById("photo-text");
+const photoLines = document.getElementById("photo-lines");
 const annotated = document.getElementById("annotated");
+const UNSURE = "?"; // what the service reads a digit it is unsure of as
+
+function percent(p) {
+  return `${Math.floor(p * 100)}%`; // floored: 99.96% is not shown as a certain 100%
+}
+
+// One digit read: its reading and confidence; an unsure one ("?") in amber with its best guess.
+function digitChip(digit) {
+  const chip = document.createElement("li");
+  const unsure = digit.text === UNSURE;
+  const best = digit.candidates && digit.candidates[0];
+  const mark = !unsure && digit.confidence === 0; // punctuation: told by its shape, not classified
+  chip.className = "chip" + (unsure ? " unsure" : "") + (mark ? " mark" : "");
+  chip.dataset.confidence = String(digit.confidence);
+  const text = document.createElement("b");
+  text.textContent = digit.text;
+  const note = document.createElement("small");
+  if (mark) {
+    note.textContent = "mark";
+    chip.setAttribute("aria-label", `${digit.text}: punctuation`);
+  } else if (unsure && best) {
+    note.textContent = `${best[0]}? ${percent(best[1])}`;
+    chip.setAttribute("aria-label", `unsure: perhaps ${best[0]}, ${percent(best[1])} sure`);
+  } else if (unsure) {
+    note.textContent = "no digit";
+    chip.setAttribute("aria-label", "unsure: no digit");
+  } else {
+    note.textContent = percent(digit.confidence);
+    chip.setAttribute("aria-label", `${digit.text}: ${percent(digit.confidence)} sure`);
+  }
+  chip.append(text, note);
+  return chip;
+}
+
+function showReading(reading) {
+  photoText.replaceChildren(...Array.from(reading.text, (c) => {
+    if (c !== UNSURE) return document.createTextNode(c);
+    const span = document.createElement("span");
+    span.className = "unsure";
+    span.textContent = c;
+    return span;
+  }));
+  photoLines.replaceChildren(...reading.lines.map((line) => {
+    const item = document.createElement("li");
+    const digits = document.createElement("ol");
+    digits.className = "chips";
+    digits.append(...line.digits.map(digitChip));
+    item.appendChild(digits);
+    return item;
+  }));
+  photoResult.hidden = reading.lines.length === 0;
+}
 
 async function readPhoto(file) {
   if (!file) return;
   status.className = "";
   status.textContent = `Reading ${file.name}…`;
+  photoResult.hidden = true;
   photoText.textContent = "";
+  photoLines.replaceChildren();
   annotated.hidden = true;
   try {
     const response = await fetch("api/read?annotate=true", {
       method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file,
     });
     const reading = await answerOf(response);
-    const digits = reading.lines.reduce((n, line) => n + line.digits.length, 0);
-    status.textContent = reading.lines.length
-      ? `${reading.lines.length} line(s), ${digits} character(s) read in ${file.name}; ? marks what the model is unsure of.`
-      : `No digits found in ${file.name}.`;
-    photoText.textContent = reading.text;
+    const all = reading.lines.flatMap((line) => line.digits);
+    const unsure = all.filter((d) => d.text === UNSURE).length;
+    status.textContent = !reading.lines.length ? `No digits found in ${file.name}.`
+      : `${reading.lines.length} line(s), ${all.length} character(s) read in ${file.name}` +
+        (unsure ? `; ${unsure} unsure, marked ? in amber with the model's best guess.` : ".");
+    showReading(reading);
     if (reading.annotated) {
       annotated.src = reading.annotated;
       annotated.hidden = false;

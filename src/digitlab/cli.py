@@ -321,7 +321,8 @@ def _train_options(parser: CommandParser) -> None:
         "--resume",
         metavar="RUN",
         help="continue RUN from its last complete checkpoint (after a "
-        "crash or a kill: from the start if no epoch had finished; only --epochs may change)",
+        "crash or a kill: from the start if no epoch had finished; only --epochs may change, and "
+        "--tensorboard be added)",
     )
     parser.add_argument(
         "--keep",

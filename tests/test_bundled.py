@@ -10,6 +10,7 @@ import digitlab
 from digitlab.cli import main
 from digitlab.data.synth import make_page
 from digitlab.evaluate import compute_metrics, predict_logits
+from digitlab.read.annotation import drawing_scale
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,10 @@ def test_read_command_writes_json_and_annotation(capsys, tmp_path, mnist):
     assert code == 0
     assert result["text"] == truth.text
     seen = cv2.imread(str(tmp_path / "seen.png"))
-    assert seen.shape == page.shape
+    k = round(drawing_scale(page.shape[1], page.shape[0]))  # a 287x75 strip: drawn 4x, a margin above for labels
+    top = seen.shape[0] - k * page.shape[0]
+    assert k == 4 and seen.shape[1] == k * page.shape[1] and top > 0
+    seen = seen[top:][::k, ::k]  # the page itself again, each pixel enlarged to a k x k square
     # Drawn on the colour page, not its grey version: away from the boxes the pixels are the page's.
     corner = cv2.cvtColor(page, cv2.COLOR_RGB2BGR)[:8, :8].astype(int)
     assert np.abs(seen[:8, :8].astype(int) - corner).max() <= 1

@@ -10,7 +10,20 @@ import pytest
 
 import digitlab
 from digitlab.data.synth import make_page, make_pages, render_digit
-from digitlab.read import SURE_COLOUR, UNSURE_COLOUR, Reading, annotate, read, save_annotation, segment_digits
+from digitlab.errors import WriteError
+from digitlab.preprocess import load_image
+from digitlab.read import (
+    MAX_SIDE,
+    SURE_COLOUR,
+    UNSURE_COLOUR,
+    Reading,
+    annotate,
+    read,
+    save_annotation,
+    segment_digits,
+)
+from digitlab.read.annotation import READABLE_SIDE, drawing_scale
+from digitlab.read.marks import digit_marks
 
 PAPER, INK = 235.0, 30.0  # grey levels of the pages composed here
 
@@ -293,6 +306,8 @@ def test_a_blank_image_reads_as_nothing(reader_model):
 
 def test_annotate_draws_boxes_on_an_rgb_copy(digits, reader_model):
     page, _ = make_page(np.random.default_rng(11), digits, n_lines=1, touching=False)
+    bottom = max(0, READABLE_SIDE - page.shape[0])  # paper below it: drawn at its own size
+    page = cv2.copyMakeBorder(page, 0, bottom, 0, 0, cv2.BORDER_CONSTANT, value=page[0, 0].tolist())
     reading = read(page, reader_model)
     drawn = annotate(page, reading)
     assert drawn.shape == page.shape and drawn.dtype == np.uint8
@@ -308,8 +323,96 @@ def test_save_annotation_writes_a_png_atomically(tmp_path, digits, reader_model)
     reading = read(page, reader_model)
     path = save_annotation(tmp_path / "seen.png", page, reading)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert cv2.imread(str(path)).shape == page.shape
+    assert np.array_equal(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), annotate(page, reading))
     assert [p.name for p in tmp_path.iterdir()] == ["seen.png"]
+
+
+@pytest.fixture(scope="module")
+def usps_digit(shared_data_dir):
+    """A real 16x16 USPS test digit (a 6), dark ink on white, and its reading by the bundled model."""
+    path = shared_data_dir / "real-digits" / "usps" / "png" / "0001.png"
+    return path, read(str(path), digitlab.load_model())
+
+
+def test_a_16x16_scan_is_annotated_enlarged_with_its_box_scaled(usps_digit):
+    path, reading = usps_digit
+    assert (reading.width, reading.height) == (16, 16) and reading.text == "6"
+    drawn = annotate(str(path), reading)
+    k = round(drawing_scale(16, 16))
+    assert k == 16  # 256 pixels across: each pixel of the scan a 16x16 square
+    top = drawn.shape[0] - 16 * k  # a white margin above the image, for the label
+    assert drawn.shape[1] == 256 and top > 0 and (drawn[: top // 2] == 255).all()
+    x, y, w, h = (round(v * k) for v in reading.lines[0].digits[0].box)
+    assert (drawn[top + y + h - 1, x : x + w] == SURE_COLOUR).all()  # the box's bottom edge, scaled
+    scan = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    image = drawn[top:]
+    inside = image[y + 4 : y + h - 4, x + 4 : x + w - 4]  # the digit itself: the scan, pixel for pixel
+    assert np.array_equal(inside, np.kron(scan, np.ones((k, k, 1), np.uint8))[y + 4 : y + h - 4, x + 4 : x + w - 4])
+    above = drawn[: top + y - 1]  # the margin, and the scan's rows above the box
+    assert (np.abs(above.astype(int) - SURE_COLOUR).sum(axis=2) < 60).sum() > 100  # the '6' drawn there
+
+
+def test_confidences_are_drawn_when_asked(usps_digit):
+    path, reading = usps_digit
+    plain, with_confidence = annotate(str(path), reading), annotate(str(path), reading, confidence=True)
+    assert with_confidence.shape[0] > plain.shape[0]  # a margin below as well, for the '100%'
+    top, k = plain.shape[0] - 256, 16
+    _, y, _, h = reading.lines[0].digits[0].box
+    end = top + (y + h) * k  # the box's bottom edge: the same above it, the '100%' under it
+    assert np.array_equal(with_confidence[:end], plain[:end])
+
+    def green(rows):
+        return (np.abs(rows.astype(int) - SURE_COLOUR).sum(axis=2) < 60).sum()
+
+    assert green(with_confidence[end:]) > green(plain[end:]) + 50
+
+
+def test_a_large_image_keeps_its_size(digits, reader_model):
+    assert drawing_scale(300, 256) == 1 and drawing_scale(3000, 2000) == 1
+    assert drawing_scale(4000, 3000, max_side=1600) == 0.4
+    assert drawing_scale(123, 40) == 7 and drawing_scale(16, 3000) == 1  # a long strip: no more than 2000 px
+
+
+@pytest.mark.parametrize("suffix, magic", [(".jpg", b"\xff\xd8\xff"), (".webp", b"RIFF"), (".tif", b"II*\x00")])
+def test_save_annotation_writes_the_format_its_extension_names(tmp_path, usps_digit, suffix, magic):
+    path, reading = usps_digit
+    saved = save_annotation(tmp_path / f"seen{suffix}", str(path), reading)
+    assert saved.read_bytes().startswith(magic)
+    assert cv2.imread(str(saved)).shape == annotate(str(path), reading).shape
+
+
+@pytest.mark.parametrize("name, message", [("seen.gif", "ends with '.gif'"), ("missing/seen.png", "does not exist")])
+def test_save_annotation_refuses_what_it_cannot_write_and_writes_nothing(tmp_path, usps_digit, name, message):
+    path, reading = usps_digit
+    with pytest.raises(WriteError, match=message):
+        save_annotation(tmp_path / name, str(path), reading)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- several digits in one image (read.marks) ---------------------------------------------------
+
+
+def test_photos_of_digit_strings_count_their_digits(shared_data_dir):
+    """The shared photos: 8 strings written along one line, one single digit, one column."""
+    photos = shared_data_dir / "real-digits" / "photos"
+    labels = {
+        row.split(",")[0]: row.split(",")[1]
+        for row in (shared_data_dir / "real-digits" / "labels.csv").read_text().splitlines()[1:]
+    }
+    for photo in sorted(photos.iterdir()):
+        count = digit_marks(load_image(str(photo)), MAX_SIDE)
+        label = labels[f"photos/{photo.name}"]
+        column = photo.name == "vinay0410_numbers2.jpg"  # one digit a line: not side by side
+        assert count == (0 if len(label) == 1 or column else len(label)), (photo.name, label, count)
+
+
+def test_single_digits_count_no_marks_side_by_side(digits):
+    images, _ = digits
+    counts = [digit_marks(image.astype(np.float32) / 255, MAX_SIDE) for image in images[:2000]]
+    assert counts == [0] * 2000
+    big = cv2.resize(255 - images[0], (600, 600), interpolation=cv2.INTER_CUBIC)  # dark on white, drawn large
+    assert digit_marks(big.astype(np.float32) / 255, MAX_SIDE) == 0
+    assert digit_marks(np.ones((50, 50), np.float32), MAX_SIDE) == 0  # blank
 
 
 def test_annotate_refuses_a_reading_of_another_image(digits):

@@ -24,7 +24,7 @@ from .checkpoint import METRICS
 from .data import load_dataset
 from .errors import ConfigError, DataError, ExportError
 from .evaluate import predict_logits
-from .files import atomic_write, read_json
+from .files import atomic_write, output_file, read_json
 from .inference import Model, load_model
 from .model_files import open_onnx
 from .models import count_parameters
@@ -108,19 +108,17 @@ def export_onnx(
 ) -> OnnxExport:
     """Write a model as a self-contained .onnx file, whole or not at all.
 
-    model_or_run: a Model, a run directory, or None for the bundled model. With `verify` (the
+    model_or_run: a Model, a run directory, or None for the bundled model; path: the file to
+    write, ending .onnx, in a folder that exists (files.output_file: a missing folder is an
+    error, never created; checked before the work). With `verify` (the
     default) the export is first run with ONNX Runtime on the test set of the model's dataset:
     unless it gives PyTorch's class on >= 99.9% of the images with logits within 1e-4, nothing
     is written and ExportError says why. Returns what was written, with the verification.
     """
+    path = output_file(path, (".onnx",), "an ONNX model")  # before any work: its folder exists, it ends .onnx
     model = model_or_run if isinstance(model_or_run, Model) else load_model(model_or_run, backend="torch")
     if model.module is None:
         raise ExportError(f"{model.path} is an ONNX model already; export the run directory it came from")
-    path = Path(path)
-    if path.is_dir():
-        raise ExportError(f"{path} is a folder; give the .onnx file to write, e.g. {path / 'model.onnx'}")
-    if any(folder.exists() and not folder.is_dir() for folder in path.parents):
-        raise ExportError(f"cannot write {path}: {next(f for f in path.parents if f.exists())} is a file, not a folder")
     parameters = count_parameters(model.module)
     try:
         raw, exporter = onnx_bytes(model.module, model.image_shape)
@@ -148,8 +146,9 @@ def export_onnx(
             verification = verify_onnx(data, model, data_dir=data_dir, dataset=dataset)
         except DataError as err:
             raise ExportError(
-                f"cannot verify the export without the {model.config['dataset']['name']} test set: "
-                f"{err} (or export without verifying: --no-verify)"
+                f"cannot verify the export without the {model.config['dataset']['name']} test set "
+                f"(or export without verifying: --no-verify): {err.summary}",
+                details=err.details,
             ) from err
         if not verification.passed:
             raise ExportError(

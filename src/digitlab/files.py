@@ -59,6 +59,62 @@ def atomic_write(path: Path, write) -> Path:
     return path
 
 
+def output_file(path: str | os.PathLike, suffixes: tuple[str, ...], kind: str) -> Path:
+    """`path` as a file to write, checked before any work is done -- the one rule for every file
+    digitlab writes where a user names it (export's ONNX file, read's annotation, a benchmark's
+    JSON and Markdown): its folder must exist already (a file's folder is never created: a typo'd
+    folder would appear wherever the typo points, the filesystem's root included), it is not a
+    folder, and it ends with one of `suffixes` (case aside), the formats digitlab writes `kind`
+    ("an annotation", as the message says it) in.
+    WriteError (exit 2) otherwise, naming what to do; nothing is created here."""
+    path = Path(path)
+    if path.is_dir():
+        example = path / f"out{suffixes[0]}"
+        raise WriteError(f"cannot write {path}: it is a folder; name the file to write in it, e.g. {example}")
+    if path.suffix.lower() not in suffixes:
+        ending = f"ends with {path.suffix!r}" if path.suffix else "has no extension"
+        raise WriteError(f"cannot write {path}: it {ending}; digitlab writes {kind} as {_choices(suffixes)}")
+    folder = path.parent
+    if not folder.is_dir():
+        existing = _existing(folder)
+        if existing != folder and existing.is_dir():
+            raise WriteError(
+                f"cannot write {path}: the folder {folder} does not exist (create it first: digitlab "
+                "creates no folder for a file you name)"
+            )
+        raise WriteError(f"cannot write {path}: {existing} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise WriteError(f"cannot write {path}: the folder {folder} is not writable")
+    return path
+
+
+def output_folder(path: str | os.PathLike) -> Path:
+    """`path` as a folder to write into, checked before any work: the folders a user names for
+    output (train's and evaluate's --out, predict's --show-input, bench's --out and --failures)
+    are what was asked for, so a missing one is created, with its parents, when the first file
+    is written there -- unless something in the way is a file, or the nearest existing folder
+    is not writable: WriteError (exit 2) then. Nothing is created here."""
+    path = Path(path)
+    existing = _existing(path)
+    if not existing.is_dir():
+        where = "it is a file" if existing == path else f"{existing} is a file"
+        raise WriteError(f"cannot write into the folder {path}: {where}, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        missing = "" if existing == path else f" (to create {path} in it)"
+        raise WriteError(f"cannot write into the folder {path}: {existing} is not writable{missing}")
+    return path
+
+
+def _existing(path: Path) -> Path:
+    """`path` itself or the nearest of its parents that exists (as anything, a link's target included)."""
+    return next((p for p in (path, *path.parents) if p.exists()), Path(path.anchor or "."))
+
+
+def _choices(suffixes: tuple[str, ...]) -> str:
+    names = [repr(s) for s in suffixes]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 def make_temp_dir(parent: Path, prefix: str) -> Path:
     """A new hidden folder in `parent` with the usual permissions (mkdtemp makes it 0700)."""
     try:

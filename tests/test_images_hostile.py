@@ -186,6 +186,25 @@ def test_paths_that_are_not_regular_files(tmp_path):
             assert re.search(message, str(error)), error
 
 
+def test_a_folders_entries_that_are_not_regular_files_are_left_out_unopened(tmp_path, capsys):
+    """A folder given to predict: a FIFO named like an image (opening it to read would wait for a
+    writer), a link to /dev/zero and a subfolder named x.png are left out; the digit is read."""
+    folder = tmp_path / "in\nbox"  # a newline in its name: the count stays on one line
+    folder.mkdir()
+    Image.fromarray(digit()).save(folder / "a.png")
+    os.mkfifo(folder / "fifo.png")
+    os.symlink("/dev/zero", folder / "zero.png")
+    (folder / "x.png").mkdir()
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(main(["predict", "--json", str(folder)])), daemon=True)
+    thread.start()
+    thread.join(60)
+    assert outcome == [0], "blocked or failed"
+    captured = capsys.readouterr()
+    assert [row["image"] for row in json.loads(captured.out)] == [str(folder / "a.png")]
+    assert captured.err == f"{tmp_path}/in\\nbox: 1 image (3 other entries left out)\n"
+
+
 def test_predict_proc_self_mem_exits_2(capsys):
     assert main(["predict", "/proc/self/mem"]) == 2
     assert "/proc/self/mem" in one_error_line(capsys.readouterr().err)

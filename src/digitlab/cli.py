@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +46,10 @@ EPILOG = """examples:
 data directory: --data-dir, else $DIGITLAB_DATA, else ~/.cache/digitlab"""
 
 MODEL_HELP = "run directory, or an .onnx file from `digitlab export` (default: the bundled model)"
+# What a folder given to predict or read is searched for: the extensions of the formats they read
+# (preprocess.FORMATS), written here so that `--help` needs no Pillow.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+IMAGE_FORMATS = "PNG, JPEG, BMP, GIF, TIFF or WebP"
 MiB = 1024 * 1024  # serve --max-body-mb's unit
 
 
@@ -81,6 +87,12 @@ class CommandParser(argparse.ArgumentParser):
         add_options, self._pending_options = self._pending_options, None
         if add_options is not None:
             add_options(self)
+            if self._subparsers is None:  # a command that runs (not one that only lists its actions)
+                self.add_argument(
+                    "--verbose",
+                    action="store_true",
+                    help="on an error, print its details below its one line (the files missing, the URLs tried, ...)",
+                )
 
     def parse_known_args(self, args=None, namespace=None):
         self._add_pending_options()
@@ -167,8 +179,21 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
 def _add_bench_files(
     parser: argparse.ArgumentParser, results, markdown, section: str, results_help: str = "JSON file of the results"
 ) -> None:
-    parser.add_argument("--results", default=results, help=results_help)
-    parser.add_argument("--markdown", default=markdown, help=f"file whose '{section}' section is rewritten")
+    parser.add_argument("--results", default=results, metavar="FILE.json", help=results_help)
+    parser.add_argument(
+        "--markdown", default=markdown, metavar="FILE.md", help=f"Markdown file whose '{section}' section is rewritten"
+    )
+
+
+def _bench_files(args) -> tuple[Path, Path]:
+    """A suite's --results and --markdown, checked before it runs (files.output_file: their folders
+    exist -- the defaults are the repository's benchmarks/results/ and BENCHMARKS.md -- and they end
+    .json and .md)."""
+    from .files import output_file  # imported here: start-up time (NumPy)
+
+    return output_file(args.results, (".json",), "benchmark results"), output_file(
+        args.markdown, (".md", ".markdown"), "a benchmark table"
+    )
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -342,9 +367,12 @@ def _train_options(parser: CommandParser) -> None:
 
 def cmd_train(args) -> int:
     from . import api  # imported here: start-up time (torch)
+    from .files import output_folder
 
     if not args.recipe and not args.resume:
         raise UnknownNameError("name a recipe to train (see `digitlab recipes`) or --resume RUN")
+    if not args.resume:
+        output_folder(args.out)  # created when the run starts; a file in its way, or no permission, stops it now
     run = api.train(
         args.recipe,
         epochs=args.epochs,
@@ -390,14 +418,22 @@ def _evaluate_options(parser: CommandParser) -> None:
         choices=["test", "train", "val"],
         help="which split (default: %(default)s; val: the images a --val-split run held out)",
     )
-    parser.add_argument("--out", help="write the files here instead of the run directory (required for an .onnx file)")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write the files into this folder (created if missing) instead of the run directory "
+        "(required for an .onnx file)",
+    )
     _add_device(parser)
     _add_data_dir(parser)
 
 
 def cmd_evaluate(args) -> int:
     from . import api  # imported here: start-up time (torch)
+    from .files import output_folder
 
+    if args.out:
+        output_folder(args.out)
     metrics = api.evaluate(args.run, split=args.split, data_dir=args.data_dir, out=args.out, device=args.device)
     print(metrics.report)
     print(f"accuracy {metrics.accuracy * 100:.2f}%  loss {metrics.loss:.4f}  ({len(metrics.labels)} images)")
@@ -419,23 +455,36 @@ def cmd_summary(args) -> int:
 
 def _predict_options(parser: CommandParser) -> None:
     parser.set_defaults(func=cmd_predict)
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, TIFF or WebP)")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help=f"image files ({IMAGE_FORMATS}), or folders: the image files in each, by name",
+    )
     _add_model(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--show-input", metavar="DIR", help="save the 28x28 image the model saw for each input here")
+    parser.add_argument(
+        "--show-input",
+        metavar="DIR",
+        help="save the 28x28 image the model saw for each input in this folder (created if missing)",
+    )
 
 
 def cmd_predict(args) -> int:
     from . import api  # imported here: start-up time (torch)
+    from .files import output_folder
 
+    images = _image_inputs(args.images)
+    if args.show_input:
+        output_folder(args.show_input)
     model = api.load_model(args.model)
     # Every input first: a bad one names itself and stops the command before any file is written.
-    predictions = [api.predict(path, model)[0] for path in args.images]
-    rows = [{"image": path, **prediction.to_json()} for path, prediction in zip(args.images, predictions)]
+    predictions = [api.predict(path, model)[0] for path in images]
+    rows = [{"image": path, **prediction.to_json()} for path, prediction in zip(images, predictions)]
     if args.show_input:
         import cv2  # imported here: start-up time
 
-        targets = _output_paths([Path(args.show_input) / (Path(path).stem + "-28x28.png") for path in args.images])
+        targets = _output_paths([Path(args.show_input) / (Path(path).stem + "-28x28.png") for path in images])
         outputs = []
         for row, target, prediction in zip(rows, targets, predictions):
             _, png = cv2.imencode(".png", prediction.model_input)  # 28x28 uint8: always encodes
@@ -443,19 +492,66 @@ def cmd_predict(args) -> int:
             row["model_input"] = str(target)
         _write_all(outputs)
     if args.json:
+        for path, prediction in zip(images, predictions):
+            _several_digits_note(path, prediction)
         print(json.dumps(rows, indent=2))
         return 0
-    for path, prediction in zip(args.images, predictions):
+    for path, prediction in zip(images, predictions):
         top = "  ".join(f"{d} {p * 100:.1f}%" for d, p in prediction.top3)
-        print(f"{path}: {prediction.digit} ({prediction.confidence * 100:.1f}%)   top 3: {top}")
+        print(f"{path}: {prediction.digit} ({prediction.confidence * 100:.1f}%)   top 3: {top}", flush=True)
+        _several_digits_note(path, prediction)
     return 0
+
+
+def _several_digits_note(path: str, prediction) -> None:
+    """On stderr, where the image holds several digits side by side: `read` is the command for it
+    (the prediction is left as it is: a note, not a refusal)."""
+    if prediction.several_digits:
+        name = one_line(path)
+        print(
+            f"{name} holds {prediction.digit_marks} digit-sized marks: "
+            f"`digitlab read {shlex.quote(name)}` reads them all",
+            file=sys.stderr,
+        )
+
+
+def _image_inputs(paths: list[str]) -> list[str]:
+    """The image files named, each folder among them replaced by the image files directly in it
+    (by their extensions, IMAGE_SUFFIXES; sorted by name; hidden files and subfolders left out),
+    with a count on stderr ("DIR: 12 images"). A folder holding no image file is refused."""
+    files = []
+    for path in paths:
+        if not os.path.isdir(path):
+            files.append(path)  # a file, or what load_image will name as missing or unreadable
+            continue
+        try:
+            entries = sorted(os.scandir(path), key=lambda entry: entry.name)
+        except OSError as err:
+            raise ConfigError(f"cannot list the folder {path}: {err.strerror or err}") from err
+        visible = [e for e in entries if not e.name.startswith(".")]
+        images = [e for e in visible if Path(e.name).suffix.lower() in IMAGE_SUFFIXES and e.is_file()]
+        others = len(visible) - len(images)
+        skipped = f" ({others} other entr{'y' if others == 1 else 'ies'} left out)" if others else ""
+        if not images:
+            raise ConfigError(
+                f"the folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)}){skipped}; "
+                "its subfolders are not searched"
+            )
+        print(f"{one_line(path)}: {len(images)} image{'s' if len(images) > 1 else ''}{skipped}", file=sys.stderr)
+        files.extend(os.path.join(path, e.name) for e in images)
+    return files
 
 
 def _read_options(parser: CommandParser) -> None:
     from .read import UNSURE_BELOW  # imported here: start-up time (cv2, NumPy)
 
     parser.set_defaults(func=cmd_read)
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="photos or scans of one or more lines of digits")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="photos or scans of one or more lines of digits, or folders: the image files in each, by name",
+    )
     _add_model(parser)
     parser.add_argument(
         "--unsure-below",
@@ -467,36 +563,57 @@ def _read_options(parser: CommandParser) -> None:
     parser.add_argument(
         "--annotate",
         metavar="OUT.png",
-        help="draw boxes and readings; with several images, OUT-<image name>.png for each",
+        help="draw boxes and readings into this file, in the format its extension names: .png, .jpg, "
+        ".webp, .bmp or .tif; with several images, OUT-<image name>.png for each (images under "
+        "256 pixels across are enlarged)",
     )
-    parser.add_argument("--json", action="store_true", help="print the whole structure as JSON")
+    parser.add_argument(
+        "--annotate-confidence",
+        action="store_true",
+        help="with --annotate: each label gives the model's probability too ('7 98%%', '?7 41%%')",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the whole structure as JSON; every box is [x, y, w, h]: left, top, width and "
+        "height in pixels of the original image",
+    )
+
+
+BOX_FORMAT = "[x, y, w, h]: left, top, width, height in pixels of the original image (origin top left)"
 
 
 def cmd_read(args) -> int:
     from . import api  # imported here: start-up time (torch)
-    from .read import annotation_png
+    from .read.annotation import annotation_bytes, annotation_path
 
+    images = _image_inputs(args.images)
+    targets = []
+    if args.annotate:  # checked before any work: its folder exists, its extension is a format
+        out = annotation_path(args.annotate)
+        several = [out.with_name(f"{out.stem}-{Path(path).stem}{out.suffix}") for path in images]
+        targets = _output_paths(several if len(images) > 1 else [out])
+    elif args.annotate_confidence:
+        raise ConfigError("--annotate-confidence draws on the image --annotate OUT.png writes: give --annotate too")
     model = api.load_model(args.model)
     # Every input read (and every annotation drawn) first: a bad one stops the command before any file is written.
-    readings = [api.read(path, model, unsure_below=args.unsure_below) for path in args.images]
-    results = [{"image": path, **reading.to_json()} for path, reading in zip(args.images, readings)]
-    if args.annotate:
-        out = Path(args.annotate)
-        targets = _output_paths(
-            [
-                out.with_name(f"{out.stem}-{Path(path).stem}{out.suffix or '.png'}") if len(args.images) > 1 else out
-                for path in args.images
-            ]
-        )
+    readings = [api.read(path, model, unsure_below=args.unsure_below) for path in images]
+    results = [
+        {"image": path, "box_format": BOX_FORMAT, **reading.to_json()} for path, reading in zip(images, readings)
+    ]
+    if targets:
         _write_all(
-            [(target, annotation_png(path, reading)) for target, path, reading in zip(targets, args.images, readings)]
+            [
+                (target, annotation_bytes(path, reading, target.suffix, confidence=args.annotate_confidence))
+                for target, path, reading in zip(targets, images, readings)
+            ]
         )
         for result, target in zip(results, targets):
             result["annotation"] = str(target)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    for path, reading in zip(args.images, readings):
+    for path, reading in zip(images, readings):
         print(f"{path}:")
         for line in reading.lines:
             sure = " ".join(f"{d.text}:{d.confidence * 100:.0f}%" for d in line.digits)
@@ -620,7 +737,9 @@ def _export_options(parser: CommandParser) -> None:
         "class on >= 99.9% of the images with logits within 1e-4, or nothing is written."
     )
     parser.add_argument("run", nargs="?", metavar="RUN", help="run directory (default: the bundled model)")
-    parser.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
+    parser.add_argument(
+        "--onnx", required=True, metavar="FILE.onnx", help="the file to write, in a folder that exists already"
+    )
     parser.add_argument("--no-verify", action="store_true", help="write without checking against PyTorch")
     _add_data_dir(parser)
 
@@ -710,14 +829,17 @@ def _bench_seeds_options(parser: CommandParser) -> None:
 
 def cmd_bench_seeds(args) -> int:
     from .bench.seeds import bench_seeds
+    from .files import output_folder
+
+    results, markdown = _bench_files(args)
 
     bench_seeds(
         recipes=args.recipes,
         seeds=args.seeds,
         max_seconds=args.max_seconds,
-        results=Path(args.results),
-        markdown=Path(args.markdown),
-        out=Path(args.out),
+        results=results,
+        markdown=markdown,
+        out=output_folder(args.out),
         device=args.device,
         data_dir=args.data_dir,
         threads=args.threads,
@@ -754,11 +876,13 @@ def _bench_read_options(parser: CommandParser) -> None:
 def cmd_bench_read(args) -> int:
     from .bench.read import bench_read
 
+    results, markdown = _bench_files(args)
+
     bench_read(
         data_dir=args.data_dir,
         model=args.model,
-        markdown=Path(args.markdown),
-        results=Path(args.results),
+        markdown=markdown,
+        results=results,
         synthetic_pages=args.pages,
         seed=args.seed,
         unsure_below=args.unsure_below,
@@ -815,6 +939,8 @@ def _bench_infer_options(parser: CommandParser) -> None:
 def cmd_bench_infer(args) -> int:
     from .bench.infer import bench_infer
 
+    results, markdown = _bench_files(args)
+
     bench_infer(
         args.model,
         paths=args.paths,
@@ -823,8 +949,8 @@ def cmd_bench_infer(args) -> int:
         threads=args.threads,
         data_dir=args.data_dir,
         quick=args.quick,
-        results=Path(args.results),
-        markdown=Path(args.markdown),
+        results=results,
+        markdown=markdown,
     )
     return 0
 
@@ -874,6 +1000,8 @@ def _bench_serve_options(parser: CommandParser) -> None:
 def cmd_bench_serve(args) -> int:
     from .bench.serve import bench_abuse, bench_serve
 
+    results, markdown = _bench_files(args)
+
     if args.abuse:
         bench_abuse(
             clients=args.clients,
@@ -881,8 +1009,8 @@ def cmd_bench_serve(args) -> int:
             read_timeout=args.read_timeout,
             model=args.model,
             data_dir=args.data_dir,
-            results=Path(args.results),
-            markdown=Path(args.markdown),
+            results=results,
+            markdown=markdown,
         )
     else:
         bench_serve(
@@ -891,8 +1019,8 @@ def cmd_bench_serve(args) -> int:
             kinds=args.kinds,
             model=args.model,
             data_dir=args.data_dir,
-            results=Path(args.results),
-            markdown=Path(args.markdown),
+            results=results,
+            markdown=markdown,
         )
     return 0
 
@@ -933,6 +1061,8 @@ def _bench_speed_options(parser: CommandParser) -> None:
 def cmd_bench_speed(args) -> int:
     from .bench.speed import bench_speed
 
+    results, markdown = _bench_files(args)
+
     bench_speed(
         seeds=args.seeds,
         seeds_995=args.seeds_995,
@@ -942,8 +1072,8 @@ def cmd_bench_speed(args) -> int:
         mlp_epochs=args.mlp_epochs,
         data_dir=args.data_dir,
         quick=args.quick,
-        markdown=Path(args.markdown),
-        results=Path(args.results),
+        markdown=markdown,
+        results=results,
     )
     return 0
 
@@ -984,15 +1114,18 @@ def _bench_fuzz_options(parser: CommandParser) -> None:
 
 def cmd_bench_fuzz(args) -> int:
     from .bench.fuzz import bench_fuzz
+    from .files import output_folder
+
+    results, markdown = _bench_files(args)
 
     report = bench_fuzz(
         args.examples,
         seed=args.seed,
         targets=tuple(args.targets),
         time_limit=args.time_limit,
-        results=Path(args.results),
-        markdown=Path(args.markdown),
-        failures=Path(args.failures),
+        results=results,
+        markdown=markdown,
+        failures=output_folder(args.failures),
     )
     print(
         f"{report['examples']:,} inputs in {report['wall_seconds']:.0f} s: {report['failures']} failure(s)"
@@ -1014,6 +1147,18 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def print_error(err: DigitlabError, verbose: bool = False) -> None:
+    """The error's one line on stderr; its details (if any) below it with --verbose, else a pointer to them."""
+    if not err.details:
+        print(f"digitlab: error: {one_line(err.summary)}", file=sys.stderr)
+    elif not verbose:
+        print(f"digitlab: error: {one_line(err.summary)} (--verbose: the details)", file=sys.stderr)
+    else:
+        print(f"digitlab: error: {one_line(err.summary)}", file=sys.stderr)
+        for line in err.details.splitlines():
+            print(f"  {one_line(line)}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1024,7 +1169,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except DigitlabError as err:
-        print(f"digitlab: error: {one_line(str(err))}", file=sys.stderr)
+        print_error(err, verbose=getattr(args, "verbose", False))
         return err.exit_code
     except KeyboardInterrupt:
         print("digitlab: interrupted", file=sys.stderr)

@@ -6,9 +6,25 @@ The CLI prints the message of a `DigitlabError` without a traceback and exits wi
 
 
 class DigitlabError(Exception):
-    """Base of every error digitlab raises on purpose; the message says what to do."""
+    """Base of every error digitlab raises on purpose; the message says what to do, on one line.
+
+    details: what a user may want to see to dig further (the files missing, the URLs tried and
+    why each failed), on lines of their own after the message in str(err); the CLI prints the
+    message alone unless given --verbose."""
 
     exit_code = 2
+
+    def __init__(self, *args, details: str = ""):
+        super().__init__(*args)
+        self.details = details
+
+    @property
+    def summary(self) -> str:
+        """The message without its details."""
+        return super().__str__()
+
+    def __str__(self) -> str:
+        return f"{self.summary}\n{self.details}" if self.details else self.summary
 
 
 class DataError(DigitlabError):

@@ -247,10 +247,8 @@ def load_dataset(
             with contextlib.suppress(OSError):
                 folder.rmdir()
         if fetched:
-            raise type(err)(
-                f"{err}\n(The files this load downloaded were removed again: "
-                f"{', '.join(path.name for path in fetched)}.)"
-            ) from err
+            removed = f"(The files this load downloaded were removed again: {', '.join(p.name for p in fetched)}.)"
+            raise type(err)(err.summary, details="\n".join(filter(None, [err.details, removed]))) from err
         raise
     mean, std = channel_stats(train_images)
     return Dataset(spec.name, train_images, train_labels, test_images, test_labels, spec.classes, mean, std)

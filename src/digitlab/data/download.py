@@ -123,8 +123,9 @@ def fetch_missing(remotes: Sequence[RemoteFile], folder: str | os.PathLike, prog
 def missing_files_error(folder: Path, filenames: Sequence[str]) -> DatasetNotFoundError:
     """The error for files absent from `folder` when downloading is off."""
     return DatasetNotFoundError(
-        f"dataset files missing in {folder}: {', '.join(filenames)} (downloading is off; "
-        f"`digitlab data download {folder.name}` fetches them).\n" + _how_to_fix(folder)
+        f"the {folder.name} dataset is not in {folder} and downloading is off: `digitlab data download "
+        f"{folder.name}` fetches it; or point DIGITLAB_DATA or --data-dir at a folder that holds {folder.name}/",
+        details=f"dataset files missing in {folder}: {', '.join(filenames)}\n" + _how_to_fix(folder),
     )
 
 
@@ -213,8 +214,16 @@ def _fetch_error(folder: Path, filenames: Sequence[str], failures: list[tuple[st
     tried = "\n".join(f"  {url}: {_reason(err)}" for url, err in failures)
     bad_checksum = any(isinstance(err, ChecksumError) for _, err in failures)
     error_type = ChecksumError if bad_checksum else DatasetNotFoundError
+    why = (
+        "a mirror served a file with the wrong checksum (discarded)"
+        if bad_checksum
+        else "no mirror could be reached (offline?)"
+    )
+    name = folder.name
     return error_type(
-        f"could not download {', '.join(filenames)} into {folder}.\nTried:\n{tried}\n" + _how_to_fix(folder)
+        f"the {name} dataset is not in {folder} and could not be downloaded: {why}; put its files there, "
+        f"or point DIGITLAB_DATA or --data-dir at a folder that holds {name}/",
+        details=f"could not download {', '.join(filenames)} into {folder}.\nTried:\n{tried}\n" + _how_to_fix(folder),
     )
 
 

@@ -253,5 +253,5 @@ def annotate(
 ) -> np.ndarray:
     """The image (H, W, 3) uint8 RGB with `reading`'s boxes and digits drawn on it (read.annotate;
     an image under 256 pixels on its shorter side is enlarged first by a whole factor, its boxes
-    with it); confidence: each label gives the model's probability too ('7 98%')."""
+    with it); confidence: each digit's probability drawn under its box too ('98%')."""
     return annotate_image(image, reading, max_pixels=max_pixels, confidence=confidence)

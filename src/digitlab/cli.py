@@ -564,13 +564,14 @@ def _read_options(parser: CommandParser) -> None:
         "--annotate",
         metavar="OUT.png",
         help="draw boxes and readings into this file, in the format its extension names: .png, .jpg, "
-        ".webp, .bmp or .tif; with several images, OUT-<image name>.png for each (images under "
-        "256 pixels across are enlarged)",
+        ".webp, .bmp or .tif; with several images, OUT-<image name>.EXT for each (an image under 256 "
+        "pixels on its shorter side is drawn enlarged)",
     )
     parser.add_argument(
         "--annotate-confidence",
         action="store_true",
-        help="with --annotate: each label gives the model's probability too ('7 98%%', '?7 41%%')",
+        help="with --annotate: each digit's probability drawn under its box, smaller ('98%%'; for a '?' "
+        "the probability of its best guess)",
     )
     parser.add_argument(
         "--json",

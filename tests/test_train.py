@@ -63,21 +63,27 @@ def history_without_time(history):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
+def _crash_after_checkpoint(monkeypatch, crash_epoch: int):
+    """Training raises KeyboardInterrupt right after the checkpoint of `crash_epoch` is written; gives
+    the real save_checkpoint, to put back."""
+    real_save = train_module.save_checkpoint
+
+    def crash(run_dir, epoch, *args, **kwargs):
+        path = real_save(run_dir, epoch, *args, **kwargs)
+        if epoch == crash_epoch:
+            raise KeyboardInterrupt("simulated crash")
+        return path
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash)
+    return real_save
+
+
 @pytest.mark.parametrize("recipe, subset", [("keras-mlp-dropout", 3000), ("digitnet", 1500)])
 def test_resume_gives_the_same_history_as_an_uninterrupted_run(recipe, subset, mnist, tmp_path, monkeypatch):
     common = dict(epochs=3, dataset=mnist, subset=subset, progress=False, evaluate_after=False)
     whole = digitlab.train(recipe, out=tmp_path / "whole", **common)
 
-    # Crash right after the checkpoint of epoch 2 is written.
-    real_save = train_module.save_checkpoint
-
-    def crash_after_second(run_dir, epoch, *args, **kwargs):
-        path = real_save(run_dir, epoch, *args, **kwargs)
-        if epoch == 2:
-            raise KeyboardInterrupt("simulated crash")
-        return path
-
-    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_second)
+    real_save = _crash_after_checkpoint(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         digitlab.train(recipe, out=tmp_path / "broken", **common)
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
@@ -451,15 +457,7 @@ def test_keep_best_keeps_the_best_validation_epoch_and_records_it(tmp_path):
 def test_keep_best_survives_a_crash_and_resume(tmp_path, monkeypatch):
     common = dict(lr=0.01, val_split=0.25, settings=["dataset=digits8x8"], progress=False, evaluate_after=False)
     whole = digitlab.train("keras-mlp-dropout", epochs=5, keep="best", out=tmp_path / "whole", **common)
-    real_save = train_module.save_checkpoint
-
-    def crash_after_fourth(run_dir, epoch, *args, **kwargs):
-        path = real_save(run_dir, epoch, *args, **kwargs)
-        if epoch == 4:
-            raise KeyboardInterrupt("simulated crash")
-        return path
-
-    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_fourth)
+    real_save = _crash_after_checkpoint(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         digitlab.train("keras-mlp-dropout", epochs=5, keep="best", out=tmp_path / "broken", **common)
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)

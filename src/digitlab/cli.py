@@ -290,7 +290,7 @@ def cmd_data_verify(args) -> int:
     for name in names:
         for row in verify_dataset(name, args.data_dir):
             bad += row["status"] != "ok"
-            print(f"{name:<15}{row['status']:<10}{row['file']:<30}{row['md5'] or ''}")
+            print(f"{name:<15}{row['status']:<10}{row['file']:<38} {row['md5'] or ''}")  # orand's json: 36
     if bad:
         print(f"\n{bad} file(s) missing or wrong; `digitlab data download NAME` fetches them", file=sys.stderr)
         return 2

@@ -34,15 +34,16 @@ CHUNK_BYTES = 1 << 20
 class RemoteFile:
     """A published file: its upstream name, its checksums, and base URLs to try in order."""
 
-    filename: str
+    filename: str  # a plain name, or a path of plain names under the dataset's folder ("annotations/x.json")
     mirrors: tuple[str, ...]  # base URLs ending in "/", the original source first
     md5: str | None = None
     sha256: str | None = None
 
     def __post_init__(self) -> None:
-        # The name becomes a path inside the data directory: it must be a plain file name.
-        if not self.filename or Path(self.filename).name != self.filename or self.filename in (".", ".."):
-            raise ValueError(f"RemoteFile needs a plain file name, not {self.filename!r}")
+        # The name becomes a path inside the dataset's folder: plain names, "/"-separated, none "." or "..".
+        parts = self.filename.split("/")
+        if not self.filename or any(not p or p in (".", "..") or Path(p).name != p or "\\" in p for p in parts):
+            raise ValueError(f"RemoteFile needs a plain file name or a relative path of them, not {self.filename!r}")
         if not (self.md5 or self.sha256):
             raise ValueError(f"RemoteFile {self.filename!r} needs an md5 or a sha256")
         object.__setattr__(self, "mirrors", tuple(self.mirrors))
@@ -176,8 +177,11 @@ def _download(url: str, remote: RemoteFile, folder: Path, progress: bool) -> Non
     """Stream `url` to a temporary file in `folder`, verify it, rename it to its final name."""
     request = urllib.request.Request(url, headers={"User-Agent": _user_agent()})
     hashers = {name: hashlib.new(name) for name in remote.checksums}
+    target = folder / remote.filename
+    subfolder_created = not target.parent.is_dir()
+    target.parent.mkdir(parents=True, exist_ok=True)  # a file under a subfolder ("annotations/...")
     # Same folder as the target, so that os.replace is an atomic rename on one file system.
-    handle, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{remote.filename}.", suffix=".part")
+    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     temp_path = Path(temp_name)
     try:
         with (
@@ -202,10 +206,13 @@ def _download(url: str, remote: RemoteFile, folder: Path, progress: bool) -> Non
             got = hashers[name].hexdigest()
             if got != expected:
                 raise ChecksumError(f"{name} {got}, expected {expected}")
-        os.replace(temp_path, folder / remote.filename)
+        os.replace(temp_path, target)
     except BaseException:
         # Also on Ctrl-C: never leave a partial download behind.
         temp_path.unlink(missing_ok=True)
+        if subfolder_created:
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()
         raise
 
 

@@ -26,9 +26,9 @@ from ..errors import DataError, unknown_name
 from .cifar import CIFAR10_CLASSES, read_cifar10_binary
 from .dataset import Dataset, channel_stats, split_validation
 from .download import RemoteFile, fetch_missing, missing_files_error, resolve_data_dir, verify_file
-from .hwd import read_hwd_folder
 from .idx import load_idx_pair
-from .orand import orand_crops, orand_strings, read_orand_folder
+from .optdigits import read_optdigits
+from .usps import read_usps
 
 if TYPE_CHECKING:
     import torch
@@ -41,8 +41,6 @@ __all__ = [
     "describe_datasets",
     "download_dataset",
     "load_dataset",
-    "orand_crops",
-    "orand_strings",
     "resolve_data_dir",
     "split_validation",
     "verify_dataset",
@@ -116,6 +114,25 @@ def _read_digits8x8(folder: Path) -> Splits:
     )
     splits = (train_images, train_labels, test_images, test_labels)
     return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in splits)
+
+
+# USPS and Optdigits files hold exactly these many digits (train, test); their readers refuse others.
+USPS_FILES = ("zip.train.gz", "zip.test.gz")
+USPS_COUNTS = (7_291, 2_007)
+OPTDIGITS_FILES = ("optdigits-orig.tra", "optdigits-orig.cv")
+OPTDIGITS_COUNTS = (1_934, 946)
+
+
+def _read_usps(folder: Path) -> Splits:
+    train = read_usps(folder / USPS_FILES[0], USPS_COUNTS[0])
+    test = read_usps(folder / USPS_FILES[1], USPS_COUNTS[1])
+    return (*train, *test)
+
+
+def _read_optdigits(folder: Path) -> Splits:
+    train = read_optdigits(folder / OPTDIGITS_FILES[0], OPTDIGITS_COUNTS[0])
+    test = read_optdigits(folder / OPTDIGITS_FILES[1], OPTDIGITS_COUNTS[1])
+    return (*train, *test)
 
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
@@ -202,47 +219,60 @@ DATASETS: dict[str, DatasetSpec] = {
             read=_read_digits8x8,
         ),
         DatasetSpec(
-            name="hwd-1000",
-            description="HwD-1000 pen-drawn digits, 28x28 PNGs prepared MNIST-style, 900 train / 100 test "
-            "(every 10th row of dataset.csv is test: HwD-1000 publishes no split)",
-            source="Niklas Henning, github.com/niklashenning/hwd-1000-dataset; MIT licence",
+            name="usps",
+            description="USPS zip-code digits, 16x16 grey made MNIST-style 28x28, 7291 train / 2007 test",
+            source="US Postal Service (Le Cun et al. 1990), as published with The Elements of Statistical Learning "
+            "(Hastie, Tibshirani, Friedman)",
             classes=DIGIT_CLASSES,
             image_shape=(1, 28, 28),
-            # dataset.csv only: its 1,000 images (img/) come from a clone of the repository, and the
-            # reader names the ones missing. The SHA-256 is that of the file at this commit.
-            files=(
+            # ESL's copy as kept in a GitHub repository, at a fixed commit (the files' SHA-256 pinned).
+            files=tuple(
                 RemoteFile(
-                    "dataset.csv",
+                    name,
                     (
-                        "https://raw.githubusercontent.com/niklashenning/hwd-1000-dataset/"
-                        "985b7a4b5081b64bb62bcf5a8cd3bce4cfd86dd1/",
+                        "https://raw.githubusercontent.com/dgkim5360/the-elements-of-statistical-learning-notebooks/"
+                        "004d7fc15711986d76dcccbed203ad1a74c06c62/data/zipcode/",
                     ),
-                    sha256="ea9a3819887f5b16eff22bb9f43124a62f543998cbd94fb3dc1fe16147494c13",
-                ),
+                    sha256=sha256,
+                )
+                for name, sha256 in zip(
+                    USPS_FILES,
+                    (
+                        "66ebf231ab51f2cf6ac1a892d0f98ccffee1079d7a5db638c1f11f366046ca16",
+                        "8dacc3c6e136af6c3488de9e5113a7daf140c8c2f1f0b61c54ee02f03f1a962f",
+                    ),
+                    strict=True,
+                )
             ),
-            read=read_hwd_folder,
+            read=_read_usps,
         ),
         DatasetSpec(
-            name="orand-car-a",
-            description="ORAND-CAR-A cheque-amount digits, one crop per box prepared MNIST-style: train = "
-            "images a_car_000154-001099, test = the dev split (a_car_001100 and above), for reporting only",
-            source="ORAND-CAR-A (ICFHR 2014 HDSR competition); boxes by Fzkuji, github.com/Fzkuji/"
-            "Labeled_ORAND-CAR-A, MIT licence",
+            name="optdigits",
+            description="UCI Optdigits 32x32 bitmaps made MNIST-style 28x28, 1934 train / 946 test (.cv)",
+            source="UCI Optical Recognition of Handwritten Digits (Alpaydin, Kaynak 1995); CC BY 4.0",
             classes=DIGIT_CLASSES,
             image_shape=(1, 28, 28),
-            # The annotations only: the 1,080 images (images/train2017/) come from a clone of the
-            # repository, and the reader names the ones missing.
-            files=(
+            # UCI serves these only compressed (.Z); the plain files as kept in a GitHub repository,
+            # at a fixed commit (the files' SHA-256 pinned).
+            files=tuple(
                 RemoteFile(
-                    "annotations/instances_train2017.json",
+                    name,
                     (
-                        "https://raw.githubusercontent.com/Fzkuji/Labeled_ORAND-CAR-A/"
-                        "ffb6268437de5d18d94bc111f83458ff43a267ef/ORAND-CAR-2014-coco/",
+                        "https://raw.githubusercontent.com/reidakdumont/Robotics/"
+                        "610a5d9a455254bcec3f04a5f911f0ff1882d4c9/src/",
                     ),
-                    sha256="eda12b414716873004f5813e219399b10f61edc71e61e85cec531b6edf1a4125",
-                ),
+                    sha256=sha256,
+                )
+                for name, sha256 in zip(
+                    OPTDIGITS_FILES,
+                    (
+                        "9c790a198660250654bf06bb1e80503cc7af90c5989e4d4d918e72fdb65d0f53",
+                        "cdde8c7d985e7b89652a169bb8f4afa295fbb25443026fe84496a39adbbd5268",
+                    ),
+                    strict=True,
+                )
             ),
-            read=read_orand_folder,
+            read=_read_optdigits,
         ),
     )
 }

@@ -26,8 +26,10 @@ from ..errors import DataError, unknown_name
 from .cifar import CIFAR10_CLASSES, read_cifar10_binary
 from .dataset import Dataset, channel_stats, split_validation
 from .download import RemoteFile, fetch_missing, missing_files_error, resolve_data_dir, verify_file
+from .hwd import read_hwd_folder
 from .idx import load_idx_pair
 from .optdigits import read_optdigits
+from .orand import orand_crops, orand_strings, read_orand_folder
 from .usps import read_usps
 
 if TYPE_CHECKING:
@@ -41,6 +43,8 @@ __all__ = [
     "describe_datasets",
     "download_dataset",
     "load_dataset",
+    "orand_crops",
+    "orand_strings",
     "resolve_data_dir",
     "split_validation",
     "verify_dataset",
@@ -217,6 +221,49 @@ DATASETS: dict[str, DatasetSpec] = {
             image_shape=(1, 8, 8),
             files=(),
             read=_read_digits8x8,
+        ),
+        DatasetSpec(
+            name="hwd-1000",
+            description="HwD-1000 pen-drawn digits, 28x28 PNGs prepared MNIST-style, 900 train / 100 test "
+            "(every 10th row of dataset.csv is test: HwD-1000 publishes no split)",
+            source="Niklas Henning, github.com/niklashenning/hwd-1000-dataset; MIT licence",
+            classes=DIGIT_CLASSES,
+            image_shape=(1, 28, 28),
+            # dataset.csv only: its 1,000 images (img/) come from a clone of the repository, and the
+            # reader names the ones missing. The SHA-256 is that of the file at this commit.
+            files=(
+                RemoteFile(
+                    "dataset.csv",
+                    (
+                        "https://raw.githubusercontent.com/niklashenning/hwd-1000-dataset/"
+                        "985b7a4b5081b64bb62bcf5a8cd3bce4cfd86dd1/",
+                    ),
+                    sha256="ea9a3819887f5b16eff22bb9f43124a62f543998cbd94fb3dc1fe16147494c13",
+                ),
+            ),
+            read=read_hwd_folder,
+        ),
+        DatasetSpec(
+            name="orand-car-a",
+            description="ORAND-CAR-A cheque-amount digits, one crop per box prepared MNIST-style: train = "
+            "images a_car_000154-001099, test = the dev split (a_car_001100 and above), for reporting only",
+            source="ORAND-CAR-A (ICFHR 2014 HDSR competition); boxes by Fzkuji, github.com/Fzkuji/"
+            "Labeled_ORAND-CAR-A, MIT licence",
+            classes=DIGIT_CLASSES,
+            image_shape=(1, 28, 28),
+            # The annotations only: the 1,080 images (images/train2017/) come from a clone of the
+            # repository, and the reader names the ones missing.
+            files=(
+                RemoteFile(
+                    "annotations/instances_train2017.json",
+                    (
+                        "https://raw.githubusercontent.com/Fzkuji/Labeled_ORAND-CAR-A/"
+                        "ffb6268437de5d18d94bc111f83458ff43a267ef/ORAND-CAR-2014-coco/",
+                    ),
+                    sha256="eda12b414716873004f5813e219399b10f61edc71e61e85cec531b6edf1a4125",
+                ),
+            ),
+            read=read_orand_folder,
         ),
         DatasetSpec(
             name="usps",

@@ -299,7 +299,9 @@ def test_an_image_unlike_its_annotation_or_missing_is_refused(tmp_path):
     with pytest.raises(DataError, match="but the annotations say"):
         orand_strings("train", tmp_path)
     image.unlink()
-    with pytest.raises(DatasetNotFoundError, match="is not in .*copy images/train2017/"):
+    with pytest.raises(
+        DatasetNotFoundError, match="1 of the 1 train images of ORAND-CAR-A are not in .*copy images/train2017/"
+    ):
         load_dataset("orand-car-a", data_dir=tmp_path, download=False, progress=False)
     with pytest.raises(DataError, match="splits train, dev"):
         orand_strings("test", tmp_path)

@@ -196,19 +196,24 @@ def read_orand_annotations(folder: str | os.PathLike) -> list[OrandImage]:
 
 
 def _split_records(folder: Path, split: str) -> list[OrandImage]:
+    """The split's images, after checking that every one of them is on disk (before any is decoded)."""
     if split not in SPLITS:
         raise DataError(f"ORAND-CAR-A has the splits {', '.join(SPLITS)}, not {split!r}")
-    return [record for record in read_orand_annotations(folder) if record.split == split]
+    records = [record for record in read_orand_annotations(folder) if record.split == split]
+    missing = [r.file for r in records if not (folder / IMAGES_DIR / r.file).is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"{len(missing)} of the {len(records)} {split} images of ORAND-CAR-A are not in {folder / IMAGES_DIR} "
+            f"(first: {missing[0]}): copy images/train2017/ from {SOURCE} there",
+            details="missing: " + ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""),
+        )
+    return records
 
 
 def _load(folder: Path, record: OrandImage) -> np.ndarray:
     from ..preprocess import ImageError, load_image
 
     path = folder / IMAGES_DIR / record.file
-    if not path.is_file():
-        raise DatasetNotFoundError(
-            f"ORAND-CAR-A's image {record.file} is not in {folder / IMAGES_DIR}: copy images/train2017/ from {SOURCE}"
-        )
     try:
         grey = load_image(path)
     except ImageError as err:

@@ -391,3 +391,26 @@ def test_a_file_under_a_subfolder_downloads_into_it(tmp_path, server):  # noqa: 
 def test_remote_file_paths_stay_inside_the_folder(name):
     with pytest.raises(ValueError, match="plain file name"):
         RemoteFile(name, ["http://127.0.0.1/"], sha256="0" * 64)
+
+
+def test_download_names_the_images_no_mirror_serves(tmp_path, server, monkeypatch):  # noqa: F811
+    """`data download` fetches dataset.csv / the annotations, then says which images are missing and
+    where they come from, rather than 'all files present'."""
+    from digitlab.data import download_dataset
+
+    root, base = server
+    source = tmp_path / "source"
+    write_orand(source / "orand-car-a", {400: "12", 1200: "3"})
+    write_hwd(source / "hwd-1000", [("img/0-001.png", "0")])
+    cases = {"orand-car-a": "annotations/instances_train2017.json", "hwd-1000": "dataset.csv"}
+    for name, path in cases.items():
+        payload = (source / name / path).read_bytes()
+        (root / name / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / name / path).write_bytes(payload)
+        remote = RemoteFile(path, [f"{base}{name}/"], sha256=hashlib.sha256(payload).hexdigest())
+        monkeypatch.setitem(DATASETS, name, replace(DATASETS[name], files=(remote,)))
+        with pytest.raises(DatasetNotFoundError, match="images"):
+            download_dataset(name, tmp_path / "data", progress=False)
+        assert (tmp_path / "data" / name / path).read_bytes() == payload  # the verified file stays
+    assert download_dataset("orand-car-a", source, progress=False) == source / "orand-car-a"
+    assert download_dataset("hwd-1000", source, progress=False) == source / "hwd-1000"

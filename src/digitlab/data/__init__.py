@@ -26,10 +26,10 @@ from ..errors import DataError, unknown_name
 from .cifar import CIFAR10_CLASSES, read_cifar10_binary
 from .dataset import Dataset, channel_stats, split_validation
 from .download import RemoteFile, fetch_missing, missing_files_error, resolve_data_dir, verify_file
-from .hwd import read_hwd_folder
+from .hwd import read_hwd_folder, require_hwd_images
 from .idx import load_idx_pair
 from .optdigits import read_optdigits
-from .orand import orand_crops, orand_strings, read_orand_folder
+from .orand import orand_crops, orand_strings, read_orand_folder, require_orand_images
 from .usps import read_usps
 
 if TYPE_CHECKING:
@@ -65,6 +65,9 @@ class DatasetSpec:
     image_shape: tuple[int, int, int]  # (C, H, W)
     files: tuple[RemoteFile, ...]  # empty for a dataset bundled with a library
     read: Callable[[Path], Splits]  # its folder -> the four tensors
+    # For a dataset with files no RemoteFile fetches (images from a clone): raises DatasetNotFoundError
+    # naming those missing from the folder and where to get them; `download_dataset` calls it last.
+    require: Callable[[Path], object] | None = None
 
 
 # The four MNIST-format files; MNIST and Fashion-MNIST use the same names.
@@ -242,6 +245,7 @@ DATASETS: dict[str, DatasetSpec] = {
                 ),
             ),
             read=read_hwd_folder,
+            require=require_hwd_images,
         ),
         DatasetSpec(
             name="orand-car-a",
@@ -264,6 +268,7 @@ DATASETS: dict[str, DatasetSpec] = {
                 ),
             ),
             read=read_orand_folder,
+            require=require_orand_images,
         ),
         DatasetSpec(
             name="usps",
@@ -379,10 +384,15 @@ def load_dataset(
 
 
 def download_dataset(name: str, data_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """Download the files of `name` that are missing; its folder (for digits8x8, never created)."""
+    """Download the files of `name` that are missing; its folder (for digits8x8, never created).
+
+    Raises DatasetNotFoundError after the download when files that no mirror serves (hwd-1000's and
+    orand-car-a's images, from a clone of their repositories) are not in the folder."""
     spec = _spec(name)
     folder = _folder(spec, data_dir)
     fetch_missing(spec.files, folder, progress)
+    if spec.require is not None:
+        spec.require(folder)
     return folder
 
 

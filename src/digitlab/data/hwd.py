@@ -75,12 +75,9 @@ def read_hwd_csv(path: Path) -> list[tuple[str, int]]:
     return entries
 
 
-def read_hwd_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """HwD-1000's train and test tensors (split: every 10th csv row is test), MNIST-style 28x28."""
-    import torch  # imported here: start-up time (1 s), so that the dataset registry needs no torch
-
-    from ..preprocess import ImageError, to_mnist_style
-
+def require_hwd_images(folder: Path) -> list[tuple[str, int]]:
+    """dataset.csv's rows, once every image they list is on disk; else DatasetNotFoundError naming the
+    missing ones and where to get them (the images are not downloaded: a clone of the repository)."""
     entries = read_hwd_csv(folder / CSV_NAME)
     missing = [image for image, _ in entries if not (folder / image).is_file()]
     if missing:
@@ -89,6 +86,16 @@ def read_hwd_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
             f"{CSV_NAME} lists (first: {missing[0]}): copy the img/ folder of {SOURCE_REPO} into {folder}",
             details="missing: " + ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""),
         )
+    return entries
+
+
+def read_hwd_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """HwD-1000's train and test tensors (split: every 10th csv row is test), MNIST-style 28x28."""
+    import torch  # imported here: start-up time (1 s), so that the dataset registry needs no torch
+
+    from ..preprocess import ImageError, to_mnist_style
+
+    entries = require_hwd_images(folder)
     images = np.empty((len(entries), 1, 28, 28), np.uint8)
     for i, (image, _) in enumerate(entries):
         try:

@@ -210,6 +210,13 @@ def _split_records(folder: Path, split: str) -> list[OrandImage]:
     return records
 
 
+def require_orand_images(folder: Path) -> None:
+    """DatasetNotFoundError unless every image the annotations list is on disk (they are not
+    downloaded: a clone of the repository), naming the missing ones and where to get them."""
+    for split in SPLITS:
+        _split_records(folder, split)
+
+
 def _load(folder: Path, record: OrandImage) -> np.ndarray:
     from ..preprocess import ImageError, load_image
 

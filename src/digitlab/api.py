@@ -53,10 +53,11 @@ def train(
     data_dir: str | Path | None = None,
     out: str | Path = "runs",
     resume: str | Path | None = None,
-    val_split: float = 0.0,
+    val_split: float | None = None,
     subset: int | None = None,
     settings: list[str] | None = None,
     dataset: Dataset | None = None,
+    data: list[str | Path] | None = None,
     evaluate_after: bool = True,
     progress: bool = True,
     keep: str | None = None,
@@ -68,7 +69,11 @@ def train(
     seed: override the recipe's fields; device: 'auto' (CUDA if present), 'cpu' or 'cuda';
     out: the folder that gets runs/<recipe>-<timestamp>/; resume: a run directory to continue
     from its last complete checkpoint; val_split: hold out this fraction of the training set
-    for per-epoch validation (default: validate on the test set, as the tutorials do);
+    for per-epoch validation (None: 0.1 with `data`, else 0: validate on the test set, as the
+    tutorials do); data: train on these sources instead of the recipe's dataset -- dataset names,
+    folders with one subfolder of images per class (DIR/0/ ... DIR/9/) and CSV files of file,label
+    rows, joined; each image prepared as `predict` prepares it; the test split is the named
+    datasets' test splits, or with none named the held-out part; recorded for `resume`;
     subset: train on a seeded random subset of this many training images; settings: more
     recipe fields as "FIELD=VALUE" strings, e.g. ["schedule=onecycle", "label_smoothing=0.1"];
     keep: which epoch's weights the run keeps, "last" (None: the default, and a resumed run's own
@@ -89,9 +94,10 @@ def train(
         out=out,
         resume=resume,
         device=device,
-        val_split=val_split,
+        val_split=(0.1 if data and resume is None else 0.0) if val_split is None else val_split,
         subset=subset,
         settings=tuple(settings or ()),
+        data=tuple(str(s) for s in data or ()),
         progress=progress,
         cluster=cluster,
         overrides=overrides,
@@ -101,7 +107,7 @@ def train(
     run = fit(recipe, options)
     if evaluate_after and cluster.main:
         try:
-            evaluate(run.path, data_dir=data_dir, dataset=dataset, progress=progress)
+            evaluate(run.path, data_dir=data_dir, dataset=dataset or run.dataset, progress=progress)
         except KeyboardInterrupt:
             if progress:
                 say(interrupted_text(run.path, run.recipe.epochs, run.recipe.epochs, options))

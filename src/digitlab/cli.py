@@ -327,8 +327,18 @@ def _train_options(parser: CommandParser) -> None:
         "--val-split",
         type=float,
         default=defaults["val_split"],
-        help="hold out this fraction of the training set for validation (0: validate on the test "
-        "set, as the tutorials do)",
+        help="hold out this fraction of the training set for validation (default 0.1 with --data, else 0: "
+        "validate on the test set, as the tutorials do)",
+    )
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="train on your own digits instead of the recipe's dataset, repeatable: a folder with one "
+        "subfolder of images per class (DIR/0/*.png ... DIR/9/), a CSV of file,label rows (paths relative "
+        "to it) or a dataset name; joined. Each image is prepared as predict prepares it; the test split "
+        "is the named datasets' test, else the held-out part. Recorded for --resume",
     )
     parser.add_argument("--limit", type=int, help="train on a seeded random subset of this many training images")
     parser.add_argument(
@@ -386,6 +396,7 @@ def cmd_train(args) -> int:
         val_split=args.val_split,
         subset=args.limit,
         settings=args.settings,
+        data=args.data,
         progress=not args.quiet,
         keep=args.keep,
         tensorboard=args.tensorboard,

@@ -74,7 +74,8 @@ from .checkpoint import (
     save_weights,
     write_history,
 )
-from .data import Dataset, load_dataset, split_validation
+from .data import Dataset, dataset_names, load_dataset, split_validation
+from .data.folders import is_path_source, load_sources, normalise_sources
 from .distributed import Cluster, DistributedError
 from .errors import CheckpointError, ConfigError, DigitlabError, WriteError
 from .evaluate import fit_temperature, predict_logits
@@ -103,6 +104,7 @@ class RunOptions:
     overrides: dict = field(default_factory=dict)  # recipe fields (epochs, batch_size, lr, seed); None: unset
     keep: str | None = None  # KEEP: 'last' (None, for a new run) or 'best'; a resumed run keeps what it kept
     tensorboard: bool = False  # scalars per epoch into RUN/tensorboard/ (a resumed run that had them goes on)
+    data: Sequence[str] = ()  # --data: dataset names, class folders, file,label CSVs, replacing the recipe's dataset
 
 
 # --keep: which epoch's weights a run keeps. 'last' is what every published reproduction measured.
@@ -119,6 +121,7 @@ class RunPlan:
     resumes: bool  # from a checkpoint of the run directory, which rank 0 has read
     keep: str = "last"  # KEEP
     tensorboard: bool = False
+    data: tuple[str, ...] = ()  # the --data sources, folders and CSVs as absolute paths (data/folders.py)
 
 
 @dataclass
@@ -130,6 +133,7 @@ class Run:
     model: nn.Module
     history: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    dataset: Dataset | None = None  # what it trained and is tested on (the test split of --data: its held-out part)
     rank: int = 0  # under torchrun, the process that returned it; only rank 0's run directory is written
 
     def __repr__(self) -> str:  # one line: not the model's layers, the history and the config
@@ -163,8 +167,10 @@ def _fit(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) ->
     cluster, progress = options.cluster, options.progress
     plan, checkpoint = agree_on_plan(recipe, options, dev)
     recipe = plan.recipe
-    dataset = load_data(recipe, options)
+    dataset = load_data(recipe, options, plan.data)
     train_x, train_y, val_x, val_y = split_validation(dataset, plan.val_split, plan.subset, recipe.seed)
+    if not len(dataset.test_labels):  # --data with no dataset named: the held-out part is the test split
+        dataset = replace(dataset, test_images=val_x, test_labels=val_y)
     if val_x is None:  # the tutorials validate on the test set; --val-split is the honest way
         val_x, val_y = dataset.test_images, dataset.test_labels
     args = model_arguments(recipe, dataset)
@@ -188,7 +194,8 @@ def _fit(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) ->
         raise
     finally:
         records.close()
-    return Run(path=run_path, recipe=recipe, model=model.eval(), history=history, config=config, rank=cluster.rank)
+    model = model.eval()
+    return Run(run_path, recipe, model, history, config, dataset if plan.data else None, cluster.rank)
 
 
 def train_loop(
@@ -530,11 +537,18 @@ def agree_on_plan(recipe: Recipe | str | None, options: RunOptions, dev: torch.d
                         f"(--keep {recorded['keep']}), not its {options.keep}"
                     )
                 keep, tensorboard = recorded["keep"], tensorboard or recorded["tensorboard"]
+                if options.data and list(options.data) != recorded["data"]:
+                    raise ConfigError(
+                        "--resume reloads the data the run recorded (config.json's train.data): omit --data"
+                    )
+                data = recorded["data"]
             else:
+                data = normalise_sources(options.data, dataset_names())
                 recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
                 recipe = recipe.with_settings(options.settings).override(**options.overrides)
             recipe.validate()
             check_keep(keep, val_split, recipe)
+            check_data(data, val_split)
             if tensorboard:
                 summary_writer()  # the package is here, or a clear error before anything is written
         except DigitlabError as err:
@@ -551,6 +565,7 @@ def agree_on_plan(recipe: Recipe | str | None, options: RunOptions, dev: torch.d
                 "resume": checkpoint is not None,
                 "keep": keep,
                 "tensorboard": tensorboard,
+                "data": data,
             }
         )
     plan = cluster.share_json(plan if cluster.main else None, dev)
@@ -561,7 +576,15 @@ def agree_on_plan(recipe: Recipe | str | None, options: RunOptions, dev: torch.d
         raise ConfigError(
             f"{recipe.name} trains in one {recipe.engine} call: it runs in one process, not under torchrun"
         )
-    plan = RunPlan(recipe, plan["val_split"], plan["subset"], plan["resume"], plan["keep"], plan["tensorboard"])
+    plan = RunPlan(
+        recipe,
+        plan["val_split"],
+        plan["subset"],
+        plan["resume"],
+        plan["keep"],
+        plan["tensorboard"],
+        tuple(plan["data"]),
+    )
     return plan, checkpoint
 
 
@@ -581,16 +604,38 @@ def check_keep(keep: str, val_split: float, recipe: Recipe) -> None:
         )
 
 
-def load_data(recipe: Recipe, options: RunOptions) -> Dataset:
-    """The recipe's dataset (options.dataset, when given): every process holds all of it. On each
-    machine, local rank 0 loads first (and downloads, if needed) while the others wait, so a
-    download happens once per machine."""
+def check_data(data: list[str], val_split: float) -> None:
+    """ConfigError unless the --data sources give the run a test split."""
+    if not val_split and held_out_test(data):
+        raise ConfigError(
+            "--data with only folders or CSV files tests on the part it holds out: give --val-split a "
+            "fraction above 0 (the default with --data is 0.1), or add a dataset by name for the test split"
+        )
+
+
+def held_out_test(data: Sequence[str]) -> bool:
+    """Whether the run's test split is its held-out part: --data named no dataset."""
+    names = dataset_names()
+    return bool(data) and all(is_path_source(s, names) for s in data)
+
+
+def load_data(recipe: Recipe, options: RunOptions, data: Sequence[str] = ()) -> Dataset:
+    """The recipe's dataset (options.dataset, when given), or the joined --data sources: every
+    process holds all of it. On each machine, local rank 0 loads first (and downloads, if needed)
+    while the others wait, so a download happens once per machine."""
     if options.dataset is not None:
         return options.dataset
     cluster = options.cluster
     if cluster.local_rank != 0:
         cluster.barrier("waiting for local rank 0 to fetch the dataset")
-    dataset = load_dataset(recipe.dataset, data_dir=options.data_dir, progress=options.progress)
+    if data:
+        dataset = load_sources(
+            list(data),
+            dataset_names(),
+            lambda name: load_dataset(name, data_dir=options.data_dir, progress=options.progress),
+        )
+    else:
+        dataset = load_dataset(recipe.dataset, data_dir=options.data_dir, progress=options.progress)
     if cluster.local_rank == 0:
         cluster.barrier("waiting for the other processes to load the dataset")
     return dataset
@@ -624,6 +669,8 @@ def run_config(
             "backend": cluster.backend,
             "keep": plan.keep,
             "tensorboard": plan.tensorboard,
+            "data": list(plan.data),
+            "test": "held-out training images" if held_out_test(plan.data) else "test set",
         },
     }
 
@@ -1079,6 +1126,9 @@ def read_run_config(path: Path) -> tuple[Recipe, float, int | None, dict]:
         raise damaged(
             path, "train.keep is 'best', which a run without a validation split (train.val_split 0) cannot be"
         )
+    recorded["data"] = train.get("data", [])
+    if not (isinstance(recorded["data"], list) and all(type(s) is str for s in recorded["data"])):
+        raise damaged(path, f"train.data must be a list of dataset names and paths, not {recorded['data']!r:.60}")
     if type(recorded["tensorboard"]) is not bool:
         raise damaged(path, f"train.tensorboard must be true or false, not {recorded['tensorboard']!r:.40}")
     return recipe, val_split, subset, recorded

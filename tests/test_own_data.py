@@ -12,6 +12,7 @@ import pytest
 
 import digitlab
 from digitlab.cli import main
+from digitlab.inference import BUNDLED_MODEL
 from digitlab.preprocess import to_mnist_style
 
 PER_CLASS = 30
@@ -135,3 +136,38 @@ def test_a_csv_mixed_with_a_named_dataset_tests_on_its_test_split_and_resumes(
     code, _, err = run_cli(capsys, "train", "--resume", run_path, "--epochs", "2", *common)
     assert code == 0, err
     assert len(json.loads((run_path / "history.json").read_text())) == 2
+
+
+@pytest.fixture(scope="module")
+def usps(shared_data_dir):
+    return digitlab.load_dataset("usps", data_dir=shared_data_dir, download=False, progress=False)
+
+
+def test_fine_tuning_from_a_run_on_other_data_improves_on_the_new_data(tmp_path, capsys, mnist, usps, shared_data_dir):
+    quick = {"epochs": 1, "batch_size": 32, "progress": False, "data_dir": shared_data_dir}
+    base = digitlab.train("keras-mlp-dropout", dataset=mnist, subset=3000, out=tmp_path / "base", **quick)
+    before = digitlab.evaluate(base.path, dataset=usps, out=tmp_path / "before", progress=False).accuracy
+    tuned = digitlab.train("keras-mlp-dropout", data=["usps"], subset=500, init=base.path, out=tmp_path / "t", **quick)
+    scratch = digitlab.train("keras-mlp-dropout", data=["usps"], subset=500, out=tmp_path / "s", **quick)
+    after = json.loads((tuned.path / "metrics.json").read_text())["accuracy"]
+    fresh = json.loads((scratch.path / "metrics.json").read_text())["accuracy"]
+    assert _config(tuned.path)["train"]["init"] == str(base.path.resolve())
+    print(f"usps test: before {before:.4f} fine-tuned {after:.4f} from scratch {fresh:.4f}")
+    assert after > before + 0.02 and after > fresh + 0.02, (before, after, fresh)
+
+
+def test_init_refuses_another_network_or_no_run(tmp_path, capsys, mnist):
+    base = digitlab.train("keras-mlp-dropout", dataset=mnist, subset=200, epochs=1, out=tmp_path, progress=False)
+    code, _, err = run_cli(capsys, "train", "digitnet", "--init", base.path, "--out", tmp_path / "runs")
+    assert code == 2 and "its weights are not those of digitnet's network" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    code, _, err = run_cli(capsys, "train", "fast", "--init", tmp_path / "nowhere", "--out", tmp_path / "runs")
+    assert code == 2 and "not a run directory" in err
+
+
+def test_init_bundled_fine_tunes_the_bundled_model(own_digits, tmp_path):
+    run = digitlab.train(
+        "digitnet-pen", data=[own_digits], init="bundled", epochs=1, batch_size=16, out=tmp_path, progress=False
+    )
+    assert _config(run.path)["train"]["init"] == str(BUNDLED_MODEL.resolve())
+    assert json.loads((run.path / "metrics.json").read_text())["accuracy"] > 0.9  # from scratch: near chance

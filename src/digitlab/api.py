@@ -58,6 +58,7 @@ def train(
     settings: list[str] | None = None,
     dataset: Dataset | None = None,
     data: list[str | Path] | None = None,
+    init: str | Path | None = None,
     evaluate_after: bool = True,
     progress: bool = True,
     keep: str | None = None,
@@ -73,7 +74,9 @@ def train(
     tutorials do); data: train on these sources instead of the recipe's dataset -- dataset names,
     folders with one subfolder of images per class (DIR/0/ ... DIR/9/) and CSV files of file,label
     rows, joined; each image prepared as `predict` prepares it; the test split is the named
-    datasets' test splits, or with none named the held-out part; recorded for `resume`;
+    datasets' test splits, or with none named the held-out part; recorded for `resume`; init: a run
+    directory, or "bundled" for the bundled model, whose weights the run starts from (fine-tuning;
+    the recipe's network must be the same, tensor for tensor), recorded in config.json;
     subset: train on a seeded random subset of this many training images; settings: more
     recipe fields as "FIELD=VALUE" strings, e.g. ["schedule=onecycle", "label_smoothing=0.1"];
     keep: which epoch's weights the run keeps, "last" (None: the default, and a resumed run's own
@@ -98,6 +101,7 @@ def train(
         subset=subset,
         settings=tuple(settings or ()),
         data=tuple(str(s) for s in data or ()),
+        init=init,
         progress=progress,
         cluster=cluster,
         overrides=overrides,

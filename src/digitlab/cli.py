@@ -340,6 +340,12 @@ def _train_options(parser: CommandParser) -> None:
         "to it) or a dataset name; joined. Each image is prepared as predict prepares it; the test split "
         "is the named datasets' test, else the held-out part. Recorded for --resume",
     )
+    parser.add_argument(
+        "--init",
+        metavar="RUN",
+        help="fine-tune: start from RUN's weights (a run directory, or 'bundled' for the bundled model) "
+        "instead of random ones; the recipe's network must be RUN's. Recorded in config.json",
+    )
     parser.add_argument("--limit", type=int, help="train on a seeded random subset of this many training images")
     parser.add_argument(
         "--set",
@@ -397,6 +403,7 @@ def cmd_train(args) -> int:
         subset=args.limit,
         settings=args.settings,
         data=args.data,
+        init=args.init,
         progress=not args.quiet,
         keep=args.keep,
         tensorboard=args.tensorboard,

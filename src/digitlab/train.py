@@ -80,7 +80,7 @@ from .distributed import Cluster, DistributedError
 from .errors import CheckpointError, ConfigError, DigitlabError, WriteError
 from .evaluate import fit_temperature, predict_logits
 from .files import make_temp_dir, read_json, write_json
-from .model_files import MAX_TENSORS
+from .model_files import MAX_TENSORS, weight_shapes
 from .models import create_model, tensor_count
 from .recipes import Augment, Recipe, get_recipe, unknown_choice
 from .version import __version__
@@ -105,6 +105,7 @@ class RunOptions:
     keep: str | None = None  # KEEP: 'last' (None, for a new run) or 'best'; a resumed run keeps what it kept
     tensorboard: bool = False  # scalars per epoch into RUN/tensorboard/ (a resumed run that had them goes on)
     data: Sequence[str] = ()  # --data: dataset names, class folders, file,label CSVs, replacing the recipe's dataset
+    init: str | Path | None = None  # --init: a run directory, or 'bundled', whose weights the run starts from
 
 
 # --keep: which epoch's weights a run keeps. 'last' is what every published reproduction measured.
@@ -122,6 +123,7 @@ class RunPlan:
     keep: str = "last"  # KEEP
     tensorboard: bool = False
     data: tuple[str, ...] = ()  # the --data sources, folders and CSVs as absolute paths (data/folders.py)
+    init: str | None = None  # the run directory (absolute) whose weights it starts from: fine-tuning
 
 
 @dataclass
@@ -174,6 +176,8 @@ def _fit(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) ->
     if val_x is None:  # the tutorials validate on the test set; --val-split is the honest way
         val_x, val_y = dataset.test_images, dataset.test_labels
     args = model_arguments(recipe, dataset)
+    if plan.init is not None:
+        check_init(plan.init, recipe, args)
     config = run_config(recipe, args, dataset, plan, cluster, dev)
     run_path = open_run_dir(plan, config, checkpoint, args, options, dev)
     resumed = options.resume is not None
@@ -216,6 +220,8 @@ def train_loop(
     history = checkpoint["state"]["history"] if checkpoint else []
     train_x, train_y, val_x, val_y = (t.to(dev) for t in splits)
     trainer = start_training(recipe, args, checkpoint, len(train_y), recipe.bf16 and bf16_supported(dev), cluster, dev)
+    if checkpoint is None and plan.init is not None:  # fine-tuning: checked against the network by check_init
+        trainer.model.load_state_dict(load_weights(Path(plan.init) / WEIGHTS))
     for epoch in range(start_epoch, recipe.epochs):
         started = time.perf_counter()
         loss_sum, correct, seen = train_epoch(trainer, recipe, epoch, train_x, train_y, cluster, progress)
@@ -541,9 +547,14 @@ def agree_on_plan(recipe: Recipe | str | None, options: RunOptions, dev: torch.d
                     raise ConfigError(
                         "--resume reloads the data the run recorded (config.json's train.data): omit --data"
                     )
-                data = recorded["data"]
+                data, init = recorded["data"], recorded["init"]
+                if options.init is not None and init_folder(options.init) != init:
+                    raise ConfigError(
+                        "--resume continues from the run's own weights (config.json's train.init): omit --init"
+                    )
             else:
                 data = normalise_sources(options.data, dataset_names())
+                init = init_folder(options.init) if options.init is not None else None
                 recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
                 recipe = recipe.with_settings(options.settings).override(**options.overrides)
             recipe.validate()
@@ -566,6 +577,7 @@ def agree_on_plan(recipe: Recipe | str | None, options: RunOptions, dev: torch.d
                 "keep": keep,
                 "tensorboard": tensorboard,
                 "data": data,
+                "init": init,
             }
         )
     plan = cluster.share_json(plan if cluster.main else None, dev)
@@ -584,6 +596,7 @@ def agree_on_plan(recipe: Recipe | str | None, options: RunOptions, dev: torch.d
         plan["keep"],
         plan["tensorboard"],
         tuple(plan["data"]),
+        plan["init"],
     )
     return plan, checkpoint
 
@@ -610,6 +623,38 @@ def check_data(data: list[str], val_split: float) -> None:
         raise ConfigError(
             "--data with only folders or CSV files tests on the part it holds out: give --val-split a "
             "fraction above 0 (the default with --data is 0.1), or add a dataset by name for the test split"
+        )
+
+
+BUNDLED_RUN = Path(__file__).with_name("weights") / "digitnet-pen"  # inference.BUNDLED_MODEL, which sits above
+
+
+def init_folder(init: str | Path) -> str:
+    """The run directory --init names ('bundled': the bundled model's), absolute; ConfigError unless
+    it holds a run's config.json and model.safetensors."""
+    folder = BUNDLED_RUN if str(init) == "bundled" else Path(init).expanduser()
+    if not ((folder / CONFIG).is_file() and (folder / WEIGHTS).is_file()):
+        raise ConfigError(
+            f"--init {init}: not a run directory (config.json and model.safetensors) nor 'bundled'"
+            + (": an .onnx file holds no weights to train further" if str(init).endswith(".onnx") else "")
+        )
+    return str(folder.resolve())
+
+
+def check_init(init: str, recipe: Recipe, args: dict) -> None:
+    """ConfigError unless the weights in `init` fill this recipe's network tensor for tensor (read
+    from the safetensors header through model_files, before any tensor is)."""
+    if recipe.engine != "torch":
+        raise ConfigError(f"--init: {recipe.name} trains in one {recipe.engine} call, from no weights")
+    shapes = weight_shapes(Path(init) / WEIGHTS)
+    with torch.device("meta"):
+        network = create_model(recipe.model, **args)
+    expected = {name: str(tuple(tensor.shape)) for name, tensor in network.state_dict().items()}
+    found = {name: str(shape) for name, shape in shapes.items()}
+    if expected != found:
+        raise ConfigError(
+            f"--init {init}: its weights are not those of {recipe.name}'s network ({recipe.model} with "
+            f"these arguments): {_difference(expected, found)}"
         )
 
 
@@ -670,6 +715,7 @@ def run_config(
             "keep": plan.keep,
             "tensorboard": plan.tensorboard,
             "data": list(plan.data),
+            "init": plan.init,
             "test": "held-out training images" if held_out_test(plan.data) else "test set",
         },
     }
@@ -1126,7 +1172,9 @@ def read_run_config(path: Path) -> tuple[Recipe, float, int | None, dict]:
         raise damaged(
             path, "train.keep is 'best', which a run without a validation split (train.val_split 0) cannot be"
         )
-    recorded["data"] = train.get("data", [])
+    recorded["data"], recorded["init"] = train.get("data", []), train.get("init")
+    if not (recorded["init"] is None or type(recorded["init"]) is str):
+        raise damaged(path, f"train.init must be null or a run directory, not {recorded['init']!r:.60}")
     if not (isinstance(recorded["data"], list) and all(type(s) is str for s in recorded["data"])):
         raise damaged(path, f"train.data must be a list of dataset names and paths, not {recorded['data']!r:.60}")
     if type(recorded["tensorboard"]) is not bool:

@@ -363,7 +363,7 @@ def test_a_damaged_usps_file_in_the_data_directory_fails_the_load_with_exit_2(tm
 def test_prepared_digits_are_cached_on_disk_by_content_and_preparation(tmp_path, monkeypatch):
     """Preparing USPS's 9,298 digits takes 18 s on 2 cores; the cache makes a later load take about
     a second. An entry is named by the file's SHA-256 and the preparation's fingerprint, and one that
-    is not (count, 1, 28, 28) uint8 is prepared again and replaced."""
+    is not count digits' bytes is prepared again and replaced."""
     from digitlab.data import prepare
 
     monkeypatch.setenv("DIGITLAB_PREPARED", str(tmp_path / "cache"))
@@ -372,11 +372,11 @@ def test_prepared_digits_are_cached_on_disk_by_content_and_preparation(tmp_path,
     images, _ = read_usps(path, 3)
     (entry,) = (tmp_path / "cache").iterdir()
     assert entry.name.startswith("usps-" + hashlib.sha256(path.read_bytes()).hexdigest()[:32])
-    assert np.array_equal(np.load(entry), images.numpy())
+    assert entry.read_bytes() == images.numpy().tobytes()  # raw uint8 bytes: nothing a loader could unpickle
     monkeypatch.setattr(prepare, "_PREPARED", {})
-    np.save(entry, np.zeros((2, 1, 28, 28), np.uint8))  # not what 3 digits prepare to
+    entry.write_bytes(np.zeros((2, 1, 28, 28), np.uint8).tobytes())  # not what 3 digits prepare to
     assert np.array_equal(read_usps(path, 3)[0], images)
-    assert np.array_equal(np.load(entry), images.numpy())
+    assert entry.read_bytes() == images.numpy().tobytes()
     monkeypatch.setattr(prepare, "_PREPARED", {})
     (tmp_path / "a file").write_text("")  # a cache folder that cannot be made: no cache, no error
     monkeypatch.setenv("DIGITLAB_PREPARED", str(tmp_path / "a file" / "cache"))

@@ -7,7 +7,8 @@ real-digits/usps/png/ renders USPS), so a dataset's digit and `predict` on its p
 
 It costs about 1.9 ms a digit (USPS's 9,298 digits took 18 s on a shared 2-core machine), so a
 file's prepared digits are kept: in memory for the process, and on disk in PREPARED_DIR
-(~/.cache/digitlab/.prepared/, or $DIGITLAB_PREPARED), an .npy named by the file's SHA-256 and by a
+(~/.cache/digitlab/.prepared/, or $DIGITLAB_PREPARED), the raw (N, 1, 28, 28) uint8 bytes (no
+.npy: nothing that a loader could unpickle) named by the file's SHA-256 and by a
 fingerprint of the preparation (preprocess.py's and this module's source, OpenCV's and numpy's
 versions), so that a changed file or a changed preparation is never served from it. Reading it back
 takes a second (the file is still read and checked in full). It is only a cache: a folder that cannot
@@ -75,8 +76,7 @@ def prepared_digits(
 
 
 def _save(path: Path, out: np.ndarray) -> None:
-    with open(path, "wb") as file:
-        np.save(file, out, allow_pickle=False)
+    path.write_bytes(np.ascontiguousarray(out, np.uint8).tobytes())
 
 
 def _remember(key: tuple[str, str], out: np.ndarray) -> None:
@@ -96,19 +96,18 @@ def _cache_path(key: tuple[str, str]) -> Path:
         fingerprint.update(Path(source).read_bytes())
     fingerprint.update(f"{cv2.__version__} {np.__version__}".encode())
     root = Path(os.environ.get(PREPARED_ENV) or PREPARED_DIR).expanduser()
-    return root / f"{key[0]}-{key[1][:32]}-{fingerprint.hexdigest()[:32]}.npy"
+    return root / f"{key[0]}-{key[1][:32]}-{fingerprint.hexdigest()[:32]}.u8"
 
 
 def _read_cache(path: Path, count: int) -> np.ndarray | None:
-    """The cached digits, or None where there are none or they are not (count, 1, 28, 28) uint8."""
+    """The cached digits, or None where there are none or they are not count digits' bytes."""
     try:
-        with open(path, "rb") as file:
-            out = np.load(file, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
+        data = path.read_bytes()
+    except OSError:
         return None
-    if out.shape != (count, 1, 28, 28) or out.dtype != np.uint8:
+    if len(data) != count * 28 * 28:
         return None
-    return out
+    return np.frombuffer(data, np.uint8).reshape(count, 1, 28, 28).copy()
 
 
 def as_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

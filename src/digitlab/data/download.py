@@ -258,3 +258,16 @@ def _user_agent() -> str:
         return f"digitlab/{version('digitlab')}"
     except PackageNotFoundError:
         return "digitlab"
+
+
+def read_capped(path: Path, max_bytes: int, too_large: str) -> bytes:
+    """A dataset file's bytes, never more than max_bytes + 1 of them read: a DataError when it cannot
+    be read, or when it is larger (`too_large` says why that means it is not the file it should be)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(max_bytes + 1)
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror}") from err
+    if len(data) > max_bytes:
+        raise DataError(f"{path}: {too_large}")
+    return data

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from .download import read_capped
 from .prepare import as_tensors
 
 if TYPE_CHECKING:
@@ -74,13 +75,7 @@ def folder_entries(folder: Path) -> list[tuple[Path, int]]:
 
 def csv_entries(path: Path) -> list[tuple[Path, int]]:
     """(image path, label) of every row of a `file,label` CSV; DataError naming a bad line."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_CSV_BYTES + 1)
-    except OSError as err:
-        raise DataError(f"cannot read {path}: {err.strerror}") from err
-    if len(data) > MAX_CSV_BYTES:
-        raise DataError(f"{path}: more than {MAX_CSV_BYTES >> 20} MiB: not a file,label list")
+    data = read_capped(path, MAX_CSV_BYTES, f"more than {MAX_CSV_BYTES >> 20} MiB: not a file,label list")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import DataError
+from .download import read_capped
 from .prepare import as_tensors, file_sha256, prepared_digits
 
 if TYPE_CHECKING:
@@ -37,7 +38,10 @@ def read_optdigits(path: str | Path, count: int) -> tuple[torch.Tensor, torch.Te
     """Images (count, 1, 28, 28) uint8 MNIST-style and labels (count,) int64 from one Optdigits
     file that must hold exactly `count` digits."""
     path = Path(path)
-    data = _read_bounded(path, MAX_HEADER_BYTES + count * BLOCK_LINES * (OPTDIGITS_SIDE + 2))
+    most = MAX_HEADER_BYTES + count * BLOCK_LINES * (OPTDIGITS_SIDE + 2)
+    data = read_capped(
+        path, most, f"more than {most:,} bytes, more than its digits can take: not the file it should be"
+    )
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError as err:
@@ -82,19 +86,6 @@ def read_optdigits(path: str | Path, count: int) -> tuple[torch.Tensor, torch.Te
         ("optdigits", file_sha256(data)), path, pictures, lambda i: f"line {start + i * BLOCK_LINES + 1}"
     )
     return as_tensors(images, labels)
-
-
-def _read_bounded(path: Path, max_bytes: int) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            data = file.read(max_bytes + 1)
-    except OSError as err:
-        raise DataError(f"cannot read {path}: {err.strerror}") from err
-    if len(data) > max_bytes:
-        raise DataError(
-            f"{path}: more than {max_bytes:,} bytes, more than its digits can take: not the file it should be"
-        )
-    return data
 
 
 def _check_header(path: Path, lines: list[str], count: int) -> int:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import DataError
+from .download import read_capped
 from .prepare import as_tensors, file_sha256, prepared_digits
 
 if TYPE_CHECKING:
@@ -39,7 +40,11 @@ def read_usps(path: str | Path, count: int) -> tuple[torch.Tensor, torch.Tensor]
     """Images (count, 1, 28, 28) uint8 MNIST-style and labels (count,) int64 from one USPS file
     (gzip-compressed or not) that must hold exactly `count` digits."""
     path = Path(path)
-    stored = _read_stored(path)
+    stored = read_capped(
+        path,
+        MAX_GZIP_BYTES,
+        f"more than {MAX_GZIP_BYTES >> 20} MiB, larger than any USPS file: not the file it should be",
+    )
     text = _text(path, stored, count * MAX_LINE_BYTES)
     values = _values(path, text, count)
     labels = values[:, 0]
@@ -62,20 +67,6 @@ def read_usps(path: str | Path, count: int) -> tuple[torch.Tensor, torch.Tensor]
 
     images = prepared_digits(("usps", file_sha256(stored)), path, pictures, lambda i: f"line {i + 1}")
     return as_tensors(images, labels.astype(np.int64))
-
-
-def _read_stored(path: Path) -> bytes:
-    """The file's bytes, refused unread when larger than any USPS file."""
-    try:
-        with open(path, "rb") as file:
-            stored = file.read(MAX_GZIP_BYTES + 1)
-    except OSError as err:
-        raise DataError(f"cannot read {path}: {err.strerror}") from err
-    if len(stored) > MAX_GZIP_BYTES:
-        raise DataError(
-            f"{path}: more than {MAX_GZIP_BYTES >> 20} MiB, larger than any USPS file: not the file it should be"
-        )
-    return stored
 
 
 def _text(path: Path, stored: bytes, max_bytes: int) -> str:

@@ -171,3 +171,54 @@ def test_init_bundled_fine_tunes_the_bundled_model(own_digits, tmp_path):
     )
     assert _config(run.path)["train"]["init"] == str(BUNDLED_MODEL.resolve())
     assert json.loads((run.path / "metrics.json").read_text())["accuracy"] > 0.9  # from scratch: near chance
+
+
+def _recorded(run_path: Path) -> tuple[dict, list[dict]]:
+    """metrics.json as training wrote it, and history.json."""
+    metrics = json.loads((run_path / "metrics.json").read_text())
+    return metrics, json.loads((run_path / "history.json").read_text())
+
+
+def test_evaluate_reloads_a_folder_run_and_tests_on_its_held_out_part_again(own_digits, tmp_path, capsys):
+    out = tmp_path / "runs"
+    options = "--epochs 1 --batch-size 16 --quiet".split()
+    code, _, err = run_cli(capsys, "train", "keras-mlp-dropout", "--data", own_digits, *options, "--out", out)
+    assert code == 0, err
+    (run_path,) = out.iterdir()
+    recorded, history = _recorded(run_path)
+    # the API, from the run directory alone: the folder read again, the same 30 images held out
+    metrics = digitlab.evaluate(run_path, out=tmp_path / "again", progress=False)
+    assert len(metrics.labels) == recorded["n"] == PER_CLASS
+    assert metrics.accuracy == recorded["accuracy"] == history[-1]["val_accuracy"]  # the test split is the val split
+    assert metrics.confusion.tolist() == recorded["confusion"]
+    # the command, test and val
+    code, stdout, err = run_cli(capsys, "evaluate", run_path, "--out", tmp_path / "cli")
+    assert code == 0, err
+    assert f"accuracy {recorded['accuracy'] * 100:.2f}%" in stdout and f"({PER_CLASS} images)" in stdout
+    code, stdout, err = run_cli(capsys, "evaluate", run_path, "--split", "val", "--out", tmp_path / "cli")
+    assert code == 0, err
+    assert json.loads((tmp_path / "cli" / "metrics-val.json").read_text())["accuracy"] == recorded["accuracy"]
+
+
+def test_evaluate_reloads_a_mix_of_named_datasets_with_its_limit(tmp_path, capsys, shared_data_dir, usps):
+    out = tmp_path / "runs"
+    common = ["--data-dir", shared_data_dir]
+    options = "--data usps --data optdigits --limit 400 --epochs 1 --batch-size 32 --quiet".split()
+    code, _, err = run_cli(capsys, "train", "keras-mlp-dropout", *options, "--out", out, *common)
+    assert code == 0, err
+    (run_path,) = out.iterdir()
+    config = _config(run_path)
+    assert config["dataset"]["name"] == "usps+optdigits" and config["train"]["data"] == ["usps", "optdigits"]
+    recorded, history = _recorded(run_path)
+    optdigits = digitlab.load_dataset("optdigits", data_dir=shared_data_dir, download=False, progress=False)
+    assert recorded["n"] == len(usps.test_labels) + len(optdigits.test_labels)  # both test splits
+    code, stdout, err = run_cli(capsys, "evaluate", run_path, *common)  # was: unknown dataset 'usps+optdigits'
+    assert code == 0, err
+    again = json.loads((run_path / "metrics.json").read_text())
+    for key in ("n", "accuracy", "confusion"):
+        assert again[key] == recorded[key], key
+    # val: the 40 images --limit 400 and --val-split 0.1 held out, as training drew them from its seed
+    code, _, err = run_cli(capsys, "evaluate", run_path, "--split", "val", *common)
+    assert code == 0, err
+    val = json.loads((run_path / "metrics-val.json").read_text())
+    assert val["n"] == 40 and val["accuracy"] == history[-1]["val_accuracy"]

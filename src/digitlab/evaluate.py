@@ -14,7 +14,7 @@ comes here loaded, and is used only through its config, path, image shape and lo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,8 @@ import torch
 
 from . import plots
 from .checkpoint import CONFUSION, CURVES, ERRORS, HISTORY, METRICS, REPORT, SAMPLES, split_file
-from .data import Dataset, load_dataset, split_validation
+from .data import Dataset, dataset_names, load_dataset, split_validation
+from .data.folders import load_sources
 from .errors import ConfigError
 from .files import read_json, write_json, write_text
 
@@ -233,12 +234,12 @@ def evaluate_run(
     confusion[-SPLIT].png, errors[-SPLIT].png, samples[-SPLIT].png and, from history.json,
     curves.png. The test split keeps the plain names DESIGN.md lists. A model loaded from an .onnx
     file has no run directory to write into, so `out` is then required. dataset: the loaded
-    dataset, else the one the model's config names is loaded (from data_dir).
+    dataset, else the run's own is loaded again from its config (`run_dataset`, from data_dir).
     """
     if out is None and not Path(model.path).is_dir():
         raise ConfigError(f"{model.path} is a file, not a run directory: say where the report and plots go (--out DIR)")
     if dataset is None:
-        dataset = load_dataset(model.config["dataset"]["name"], data_dir=data_dir, progress=progress)
+        dataset = run_dataset(model.config, data_dir=data_dir, progress=progress)
     if tuple(dataset.image_shape) != model.image_shape:
         raise ConfigError(f"the model takes {model.image_shape} images, {dataset.name} has {dataset.image_shape}")
     images, labels = _split_images(model, dataset, split)
@@ -248,6 +249,35 @@ def evaluate_run(
     folder = Path(out) if out is not None else Path(model.path)
     _write_evaluation(folder, model, dataset, split, images, metrics, calibrated)
     return metrics
+
+
+# train.py's words in config.json's train.test for a run tested on the part of its data it held out
+HELD_OUT_TEST = "held-out training images"
+
+
+def run_dataset(config: dict, data_dir: str | Path | None = None, progress: bool = True) -> Dataset:
+    """The dataset a run trained and was tested on, loaded again from its config.json as training
+    loaded it: the sources it recorded in train.data (--data: dataset names, folders and CSVs, joined
+    by data.folders.load_sources), else the dataset it names. Where train.test says the run tested
+    on its held-out training images, the test split is that part again, rebuilt from the run's
+    seed, val_split and subset (split_validation), as train.py held it out."""
+    train = config.get("train") or {}
+    sources = train.get("data") or []
+    if not (isinstance(sources, list) and all(type(s) is str for s in sources)):
+        raise ConfigError(f"config.json's train.data must be a list of dataset names and paths, not {sources!r:.60}")
+    if not sources:
+        return load_dataset(config["dataset"]["name"], data_dir=data_dir, progress=progress)
+    dataset = load_sources(
+        sources, dataset_names(), lambda name: load_dataset(name, data_dir=data_dir, progress=progress)
+    )
+    if train.get("test") == HELD_OUT_TEST:
+        _, _, images, labels = split_validation(
+            dataset, train.get("val_split") or 0.0, train.get("subset"), config["recipe"]["seed"]
+        )
+        if images is None:
+            raise ConfigError("config.json says the run tested on held-out training images, but its val_split is 0")
+        dataset = replace(dataset, test_images=images, test_labels=labels)
+    return dataset
 
 
 def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:

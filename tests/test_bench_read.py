@@ -1,15 +1,20 @@
 """`bench read`: the digit-accuracy metric against hand-computed cases, line matching, and the
 whole benchmark on a tiny data directory (JSON, the BENCHMARKS.md section, the rest of the file
-kept), with and without Tesseract, and the error for a data directory without real-digits."""
+kept), with and without Tesseract, the errors for a data directory without real-digits or a digit
+set; the digit sets' accuracy against an independent count, and two models side by side."""
 
 import csv
 import json
+import shlex
 import shutil
+import sys
 
 import pytest
 
 import digitlab
 from digitlab.bench.read import (
+    DIGIT_SETS,
+    DIGIT_TARGETS,
     END,
     HEADING,
     START,
@@ -21,7 +26,9 @@ from digitlab.bench.read import (
     string_metrics,
     tesseract_version,
 )
-from digitlab.errors import DatasetNotFoundError, DigitlabError
+from digitlab.cli import main
+from digitlab.errors import ConfigError, DatasetNotFoundError, DigitlabError, UnknownNameError
+from digitlab.evaluate import predict_logits
 from digitlab.read import UNSURE_BELOW
 
 # --- the metric ---------------------------------------------------------------------------
@@ -96,7 +103,8 @@ def tiny_model(mnist, tmp_path_factory):
 @pytest.fixture()
 def tiny_data(shared_data_dir, tmp_path):
     """tmp/data with real-digits/ (5 USPS digits, 3 cheques, 1 webcam photo and their labels.csv
-    rows) and mnist -> the shared MNIST."""
+    rows) and the digit sets (mnist, usps, ...) -> the shared ones (absent there: the benchmark's
+    DatasetNotFoundError fails the test that needs it)."""
     source = shared_data_dir / "real-digits"
     if not (source / "labels.csv").is_file():
         pytest.skip(f"real-digits is not in {shared_data_dir}")
@@ -117,7 +125,8 @@ def tiny_data(shared_data_dir, tmp_path):
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(chosen)
-    (data / "mnist").symlink_to(shared_data_dir / "mnist", target_is_directory=True)
+    for name in DIGIT_SETS:
+        (data / name).symlink_to(shared_data_dir / name, target_is_directory=True)
     return data
 
 
@@ -140,22 +149,28 @@ def test_bench_read_writes_json_and_its_markdown_section(tiny_data, tiny_model, 
         limit=4,
         tesseract=False,
         progress=False,
+        digit_sets=["mnist", "hwd-1000"],
     )
 
     assert json.loads(results.read_text()) == json.loads(json.dumps(report))
     sets = report["sets"]
     assert [sets[k]["n"] for k in ("usps", "orand", "photos", "synthetic")] == [4, 3, 1, 3]  # limit caps USPS
     assert sets["synthetic"]["lines"] >= 3
+    (label,) = [m["label"] for m in report["models"]]  # one model: its path
     for entry in sets.values():
         assert entry["tesseract"] is None
-        result = entry["digitlab"]
+        assert list(entry["digitlab"]) == [label]
+        result = entry["digitlab"][label]
         for metric in ("accuracy", "strings_exact", "digit_accuracy"):
             if metric in result:
                 assert 0 <= result[metric] <= 1
         assert result["seconds_per_image"] > 0
-    assert "accuracy" in sets["usps"]["digitlab"] and "digit_accuracy" in sets["orand"]["digitlab"]
+    assert "accuracy" in sets["usps"]["digitlab"][label] and "digit_accuracy" in sets["orand"]["digitlab"][label]
     assert report["unsure_below"] == UNSURE_BELOW  # None: read.py's default
-    assert report["model"]["recipe"] == "keras-mlp-dropout"
+    assert report["models"] == [{"label": label, "recipe": "keras-mlp-dropout", "path": label}]
+    assert list(report["digit_sets"]) == ["mnist", "hwd-1000"]
+    assert [e["n"] for e in report["digit_sets"].values()] == [4, 4]
+    assert report["digit_sets"]["mnist"]["target"] == 0.996 and report["digit_sets"]["hwd-1000"]["target"] is None
     assert report["tesseract"]["state"] == "not run"
 
     text = markdown.read_text()
@@ -163,6 +178,8 @@ def test_bench_read_writes_json_and_its_markdown_section(tiny_data, tiny_model, 
     assert text.count(START) == text.count(END) == 1 and text.count(HEADING) == 1
     section = text[text.index(START) : text.index(END)]
     assert "| set | n | metric | target | digitlab | tesseract |" in section
+    assert "| digits (test split) | n | target | digitlab |" in section
+    assert "| MNIST (`mnist` test) | 4 | ≥ 99.60% |" in section and "(`hwd-1000` test) | 4 | |" in section
     assert "| ≥ 95% |" in section and "seconds per page" in section and "not run" in section
     assert "USPS test digits" in section and "ORAND-CAR-A" in section and "Synthetic pages" in section
     assert "keras-mlp-dropout" in section and "unsure threshold 0.6" in section
@@ -179,12 +196,14 @@ def test_bench_read_writes_json_and_its_markdown_section(tiny_data, tiny_model, 
         unsure_below=0.0,
         tesseract=False,
         progress=False,
+        digit_sets=[],
     )
     again = markdown.read_text()
     assert again.startswith(text[: text.index(START)]) and again.endswith(AFTER)
     assert again.count(START) == again.count(END) == again.count(HEADING) == 1
     assert "unsure threshold 0" in again and "Capped at 2 per set" in again
     assert json.loads(results.read_text())["sets"]["synthetic"]["digitlab"] is None
+    assert "digits (test split)" not in again  # no digit sets: no table of them
 
 
 def test_tesseract_not_installed_says_so(tiny_data, tiny_model, tmp_path, monkeypatch):
@@ -199,6 +218,7 @@ def test_tesseract_not_installed_says_so(tiny_data, tiny_model, tmp_path, monkey
         limit=1,
         tesseract=True,
         progress=False,
+        digit_sets=[],
     )
     assert report["tesseract"] == {**report["tesseract"], "state": "not installed", "version": None}
     assert all(entry["tesseract"] is None for entry in report["sets"].values())
@@ -217,11 +237,14 @@ def test_tesseract_side_by_side(tiny_data, tiny_model, tmp_path):
         synthetic_pages=1,
         limit=2,
         progress=False,
+        digit_sets=[],
     )
     assert report["tesseract"]["state"] == "installed"
+    (label,) = [m["label"] for m in report["models"]]
     for entry in report["sets"].values():
         assert entry["tesseract"]["seconds_per_image"] > 0
-        assert set(entry["digitlab"]) - {"strings_exact_without_marks"} == set(entry["tesseract"]) - {"failures"}
+        digitlab_keys = set(entry["digitlab"][label]) - {"strings_exact_without_marks"}
+        assert digitlab_keys == set(entry["tesseract"]) - {"failures"}
         assert entry["tesseract"]["failures"] == []
 
 
@@ -248,4 +271,140 @@ def test_missing_image_listed_in_labels_is_a_clear_error(tiny_data, tiny_model, 
             markdown=tmp_path / "B.md",
             results=tmp_path / "r.json",
             progress=False,
+            digit_sets=[],
         )
+
+
+# --- digit sets and several models ----------------------------------------------------------
+
+
+def test_digit_set_accuracy_equals_an_independent_count(tiny_data, tiny_model, shared_data_dir, tmp_path):
+    names, limit = ["mnist", "usps", "optdigits", "hwd-1000"], 60
+    report = bench_read(
+        data_dir=tiny_data,
+        model=tiny_model,
+        markdown=tmp_path / "B.md",
+        results=tmp_path / "r.json",
+        synthetic_pages=0,
+        limit=limit,
+        tesseract=False,
+        progress=False,
+        digit_sets=names,
+    )
+    (label,) = [m["label"] for m in report["models"]]
+    assert tiny_model.backend == "onnx"  # the benchmark's path; the count below runs the torch module
+    for name in names:
+        dataset = digitlab.load_dataset(name, data_dir=shared_data_dir, download=False, progress=False)
+        images, labels = dataset.test_images[:limit], dataset.test_labels[:limit]
+        wrong = (predict_logits(tiny_model.module, images).argmax(1) != labels).nonzero().flatten().tolist()
+        entry = report["digit_sets"][name]
+        result = entry["digitlab"][label]
+        assert (entry["n"], entry["split"], entry["target"]) == (limit, "test", DIGIT_TARGETS.get(name))
+        assert result["correct"] == limit - len(wrong) and result["images"] == limit
+        assert result["accuracy"] == pytest.approx((limit - len(wrong)) / limit)
+        assert [e["item"] for e in result["errors"]] == wrong
+        assert all(e["label"] == str(int(labels[e["item"]])) for e in result["errors"])
+
+
+def test_two_models_side_by_side_from_the_command_line(tiny_data, tiny_model, tmp_path, monkeypatch, capsys):
+    markdown, results = tmp_path / "B.md", tmp_path / "r.json"
+    argv = ["bench", "read", "--model", "bundled", "--model", str(tiny_model.path), "--limit", "3"]
+    argv += ["--pages", "1", "--no-tesseract", "--data-dir", str(tiny_data)]
+    argv += ["--markdown", str(markdown), "--results", str(results)]
+    monkeypatch.setattr(sys, "argv", ["digitlab", *argv])
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    report = json.loads(results.read_text())
+
+    other = str(tiny_model.path)  # outside the working directory: absolute
+    assert [(m["label"], m["recipe"]) for m in report["models"]] == [
+        ("bundled", "digitnet-pen"),
+        (other, "keras-mlp-dropout"),
+    ]
+    assert report["command"] == shlex.join(["digitlab", *argv])  # what was typed
+    assert list(report["digit_sets"]) == list(DIGIT_SETS)  # the default: all five
+    for entry in [*report["digit_sets"].values(), *report["sets"].values()]:
+        assert list(entry["digitlab"]) == ["bundled", other]
+    assert [e["n"] for e in report["digit_sets"].values()] == [3] * 5
+    assert "mnist test (3 digits): digitlab bundled accuracy" in out and f"; digitlab {other} accuracy" in out
+
+    section = markdown.read_text()
+    columns = f"digitlab `bundled` | digitlab `{other}`"
+    assert f"| digits (test split) | n | target | {columns} |" in section
+    assert f"| set | n | metric | target | {columns} | tesseract |" in section
+    assert "| ORAND-CAR-A dev digit crops, a_car_001100 and above, reporting only (`orand-car-a` test) | 3 |" in section
+    assert f"Models: `bundled`: `digitnet-pen` (`src/digitlab/weights/digitnet-pen`); `{other}`:" in section
+    rows = [line for line in section.splitlines() if line.startswith("| USPS test digits")]
+    cells = rows[0].strip("|").split("|")  # set, n, metric, target, a model each, Tesseract
+    assert len(rows) == 1 and len(cells) == 7 and cells[2].strip() == "accuracy" and cells[6].strip() == "not run"
+    assert all(cell.strip()[-1] in "✓✗" for cell in cells[4:6])
+
+    # The bundled model's figures are its own: the same as when it runs alone.
+    monkeypatch.setattr(sys, "argv", ["pytest"])  # a Python call now, not the command line
+    alone = bench_read(
+        data_dir=tiny_data,
+        markdown=tmp_path / "alone.md",
+        results=tmp_path / "alone.json",
+        synthetic_pages=1,
+        limit=3,
+        tesseract=False,
+        progress=False,
+        digit_sets=["mnist", "hwd-1000"],
+    )
+    assert [m["label"] for m in alone["models"]] == ["bundled"]
+    for name in ("mnist", "hwd-1000"):
+        assert (
+            alone["digit_sets"][name]["digitlab"]["bundled"]["correct"]
+            == (report["digit_sets"][name]["digitlab"]["bundled"]["correct"])
+        )
+    for key, entry in alone["sets"].items():
+        for metric in ("accuracy", "strings_exact", "digit_accuracy"):
+            if metric in entry["digitlab"]["bundled"]:
+                assert entry["digitlab"]["bundled"][metric] == report["sets"][key]["digitlab"]["bundled"][metric]
+    files = f"markdown={str(tmp_path / 'alone.md')!r}, results={str(tmp_path / 'alone.json')!r}"
+    assert alone["command"] == (
+        f'python -c "from digitlab.bench.read import bench_read; bench_read(data_dir={str(tiny_data)!r}, '
+        f"{files}, synthetic_pages=1, tesseract=False, limit=3, digit_sets=['mnist', 'hwd-1000'])\""
+    )  # the bundled model alone is the default: not named
+
+
+def test_the_python_call_recorded_names_every_model(tiny_data, tiny_model, tmp_path):
+    report = bench_read(
+        data_dir=tiny_data,
+        model=["bundled", tiny_model],
+        markdown=tmp_path / "B.md",
+        results=tmp_path / "r.json",
+        synthetic_pages=0,
+        limit=1,
+        tesseract=False,
+        progress=False,
+        digit_sets=["hwd-1000"],
+    )
+    assert f"model=['bundled', {str(tiny_model.path)!r}]" in report["command"]
+    assert "| digits (test split) | n | target | digitlab `bundled` | digitlab `" in (tmp_path / "B.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"model": [None, "bundled"]}, ConfigError, "given twice"),
+        ({"model": []}, ConfigError, "at least one"),
+        ({"digit_sets": ["fashion-mnist"]}, ConfigError, "not a dataset of 28x28 digits"),
+        ({"digit_sets": ["no-such-set"]}, UnknownNameError, "unknown dataset 'no-such-set'"),
+        ({"digit_sets": "mnist"}, ConfigError, "a list of dataset names"),
+    ],
+)
+def test_bad_models_and_digit_sets_are_clear_errors(tiny_data, tmp_path, kwargs, error, message):
+    markdown, results = tmp_path / "B.md", tmp_path / "r.json"
+    with pytest.raises(error, match=message):
+        bench_read(data_dir=tiny_data, markdown=markdown, results=results, progress=False, **kwargs)
+    assert not markdown.exists() and not results.exists()
+
+
+def test_missing_digit_set_is_a_clear_error_before_anything_is_measured(tiny_data, tmp_path):
+    (tiny_data / "usps").unlink()  # the link to the shared USPS
+    markdown, results = tmp_path / "BENCHMARKS.md", tmp_path / "read.json"
+    with pytest.raises(DatasetNotFoundError) as caught:
+        bench_read(data_dir=tiny_data, markdown=markdown, results=results, progress=False, digit_sets=["usps"])
+    assert str(tiny_data / "usps") in str(caught.value) and "DIGITLAB_DATA" in str(caught.value)
+    assert not markdown.exists() and not results.exists()

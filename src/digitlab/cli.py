@@ -816,6 +816,11 @@ def _bench_options(parser: CommandParser) -> None:
                 ),
                 _bench_fuzz_options,
             ),
+            (
+                "finetune",
+                "fine-tuning an MNIST model on N digits per class of a new writer (USPS) vs from scratch",
+                _bench_finetune_options,
+            ),
         ],
     )
 
@@ -867,12 +872,26 @@ def cmd_bench_seeds(args) -> int:
 
 
 def _bench_read_options(parser: CommandParser) -> None:
-    from .bench.read import bench_read  # imported here, as every suite: start-up time (torch, cv2)
+    from .bench.read import DIGIT_SETS, bench_read  # imported here, as every suite: start-up time (torch, cv2)
     from .read import UNSURE_BELOW
 
     defaults = _defaults(bench_read)
     parser.set_defaults(func=cmd_bench_read)
-    _add_model(parser)
+    parser.add_argument(
+        "--model",
+        metavar="RUN",
+        action="append",
+        help="run directory, .onnx file, or 'bundled'; repeatable: the models are measured side by side, "
+        "each in its own column (default: the bundled model alone)",
+    )
+    parser.add_argument(
+        "--digit-sets",
+        nargs="*",
+        metavar="NAME",
+        default=list(DIGIT_SETS),
+        help=f"datasets of 28x28 digits whose test split is classified digit by digit (default: "
+        f"{' '.join(DIGIT_SETS)}; none: --digit-sets alone)",
+    )
     parser.add_argument(
         "--pages",
         type=int,
@@ -886,7 +905,7 @@ def _bench_read_options(parser: CommandParser) -> None:
         default=defaults["unsure_below"],
         help=f"the reader's unsure threshold (default: digitlab.read's, {UNSURE_BELOW})",
     )
-    parser.add_argument("--limit", type=int, help="at most this many images per set (quick runs)")
+    parser.add_argument("--limit", type=int, help="at most this many images (digits, pages) per set (quick runs)")
     parser.add_argument("--no-tesseract", action="store_true", help="do not run Tesseract even when installed")
     _add_bench_files(parser, defaults["results"], defaults["markdown"], "bench read")
     _add_data_dir(parser)
@@ -899,7 +918,7 @@ def cmd_bench_read(args) -> int:
 
     bench_read(
         data_dir=args.data_dir,
-        model=args.model,
+        model=args.model,  # None (the bundled model) or the list of --model given
         markdown=markdown,
         results=results,
         synthetic_pages=args.pages,
@@ -907,6 +926,7 @@ def cmd_bench_read(args) -> int:
         unsure_below=args.unsure_below,
         tesseract=not args.no_tesseract,
         limit=args.limit,
+        digit_sets=args.digit_sets,
     )
     return 0
 
@@ -1151,6 +1171,58 @@ def cmd_bench_fuzz(args) -> int:
         + (f"; their inputs are in {args.failures}" if report["failures"] else "")
     )
     return 1 if report["failures"] else 0
+
+
+def _bench_finetune_options(parser: CommandParser) -> None:
+    from .bench.finetune import BASE_RECIPE, SIZES, bench_finetune  # imported here: start-up time (torch)
+
+    defaults = _defaults(bench_finetune)
+    parser.set_defaults(func=cmd_bench_finetune)
+    parser.description = (
+        f"USPS as a new writer: a base trained on MNIST alone (--base RUN, else {BASE_RECIPE} trained here) "
+        "is fine-tuned on N USPS training digits per class for each N in --sizes, and the same recipe trains "
+        "from scratch on them; USPS test accuracy of base, fine-tuned and scratch, MNIST test accuracy after "
+        "fine-tuning, training seconds. About 5 minutes on 2 cores with one seed."
+    )
+    parser.add_argument("--base", metavar="RUN", help=f"a run trained on MNIST alone (default: train {BASE_RECIPE})")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=list(SIZES), metavar="N", help="USPS training digits per class"
+    )
+    parser.add_argument("--seeds", type=int, default=defaults["seeds"], help="samples (and run seeds) per size")
+    parser.add_argument("--out", default=str(defaults["out"]), help="folder for the run directories")
+    parser.add_argument("--limit", type=int, help="train the suite's base on this many MNIST images (for tests)")
+    for name in ("epochs", "lr", "batch_size"):
+        kind = float if name == "lr" else int
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=kind, default=defaults[name], help=f"fine-tuning (and scratch) {name}")
+    _add_device(parser)
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice, one per core)")
+    _add_bench_files(parser, defaults["results"], defaults["markdown"], "bench finetune")
+    _add_data_dir(parser)
+
+
+def cmd_bench_finetune(args) -> int:
+    from .bench.finetune import bench_finetune
+    from .files import output_folder
+
+    results, markdown = _bench_files(args)
+
+    bench_finetune(
+        args.base,
+        sizes=tuple(args.sizes),
+        seeds=args.seeds,
+        out=output_folder(args.out),
+        base_limit=args.limit,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        device=None if args.device == "auto" else args.device,
+        threads=args.threads,
+        data_dir=args.data_dir,
+        results=results,
+        markdown=markdown,
+    )
+    return 0
 
 
 # --- running a command ----------------------------------------------------------------------

@@ -6,6 +6,7 @@
     serve   `digitlab serve` under load, and under abuse (`--abuse`)
     speed   training speed, trick by trick and against Keras, a DataLoader loop and scikit-learn
     fuzz    generated damaged files through digitlab's readers (inputs: fuzz_inputs.py, Hypothesis)
+    finetune  an MNIST model fine-tuned on N digits of a new writer (USPS), against training from scratch
 
 Each suite writes a JSON file under benchmarks/results/ and its own marked section of
 BENCHMARKS.md. Nothing is imported here: the CLI imports a suite only when it runs it, as the

@@ -2,8 +2,17 @@
 
     from digitlab.bench.read import bench_read
     results = bench_read()            # DIGITLAB_DATA/real-digits, the bundled model
+    results = bench_read(model=["bundled", "runs/x"])   # two models side by side
 
-Four sets, each measured with digitlab and (when the `tesseract` binary is installed) with
+Several models may be measured in one run (`--model` given more than once): each gets its own
+figures on every set, its own column in the tables.
+
+Digit sets: the test split of registered datasets of 28x28 digits (`digitlab.data.load_dataset`:
+mnist 10,000, usps 2,007, optdigits 946, hwd-1000 100, orand-car-a 544 = the dev split's digit
+crops, reporting only), already prepared MNIST-style by the dataset readers, classified as they
+are by `Model.predict` in batches: accuracy against the targets of issue 14 (DIGIT_TARGETS).
+
+Four reading sets, each measured with digitlab and (when the `tesseract` binary is installed) with
 Tesseract on the same images, timed per image:
 
 - usps: USPS test digits (real-digits subset usps-test), 16x16, one digit each:
@@ -47,9 +56,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..api import BUNDLED_MODEL, Model, load_dataset, load_model, predict, read
-from ..data import resolve_data_dir
+from ..data import DATASETS, Dataset, resolve_data_dir
 from ..data.synth import make_pages
-from ..errors import ConfigError, DataError, DatasetNotFoundError
+from ..errors import ConfigError, DataError, DatasetNotFoundError, unknown_name
 from ..files import write_json
 from ..read import PUNCTUATION, UNSURE, UNSURE_BELOW
 from .common import machine, write_section
@@ -89,6 +98,21 @@ SETS = (
     ),
 )
 METRIC_NAMES = {"accuracy": "accuracy", "strings_exact": "strings exact", "digit_accuracy": "digit accuracy"}
+
+# Digit sets: registered datasets whose test split is classified digit by digit, and the least
+# accuracy each should reach (issue 14, section 3; hwd-1000 has none: 100 digits say little).
+DIGIT_SETS = ("mnist", "usps", "optdigits", "hwd-1000", "orand-car-a")
+DIGIT_TARGETS = {"mnist": 0.996, "usps": 0.988, "optdigits": 0.99, "orand-car-a": 0.97}
+DIGIT_TITLES = {
+    "mnist": "MNIST",
+    "usps": "USPS",
+    "optdigits": "Optdigits, the `.cv` file",
+    "hwd-1000": "HwD-1000, every 10th drawing",
+    "orand-car-a": "ORAND-CAR-A dev digit crops, a_car_001100 and above, reporting only",
+}
+DIGIT_BATCH = 1000  # images per Model.predict call
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+BUNDLED = "bundled"  # what --model calls the bundled model
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -164,6 +188,124 @@ def load_real_digits(data_dir=None) -> tuple[Path, dict[str, list[Sample]]]:
                 raise DataError(f"{folder / LABELS} lists {row['file']}, which is not in {folder}")
             by_subset.setdefault(row["subset"], []).append(Sample(row["file"], label, row["subset"]))
     return folder, by_subset
+
+
+# --- models and digit sets ----------------------------------------------------------------
+
+
+def load_models(model=None) -> dict[str, Model]:
+    """The models to measure, by label, in the order given: `model` is one model or a list of
+    them, each a Model, a run directory or .onnx file, or None / "bundled" for the bundled model.
+    A label is "bundled", the run's path (relative to the working directory when inside it) or,
+    for a Model with no path, "model N"."""
+    given = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not given:
+        raise ConfigError("no model to measure: give at least one (the bundled model: None or 'bundled')")
+    models: dict[str, Model] = {}
+    for i, spec in enumerate(given, 1):
+        if not isinstance(spec, Model):
+            spec = load_model(None if spec is None or str(spec) == BUNDLED else spec)
+        if spec.image_shape != (1, 28, 28):
+            raise ConfigError(f"bench read needs models of 28x28 grey digits; {spec} takes {spec.image_shape}")
+        label = _model_label(spec, i)
+        if label in models:
+            raise ConfigError(f"the model {label} is given twice: give each model once")
+        models[label] = spec
+    return models
+
+
+def _model_entries(models: dict[str, Model]) -> list[dict]:
+    """The models measured, for the JSON: label, recipe and path of each, in order."""
+    return [
+        {
+            "label": label,
+            "recipe": m.config["recipe"]["name"],
+            "path": _display_path(m.path) if m.path is not None else None,
+        }
+        for label, m in models.items()
+    ]
+
+
+def _model_label(model: Model, position: int) -> str:
+    if model.path is None:
+        return f"model {position}"
+    if Path(model.path).absolute() == BUNDLED_MODEL.absolute():
+        return BUNDLED
+    return _display_path(model.path)
+
+
+def load_digit_sets(names: Sequence[str], data_dir=None) -> dict[str, Dataset]:
+    """The registered digit datasets `names` (each once, in order), loaded without downloading:
+    a dataset whose files are missing is DatasetNotFoundError naming its folder, as real-digits
+    is, before anything is measured or written."""
+    names = list(dict.fromkeys(names))
+    digit_sets = [n for n, s in DATASETS.items() if s.image_shape == (1, 28, 28) and s.classes == DIGIT_CLASSES]
+    for name in names:  # every name checked before any set is loaded (orand-car-a takes 10 s)
+        if name not in DATASETS:
+            raise unknown_name("dataset", name, DATASETS)
+        if name not in digit_sets:
+            raise ConfigError(f"{name} is not a dataset of 28x28 digits; digit sets: {', '.join(digit_sets)}")
+    return {name: load_dataset(name, data_dir=data_dir, download=False, progress=False) for name in names}
+
+
+def classify_digits(model: Model, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> dict:
+    """One model's accuracy on (N, 1, 28, 28) uint8 digits already prepared MNIST-style (a
+    dataset's own tensors: seen as they are, not prepared again), with the count behind it,
+    the time Model.predict took (batches of DIGIT_BATCH) and the first misreadings."""
+    truth = [classes[int(k)] for k in labels]
+    started = time.perf_counter()
+    found: list[str] = []
+    for i in range(0, len(images), DIGIT_BATCH):
+        found += [model.classes[int(k)] for k in model.predict(images[i : i + DIGIT_BATCH].numpy())]
+    seconds = time.perf_counter() - started
+    errors = [{"item": i, "label": t, "read": r} for i, (t, r) in enumerate(zip(truth, found)) if t != r]
+    n = len(truth)
+    return {
+        "accuracy": (n - len(errors)) / n if n else 0.0,
+        "images": n,
+        "correct": n - len(errors),
+        "seconds": seconds,
+        "seconds_per_image": seconds / n if n else 0.0,
+        "errors": errors[:ERRORS_KEPT],
+        "error_count": len(errors),
+    }
+
+
+def _measure_digit_sets(
+    datasets: dict[str, Dataset], models: dict[str, Model], limit: int | None, progress: bool
+) -> dict[str, dict]:
+    """Each digit set's test split (its first `limit` digits) classified by every model, by name."""
+    out: dict[str, dict] = {}
+    for name, dataset in datasets.items():
+        images, labels = dataset.test_images[:limit], dataset.test_labels[:limit]
+        entry: dict = {
+            "title": DIGIT_TITLES.get(name, name),
+            "dataset": name,
+            "split": "test",
+            "n": len(labels),
+            "target": DIGIT_TARGETS.get(name),
+        }
+        entry["digitlab"] = (
+            {label: classify_digits(model, images, labels, dataset.classes) for label, model in models.items()}
+            if len(labels)
+            else None
+        )
+        out[name] = entry
+        if progress and entry["digitlab"]:
+            print(
+                f"{name} test ({entry['n']} digits): "
+                + "; ".join(
+                    f"{_reader(label, len(models))} accuracy {r['accuracy'] * 100:.2f}%"
+                    for label, r in entry["digitlab"].items()
+                ),
+                flush=True,
+            )
+    return out
+
+
+def _reader(label: str, models: int) -> str:
+    """How progress lines name a model: 'digitlab', or 'digitlab LABEL' when there are several."""
+    return f"digitlab {label}" if models > 1 else "digitlab"
 
 
 # --- Tesseract ----------------------------------------------------------------------------
@@ -320,10 +462,10 @@ NO_PUNCTUATION = str.maketrans("", "", "".join(PUNCTUATION))
 
 @dataclass(frozen=True)
 class Readers:
-    """What every set is read with: digitlab's model and unsure threshold, and whether Tesseract
-    reads it too (the images it is given are written to `scratch`); `progress` shows bars."""
+    """What every set is read with: digitlab's models (by label) and unsure threshold, and whether
+    Tesseract reads it too (the images it is given are written to `scratch`); `progress` shows bars."""
 
-    model: Model
+    models: dict[str, Model]
     unsure_below: float
     tesseract: bool
     scratch: Path
@@ -341,14 +483,18 @@ def bench_read(
     tesseract: bool = True,
     limit: int | None = None,
     progress: bool = True,
+    digit_sets: Sequence[str] = DIGIT_SETS,
 ) -> dict:
-    """Measure reading on real handwriting (and synthetic pages), write `results` (JSON) and the
-    `bench read` section of `markdown`, and return the results.
+    """Measure single digits (the digit sets' test splits) and reading on real handwriting (and
+    synthetic pages), write `results` (JSON) and the `bench read` section of `markdown`, and
+    return the results.
 
-    data_dir: holds real-digits/ and mnist/ (default: DIGITLAB_DATA, as every command);
-    model: a Model or run directory (default: the bundled model); unsure_below: read.py's
-    default when None; tesseract: also run Tesseract where it is installed; limit: at most
-    this many images (pages) per set, for a quick run.
+    data_dir: holds real-digits/, mnist/ and the digit sets (default: DIGITLAB_DATA, as every
+    command); model: a Model, run directory or .onnx file, or a list of them measured side by
+    side (None or "bundled": the bundled model, the default); unsure_below: read.py's default
+    when None; tesseract: also run Tesseract where it is installed; limit: at most this many
+    images (pages) per set, for a quick run; digit_sets: registered datasets of 28x28 digits
+    whose test splits are classified (none: an empty list).
     """
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
@@ -357,23 +503,37 @@ def bench_read(
     unsure = UNSURE_BELOW if unsure_below is None else float(unsure_below)
     if not 0 <= unsure <= 1:
         raise ConfigError(f"unsure_below must lie in [0, 1], got {unsure}")
+    if isinstance(digit_sets, str):
+        raise ConfigError(f"digit_sets is a list of dataset names, not one string ({digit_sets!r})")
     folder, by_subset = load_real_digits(data_dir)
-    model = model if isinstance(model, Model) else load_model(model)
+    models = load_models(model)
+    datasets = load_digit_sets(digit_sets, data_dir)
     version = tesseract_version()
     tesseract_state = "not run" if not tesseract else ("installed" if version else "not installed")
 
+    digits = _measure_digit_sets(datasets, models, limit, progress)
     with tempfile.TemporaryDirectory(prefix="digitlab-bench-read-") as tmp:
-        readers = Readers(model, unsure, tesseract and version is not None, Path(tmp), progress)
+        readers = Readers(models, unsure, tesseract and version is not None, Path(tmp), progress)
         sets = _read_sets(folder, by_subset, readers, data_dir, synthetic_pages, seed, limit)
 
-    model_path = _display_path(model.path) if model.path is not None else None
+    given = {
+        "data_dir": data_dir,
+        "markdown": markdown,
+        "results": results,
+        "synthetic_pages": synthetic_pages,
+        "seed": seed,
+        "unsure_below": unsure_below,
+        "tesseract": tesseract,
+        "limit": limit,
+        "digit_sets": digit_sets,
+    }
     report = {
-        "command": _command(data_dir, model, markdown, results, synthetic_pages, seed, unsure_below, tesseract, limit),
+        "command": _command(given, models),
         "date": date.today().isoformat(),
         "machine": machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "model": {"recipe": model.config["recipe"]["name"], "path": model_path},
+        "models": _model_entries(models),
         "unsure_below": unsure,
         "data_dir": str(folder.parent),
         "limit": limit,
@@ -384,6 +544,7 @@ def bench_read(
             f"upscaled {USPS_UPSCALE}x onto a {USPS_PAD} px white margin), 7 (cheques), 6 "
             "(photos, pages), OMP_THREAD_LIMIT=1, one process per image",
         },
+        "digit_sets": digits,
         "sets": sets,
     }
     write_json(Path(results), report)
@@ -401,7 +562,8 @@ def _read_sets(
     limit: int | None,
 ) -> dict[str, dict]:
     """Every set of SETS read (at most `limit` images or pages of each), by key: what it is, how
-    many it has, and each reader's figures (None for a set with nothing to read)."""
+    many it has, and each reader's figures -- digitlab's by model label -- (None for a set with
+    nothing to read)."""
     sets: dict[str, dict] = {}
     for spec in SETS:
         entry: dict = {
@@ -446,27 +608,31 @@ def _texts(reading) -> tuple[list[str], list[str]]:
 
 
 def _read_samples(spec: SetSpec, folder: Path, samples: list[Sample], readers: Readers) -> dict:
-    """A set of real images read by digitlab (and Tesseract): {"digitlab": ..., "tesseract": ...}."""
+    """A set of real images read by each model (and Tesseract):
+    {"digitlab": {label: ...}, "tesseract": ...}."""
     labels = [s.label for s in samples]
     names = [s.file for s in samples]
     paths = [folder / s.file for s in samples]
     exact_key = "accuracy" if spec.key == "usps" else "strings_exact"
-    model, progress = readers.model, readers.progress
+    found: dict = {"digitlab": {}, "tesseract": None}
+    for label, model in readers.models.items():
+        desc = f"{spec.key}: {_reader(label, len(readers.models))}"
+        if spec.key == "usps":  # one digit per image: predict in batches
+            batches = [paths[i : i + 64] for i in range(0, len(paths), 64)]
 
-    if spec.key == "usps":  # one digit per image: predict in batches
-        batches = [paths[i : i + 64] for i in range(0, len(paths), 64)]
-        out, seconds = _timed(
-            batches, lambda batch: [p.digit for p in predict(batch, model)], f"{spec.key}: digitlab", progress, "batch"
-        )
-        texts = sum(out, [])
-    else:
+            def digits(batch, model=model) -> list[str]:
+                return [p.digit for p in predict(batch, model)]
 
-        def whole_text(image) -> tuple[str, str]:
-            full, unmarked = _texts(read(image, model, unsure_below=readers.unsure_below))
-            return "".join(full), "".join(unmarked)
+            out, seconds = _timed(batches, digits, desc, readers.progress, "batch")
+            texts = sum(out, [])
+        else:
 
-        texts, seconds = _timed(paths, whole_text, f"{spec.key}: digitlab", progress)
-    found = {"digitlab": _result(list(zip(labels, texts)), names, seconds, len(samples), exact_key), "tesseract": None}
+            def whole_text(image, model=model) -> tuple[str, str]:
+                full, unmarked = _texts(read(image, model, unsure_below=readers.unsure_below))
+                return "".join(full), "".join(unmarked)
+
+            texts, seconds = _timed(paths, whole_text, desc, readers.progress)
+        found["digitlab"][label] = _result(list(zip(labels, texts)), names, seconds, len(samples), exact_key)
     if readers.tesseract:
         failures: list[str] = []  # Tesseract runs that failed (they read nothing)
 
@@ -475,37 +641,37 @@ def _read_samples(spec: SetSpec, folder: Path, samples: list[Sample], readers: R
                 path = _usps_for_tesseract(path, readers.scratch / "usps.png")
             return "".join(text for text, _ in _tesseract_tsv(path, spec.psm, failures))
 
-        texts, seconds = _timed(paths, tesseract_text, f"{spec.key}: tesseract", progress)
+        texts, seconds = _timed(paths, tesseract_text, f"{spec.key}: tesseract", readers.progress)
         found["tesseract"] = _result(list(zip(labels, texts)), names, seconds, len(samples), exact_key)
         found["tesseract"]["failures"] = failures[:ERRORS_KEPT]
     return found
 
 
 def _read_pages(spec: SetSpec, pages: list, readers: Readers) -> dict:
-    """Synthetic pages read by digitlab (and Tesseract), scored line by line (each true line
-    against the read line that overlaps it most): {"lines": ..., "digitlab": ..., "tesseract": ...}."""
+    """Synthetic pages read by each model (and Tesseract), scored line by line (each true line
+    against the read line that overlaps it most): {"lines": ..., "digitlab": {label: ...},
+    "tesseract": ...}."""
     n = len(pages)
     truth = [label for _, t in pages for label in t.lines]
     names = [f"page {p} line {i}" for p, (_, t) in enumerate(pages) for i in range(len(t.lines))]
     boxes = [[_union(b) for b in t.boxes] for _, t in pages]
+    found: dict = {"lines": len(truth), "digitlab": {}, "tesseract": None}
+    for label, model in readers.models.items():
 
-    def digitlab_page(k: int) -> list[tuple[str, str]]:
-        reading = read(pages[k][0], readers.model, unsure_below=readers.unsure_below)
-        line_boxes = [line.box for line in reading.lines]
-        full, unmarked = _texts(reading)
-        return list(
-            zip(
-                _match_lines(boxes[k], list(zip(full, line_boxes))),
-                _match_lines(boxes[k], list(zip(unmarked, line_boxes))),
+        def digitlab_page(k: int, model=model) -> list[tuple[str, str]]:
+            reading = read(pages[k][0], model, unsure_below=readers.unsure_below)
+            line_boxes = [line.box for line in reading.lines]
+            full, unmarked = _texts(reading)
+            return list(
+                zip(
+                    _match_lines(boxes[k], list(zip(full, line_boxes))),
+                    _match_lines(boxes[k], list(zip(unmarked, line_boxes))),
+                )
             )
-        )
 
-    texts, seconds = _timed(range(n), digitlab_page, "synthetic: digitlab", readers.progress, "page")
-    found = {
-        "lines": len(truth),
-        "digitlab": _result(list(zip(truth, sum(texts, []))), names, seconds, n, "strings_exact"),
-        "tesseract": None,
-    }
+        desc = f"synthetic: {_reader(label, len(readers.models))}"
+        texts, seconds = _timed(range(n), digitlab_page, desc, readers.progress, "page")
+        found["digitlab"][label] = _result(list(zip(truth, sum(texts, []))), names, seconds, n, "strings_exact")
     if readers.tesseract:
         failures: list[str] = []  # Tesseract runs that failed (they read nothing)
 
@@ -521,15 +687,18 @@ def _read_pages(spec: SetSpec, pages: list, readers: Readers) -> dict:
 
 
 def _print_set(key: str, entry: dict) -> None:
-    """One line of a set's figures, for each reader that read it."""
+    """One line of a set's figures, for each reader that read it (digitlab once per model,
+    named by its label when there are several)."""
+    readers = [(_reader(label, len(entry["digitlab"])), r) for label, r in entry["digitlab"].items()]
+    if entry.get("tesseract"):
+        readers.append(("tesseract", entry["tesseract"]))
     print(
         f"{key} ({entry['n']} {entry['unit']}): "
         + "; ".join(
-            f"{reader} "
-            + ", ".join(f"{METRIC_NAMES[m]} {entry[reader][m] * 100:.2f}%" for m in METRIC_NAMES if m in entry[reader])
-            + f", {entry[reader]['seconds_per_image'] * 1000:.1f} ms each"
-            for reader in ("digitlab", "tesseract")
-            if entry.get(reader)
+            f"{name} "
+            + ", ".join(f"{METRIC_NAMES[m]} {result[m] * 100:.2f}%" for m in METRIC_NAMES if m in result)
+            + f", {result['seconds_per_image'] * 1000:.1f} ms each"
+            for name, result in readers
         ),
         flush=True,
     )
@@ -544,42 +713,43 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
-def _command(data_dir, model, markdown, results, synthetic_pages, seed, unsure_below, tesseract, limit) -> str:
-    """The command line that produced these figures: the CLI's own, or the Python call."""
+# bench_read's arguments that the recorded Python call names when they differ from these
+# (`model` is given by the models measured)
+_DEFAULTS = {
+    "data_dir": None,
+    "model": None,
+    "markdown": Path("BENCHMARKS.md"),
+    "results": Path("benchmarks/results/read.json"),
+    "synthetic_pages": 200,
+    "seed": 0,
+    "unsure_below": None,
+    "tesseract": True,
+    "limit": None,
+    "digit_sets": DIGIT_SETS,
+}
+
+
+def _command(given: dict, models: dict[str, Model]) -> str:
+    """The command line that produced these figures: the CLI's own, or the Python call (`given`:
+    bench_read's arguments by name; each model named by its path, the bundled one "bundled")."""
     if sys.argv[1:3] == ["bench", "read"]:
         return shlex.join(["digitlab", *sys.argv[1:]])
-    given = {
-        "data_dir": data_dir,
-        "model": None if model is None or not hasattr(model, "path") else model.path,
-        "markdown": markdown,
-        "results": results,
-        "synthetic_pages": synthetic_pages,
-        "seed": seed,
-        "unsure_below": unsure_below,
-        "tesseract": tesseract,
-        "limit": limit,
-    }
-    defaults = {
-        "data_dir": None,
-        "model": None,
-        "markdown": Path("BENCHMARKS.md"),
-        "results": Path("benchmarks/results/read.json"),
-        "synthetic_pages": 200,
-        "seed": 0,
-        "unsure_below": None,
-        "tesseract": True,
-        "limit": None,
-    }
-    if given["model"] is not None and Path(given["model"]).absolute() == BUNDLED_MODEL.absolute():
-        given["model"] = None
+    named = [label if label == BUNDLED or m.path is None else str(m.path) for label, m in models.items()]
+    model = None if named == [BUNDLED] else named[0] if len(named) == 1 else named
+    given = {"data_dir": given["data_dir"], "model": model, **given, "digit_sets": list(given["digit_sets"])}
+
+    def default(k: str, v) -> bool:
+        d = _DEFAULTS[k]
+        if isinstance(d, tuple):
+            return list(v) == list(d)
+        return v == d or (isinstance(v, (str, Path)) and isinstance(d, Path) and Path(v) == d)
+
     args = ", ".join(
-        f"{k}={str(v)!r}" if isinstance(v, Path) else f"{k}={v!r}"
-        for k, v in given.items()
-        if v != defaults[k] and not (isinstance(v, Path) and Path(v) == defaults[k])
+        f"{k}={str(v)!r}" if isinstance(v, Path) else f"{k}={v!r}" for k, v in given.items() if not default(k, v)
     )
     env = (
         ""
-        if data_dir is not None or not os.environ.get("DIGITLAB_DATA")
+        if given["data_dir"] is not None or not os.environ.get("DIGITLAB_DATA")
         else f"DIGITLAB_DATA={os.environ['DIGITLAB_DATA']} "
     )
     return f'{env}python -c "from digitlab.bench.read import bench_read; bench_read({args})"'
@@ -600,52 +770,87 @@ def _row(cells: list[str]) -> str:
     return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"
 
 
+def _marked(value: float, target: float | None) -> str:
+    return _percent(value) + ("" if target is None else (" ✓" if value >= target else " ✗"))
+
+
+def _target(target: float | None) -> str:
+    return "≥ " + _percent(target).replace(".00", "") if target is not None else ""
+
+
+def _model_headings(report: dict) -> list[str]:
+    """The table's digitlab column(s): 'digitlab' for one model, 'digitlab `LABEL`' for each of several."""
+    labels = [m["label"] for m in report["models"]]
+    return ["digitlab"] if len(labels) == 1 else [f"digitlab `{label}`" for label in labels]
+
+
+def _digit_table(report: dict) -> list[str]:
+    """The digit sets' table: per set its n, target and each model's accuracy (empty: no table)."""
+    if not report.get("digit_sets"):
+        return []
+    labels = [m["label"] for m in report["models"]]
+    headings = _model_headings(report)
+    lines = [
+        _row(["digits (test split)", "n", "target", *headings]),
+        _row(["---"] * (3 + len(headings))),
+    ]
+    for name, entry in report["digit_sets"].items():
+        what = f"{entry['title']} (`{name}` test)"
+        if entry["digitlab"] is None:
+            cells = ["not run (no images)"] * len(labels)
+        else:
+            cells = [_marked(entry["digitlab"][label]["accuracy"], entry["target"]) for label in labels]
+        lines.append(_row([what, str(entry["n"]), _target(entry["target"]), *cells]))
+    return [*lines, ""]
+
+
+def _set_rows(key: str, entry: dict, labels: list[str], tesseract_state: str) -> list[str]:
+    """One reading set's rows: each metric (target, each model, Tesseract), then seconds per image."""
+    if entry["subsets"]:
+        what = f"{entry['title']} ({', '.join('`' + s + '`' for s in entry['subsets'])})"
+    else:
+        what = f"{entry['title']} (seed {entry.get('seed', 0)})"
+    n = str(entry["n"]) + ("" if entry["unit"] == "images" else f" {entry['unit']}")
+    if entry.get("digitlab") is None:
+        return [_row([what, n, "—", "", *["not run (no images)"] * len(labels), ""])]
+    if "lines" in entry:
+        n += f", {entry['lines']} lines"
+    results = [entry["digitlab"][label] for label in labels]
+    lines = []
+    metrics = ["accuracy"] if key == "usps" else ["strings_exact", "digit_accuracy"]
+    for k, metric in enumerate(metrics):
+        target = entry["targets"].get(metric)
+        cells = [_marked(r[metric], target) for r in results]
+        cells.append(_marked(entry["tesseract"][metric], target) if entry.get("tesseract") else tesseract_state)
+        name = "lines exact" if metric == "strings_exact" and key == "synthetic" else METRIC_NAMES[metric]
+        lines.append(_row([what if k == 0 else "", n if k == 0 else "", name, _target(target), *cells]))
+    per = "page" if entry["unit"] == "pages" else "image"
+    cells = [_seconds(r["seconds_per_image"]) for r in results]
+    cells.append(_seconds(entry["tesseract"]["seconds_per_image"]) if entry.get("tesseract") else tesseract_state)
+    lines.append(_row(["", "", f"seconds per {per}", "", *cells]))
+    return lines
+
+
+def _models_line(report: dict) -> str:
+    models = report["models"]
+    if len(models) == 1:
+        return f"Model: `{models[0]['recipe']}` (`{models[0]['path']}`)"
+    return "Models: " + "; ".join(f"`{m['label']}`: `{m['recipe']}` (`{m['path']}`)" for m in models)
+
+
 def publish(report: dict, markdown: Path) -> None:
     """Rewrite the `bench read` section of BENCHMARKS.md from a results dict (appended, with its
     heading, when the file has none); everything outside the markers stays as it is."""
-    tesseract_state = report["tesseract"]["state"]
-    lines = [START, "| set | n | metric | target | digitlab | tesseract |", "| --- | --- | --- | --- | --- | --- |"]
+    labels = [m["label"] for m in report["models"]]
+    headings = _model_headings(report)
+    lines = [
+        START,
+        *_digit_table(report),
+        _row(["set", "n", "metric", "target", *headings, "tesseract"]),
+        _row(["---"] * (5 + len(headings))),
+    ]
     for key, entry in report["sets"].items():
-        if entry["subsets"]:
-            what = f"{entry['title']} ({', '.join('`' + s + '`' for s in entry['subsets'])})"
-        else:
-            what = f"{entry['title']} (seed {entry.get('seed', 0)})"
-        n = str(entry["n"]) + ("" if entry["unit"] == "images" else f" {entry['unit']}")
-        if entry.get("digitlab") is None:
-            lines.append(_row([what, n, "—", "", "not run (no images)", ""]))
-            continue
-        if "lines" in entry:
-            n += f", {entry['lines']} lines"
-        metrics = ["accuracy"] if key == "usps" else ["strings_exact", "digit_accuracy"]
-        for k, metric in enumerate(metrics):
-            target = entry["targets"].get(metric)
-            cells = []
-            for reader in ("digitlab", "tesseract"):
-                result = entry.get(reader)
-                if result is None:
-                    cells.append(tesseract_state)
-                    continue
-                value = result[metric]
-                mark = "" if target is None else (" ✓" if value >= target else " ✗")
-                cells.append(_percent(value) + mark)
-            name = METRIC_NAMES[metric]
-            if metric == "strings_exact" and key == "synthetic":
-                name = "lines exact"
-            row = [
-                what if k == 0 else "",
-                n if k == 0 else "",
-                name,
-                "≥ " + _percent(target).replace(".00", "") if target is not None else "",
-                *cells,
-            ]
-            lines.append(_row(row))
-        per = "page" if entry["unit"] == "pages" else "image"
-        cells = [
-            _seconds(entry[r]["seconds_per_image"]) if entry.get(r) else tesseract_state
-            for r in ("digitlab", "tesseract")
-        ]
-        lines.append(_row(["", "", f"seconds per {per}", "", *cells]))
-    model = report["model"]
+        lines += _set_rows(key, entry, labels, report["tesseract"]["state"])
     tess = report["tesseract"]
     tess_line = {
         "installed": f"Tesseract {tess['version']}: {tess['options']} (its time includes starting "
@@ -653,14 +858,20 @@ def publish(report: dict, markdown: Path) -> None:
         "not installed": "Tesseract: not installed (`tesseract` is not on PATH), so not run",
         "not run": "Tesseract: not run (tesseract=False)",
     }[tess["state"]]
+    digits_line = (
+        "Digits: each dataset's test split as `digitlab.data.load_dataset` prepares it (28x28 uint8, "
+        f"MNIST-style), classified as it is by `Model.predict` in batches of {DIGIT_BATCH}; accuracy = "
+        "digits right / n. Targets from issue 14.  "
+    )
     lines += [
         "",
         f"Command: `{report['command']}`  ",
         f"Machine: {report['machine']}, PyTorch {report['torch']} ({report['threads']} threads); "
         f"date {report['date']}  ",
-        f"Model: `{model['recipe']}` (`{model['path']}`); unsure threshold {report['unsure_below']:g}: "
+        f"{_models_line(report)}; unsure threshold {report['unsure_below']:g}: "
         "a digit read below it is '?', which counts as a wrong digit  ",
         tess_line + "  ",
+        *([digits_line] if report.get("digit_sets") else []),
         "Digit accuracy: per string, the label's digits less the edit distance (Levenshtein) to what "
         "was read, at least 0, summed and divided by all the labels' digits. Cheques and photos are "
         "scored on the whole text with line breaks removed; synthetic pages line by line (each true "
@@ -674,8 +885,9 @@ def publish(report: dict, markdown: Path) -> None:
         END,
         "\n".join(lines),
         f"{HEADING}\n\n"
-        "digitlab's reader and single-digit prediction on real handwriting that is not MNIST "
-        "(`real-digits` in the shared data), and on generated pages, beside Tesseract on the same "
-        "images. ✓ / ✗: at or above / below the target. Per-set details, and the first misreadings, "
-        "are in `benchmarks/results/read.json`.\n\n",
+        "digitlab's single-digit accuracy on the test splits of the digit datasets, and its reader and "
+        "single-digit prediction on real handwriting that is not MNIST (`real-digits` in the shared "
+        "data), and on generated pages, beside Tesseract on the same images. ✓ / ✗: at or above / "
+        "below the target. Per-set details, and the first misreadings, are in "
+        "`benchmarks/results/read.json`.\n\n",
     )

@@ -76,7 +76,7 @@ def page(browser, server):
     requests_outside: list[str] = []
     page.on("request", lambda r: requests_outside.append(r.url) if not r.url.startswith((server, "data:")) else None)
     page.goto(server + "/")
-    page.wait_for_function("document.getElementById('model-info').textContent.includes('digitnet-pen')")
+    page.wait_for_function("document.getElementById('model-info').textContent.includes('digitnet-real')")
     yield page
     assert errors == [], errors
     assert requests_outside == [], f"the page fetched from elsewhere: {requests_outside}"
@@ -285,7 +285,7 @@ def test_fits_a_phone_and_controls_are_labelled(browser, server):
     context = browser.new_context(viewport={"width": 375, "height": 667}, is_mobile=True, has_touch=True)
     page = context.new_page()
     page.goto(server + "/")
-    page.wait_for_function("document.getElementById('model-info').textContent.includes('digitnet-pen')")
+    page.wait_for_function("document.getElementById('model-info').textContent.includes('digitnet-real')")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375  # no sideways scrolling
     pad = page.locator("#pad").bounding_box()
     assert pad["width"] >= 250

@@ -19,7 +19,7 @@ def bundled():
 
 
 def test_bundled_model_loads_offline_and_reaches_99_5_percent_on_mnist(bundled, mnist):
-    assert bundled.config["recipe"]["name"] == "digitnet-pen"
+    assert bundled.config["recipe"]["name"] == "digitnet-real"
     assert 0.05 < bundled.temperature < 1.0  # calibrated: label smoothing leaves logits too flat
     metrics = compute_metrics(predict_logits(bundled.module, mnist.test_images), mnist.test_labels, mnist.classes)
     assert metrics.accuracy >= 0.995

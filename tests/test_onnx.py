@@ -26,7 +26,7 @@ from digitlab.serve import create_app
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, shared_data_dir):
     """`digitlab export --onnx FILE` of the bundled model: (exit code, what it printed, the file)."""
-    path = tmp_path_factory.mktemp("onnx") / "digitnet-pen.onnx"
+    path = tmp_path_factory.mktemp("onnx") / "digitnet-real.onnx"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["export", "--onnx", str(path), "--data-dir", str(shared_data_dir)])
@@ -75,9 +75,9 @@ def test_export_writes_one_verified_self_contained_file(exported, bundled_torch)
 
     metadata = {p.key: p.value for p in proto.metadata_props}
     config = json.loads(metadata["digitlab.config"])
-    assert config["recipe"]["name"] == "digitnet-pen" and config["dataset"]["classes"] == list("0123456789")
+    assert config["recipe"]["name"] == "digitnet-real" and config["dataset"]["classes"] == list("0123456789")
     assert config["calibration"]["temperature"] == bundled_torch.temperature
-    assert int(metadata["digitlab.parameters"]) == 113_898
+    assert int(metadata["digitlab.parameters"]) == 239_962
     verification = json.loads(metadata["digitlab.verification"])  # measured on the real test set
     assert verification["dataset"] == "mnist" and verification["split"] == "test" and verification["n"] == 10_000
     assert verification["same_class"] >= 0.999 and verification["max_logit_diff"] <= 1e-4
@@ -237,8 +237,8 @@ def test_the_service_answers_with_the_onnx_file(onnx_file, mnist):
     images, labels = mnist.test_images[:20, 0].numpy(), mnist.test_labels[:20].numpy()
     with TestClient(create_app(onnx_file)) as client:
         (info,) = client.get("/api/models").json()["models"]
-        assert info["name"] == "digitnet-pen" and info["backend"] == "onnx" and not info["bundled"]
-        assert info["parameters"] == 113_898 and info["path"] == str(onnx_file)
+        assert info["name"] == "digitnet-real" and info["backend"] == "onnx" and not info["bundled"]
+        assert info["parameters"] == 239_962 and info["path"] == str(onnx_file)
         assert info["evaluation"]["accuracy"] >= 0.995 and info["temperature"] < 1
         digits = [client.post("/api/predict", json={"pixels": image.tolist()}).json()["digit"] for image in images]
     assert digits == [str(label) for label in labels]

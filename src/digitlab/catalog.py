@@ -32,6 +32,7 @@ PARAMETERS = {
     "keras-cifar10-mlp": 3_676_682,
     "digitnet": 113_898,
     "digitnet-pen": 113_898,
+    "digitnet-real": 239_962,
     "fast": 33_914,
     "fast-995": 68_146,
 }
@@ -74,7 +75,8 @@ def recipe_table() -> list[dict]:
             {
                 "name": recipe.name,
                 "description": recipe.description,
-                "dataset": recipe.dataset,
+                "dataset": f"mix of {len(recipe.mix)}" if recipe.mix else recipe.dataset,
+                "mix": recipe.mix,
                 "model": recipe.model,
                 "parameters": recipe_parameters(recipe),
                 "published_accuracy": recipe.published_accuracy,

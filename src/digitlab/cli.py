@@ -38,8 +38,8 @@ EPILOG = """examples:
   digitlab predict my_digit.png --show-input seen/
   digitlab read cheque.jpg --annotate cheque-read.png
   digitlab serve --port 8000                    then open http://127.0.0.1:8000/
-  digitlab export --onnx digitnet-pen.onnx      the bundled model as one ONNX file, verified
-  digitlab predict --model digitnet-pen.onnx my_digit.png
+  digitlab export --onnx digitnet-real.onnx      the bundled model as one ONNX file, verified
+  digitlab predict --model digitnet-real.onnx my_digit.png
   digitlab bench seeds --seeds 3
   digitlab bench speed                          fast over seeds, each trick, vs Keras 3 / DataLoader / sklearn
 
@@ -355,7 +355,8 @@ def _train_options(parser: CommandParser) -> None:
         metavar="FIELD=VALUE",
         help=f"change any other recipe field, repeatable: optimizer={'|'.join(OPTIMIZER_NAMES)}, "
         f"schedule={'|'.join(SCHEDULE_NAMES)}, label_smoothing=0.1, momentum=0.9, "
-        "weight_decay=5e-4, augment=SHIFT,ROTATE,SCALE (e.g. 2,10,0.1), channels_last=true ...",
+        "weight_decay=5e-4, augment=SHIFT,ROTATE,SCALE (e.g. 2,10,0.1), channels_last=true, "
+        "mix=SOURCE:WEIGHT,... (datasets or your folders, each its share of every epoch) ...",
     )
     parser.add_argument("--out", default=defaults["out"], help="folder for run directories")
     parser.add_argument(

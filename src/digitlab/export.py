@@ -1,8 +1,8 @@
 """ONNX export: a model as one self-contained .onnx file, verified against PyTorch before it is written.
 
     from digitlab.export import export_onnx
-    export_onnx(None, "digitnet-pen.onnx")             # the bundled model (or a run directory, a Model)
-    model = digitlab.load_model("digitnet-pen.onnx")    # classes, image shape, temperature: from the file
+    export_onnx(None, "digitnet-real.onnx")             # the bundled model (or a run directory, a Model)
+    model = digitlab.load_model("digitnet-real.onnx")    # classes, image shape, temperature: from the file
 
 The graph (onnx_runtime.py) takes uint8 images, ink bright, any batch size, and gives float32
 logits. The run's config.json travels in the file's metadata_props ("digitlab.config"), so a

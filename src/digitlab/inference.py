@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import CONFIG, WEIGHTS
+from .checkpoint import BUNDLED_RUN, CONFIG, WEIGHTS
 from .errors import CheckpointError, ConfigError, ExportError
 from .evaluate import predict_logits
 from .files import read_json
@@ -109,7 +109,7 @@ class Model:
         return self.predict_proba(images).argmax(1)
 
 
-BUNDLED_MODEL = Path(__file__).with_name("weights") / "digitnet-pen"
+BUNDLED_MODEL = BUNDLED_RUN
 BACKENDS = ("auto", "torch", "onnx")
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def load_model(run: str | Path | Run | None = None, device: str | None = None, b
     """Load a run directory (config.json + model.safetensors), or an .onnx file from `export_onnx`
     (`digitlab export`), as a `Model`.
 
-    With no run, the bundled default model (recipe digitnet-pen, trained by digitlab itself;
+    With no run, the bundled default model (recipe digitnet-real, trained by digitlab itself;
     see weights/README.md) that works offline with no training.
 
     backend: 'auto' (the default) runs a model on the CPU with ONNX Runtime -- a run directory

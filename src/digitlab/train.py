@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (
     BEST,
+    BUNDLED_RUN,
     CONFIG,
     HISTORY,
     HISTORY_CSV,
@@ -74,7 +75,7 @@ from .checkpoint import (
     save_weights,
     write_history,
 )
-from .data import Dataset, dataset_names, load_dataset, split_validation
+from .data import Dataset, dataset_names, load_dataset, split_sources, split_validation
 from .data.folders import is_path_source, load_sources, normalise_sources
 from .distributed import Cluster, DistributedError
 from .errors import CheckpointError, ConfigError, DigitlabError, WriteError
@@ -171,6 +172,7 @@ def _fit(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) ->
     recipe = plan.recipe
     dataset = load_data(recipe, options, plan.data)
     train_x, train_y, val_x, val_y = split_validation(dataset, plan.val_split, plan.subset, recipe.seed)
+    sampling = source_sampling(recipe, plan, dataset)
     if not len(dataset.test_labels):  # --data with no dataset named: the held-out part is the test split
         dataset = replace(dataset, test_images=val_x, test_labels=val_y)
     if val_x is None:  # the tutorials validate on the test set; --val-split is the honest way
@@ -179,6 +181,7 @@ def _fit(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) ->
     if plan.init is not None:
         check_init(plan.init, recipe, args)
     config = run_config(recipe, args, dataset, plan, cluster, dev)
+    config["train"]["mix"] = dict(zip(plan.data, sampling[1], strict=True)) if sampling else None
     run_path = open_run_dir(plan, config, checkpoint, args, options, dev)
     resumed = options.resume is not None
     if progress:
@@ -189,7 +192,7 @@ def _fit(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) ->
         if recipe.engine != "torch":
             model, history = fit_in_engine(recipe, run_path, args, splits, records, progress)
         else:
-            model, history = train_loop(plan, args, splits, checkpoint, records, options, dev)
+            model, history = train_loop(plan, args, splits, checkpoint, records, options, dev, sampling)
         if cluster.main:
             finish_run(run_path, config, model, records, history, (val_x, val_y) if plan.val_split else None)
     except KeyboardInterrupt:
@@ -210,16 +213,19 @@ def train_loop(
     records: RunRecords,
     options: RunOptions,
     dev: torch.device,
+    sampling: tuple[torch.Tensor, list[float]] | None = None,
 ) -> tuple[nn.Module, list[dict]]:
     """The epochs still to train, each: train_epoch, evaluate_sharded, records.save_epoch. Returns the
     model (the last epoch's weights) and the whole history. `splits`: training images and labels,
-    then validation images and labels."""
+    then validation images and labels; `sampling`: source_sampling's, for a recipe that mixes."""
     recipe, cluster, progress = plan.recipe, options.cluster, options.progress
     checkpoint = share_checkpoint(cluster, checkpoint, dev) if plan.resumes else None
     start_epoch = checkpoint["state"]["epoch"] if checkpoint else 0
     history = checkpoint["state"]["history"] if checkpoint else []
     train_x, train_y, val_x, val_y = (t.to(dev) for t in splits)
     trainer = start_training(recipe, args, checkpoint, len(train_y), recipe.bf16 and bf16_supported(dev), cluster, dev)
+    if sampling is not None:
+        trainer.sources, trainer.shares = sampling[0].to(dev), sampling[1]
     if checkpoint is None and plan.init is not None:  # fine-tuning: checked against the network by check_init
         trainer.model.load_state_dict(load_weights(Path(plan.init) / WEIGHTS))
     for epoch in range(start_epoch, recipe.epochs):
@@ -436,6 +442,9 @@ def header_text(
     lines.append(
         f"dataset: {dataset.name}: {n_train:,} training{limit}, {validation}, {len(dataset.test_labels):,} test images"
     )
+    if train.get("mix"):
+        shares = ", ".join(f"{Path(source).name} {share:.0%}" for source, share in train["mix"].items())
+        lines.append(f"mix: each epoch draws {shares} of its images")
     processes = f", {train['processes']} processes ({train['backend']})" if train["processes"] > 1 else ""
     threads = f", {train['threads']} thread{'s' if train['threads'] != 1 else ''}" if recipe.engine == "torch" else ""
     lines.append(f"device: {train['device']}{threads}{processes}")
@@ -553,10 +562,11 @@ def agree_on_plan(recipe: Recipe | str | None, options: RunOptions, dev: torch.d
                         "--resume continues from the run's own weights (config.json's train.init): omit --init"
                     )
             else:
-                data = normalise_sources(options.data, dataset_names())
                 init = init_folder(options.init) if options.init is not None else None
                 recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
                 recipe = recipe.with_settings(options.settings).override(**options.overrides)
+                # --data replaces the recipe's sources; a recipe that mixes sources trains on its mix.
+                data = normalise_sources(options.data or list(recipe.mix), dataset_names())
             recipe.validate()
             check_keep(keep, val_split, recipe)
             check_data(data, val_split)
@@ -624,9 +634,6 @@ def check_data(data: list[str], val_split: float) -> None:
             "--data with only folders or CSV files tests on the part it holds out: give --val-split a "
             "fraction above 0 (the default with --data is 0.1), or add a dataset by name for the test split"
         )
-
-
-BUNDLED_RUN = Path(__file__).with_name("weights") / "digitnet-pen"  # inference.BUNDLED_MODEL, which sits above
 
 
 def init_folder(init: str | Path) -> str:
@@ -778,6 +785,8 @@ class Trainer:
     amp: bool  # bf16 autocast
     steps_per_epoch: int
     device: torch.device
+    sources: torch.Tensor | None = None  # a mix: each training image's source (split_sources)
+    shares: list[float] | None = None  # a mix: each source's share of an epoch
 
 
 def start_training(
@@ -837,7 +846,10 @@ def train_epoch(
     the number of images it saw."""
     t.model.train()
     n, batch, dev = len(train_y), recipe.batch_size, t.device
-    order = torch.randperm(n, generator=t.generator, device=dev)
+    if t.sources is None:
+        order = torch.randperm(n, generator=t.generator, device=dev)
+    else:
+        order = source_order(t.sources, t.shares, t.generator)
     if cluster.active:
         t.local_generator.manual_seed(rank_seed(recipe.seed, epoch, cluster.rank))
         torch.manual_seed(rank_seed(recipe.seed, epoch, cluster.rank) + 1)
@@ -882,6 +894,40 @@ def train_epoch(
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
     bar.close()
     return loss_sum, correct, seen
+
+
+def source_sampling(recipe: Recipe, plan: RunPlan, dataset: Dataset) -> tuple[torch.Tensor, list[float]] | None:
+    """(each training image's source, each source's share of an epoch) for a recipe that mixes
+    sources (recipe.mix) and trains on them; None otherwise: --data sources in place of the mix,
+    like one dataset, give each image once an epoch."""
+    if not recipe.mix or list(plan.data) != normalise_sources(list(recipe.mix), dataset_names()):
+        return None
+    sources = split_sources(dataset, plan.val_split, plan.subset, recipe.seed)
+    total = sum(recipe.mix.values())
+    shares = [weight / total for weight in recipe.mix.values()]
+    missing = [name for s, name in enumerate(recipe.mix) if not (sources == s).any()]
+    if missing:
+        raise ConfigError(f"the mix's {', '.join(missing)} left no training image (--limit is too small for it)")
+    return sources, shares
+
+
+def source_order(sources: torch.Tensor, shares: list[float], generator: torch.Generator) -> torch.Tensor:
+    """One epoch's order of training images (as many as there are) drawn from the sources in
+    their shares: source s gives round(n * share) of them (largest remainders, so they add up to
+    n), every image of it once before any is drawn again, and the whole is shuffled. `sources`:
+    (n,) the source of each image."""
+    n, dev = len(sources), sources.device
+    exact = torch.tensor(shares, dtype=torch.float64) * n
+    counts = exact.floor().long()
+    counts[torch.argsort(exact - counts, descending=True)[: n - int(counts.sum())]] += 1
+    parts = []
+    for s, count in enumerate(counts.tolist()):
+        pool = (sources == s).nonzero().squeeze(1)
+        rounds = -(-count // len(pool))
+        drawn = [pool[torch.randperm(len(pool), generator=generator, device=dev)] for _ in range(rounds)]
+        parts.append(torch.cat(drawn)[:count])
+    order = torch.cat(parts)
+    return order[torch.randperm(n, generator=generator, device=dev)]
 
 
 def evaluate_sharded(
@@ -991,7 +1037,8 @@ def learning_rate(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
 
 
 def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
-    """Randomly rotate, zoom, shift, thicken/thin, blur, fade and noise a float batch (N, C, H, W).
+    """Randomly rotate, zoom, shift, thicken/thin, binarise, coarsen, blur, fade and noise a float
+    batch (N, C, H, W).
 
     Every image gets its own parameters, drawn from `generator` so that a seed fixes them; each
     effect is one batched op over the whole batch (no per-image Python loop).
@@ -1022,6 +1069,19 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
         x = torch.where(
             per_image(pick < aug.thickness), dilated, torch.where(per_image(pick > 1 - aug.thickness), eroded, x)
         )
+    if aug.binarize:
+        # A binary scan: ink where the image passes a random fraction (0.25-0.75) of its own peak.
+        pick = torch.rand(n, generator=generator, device=dev) < aug.binarize
+        level = 0.25 + 0.5 * torch.rand(n, generator=generator, device=dev)
+        peak = x.amax((1, 2, 3)).clamp_min(1e-6)
+        binary = (x > per_image(level * peak)).to(x.dtype)
+        x = torch.where(per_image(pick), binary, x)
+    if aug.lowres:
+        # A coarse scan made MNIST-style: shrunk to one size for the batch (12-22 px), enlarged back.
+        pick = torch.rand(n, generator=generator, device=dev) < aug.lowres
+        size = int(torch.randint(12, 23, (1,), generator=generator, device=dev))
+        coarse = F.interpolate(F.interpolate(x, size=(size, size), mode="area"), size=(h, w), mode="bilinear")
+        x = torch.where(per_image(pick), coarse, x)
     if aug.blur:
         # One depthwise convolution with a different Gaussian kernel per image.
         sigma = torch.rand(n, generator=generator, device=dev) * aug.blur + 1e-3

@@ -27,13 +27,13 @@ import json
 import math
 import struct
 import zlib
-from pathlib import Path
 
 import cv2
 import numpy as np
 from hypothesis import strategies as st
 from PIL import Image
 
+from ..checkpoint import BUNDLED_RUN, CONFIG
 from ..data.idx import IDX_DTYPES
 
 BOOL = st.booleans()
@@ -403,7 +403,7 @@ def dds_file(flags: int) -> bytes:
 # --- model files (issue 18) -------------------------------------------------------------------------
 
 # The bundled model's config.json, the start of every config drawn (read as text: no torch here).
-BUNDLED_CONFIG = json.loads((Path(__file__).parents[1] / "weights" / "digitnet-pen" / "config.json").read_text())
+BUNDLED_CONFIG = json.loads((BUNDLED_RUN / CONFIG).read_text())
 CONFIG_KIND = st.sampled_from(
     ["as-is", "deep", "big-int", "layers", "temperature", "damaged", "folder", "fifo", "dev-zero"]
 )

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import DataError, unknown_name
 from .cifar import CIFAR10_CLASSES, read_cifar10_binary
-from .dataset import Dataset, channel_stats, split_validation
+from .dataset import Dataset, channel_stats, split_sources, split_validation
 from .download import RemoteFile, fetch_missing, missing_files_error, resolve_data_dir, verify_file
 from .hwd import read_hwd_folder, require_hwd_images
 from .idx import load_idx_pair
@@ -46,6 +46,7 @@ __all__ = [
     "orand_crops",
     "orand_strings",
     "resolve_data_dir",
+    "split_sources",
     "split_validation",
     "verify_dataset",
 ]

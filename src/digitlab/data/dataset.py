@@ -27,6 +27,8 @@ class Dataset:
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # Joined sources (data/folders.py): (source, count) of each block of train_images, in order.
+    train_sources: tuple[tuple[str, int], ...] = ()
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -54,24 +56,48 @@ def split_validation(
     `subset` keeps a seeded random subset of the training set first (for quick runs). Training
     splits with it, and evaluating a run's 'val' split rebuilds the same images from its seed.
     """
+    images, labels = dataset.train_images, dataset.train_labels
+    order, n_val = _split_order(len(labels), val_split, subset, seed)
+    if order is not None:
+        images, labels = images[order], labels[order]
+    if not n_val:
+        return images, labels, None, None
+    return images[n_val:], labels[n_val:], images[:n_val], labels[:n_val]
+
+
+def split_sources(dataset: Dataset, val_split: float, subset: int | None, seed: int) -> torch.Tensor | None:
+    """The source index (into dataset.train_sources) of each training image split_validation
+    returns, in its order; None for a dataset of one source."""
+    import torch  # imported here: start-up time, as in split_validation
+
+    if not dataset.train_sources:
+        return None
+    counts = torch.tensor([count for _, count in dataset.train_sources])
+    ids = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    order, n_val = _split_order(len(ids), val_split, subset, seed)
+    return (ids if order is None else ids[order])[n_val:]
+
+
+def _split_order(n: int, val_split: float, subset: int | None, seed: int):
+    """The seeded order of the training images (None: as they are) and how many of its first are
+    held out for validation."""
     import torch  # imported here: start-up time (1 s), so that the dataset registry needs no torch
 
-    images, labels = dataset.train_images, dataset.train_labels
     if not 0 <= val_split < 1:
         raise ConfigError(f"--val-split must be in [0, 1), got {val_split}")
+    order = None
     if subset is not None or val_split:
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         if subset is not None:
             if subset < 1:
                 raise ConfigError(f"--limit must be at least 1, got {subset}")
             order = order[:subset]
-        images, labels = images[order], labels[order]
     if not val_split:
-        return images, labels, None, None
-    n_val = int(round(len(labels) * val_split))
-    if n_val < 1 or n_val >= len(labels):
+        return order, 0
+    n_val = int(round(len(order) * val_split))
+    if n_val < 1 or n_val >= len(order):
         raise ConfigError(f"--val-split {val_split} leaves no validation or no training images")
-    return images[n_val:], labels[n_val:], images[:n_val], labels[:n_val]
+    return order, n_val
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

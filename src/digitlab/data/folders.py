@@ -161,4 +161,5 @@ def load_sources(sources: list[str], names: list[str], load_named) -> Dataset:
         test_images, test_labels = train_images[:0], train_labels[:0]
     mean, std = channel_stats(train_images)
     name = "+".join(labels)
-    return Dataset(name, train_images, train_labels, test_images, test_labels, DIGITS, mean, std)
+    blocks = tuple((source, len(y)) for source, y in zip(sources, train_y, strict=True))
+    return Dataset(name, train_images, train_labels, test_images, test_labels, DIGITS, mean, std, blocks)

@@ -318,7 +318,7 @@ def test_two_models_side_by_side_from_the_command_line(tiny_data, tiny_model, tm
 
     other = str(tiny_model.path)  # outside the working directory: absolute
     assert [(m["label"], m["recipe"]) for m in report["models"]] == [
-        ("bundled", "digitnet-pen"),
+        ("bundled", "digitnet-real"),
         (other, "keras-mlp-dropout"),
     ]
     assert report["command"] == shlex.join(["digitlab", *argv])  # what was typed
@@ -333,7 +333,7 @@ def test_two_models_side_by_side_from_the_command_line(tiny_data, tiny_model, tm
     assert f"| digits (test split) | n | target | {columns} |" in section
     assert f"| set | n | metric | target | {columns} | tesseract |" in section
     assert "| ORAND-CAR-A dev digit crops, a_car_001100 and above, reporting only (`orand-car-a` test) | 3 |" in section
-    assert f"Models: `bundled`: `digitnet-pen` (`src/digitlab/weights/digitnet-pen`); `{other}`:" in section
+    assert f"Models: `bundled`: `digitnet-real` (`src/digitlab/weights/digitnet-real`); `{other}`:" in section
     rows = [line for line in section.splitlines() if line.startswith("| USPS test digits")]
     cells = rows[0].strip("|").split("|")  # set, n, metric, target, a model each, Tesseract
     assert len(rows) == 1 and len(cells) == 7 and cells[2].strip() == "accuracy" and cells[6].strip() == "not run"

@@ -527,7 +527,7 @@ def test_the_unchanged_export_loads_and_predicts(tmp_path, onnx_data, digit_png)
     path = tmp_path / "model.onnx"
     path.write_bytes(onnx_data)
     model = digitlab.load_model(path)
-    assert model.parameter_count == 113_898 and digitlab.predict(digit_png, model)[0].digit == "7"
+    assert model.parameter_count == 239_962 and digitlab.predict(digit_png, model)[0].digit == "7"
 
 
 # --- bench fuzz tries these kinds of input ---------------------------------------------------------

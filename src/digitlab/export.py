@@ -21,9 +21,8 @@ import numpy as np
 import torch
 
 from .checkpoint import METRICS
-from .data import load_dataset
 from .errors import ConfigError, DataError, ExportError
-from .evaluate import predict_logits
+from .evaluate import predict_logits, run_dataset
 from .files import atomic_write, output_file, read_json
 from .inference import Model, load_model
 from .model_files import open_onnx
@@ -89,7 +88,7 @@ def verify_onnx(
             f"the PyTorch model {reference.image_shape}"
         )
     if dataset is None:
-        dataset = load_dataset(reference.config["dataset"]["name"], data_dir=data_dir, progress=False)
+        dataset = run_dataset(reference.config, data_dir=data_dir, progress=False)  # as training loaded it
     images, labels = dataset.split(split)
     expected = predict_logits(reference.module, images).numpy()
     got = session.logits(images.numpy())

@@ -425,7 +425,7 @@ def onnx_data() -> bytes:
     """The bundled model as `digitlab export` writes it (metadata included), unverified."""
     model = digitlab.load_model(backend="torch")
     raw, _ = onnx_bytes(model.module, model.image_shape)
-    return with_metadata(raw, {CONFIG_KEY: json.dumps(model.config), PARAMETERS_KEY: "113898"})
+    return with_metadata(raw, {CONFIG_KEY: json.dumps(model.config), PARAMETERS_KEY: str(model.parameter_count)})
 
 
 def constant_of_shape(data: bytes, values: int, strip: bool) -> bytes:

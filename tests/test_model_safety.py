@@ -145,8 +145,8 @@ def edit_config(run: Path, change) -> None:
 
 CONFIG_CHANGES = {
     "wider-layer": (
-        lambda c: c["model"]["args"].__setitem__("widths", [32, 64, 256]),
-        r"does not match the network in .*shape of 9.weight \(128, 64, 3, 3\) \(the config gives \(256",
+        lambda c: c["model"]["args"].__setitem__("widths", [48, 96, 384]),
+        r"does not match the network in .*shape of 9.weight \(192, 96, 3, 3\) \(the config gives \(384",
     ),
     "no-model-args": (lambda c: c["model"].pop("args"), "describes no network .*needs a 'name' and an 'args'"),
     "unknown-argument": (lambda c: c["model"]["args"].__setitem__("depth", 50), "unexpected keyword argument 'depth'"),
@@ -199,7 +199,7 @@ def test_a_config_describing_an_enormous_network_is_refused_at_once_without_allo
     edit_config(run, lambda c: c["model"]["args"].__setitem__("widths", [10**6] * 3))
 
     def load():
-        with pytest.raises(CheckpointError, match=r"shape of 1.weight \(32, 1, 5, 5\) \(the config gives \(1000000"):
+        with pytest.raises(CheckpointError, match=r"shape of 1.weight \(48, 1, 5, 5\) \(the config gives \(1000000"):
             digitlab.load_model(run)
 
     started = time.perf_counter()

@@ -167,7 +167,7 @@ def test_init_refuses_another_network_or_no_run(tmp_path, capsys, mnist):
 
 def test_init_bundled_fine_tunes_the_bundled_model(own_digits, tmp_path):
     run = digitlab.train(
-        "digitnet-pen", data=[own_digits], init="bundled", epochs=1, batch_size=16, out=tmp_path, progress=False
+        "digitnet-real", data=[own_digits], init="bundled", epochs=1, batch_size=16, out=tmp_path, progress=False
     )
     assert _config(run.path)["train"]["init"] == str(BUNDLED_MODEL.resolve())
     assert json.loads((run.path / "metrics.json").read_text())["accuracy"] > 0.9  # from scratch: near chance

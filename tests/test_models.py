@@ -5,7 +5,7 @@ import torch
 
 from digitlab.catalog import recipe_model, summary_text
 from digitlab.errors import ConfigError, UnknownNameError
-from digitlab.models import MODELS, count_parameters, create_model
+from digitlab.models import MODELS, count_parameters, create_model, tensor_count
 from digitlab.recipes import RECIPES, get_recipe
 
 SHAPES: dict = {}
@@ -43,7 +43,14 @@ HAND_COUNTED = {
     "keras-cifar10-mlp": (3072 * 1024 + 1024) + (1024 * 512 + 512) + (512 * 10 + 10),
     "keras-cnn": (9 * 1 * 32 + 32) + (9 * 32 * 32 + 32) + (12 * 12 * 32 * 128 + 128) + (128 * 10 + 10),
     "digitnet-pen": (25 * 32 + 2 * 32) + (9 * 32 * 64 + 2 * 64) + (9 * 64 * 128 + 2 * 128) + (128 * 4 * 4 * 10 + 10),
-    "digitnet-real": (25 * 48 + 2 * 48) + (9 * 48 * 96 + 2 * 96) + (9 * 96 * 192 + 2 * 192) + (192 * 4 * 4 * 10 + 10),
+    # two convolutions a stage: 5x5 then 3x3 at 32, two 3x3 at 64 and at 128
+    "digitnet-real": (25 * 32 + 2 * 32)
+    + (9 * 32 * 32 + 2 * 32)
+    + (9 * 32 * 64 + 2 * 64)
+    + (9 * 64 * 64 + 2 * 64)
+    + (9 * 64 * 128 + 2 * 128)
+    + (9 * 128 * 128 + 2 * 128)
+    + (128 * 4 * 4 * 10 + 10),
     "digitnet": (25 * 32 + 2 * 32) + (9 * 32 * 64 + 2 * 64) + (9 * 64 * 128 + 2 * 128) + (128 * 4 * 4 * 10 + 10),
 }
 
@@ -75,6 +82,23 @@ def test_unknown_model_and_bad_arguments_are_clear_errors():
         create_model("resnet-9000")
     with pytest.raises(ConfigError, match="cannot be built"):
         create_model("mlp", depth=3)
+    for depth in (0, 5, 1.5):
+        with pytest.raises(ConfigError, match="depth is 1 to 4 convolutions per stage"):
+            create_model("digitnet", depth=depth)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_digitnet_depth_adds_convolutions_before_each_pooling_one(depth):
+    """depth d: d convolutions a stage, each followed by batch norm, the last by the pooling; the
+    tensor count the registry gives before building (model_files checks configs with it) agrees."""
+    model = create_model("digitnet", depth=depth)
+    kinds = [type(m).__name__ for m in model]
+    assert kinds.count("Conv2d") == 3 * depth and kinds.count("BatchNorm2d") == 3 * depth
+    assert kinds.count("MaxPool2d") == 3 and all(
+        kinds[i - 1] == "Conv2d" for i, k in enumerate(kinds) if k == "MaxPool2d"
+    )
+    assert len(model.state_dict()) == tensor_count({"name": "digitnet", "args": {"depth": depth}})
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_recipe_overrides_are_validated():

@@ -145,11 +145,14 @@ def edit_config(run: Path, change) -> None:
 
 CONFIG_CHANGES = {
     "wider-layer": (
-        lambda c: c["model"]["args"].__setitem__("widths", [48, 96, 384]),
-        r"does not match the network in .*shape of 9.weight \(192, 96, 3, 3\) \(the config gives \(384",
+        lambda c: c["model"]["args"].__setitem__("widths", [32, 64, 256]),
+        r"does not match the network in .*shape of 15.weight \(128, 64, 3, 3\) \(the config gives \(256",
     ),
     "no-model-args": (lambda c: c["model"].pop("args"), "describes no network .*needs a 'name' and an 'args'"),
-    "unknown-argument": (lambda c: c["model"]["args"].__setitem__("depth", 50), "unexpected keyword argument 'depth'"),
+    "unknown-argument": (
+        lambda c: c["model"]["args"].__setitem__("dilation", 2),
+        "unexpected keyword argument 'dilation'",
+    ),
     "unknown-model": (lambda c: c["model"].__setitem__("name", "resnet152"), "unknown model 'resnet152'"),
     "no-dataset": (lambda c: c.pop("dataset"), "lacks KeyError\\('dataset'\\)"),
     "two-classes": (lambda c: c["dataset"].__setitem__("classes", ["odd", "even"]), r"not \(1, 2\) for its 2 classes"),
@@ -172,7 +175,7 @@ def test_a_config_that_does_not_match_the_weights_is_refused(capsys, tmp_path, d
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda state: state.pop("14.weight"), "missing 14.weight"),
+        (lambda state: state.pop("23.weight"), "missing 23.weight"),
         (lambda state: state.__setitem__("extra.weight", torch.zeros(3)), "unexpected extra.weight"),
     ],
 )
@@ -199,7 +202,7 @@ def test_a_config_describing_an_enormous_network_is_refused_at_once_without_allo
     edit_config(run, lambda c: c["model"]["args"].__setitem__("widths", [10**6] * 3))
 
     def load():
-        with pytest.raises(CheckpointError, match=r"shape of 1.weight \(48, 1, 5, 5\) \(the config gives \(1000000"):
+        with pytest.raises(CheckpointError, match=r"shape of 1.weight \(32, 1, 5, 5\) \(the config gives \(1000000"):
             digitlab.load_model(run)
 
     started = time.perf_counter()

@@ -58,7 +58,7 @@ def assert_error(response, status: int, *words: str) -> None:
 def test_health_models_docs_and_page(client):
     assert client.get("/healthz").json()["status"] == "ok"
     (info,) = client.get("/api/models").json()["models"]
-    assert info["name"] == "digitnet-real" and info["bundled"] and info["parameters"] == 239_962
+    assert info["name"] == "digitnet-real" and info["bundled"] and info["parameters"] == 307_882
     assert info["classes"] == [str(d) for d in range(10)]
     assert info["evaluation"]["accuracy"] >= 0.995  # the bundled model's measured MNIST test accuracy
     assert "/api/predict" in client.get("/openapi.json").json()["paths"]

@@ -32,7 +32,7 @@ PARAMETERS = {
     "keras-cifar10-mlp": 3_676_682,
     "digitnet": 113_898,
     "digitnet-pen": 113_898,
-    "digitnet-real": 239_962,
+    "digitnet-real": 307_882,
     "fast": 33_914,
     "fast-995": 68_146,
 }

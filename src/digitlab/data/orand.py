@@ -47,7 +47,6 @@ MAX_BOXES_PER_IMAGE = 32  # the published images hold 1 to 7
 MAX_SIDE = 4096  # the published images are at most 307x108
 MARGIN_FRACTION = 0.1  # of the box's longer side, at least MIN_MARGIN pixels: the strokes' soft edges
 MIN_MARGIN = 2
-PLAIN_MIN_CONTRAST = 0.1  # as preprocess.MIN_CONTRAST: of black to white
 FILE_NAME = re.compile(r"a_car_(\d{1,7})_png\.rf\.[0-9A-Za-z]+\.jpg")
 SOURCE = "https://github.com/Fzkuji/Labeled_ORAND-CAR-A (folder ORAND-CAR-2014-coco/)"
 
@@ -256,25 +255,9 @@ def _crop(image: np.ndarray, box: Box, others: tuple[Box, ...], fill: float = 0.
     return crop
 
 
-def _plain_ink(grey: np.ndarray) -> np.ndarray:
-    """Ink bright, stretched within one box's crop: its median (the paper) and below to 0, its 99th
-    percentile (the ink's core) to 1, halfway between the two at 0.2. ORAND's ink is dark on light;
-    the polarity is still taken from the crop (the side its tails reach further from the median)."""
-    from ..preprocess import ImageError
-
-    ground = float(np.median(grey))
-    darkest, lightest = np.percentile(grey, [1, 99])
-    bright = 1 - grey if ground - darkest > lightest - ground else grey
-    ground, top = float(np.median(bright)), float(np.percentile(bright, 99))
-    if top - ground < PLAIN_MIN_CONTRAST:
-        raise ImageError(f"no ink found: the box's darkest and its median differ by under {PLAIN_MIN_CONTRAST:.0%}")
-    low = ground + 0.375 * (top - ground)  # (ground + top) / 2 maps to 0.2
-    return np.clip((bright - low) / (top - low), 0, 1).astype(np.float32)
-
-
 def _image_crops(folder: Path, record: OrandImage) -> list[np.ndarray]:
     """Each box of one image as a (28, 28) uint8 MNIST-style digit."""
-    from ..preprocess import ImageError, center_digit, ink_map
+    from ..preprocess import ImageError, center_digit, ink_map, plain_ink
 
     grey = _load(folder, record)
     try:
@@ -291,7 +274,7 @@ def _image_crops(folder: Path, record: OrandImage) -> list[np.ndarray]:
             if ink is not None:
                 crops.append(center_digit(_crop(ink, box, others)))
             else:
-                crops.append(center_digit(_plain_ink(_crop(grey, box, others, float(np.median(grey))))))
+                crops.append(center_digit(plain_ink(_crop(grey, box, others, float(np.median(grey))))))
         except ImageError as err:
             raise DataError(
                 f"{folder / IMAGES_DIR / record.file}: box {i + 1} {box} ({record.digits[i]}): {err}"

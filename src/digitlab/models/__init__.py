@@ -20,16 +20,24 @@ MODELS: dict[str, ModelFactory] = {}
 # weights file with it before anything is built: building 20,000 layers, even on the meta
 # device, took 56 s.
 TENSOR_COUNTS: dict[str, Callable[..., int]] = {}
+# Model name -> what it reads: "digits" (one image, (N, C, H, W) -> (N, K) logits: the classifiers)
+# or "lines" (a line of writing, (N, 1, 32, W) -> (N, W // 4, K) per-frame logits for CTC: the
+# line recognizer). Training, evaluation, loading and export ask it which way to go.
+TASKS: dict[str, str] = {}
+TASK_NAMES = ("digits", "lines")
 
 
-def register_model(fn: ModelFactory | None = None, *, tensors: Callable[..., int] | None = None):
+def register_model(fn: ModelFactory | None = None, *, tensors: Callable[..., int] | None = None, task: str = "digits"):
     """Register a factory under its function name, with '_' written as '-'; `tensors(**args)`, when
-    given, counts the tensors in its state_dict for the same arguments (see TENSOR_COUNTS).
-    Used bare (@register_model) or with the count (@register_model(tensors=...))."""
+    given, counts the tensors in its state_dict for the same arguments (see TENSOR_COUNTS); `task`:
+    what it reads (TASKS). Used bare (@register_model) or with keywords (@register_model(tensors=...))."""
+    if task not in TASK_NAMES:
+        raise ValueError(f"task must be one of {TASK_NAMES}, not {task!r}")
 
     def register(factory: ModelFactory) -> ModelFactory:
         name = factory.__name__.replace("_", "-")
         MODELS[name] = factory
+        TASKS[name] = task
         if tensors is not None:
             TENSOR_COUNTS[name] = tensors
         return factory
@@ -39,6 +47,12 @@ def register_model(fn: ModelFactory | None = None, *, tensors: Callable[..., int
 
 def model_names() -> list[str]:
     return sorted(MODELS)
+
+
+def model_task(name: str) -> str:
+    """What the registered model `name` reads: "digits" or "lines" (an unknown name: "digits", and
+    create_model says it is unknown)."""
+    return TASKS.get(name, "digits")
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
@@ -79,5 +93,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-from . import cnn, mlp, opencv_mlp_net  # noqa: E402,F401  (registers the models)
+from . import cnn, linenet, mlp, opencv_mlp_net  # noqa: E402,F401  (registers the models)
 from .summary import summarize  # noqa: E402,F401

@@ -40,8 +40,10 @@ PARAMETERS = {
 
 def recipe_model(recipe: Recipe) -> nn.Module:
     """The recipe's model with the shapes of its dataset, built without loading the data."""
-    from .models import create_model  # imported here: start-up time (torch, 1 s)
+    from .models import create_model, model_task  # imported here: start-up time (torch, 1 s)
 
+    if model_task(recipe.model) == "lines":  # lines of any width, the digits and CTC's blank
+        return create_model(recipe.model, **recipe.model_args)
     spec = DATASETS[recipe.dataset]
     return create_model(recipe.model, in_shape=spec.image_shape, num_classes=len(spec.classes), **recipe.model_args)
 

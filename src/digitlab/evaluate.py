@@ -13,12 +13,13 @@ comes here loaded, and is used only through its config, path, image shape and lo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import plots
 from .checkpoint import CONFUSION, CURVES, ERRORS, HISTORY, METRICS, REPORT, SAMPLES, split_file
@@ -383,3 +384,201 @@ def _write_evaluation(
             "notes": loss_notes(model.config, model.temperature),
         },
     )
+
+
+# --- line models: strings read from lines of writing ------------------------------------------------
+
+
+def line_texts(model: torch.nn.Module, lines: list, batch_size: int = 64) -> tuple[list[str], float]:
+    """What a line model reads greedily in each of `lines` ((input (32, W), digits) pairs, or bare
+    inputs), and the mean CTC loss over those with digits: lines of similar width batched together."""
+    from .data.lines import BLANK, line_batch
+    from .models.ctc import greedy_decode
+    from .preprocess import LINE_STRIDE
+
+    device = _model_device(model)
+    pairs = [line if isinstance(line, tuple) else (line, "") for line in lines]
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i][0].shape[1])
+    texts: list[str] = [""] * len(pairs)
+    loss_sum, counted = 0.0, 0
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                batch = line_batch([pairs[i][0] for i in chunk], [pairs[i][1] for i in chunk])
+                logits = model(batch.images.to(device)).float().cpu()
+                log_probs = logits.log_softmax(2)
+                frames = batch.widths // LINE_STRIDE
+                for k, i in enumerate(chunk):
+                    probs = log_probs[k, : frames[k]].exp().numpy()
+                    texts[i] = "".join(str(c.label) for c in greedy_decode(probs))
+                scored = batch.target_lengths > 0
+                if scored.any():
+                    losses = F.ctc_loss(
+                        log_probs.transpose(0, 1),
+                        batch.targets,
+                        frames,
+                        batch.target_lengths,
+                        blank=BLANK,
+                        reduction="none",
+                        zero_infinity=True,
+                    )
+                    loss_sum += float(losses[scored].sum())
+                    counted += int(scored.sum())
+    finally:
+        for module, mode in modes:
+            module.train(mode)
+    return texts, loss_sum / max(1, counted)
+
+
+def line_loss_accuracy(model: torch.nn.Module, lines: list) -> tuple[float, float]:
+    """Mean CTC loss and the share of lines read exactly (greedy decoding): a line run's val_loss
+    and val_accuracy."""
+    texts, loss = line_texts(model, lines)
+    return loss, sum(text == truth for text, (_, truth) in zip(texts, lines, strict=True)) / max(1, len(lines))
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: the fewest insertions, deletions and substitutions from a to b."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def digits_correct(label: str, text: str) -> int:
+    """Digits of `label` read right in `text`: its length less the edit distance, at least 0
+    (a missed, extra or wrong digit, or a '?', each cost one)."""
+    return max(0, len(label) - edit_distance(label, text))
+
+
+def digit_accuracy(pairs: Iterable[tuple[str, str]]) -> float:
+    """Over (label, text) pairs: digits read right / digits in the labels (0 with no digits)."""
+    right = total = 0
+    for label, text in pairs:
+        right += digits_correct(label, text)
+        total += len(label)
+    return right / total if total else 0.0
+
+
+def string_metrics(pairs: Sequence[tuple[str, str]]) -> dict:
+    """strings_exact and digit_accuracy of (label, text) pairs, with the counts behind them."""
+    return {
+        "strings_exact": sum(label == text for label, text in pairs) / len(pairs) if pairs else 0.0,
+        "digit_accuracy": digit_accuracy(pairs),
+        "strings": len(pairs),
+        "digits": sum(len(label) for label, _ in pairs),
+    }
+
+
+def by_length(pairs: Sequence[tuple[str, str]]) -> dict[str, dict]:
+    """strings_exact per label length: {"4": {"strings": n, "strings_exact": share}, ...}."""
+    counts: dict[int, list[int]] = {}
+    for label, text in pairs:
+        entry = counts.setdefault(len(label), [0, 0])
+        entry[0] += label == text
+        entry[1] += 1
+    return {str(k): {"strings": n, "strings_exact": ok / n} for k, (ok, n) in sorted(counts.items())}
+
+
+@dataclass
+class LineMetrics:
+    """How a line model reads a split's lines: strings read exactly (`accuracy`), digit accuracy, the
+    mean CTC loss, strings exact per length, and each line's truth and reading."""
+
+    accuracy: float
+    digit_accuracy: float
+    loss: float
+    by_length: dict[str, dict]
+    labels: list[str]  # the truths
+    reads: list[str]
+
+    @property
+    def report(self) -> str:
+        rows = "\n".join(
+            f"  {length:>6}  {entry['strings']:>5}  {entry['strings_exact'] * 100:6.2f}%"
+            for length, entry in self.by_length.items()
+        )
+        return (
+            f"strings exact {self.accuracy * 100:.2f}%  digit accuracy {self.digit_accuracy * 100:.2f}%\n\n"
+            f"  digits  lines  exact\n{rows}"
+        )
+
+
+def evaluate_line_run(
+    model, split: str = "test", *, out: str | Path | None = None, data_dir: str | Path | None = None
+) -> LineMetrics:
+    """Measure a line model (an inference.LineModel) on its test lines -- ORAND-CAR-A's dev split,
+    for reporting only -- read as `digitlab read --method sequence` reads a line (beam search), and
+    write metrics[-SPLIT].json, report[-SPLIT].txt, errors[-SPLIT].png (misread lines) and curves.png."""
+    from .data.lines import line_batch, real_lines
+    from .data.orand import orand_strings
+    from .models.ctc import beam_decode
+
+    if split != "test":
+        raise ConfigError(f"a line model is evaluated on its test lines (ORAND-CAR-A's dev split), not {split!r}")
+    if out is None and not Path(model.path).is_dir():
+        raise ConfigError(f"{model.path} is a file, not a run directory: say where the report and plots go (--out DIR)")
+    lines = real_lines(orand_strings("dev", data_dir))
+    inputs, truths = [line for line, _ in lines], [text for _, text in lines]
+    reads = ["".join(model.classes[c] for c in beam_decode(p)[0]) for p in model.frame_probabilities(inputs)]
+    pairs = list(zip(truths, reads, strict=True))
+    scored = string_metrics(pairs)
+    batch = line_batch(inputs, truths)
+    loss = 0.0
+    if model.module is not None:
+        with torch.no_grad():
+            log_probs = model.module(batch.images).float().log_softmax(2)
+        loss = float(
+            F.ctc_loss(
+                log_probs.transpose(0, 1),
+                batch.targets,
+                batch.widths // 4,
+                batch.target_lengths,
+                blank=len(model.classes),
+                zero_infinity=True,
+            )
+        )
+    metrics = LineMetrics(scored["strings_exact"], scored["digit_accuracy"], loss, by_length(pairs), truths, reads)
+    folder = Path(out) if out is not None else Path(model.path)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = model.config["recipe"]["name"]
+    wrong = [i for i, (t, r) in enumerate(pairs) if t != r]
+    write_text(
+        folder / split_file(REPORT, split),
+        f"{name} on ORAND-CAR-A dev lines ({len(truths)}; reporting only)\n{metrics.report}\n\nmisread:\n"
+        + "".join(f"  {truths[i]} read {reads[i] or '(nothing)'}\n" for i in wrong),
+    )
+    plots.plot_line_errors(
+        [inputs[i] for i in wrong],
+        [truths[i] for i in wrong],
+        [reads[i] for i in wrong],
+        folder / split_file(ERRORS, split),
+    )
+    history_path = Path(model.path) / HISTORY
+    if history_path.is_file():
+        history = read_json(history_path, allow_nan=True)
+        if history:
+            plots.plot_curves(history, folder / CURVES)
+    write_json(
+        folder / split_file(METRICS, split),
+        {
+            "run": str(model.path),
+            "dataset": "orand-car-a dev lines",
+            "split": split,
+            "n": len(truths),
+            "accuracy": metrics.accuracy,
+            "strings_exact": metrics.accuracy,
+            "digit_accuracy": metrics.digit_accuracy,
+            "loss": metrics.loss,
+            "by_length": metrics.by_length,
+        },
+    )
+    return metrics

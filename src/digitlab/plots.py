@@ -213,3 +213,23 @@ def plot_samples(
         ]
         colors = ["black" if t == p else "red" for t, p in zip(labels, predictions)]
     return _save_gallery(images, titles, colors, path)
+
+
+def plot_line_errors(lines: Sequence, truths: Sequence[str], reads: Sequence[str], path: str | os.PathLike) -> Path:
+    """Misread lines of writing, one a row, each titled 'true 4071 / read 4011': `lines` are the
+    line recognizer's inputs ((32, W) float, ink bright), drawn dark on light. With none, says so."""
+    lines = list(lines)[:12]
+    if not lines:
+        figure = _new_figure(4, 1.5)
+        figure.text(0.5, 0.5, "no misread lines", ha="center", va="center", fontsize=12)
+        return _save_atomically(figure, path)
+    widest = max(line.shape[1] for line in lines)
+    figure = _new_figure(min(12, 1 + widest / 40), 0.9 * len(lines) + 0.3)
+    for k, (line, true, read) in enumerate(zip(lines, truths, reads)):
+        axes = figure.add_subplot(len(lines), 1, k + 1)
+        padded = np.zeros((line.shape[0], widest), np.float32)
+        padded[:, : line.shape[1]] = line
+        axes.imshow(1 - padded, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
+        axes.set_title(f"true {true} / read {read or '(nothing)'}", fontsize=8, loc="left")
+        axes.axis("off")
+    return _save_atomically(figure, path)

@@ -77,12 +77,15 @@ from .checkpoint import (
 )
 from .data import Dataset, dataset_names, load_dataset, split_sources, split_validation
 from .data.folders import is_path_source, load_sources, normalise_sources
+from .data.lines import BLANK, MAX_DIGITS, LineData, load_line_data, punctuation_pool, real_lines, training_batch
+from .data.orand import orand_strings
 from .distributed import Cluster, DistributedError
 from .errors import CheckpointError, ConfigError, DigitlabError, WriteError
-from .evaluate import fit_temperature, predict_logits
+from .evaluate import fit_temperature, line_loss_accuracy, predict_logits
 from .files import make_temp_dir, read_json, write_json
 from .model_files import MAX_TENSORS, weight_shapes
-from .models import create_model, tensor_count
+from .models import create_model, model_task, tensor_count
+from .preprocess import LINE_HEIGHT, LINE_SAMPLE_WIDTH, LINE_STRIDE
 from .recipes import Augment, Recipe, get_recipe, unknown_choice
 from .version import __version__
 
@@ -170,6 +173,8 @@ def _fit(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) ->
     cluster, progress = options.cluster, options.progress
     plan, checkpoint = agree_on_plan(recipe, options, dev)
     recipe = plan.recipe
+    if model_task(recipe.model) == "lines":
+        return fit_lines(plan, checkpoint, options, dev)
     dataset = load_data(recipe, options, plan.data)
     train_x, train_y, val_x, val_y = split_validation(dataset, plan.val_split, plan.subset, recipe.seed)
     sampling = source_sampling(recipe, plan, dataset)
@@ -257,6 +262,207 @@ def train_loop(
 def say(text: str) -> None:
     """Progress text for a person: on stderr, like the bars (stdout keeps what a command answers)."""
     tqdm.write(text, file=sys.stderr)
+
+
+# --- line recipes: the line recognizer, trained on lines of digits (CTC) ------------------------
+
+
+def fit_lines(plan: RunPlan, checkpoint: dict | None, options: RunOptions, dev: torch.device) -> Run:
+    """_fit for a recipe whose model reads lines (models.TASKS): the same run directory, records,
+    checkpoints and resume, with batches of lines written on the fly (data/lines.py), CTC loss,
+    and lines read exactly as the accuracy. One process; not calibrated (a line model's
+    confidences are per character, read/sequence.py)."""
+    recipe, cluster, progress = plan.recipe, options.cluster, options.progress
+    if cluster.active:
+        raise ConfigError(f"{recipe.name} reads lines: it trains in one process, not under torchrun")
+    if list(plan.data) != normalise_sources(list(recipe.mix), dataset_names()):
+        raise ConfigError(
+            f"--data: {recipe.name} writes its lines with the digits of its mix; --data is for digit recipes"
+        )
+    data = load_lines(recipe, plan, options)
+    args = {"in_shape": [1, LINE_HEIGHT, 0], "num_classes": BLANK + 1, **recipe.model_args}
+    if plan.init is not None:
+        check_init(plan.init, recipe, args)
+    config = run_config(recipe, args, data.digits, plan, cluster, dev)
+    config["dataset"] = {
+        "name": data.lines.name,
+        "classes": [str(d) for d in range(BLANK)] + ["blank"],
+        "mean": [0.0],
+        "std": [1.0],
+        "image_shape": [1, LINE_HEIGHT, LINE_SAMPLE_WIDTH],  # any width: this one checks a model file
+    }
+    shares = [w / sum(recipe.mix.values()) for w in recipe.mix.values()]
+    config["train"]["mix"] = dict(zip(plan.data, shares, strict=True))
+    config["train"]["lines"] = {
+        "real": recipe.dataset,
+        "real_share": recipe.real_lines,
+        "real_training_lines": len(data.lines.real),
+        "validation": data.lines.validation_kind,
+        "validation_lines": len(data.lines.validation),
+        "test_lines": len(data.lines.test),
+    }
+    config["train"]["test"] = f"{recipe.dataset} test lines"
+    run_path = open_run_dir(plan, config, checkpoint, args, options, dev)
+    if progress:
+        say(
+            f"recipe: {recipe.name} ({recipe.epochs} epochs, batches of {recipe.batch_size} lines, "
+            f"{recipe.real_lines:.0%} of them real)\ndata: {data.lines.name}: {len(data.lines.pool.labels):,} "
+            f"digits to write lines with, {len(data.lines.real):,} real lines; validation: "
+            f"{data.lines.validation_kind}; {len(data.lines.test):,} test lines\nrun directory: {run_path}"
+            + (f"\n{resume_text(checkpoint, recipe.epochs)}" if options.resume is not None else "")
+        )
+    records = RunRecords(run_path, plan, checkpoint, cluster, options.resume is not None)
+    try:
+        model, history = line_loop(plan, args, data.lines, checkpoint, records, options, dev)
+        if records.best_weights is not None:
+            model.load_state_dict(records.best_weights)
+        config["kept"] = records.kept(history)
+        config["calibration"] = {
+            "temperature": 1.0,
+            "fitted_on": None,
+            "note": "a line model: its confidences are per character (the frames' probabilities), not calibrated",
+        }
+        write_json(run_path / CONFIG, config)
+    except KeyboardInterrupt:
+        if progress:
+            say(interrupted_text(run_path, records.saved, recipe.epochs, options))
+        raise
+    finally:
+        records.close()
+    return Run(run_path, recipe, model.eval(), history, config, None, cluster.rank)
+
+
+@dataclass(frozen=True)
+class LoadedLines:
+    digits: Dataset  # the mix's digit sources, joined (for run_config)
+    lines: LineData
+
+
+def load_lines(recipe: Recipe, plan: RunPlan, options: RunOptions) -> LoadedLines:
+    """A line recipe's data: its mix's digits joined, the real dataset's lines (train and test)."""
+    digits = load_sources(
+        list(recipe.mix),
+        dataset_names(),
+        lambda name: load_dataset(name, data_dir=options.data_dir, progress=options.progress),
+    )
+    if recipe.dataset != "orand-car-a":
+        raise ConfigError(f"a line recipe's real lines come from orand-car-a, not {recipe.dataset!r}")
+    train_strings = orand_strings("train", options.data_dir)
+    test_strings = orand_strings("dev", options.data_dir)  # reporting only: never trained on or chosen by
+    lines = load_line_data(
+        digits,
+        real_lines(train_strings),
+        real_lines(test_strings),
+        plan.val_split,
+        recipe.seed,
+        recipe.dataset,
+        plan.subset,
+    )
+    return LoadedLines(digits, lines)
+
+
+def line_loop(
+    plan: RunPlan,
+    args: dict,
+    data: LineData,
+    checkpoint: dict | None,
+    records: RunRecords,
+    options: RunOptions,
+    dev: torch.device,
+) -> tuple[nn.Module, list[dict]]:
+    """train_loop for lines: each epoch train_lines_epoch, then the validation lines read."""
+    recipe, progress = plan.recipe, options.progress
+    start_epoch = checkpoint["state"]["epoch"] if checkpoint else 0
+    history = checkpoint["state"]["history"] if checkpoint else []
+    synthetic = recipe.batch_size - round(recipe.batch_size * recipe.real_lines)
+    steps = max(1, len(data.pool.labels) * 2 // (synthetic * (MAX_DIGITS + 1)))  # the pool's digits once
+    trainer = start_training(
+        recipe, args, checkpoint, steps * recipe.batch_size, recipe.bf16 and bf16_supported(dev), options.cluster, dev
+    )
+    trainer.steps_per_epoch = steps
+    trainer.criterion = nn.CTCLoss(blank=BLANK, zero_infinity=True)
+    trainer.sources = data.sources
+    trainer.shares = [w / sum(recipe.mix.values()) for w in recipe.mix.values()]
+    if checkpoint is None and plan.init is not None:
+        trainer.model.load_state_dict(load_weights(Path(plan.init) / WEIGHTS))
+    for epoch in range(start_epoch, recipe.epochs):
+        started = time.perf_counter()
+        loss_sum, correct, seen = train_lines_epoch(trainer, recipe, epoch, data, progress)
+        train_seconds = time.perf_counter() - started
+        val_loss, val_accuracy = line_loss_accuracy(trainer.model, data.validation)
+        row = {
+            "epoch": epoch + 1,
+            "loss": loss_sum / seen,
+            "accuracy": correct / seen,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "seconds": train_seconds,
+            "lr": learning_rate(recipe, (epoch + 1) * steps - 1, steps),
+        }
+        history.append(row)
+        if progress:
+            say(
+                f"epoch {epoch + 1}/{recipe.epochs}: loss {row['loss']:.4f} lines exact {row['accuracy']:.4f} "
+                f"val_loss {val_loss:.4f} val lines exact {val_accuracy:.4f} ({train_seconds:.1f} s)"
+            )
+        records.save_epoch(trainer, history)
+    return trainer.model, history
+
+
+def train_lines_epoch(t: Trainer, recipe: Recipe, epoch: int, data: LineData, progress: bool) -> tuple[float, int, int]:
+    """One epoch of lines: every pool digit once in the mix's shares (source_order), written into
+    lines of 1-MAX_DIGITS digits, a share of each batch real lines; CTC loss, gradients clipped at
+    norm 5 (an LSTM's can spike). Returns the summed loss, the lines read exactly (greedy, on the
+    batch as trained) and the lines seen."""
+    t.model.train()
+    glyphs = punctuation_pool()
+    order = source_order(t.sources, t.shares, t.generator)
+    real_count = round(recipe.batch_size * recipe.real_lines) if data.real else 0
+    synthetic = recipe.batch_size - real_count
+    cursor, loss_sum, correct, seen = 0, 0.0, 0, 0
+    bar = tqdm(
+        range(t.steps_per_epoch),
+        desc=f"epoch {epoch + 1}/{recipe.epochs}",
+        unit="batch",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    for i in bar:
+        step = epoch * t.steps_per_epoch + i
+        for group in t.optimizer.param_groups:
+            group["lr"] = learning_rate(recipe, step, t.steps_per_epoch)
+        lengths = torch.randint(1, MAX_DIGITS + 1, (synthetic,), generator=t.generator)
+        if cursor + int(lengths.sum()) > len(order):  # the epoch's order is spent: a new one
+            order, cursor = torch.cat([order[cursor:], source_order(t.sources, t.shares, t.generator)]), 0
+        picks = order[cursor : cursor + int(lengths.sum())]
+        cursor += len(picks)
+        real_picks = torch.randint(0, max(1, len(data.real)), (real_count,), generator=t.generator).tolist()
+        batch = training_batch(data.pool, picks, lengths, data.real, real_picks, t.generator, glyphs)
+        x = batch.images.to(t.device).contiguous(memory_format=t.layout)
+        with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.amp):
+            logits = t.forward(x)
+        log_probs = logits.float().log_softmax(2)
+        frames = batch.widths // LINE_STRIDE
+        loss = t.criterion(log_probs.transpose(0, 1), batch.targets.to(t.device), frames, batch.target_lengths)
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(t.model.parameters(), 5.0)
+        t.optimizer.step()
+        loss_sum += float(loss.detach()) * len(batch.texts)
+        best = log_probs.detach().argmax(2).cpu()
+        correct += sum(greedy_text(best[k, : frames[k]]) == text for k, text in enumerate(batch.texts))
+        seen += len(batch.texts)
+        if progress and (i % 20 == 0 or i == t.steps_per_epoch - 1):
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", exact=f"{correct / seen:.3f}")
+    bar.close()
+    return loss_sum, correct, seen
+
+
+def greedy_text(best: torch.Tensor) -> str:
+    """The digits a best path (each frame's class) reads: repeats merged, blanks dropped."""
+    labels = best.tolist()
+    return "".join(str(c) for k, c in enumerate(labels) if c != BLANK and (k == 0 or labels[k - 1] != c))
 
 
 # --- what each epoch leaves in the run directory, and what the run keeps ------------------------

@@ -46,27 +46,32 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import cv2
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..api import BUNDLED_MODEL, Model, load_dataset, load_model, predict, read
+from ..api import BUNDLED_MODEL, LineModel, Model, load_dataset, load_line_model, load_model, predict, read
 from ..data import DATASETS, Dataset, resolve_data_dir
-from ..data.synth import make_pages
+from ..data.synth import make_pages, make_scenes
 from ..errors import ConfigError, DataError, DatasetNotFoundError, unknown_name
+from ..evaluate import by_length, digit_accuracy, digits_correct, edit_distance, string_metrics  # noqa: F401  (tests use them from here)
 from ..files import write_json
-from ..read import PUNCTUATION, UNSURE, UNSURE_BELOW
+from ..read import METHODS, PUNCTUATION, UNSURE, UNSURE_BELOW
 from .common import machine, write_section
 
 START, END = "<!-- bench read: begin -->", "<!-- bench read: end -->"
 HEADING = "## Reading real handwriting (`digitlab bench read`)"
 REAL_DIGITS = "real-digits"
 LABELS = "labels.csv"
+ORAND_SUBSET = "orand-car-a-train"  # real-digits' cheque amounts: the ORAND-CAR-A images by string
+ORAND_DEV = "orand-car-a-dev"  # those numbered a_car_001100 and above: the dev split, never trained on
+ORAND_DEV_FROM = 1100
 
 TESSERACT = "tesseract"
 TESSERACT_TIMEOUT = 120  # seconds for one image: far more than any needs
@@ -85,8 +90,15 @@ class SetSpec:
 
 
 SETS = (
-    SetSpec("usps", "USPS test digits", ("usps-test",), "images", 10, {"accuracy": 0.95}),
-    SetSpec("orand", "ORAND-CAR-A cheque amounts", ("orand-car-a-train",), "images", 7, {"strings_exact": 0.80}),
+    SetSpec("usps", "USPS test digits", ("usps-test",), "images", 10, {"accuracy": 0.988}),
+    SetSpec(
+        "orand",
+        "ORAND-CAR-A dev cheque amounts, a_car_001100 and above (never trained on)",
+        (ORAND_DEV,),
+        "images",
+        7,
+        {"strings_exact": 0.85},
+    ),
     SetSpec("photos", "Photos of digit strings", ("photo", "photo-webcam"), "images", 6, {"digit_accuracy": 0.95}),
     SetSpec(
         "synthetic",
@@ -94,9 +106,18 @@ SETS = (
         (),
         "pages",
         6,
-        {"digit_accuracy": 0.98, "strings_exact": 0.95},
+        {"digit_accuracy": 0.985, "strings_exact": 0.96},
+    ),
+    SetSpec(
+        "scenes",
+        "Photo scenes of MNIST test digits: paper in a room, webcams and a phone",
+        (),
+        "scenes",
+        6,
+        {"digit_accuracy": 0.97, "strings_exact": 0.90},
     ),
 )
+PHOTO_SIZE = (640, 480)  # the photos whose reading time is reported as p50 and p99 (issue 15: <= 100 ms p50)
 METRIC_NAMES = {"accuracy": "accuracy", "strings_exact": "strings exact", "digit_accuracy": "digit accuracy"}
 
 # Digit sets: registered datasets whose test split is classified digit by digit, and the least
@@ -116,44 +137,6 @@ BUNDLED = "bundled"  # what --model calls the bundled model
 
 
 # --- metrics ------------------------------------------------------------------------------
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance: the fewest insertions, deletions and substitutions from a to b."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
-
-
-def digits_correct(label: str, text: str) -> int:
-    """Digits of `label` read right in `text`: its length less the edit distance, at least 0
-    (a missed, extra or wrong digit, or a '?', each cost one)."""
-    return max(0, len(label) - edit_distance(label, text))
-
-
-def digit_accuracy(pairs: Iterable[tuple[str, str]]) -> float:
-    """Over (label, text) pairs: digits read right / digits in the labels (0 with no digits)."""
-    right = total = 0
-    for label, text in pairs:
-        right += digits_correct(label, text)
-        total += len(label)
-    return right / total if total else 0.0
-
-
-def string_metrics(pairs: Sequence[tuple[str, str]]) -> dict:
-    """strings_exact and digit_accuracy of (label, text) pairs, with the counts behind them."""
-    return {
-        "strings_exact": sum(label == text for label, text in pairs) / len(pairs) if pairs else 0.0,
-        "digit_accuracy": digit_accuracy(pairs),
-        "strings": len(pairs),
-        "digits": sum(len(label) for label, _ in pairs),
-    }
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -187,7 +170,14 @@ def load_real_digits(data_dir=None) -> tuple[Path, dict[str, list[Sample]]]:
             if not (folder / row["file"]).is_file():
                 raise DataError(f"{folder / LABELS} lists {row['file']}, which is not in {folder}")
             by_subset.setdefault(row["subset"], []).append(Sample(row["file"], label, row["subset"]))
+    by_subset[ORAND_DEV] = [s for s in by_subset.get(ORAND_SUBSET, []) if _orand_number(s.file) >= ORAND_DEV_FROM]
     return folder, by_subset
+
+
+def _orand_number(file: str) -> int:
+    """The image number of an ORAND-CAR-A file name (a_car_001234...), -1 for another name."""
+    match = re.search(r"a_car_(\d+)", file)
+    return int(match.group(1)) if match else -1
 
 
 # --- models and digit sets ----------------------------------------------------------------
@@ -371,20 +361,26 @@ def _tesseract_tsv(
 # --- reading one set ----------------------------------------------------------------------
 
 
-def _timed(items: Sequence, work: Callable, desc: str, progress: bool, unit: str = "img") -> tuple[list, float]:
-    """[work(item)] and the wall seconds they took, with a progress bar."""
-    out = []
-    started = time.perf_counter()
+def _timed(items: Sequence, work: Callable, desc: str, progress: bool, unit: str = "img") -> tuple[list, list[float]]:
+    """[work(item)] and the wall seconds each took, with a progress bar."""
+    out, seconds = [], []
     for item in tqdm(items, desc=desc, unit=unit, disable=not progress, leave=False):
+        started = time.perf_counter()
         out.append(work(item))
-    return out, time.perf_counter() - started
+        seconds.append(time.perf_counter() - started)
+    return out, seconds
 
 
 def _result(
-    pairs: list[tuple[str, str | tuple[str, str]]], names: list[str], seconds: float, n_images: int, exact_key: str
+    pairs: list[tuple[str, str | tuple[str, str]]],
+    names: list[str],
+    seconds: list[float],
+    n_images: int,
+    exact_key: str,
 ) -> dict:
     """A reader's figures on one set from (label, text) pairs (text may be (text, text without
-    marks), which adds strings_exact_without_marks: how many strings only marks kept from being exact)."""
+    marks), which adds strings_exact_without_marks: how many strings only marks kept from being
+    exact); `seconds`: each item's (image's, page's, batch's) time."""
     unmarked = None
     if pairs and isinstance(pairs[0][1], tuple):
         unmarked = [(label, text[1]) for label, text in pairs]
@@ -392,21 +388,36 @@ def _result(
     metrics = string_metrics(pairs)
     if exact_key == "accuracy":  # one digit per image: the exact match is the accuracy
         metrics = {"accuracy": metrics["strings_exact"], "images": len(pairs)}
+    else:
+        metrics["by_length"] = by_length(pairs)
     if unmarked is not None and exact_key != "accuracy":
         metrics["strings_exact_without_marks"] = string_metrics(unmarked)["strings_exact"]
     errors = [
         {"item": name, "label": label, "read": text} for name, (label, text) in zip(names, pairs) if label != text
     ]
+    total = float(sum(seconds))
     metrics.update(
         {
             "unsure": sum(text.count("?") for _, text in pairs),
-            "seconds": seconds,
-            "seconds_per_image": seconds / n_images if n_images else 0.0,
+            "seconds": total,
+            "seconds_per_image": total / n_images if n_images else 0.0,
             "errors": errors[:ERRORS_KEPT],
             "error_count": len(errors),
         }
     )
     return metrics
+
+
+def _percentiles(seconds: list[float]) -> dict:
+    """p50 and p99 of per-image seconds (nearest rank), and how many there were."""
+    ordered = sorted(seconds)
+    if not ordered:
+        return {"n": 0}
+
+    def rank(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, int(np.ceil(q * len(ordered))) - 1))]
+
+    return {"n": len(ordered), "p50": rank(0.5), "p99": rank(0.99)}
 
 
 def _match_lines(
@@ -462,14 +473,33 @@ NO_PUNCTUATION = str.maketrans("", "", "".join(PUNCTUATION))
 
 @dataclass(frozen=True)
 class Readers:
-    """What every set is read with: digitlab's models (by label) and unsure threshold, and whether
-    Tesseract reads it too (the images it is given are written to `scratch`); `progress` shows bars."""
+    """What every set is read with: digitlab's models (by label), the reading methods, the line
+    model and the unsure threshold, and whether Tesseract reads it too (the images it is given are
+    written to `scratch`); `progress` shows bars. Each (model, method) pair is one column, by label
+    (`columns`): the method's name for one model, 'MODEL METHOD' for several."""
 
     models: dict[str, Model]
+    methods: tuple[str, ...]
+    line_model: LineModel | None
     unsure_below: float
     tesseract: bool
     scratch: Path
     progress: bool
+
+    @property
+    def columns(self) -> dict[str, tuple[str, str]]:
+        """column label -> (model label, method)."""
+        one = len(self.models) == 1
+        return {
+            (method if one else f"{label} {method}"): (label, method)
+            for label in self.models
+            for method in self.methods
+        }
+
+    def read(self, image, column: str):
+        label, method = self.columns[column]
+        lines = None if method == "segment" else self.line_model
+        return read(image, self.models[label], unsure_below=self.unsure_below, method=method, line_model=lines)
 
 
 def bench_read(
@@ -484,6 +514,9 @@ def bench_read(
     limit: int | None = None,
     progress: bool = True,
     digit_sets: Sequence[str] = DIGIT_SETS,
+    methods: Sequence[str] = METHODS,
+    line_model=None,
+    scenes: int = 200,
 ) -> dict:
     """Measure single digits (the digit sets' test splits) and reading on real handwriting (and
     synthetic pages), write `results` (JSON) and the `bench read` section of `markdown`, and
@@ -494,12 +527,21 @@ def bench_read(
     side (None or "bundled": the bundled model, the default); unsure_below: read.py's default
     when None; tesseract: also run Tesseract where it is installed; limit: at most this many
     images (pages) per set, for a quick run; digit_sets: registered datasets of 28x28 digits
-    whose test splits are classified (none: an empty list).
+    whose test splits are classified (none: an empty list); methods: how lines are read
+    (read.METHODS), each a column beside the others -- 'segment' is the reader before issue 15;
+    line_model: the line recognizer of 'sequence' and 'auto' (a run directory; None: the bundled
+    one); scenes: photo scenes generated from the MNIST test set (make_scenes).
     """
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
-    if synthetic_pages < 0:
-        raise ConfigError(f"synthetic_pages must be 0 or more, got {synthetic_pages}")
+    if synthetic_pages < 0 or scenes < 0:
+        raise ConfigError(f"synthetic_pages and scenes must be 0 or more, got {synthetic_pages} and {scenes}")
+    methods = tuple(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods or len(set(methods)) != len(methods):
+        raise ConfigError(
+            f"methods must be some of {', '.join(METHODS)}, each once; got {', '.join(methods) or 'none'}"
+        )
     unsure = UNSURE_BELOW if unsure_below is None else float(unsure_below)
     if not 0 <= unsure <= 1:
         raise ConfigError(f"unsure_below must lie in [0, 1], got {unsure}")
@@ -511,10 +553,13 @@ def bench_read(
     version = tesseract_version()
     tesseract_state = "not run" if not tesseract else ("installed" if version else "not installed")
 
+    lines = load_line_model(line_model) if set(methods) - {"segment"} else None
     digits = _measure_digit_sets(datasets, models, limit, progress)
     with tempfile.TemporaryDirectory(prefix="digitlab-bench-read-") as tmp:
-        readers = Readers(models, unsure, tesseract and version is not None, Path(tmp), progress)
-        sets = _read_sets(folder, by_subset, readers, data_dir, synthetic_pages, seed, limit)
+        readers = Readers(models, methods, lines, unsure, tesseract and version is not None, Path(tmp), progress)
+        sets = _read_sets(
+            folder, by_subset, readers, data_dir, {"synthetic": synthetic_pages, "scenes": scenes}, seed, limit
+        )
 
     given = {
         "data_dir": data_dir,
@@ -526,6 +571,9 @@ def bench_read(
         "tesseract": tesseract,
         "limit": limit,
         "digit_sets": digit_sets,
+        "methods": methods,
+        "line_model": line_model,
+        "scenes": scenes,
     }
     report = {
         "command": _command(given, models),
@@ -534,6 +582,11 @@ def bench_read(
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "models": _model_entries(models),
+        "methods": list(methods),
+        "columns": {column: {"model": m, "method": method} for column, (m, method) in readers.columns.items()},
+        "line_model": None
+        if lines is None
+        else {"recipe": lines.config["recipe"]["name"], "path": _display_path(lines.path)},
         "unsure_below": unsure,
         "data_dir": str(folder.parent),
         "limit": limit,
@@ -557,7 +610,7 @@ def _read_sets(
     by_subset: dict[str, list[Sample]],
     readers: Readers,
     data_dir,
-    synthetic_pages: int,
+    generated: dict[str, int],
     seed: int,
     limit: int | None,
 ) -> dict[str, dict]:
@@ -573,12 +626,13 @@ def _read_sets(
             "targets": spec.targets,
             "tesseract_psm": spec.psm,
         }
-        if spec.key == "synthetic":
-            n = synthetic_pages if limit is None else min(synthetic_pages, limit)
+        if spec.key in generated:
+            n = generated[spec.key] if limit is None else min(generated[spec.key], limit)
             entry.update(n=n, seed=seed)
             if n:
                 mnist = load_dataset("mnist", data_dir=data_dir, progress=readers.progress)
-                pages = make_pages(n, seed, mnist.test_images[:, 0].numpy(), mnist.test_labels.numpy())
+                make = make_pages if spec.key == "synthetic" else make_scenes
+                pages = make(n, seed, mnist.test_images[:, 0].numpy(), mnist.test_labels.numpy())
                 entry.update(_read_pages(spec, pages, readers))
         else:
             samples = [s for subset in spec.subsets for s in by_subset.get(subset, [])]
@@ -608,31 +662,42 @@ def _texts(reading) -> tuple[list[str], list[str]]:
 
 
 def _read_samples(spec: SetSpec, folder: Path, samples: list[Sample], readers: Readers) -> dict:
-    """A set of real images read by each model (and Tesseract):
-    {"digitlab": {label: ...}, "tesseract": ...}."""
+    """A set of real images read in every column (and by Tesseract): {"digitlab": {column: ...},
+    "tesseract": ..., "photo_seconds": {column: p50/p99 over the PHOTO_SIZE images}}. USPS digits
+    are one digit an image, read by `predict` in batches: once per model, the same in each of its
+    columns."""
     labels = [s.label for s in samples]
     names = [s.file for s in samples]
     paths = [folder / s.file for s in samples]
     exact_key = "accuracy" if spec.key == "usps" else "strings_exact"
     found: dict = {"digitlab": {}, "tesseract": None}
-    for label, model in readers.models.items():
-        desc = f"{spec.key}: {_reader(label, len(readers.models))}"
-        if spec.key == "usps":  # one digit per image: predict in batches
+    if spec.key == "usps":
+        for label, model in readers.models.items():
             batches = [paths[i : i + 64] for i in range(0, len(paths), 64)]
 
             def digits(batch, model=model) -> list[str]:
                 return [p.digit for p in predict(batch, model)]
 
+            desc = f"{spec.key}: {_reader(label, len(readers.models))}"
             out, seconds = _timed(batches, digits, desc, readers.progress, "batch")
-            texts = sum(out, [])
-        else:
+            result = _result(list(zip(labels, sum(out, []))), names, seconds, len(samples), exact_key)
+            for column, (model_label, _) in readers.columns.items():
+                if model_label == label:
+                    found["digitlab"][column] = result
+    else:
+        sizes = [cv2.imread(str(path), cv2.IMREAD_UNCHANGED).shape[1::-1] for path in paths]
+        photos = [k for k, size in enumerate(sizes) if tuple(size) == PHOTO_SIZE]
+        for column in readers.columns:
 
-            def whole_text(image, model=model) -> tuple[str, str]:
-                full, unmarked = _texts(read(image, model, unsure_below=readers.unsure_below))
+            def whole_text(image, column=column) -> tuple[str, str]:
+                full, unmarked = _texts(readers.read(image, column))
                 return "".join(full), "".join(unmarked)
 
+            desc = f"{spec.key}: digitlab {column}"
             texts, seconds = _timed(paths, whole_text, desc, readers.progress)
-        found["digitlab"][label] = _result(list(zip(labels, texts)), names, seconds, len(samples), exact_key)
+            found["digitlab"][column] = _result(list(zip(labels, texts)), names, seconds, len(samples), exact_key)
+            if photos:
+                found.setdefault("photo_seconds", {})[column] = _percentiles([seconds[k] for k in photos])
     if readers.tesseract:
         failures: list[str] = []  # Tesseract runs that failed (they read nothing)
 
@@ -648,18 +713,19 @@ def _read_samples(spec: SetSpec, folder: Path, samples: list[Sample], readers: R
 
 
 def _read_pages(spec: SetSpec, pages: list, readers: Readers) -> dict:
-    """Synthetic pages read by each model (and Tesseract), scored line by line (each true line
-    against the read line that overlaps it most): {"lines": ..., "digitlab": {label: ...},
-    "tesseract": ...}."""
+    """Generated pages or scenes read in every column (and by Tesseract), scored line by line (each
+    true line against the read line that overlaps it most): {"lines": ..., "digitlab": {column:
+    ...}, "tesseract": ..., "photo_seconds": {column: p50/p99 over the PHOTO_SIZE ones}}."""
     n = len(pages)
     truth = [label for _, t in pages for label in t.lines]
-    names = [f"page {p} line {i}" for p, (_, t) in enumerate(pages) for i in range(len(t.lines))]
+    names = [f"{spec.unit[:-1]} {p} line {i}" for p, (_, t) in enumerate(pages) for i in range(len(t.lines))]
     boxes = [[_union(b) for b in t.boxes] for _, t in pages]
+    photos = [k for k, (image, _) in enumerate(pages) if image.shape[1::-1][:2] == PHOTO_SIZE]
     found: dict = {"lines": len(truth), "digitlab": {}, "tesseract": None}
-    for label, model in readers.models.items():
+    for column in readers.columns:
 
-        def digitlab_page(k: int, model=model) -> list[tuple[str, str]]:
-            reading = read(pages[k][0], model, unsure_below=readers.unsure_below)
+        def digitlab_page(k: int, column=column) -> list[tuple[str, str]]:
+            reading = readers.read(pages[k][0], column)
             line_boxes = [line.box for line in reading.lines]
             full, unmarked = _texts(reading)
             return list(
@@ -669,9 +735,11 @@ def _read_pages(spec: SetSpec, pages: list, readers: Readers) -> dict:
                 )
             )
 
-        desc = f"synthetic: {_reader(label, len(readers.models))}"
-        texts, seconds = _timed(range(n), digitlab_page, desc, readers.progress, "page")
-        found["digitlab"][label] = _result(list(zip(truth, sum(texts, []))), names, seconds, n, "strings_exact")
+        desc = f"{spec.key}: digitlab {column}"
+        texts, seconds = _timed(range(n), digitlab_page, desc, readers.progress, spec.unit[:-1])
+        found["digitlab"][column] = _result(list(zip(truth, sum(texts, []))), names, seconds, n, "strings_exact")
+        if photos:
+            found.setdefault("photo_seconds", {})[column] = _percentiles([seconds[k] for k in photos])
     if readers.tesseract:
         failures: list[str] = []  # Tesseract runs that failed (they read nothing)
 
@@ -680,7 +748,7 @@ def _read_pages(spec: SetSpec, pages: list, readers: Readers) -> dict:
             cv2.imwrite(str(path), cv2.cvtColor(pages[k][0], cv2.COLOR_RGB2BGR))
             return _match_lines(boxes[k], _tesseract_tsv(path, spec.psm, failures))
 
-        texts, seconds = _timed(range(n), tesseract_page, "synthetic: tesseract", readers.progress, "page")
+        texts, seconds = _timed(range(n), tesseract_page, f"{spec.key}: tesseract", readers.progress, spec.unit[:-1])
         found["tesseract"] = _result(list(zip(truth, sum(texts, []))), names, seconds, n, "strings_exact")
         found["tesseract"]["failures"] = failures[:ERRORS_KEPT]
     return found
@@ -689,7 +757,7 @@ def _read_pages(spec: SetSpec, pages: list, readers: Readers) -> dict:
 def _print_set(key: str, entry: dict) -> None:
     """One line of a set's figures, for each reader that read it (digitlab once per model,
     named by its label when there are several)."""
-    readers = [(_reader(label, len(entry["digitlab"])), r) for label, r in entry["digitlab"].items()]
+    readers = [(f"digitlab {column}", r) for column, r in entry["digitlab"].items()]
     if entry.get("tesseract"):
         readers.append(("tesseract", entry["tesseract"]))
     print(
@@ -726,6 +794,9 @@ _DEFAULTS = {
     "tesseract": True,
     "limit": None,
     "digit_sets": DIGIT_SETS,
+    "methods": METHODS,
+    "line_model": None,
+    "scenes": 200,
 }
 
 
@@ -736,7 +807,13 @@ def _command(given: dict, models: dict[str, Model]) -> str:
         return shlex.join(["digitlab", *sys.argv[1:]])
     named = [label if label == BUNDLED or m.path is None else str(m.path) for label, m in models.items()]
     model = None if named == [BUNDLED] else named[0] if len(named) == 1 else named
-    given = {"data_dir": given["data_dir"], "model": model, **given, "digit_sets": list(given["digit_sets"])}
+    given = {
+        "data_dir": given["data_dir"],
+        "model": model,
+        **given,
+        "digit_sets": list(given["digit_sets"]),
+        "methods": list(given["methods"]),
+    }
 
     def default(k: str, v) -> bool:
         d = _DEFAULTS[k]
@@ -779,9 +856,14 @@ def _target(target: float | None) -> str:
 
 
 def _model_headings(report: dict) -> list[str]:
-    """The table's digitlab column(s): 'digitlab' for one model, 'digitlab `LABEL`' for each of several."""
+    """The digit table's digitlab column(s): 'digitlab' for one model, 'digitlab `LABEL`' for each of several."""
     labels = [m["label"] for m in report["models"]]
     return ["digitlab"] if len(labels) == 1 else [f"digitlab `{label}`" for label in labels]
+
+
+def _column_headings(report: dict) -> list[str]:
+    """The reading table's digitlab columns: one per model and method, 'digitlab `COLUMN`'."""
+    return [f"digitlab `{column}`" for column in report["columns"]]
 
 
 def _digit_table(report: dict) -> list[str]:
@@ -824,11 +906,47 @@ def _set_rows(key: str, entry: dict, labels: list[str], tesseract_state: str) ->
         cells.append(_marked(entry["tesseract"][metric], target) if entry.get("tesseract") else tesseract_state)
         name = "lines exact" if metric == "strings_exact" and key == "synthetic" else METRIC_NAMES[metric]
         lines.append(_row([what if k == 0 else "", n if k == 0 else "", name, _target(target), *cells]))
-    per = "page" if entry["unit"] == "pages" else "image"
+    per = {"pages": "page", "scenes": "scene"}.get(entry["unit"], "image")
     cells = [_seconds(r["seconds_per_image"]) for r in results]
     cells.append(_seconds(entry["tesseract"]["seconds_per_image"]) if entry.get("tesseract") else tesseract_state)
     lines.append(_row(["", "", f"seconds per {per}", "", *cells]))
+    timing = entry.get("photo_seconds")
+    if timing:
+        n_photos = next(iter(timing.values()))["n"]
+        cells = [f"{_seconds(timing[c]['p50'])} / {_seconds(timing[c]['p99'])}" for c in labels]
+        name = f"one {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} {per} ({n_photos}): p50 / p99"
+        lines.append(_row(["", "", name, "≤ 100.0 ms p50" if key == "scenes" else "", *cells, ""]))
     return lines
+
+
+def _length_table(report: dict) -> list[str]:
+    """Strings exact by the number of digits, for the cheque amounts (empty: none read)."""
+    entry = report["sets"].get("orand") or {}
+    if not entry.get("digitlab"):
+        return []
+    columns = list(report["columns"])
+    lengths = next(iter(entry["digitlab"].values()))["by_length"]
+    lines = [
+        "",
+        f"{entry['title']}, strings exact by length:",
+        "",
+        _row(["digits", "strings", *[f"digitlab `{c}`" for c in columns]]),
+        _row(["---"] * (2 + len(columns))),
+    ]
+    for length, first in lengths.items():
+        cells = [_percent(entry["digitlab"][c]["by_length"][length]["strings_exact"]) for c in columns]
+        lines.append(_row([length, str(first["strings"]), *cells]))
+    return lines
+
+
+def _methods_line(report: dict) -> str:
+    line_model = report.get("line_model")
+    recognizer = f"; line recognizer `{line_model['recipe']}` (`{line_model['path']}`)" if line_model else ""
+    return (
+        "Methods (`read --method`): `segment` cuts each line into digits and classifies each (the reader "
+        "before issue 15), `sequence` reads each line whole with the line recognizer (CTC), `auto` both, "
+        f"the likelier kept line by line{recognizer}. USPS digits are read by `predict`, the same in every column"
+    )
 
 
 def _models_line(report: dict) -> str:
@@ -841,8 +959,8 @@ def _models_line(report: dict) -> str:
 def publish(report: dict, markdown: Path) -> None:
     """Rewrite the `bench read` section of BENCHMARKS.md from a results dict (appended, with its
     heading, when the file has none); everything outside the markers stays as it is."""
-    labels = [m["label"] for m in report["models"]]
-    headings = _model_headings(report)
+    labels = list(report["columns"])
+    headings = _column_headings(report)
     lines = [
         START,
         *_digit_table(report),
@@ -851,6 +969,7 @@ def publish(report: dict, markdown: Path) -> None:
     ]
     for key, entry in report["sets"].items():
         lines += _set_rows(key, entry, labels, report["tesseract"]["state"])
+    lines += _length_table(report)
     tess = report["tesseract"]
     tess_line = {
         "installed": f"Tesseract {tess['version']}: {tess['options']} (its time includes starting "
@@ -870,11 +989,12 @@ def publish(report: dict, markdown: Path) -> None:
         f"date {report['date']}  ",
         f"{_models_line(report)}; unsure threshold {report['unsure_below']:g}: "
         "a digit read below it is '?', which counts as a wrong digit  ",
+        _methods_line(report) + "  ",
         tess_line + "  ",
         *([digits_line] if report.get("digit_sets") else []),
         "Digit accuracy: per string, the label's digits less the edit distance (Levenshtein) to what "
         "was read, at least 0, summed and divided by all the labels' digits. Cheques and photos are "
-        "scored on the whole text with line breaks removed; synthetic pages line by line (each true "
+        "scored on the whole text with line breaks removed; synthetic pages and scenes line by line (each true "
         "line against the read line that overlaps it most)."
         + (f" Capped at {report['limit']} per set." if report.get("limit") else ""),
         END,

@@ -37,6 +37,7 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 # The bundled default model: a run directory shipped in the package (weights/README.md is its card).
 BUNDLED_RUN = Path(__file__).with_name("weights") / "digitnet-real"
+BUNDLED_LINE_RUN = Path(__file__).with_name("weights") / "linenet"  # the bundled line recognizer
 HISTORY = "history.json"
 HISTORY_CSV = "history.csv"  # the same rows, rewritten whole beside history.json after each epoch
 TENSORBOARD = "tensorboard"  # --tensorboard's event files (train.TensorBoardLog)

@@ -18,17 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import BUNDLED_RUN, CONFIG, WEIGHTS
+from .checkpoint import BUNDLED_LINE_RUN, BUNDLED_RUN, CONFIG, WEIGHTS
 from .errors import CheckpointError, ConfigError, ExportError
 from .evaluate import predict_logits
 from .files import read_json
 from .model_files import build_network, open_onnx, refuse_pickle
-from .models import count_parameters
-from .onnx_runtime import session_for
-from .preprocess import to_uint8_images
+from .models import count_parameters, model_task
+from .onnx_runtime import line_session_for, session_for
+from .preprocess import LINE_HEIGHT, LINE_STRIDE, to_uint8_images
 from .train import Run, pick_device
 
-__all__ = ["BACKENDS", "BUNDLED_MODEL", "Model", "load_model"]
+__all__ = ["BACKENDS", "BUNDLED_LINE_MODEL", "BUNDLED_MODEL", "LineModel", "Model", "load_line_model", "load_model"]
 
 
 class Model:
@@ -109,12 +109,71 @@ class Model:
         return self.predict_proba(images).argmax(1)
 
 
+class LineModel:
+    """A trained line recognizer ready to read lines: each line input (preprocess.line_input: float32
+    (LINE_HEIGHT, W), W a multiple of 4) -> its frames' class probabilities, (W / 4, K), the blank
+    last. Decoding them into digits, boxes and confidences is read/sequence.py's.
+
+    Runs on ONNX Runtime (`session`, an in-memory export) on the CPU, else PyTorch (`module`)."""
+
+    task = "lines"
+
+    def __init__(self, module: nn.Module | None, config: dict, path: Path | None = None, *, session=None):
+        self.module = module.eval() if module is not None else None
+        self.session = session  # onnx_runtime.LineSession or None
+        self.config = config
+        self.path = path
+        self.classes: tuple[str, ...] = tuple(config["dataset"]["classes"])[:-1]  # the digits; the blank is last
+        self.image_shape: tuple[int, int, int] = tuple(config["dataset"]["image_shape"])
+
+    def __repr__(self) -> str:
+        return f"LineModel({self.config['recipe']['name']!r}, path={self.path}, backend={self.backend!r})"
+
+    @property
+    def backend(self) -> str:
+        return "onnx" if self.session is not None else "torch"
+
+    @property
+    def parameter_count(self) -> int | None:
+        return count_parameters(self.module) if self.module is not None else None
+
+    def frame_probabilities(self, inputs: list[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
+        """Each line's frames' probabilities (W_i / 4, K), lines of similar width run together."""
+        order = sorted(range(len(inputs)), key=lambda i: inputs[i].shape[1])
+        out: list[np.ndarray] = [np.zeros((0, len(self.classes) + 1), np.float32)] * len(inputs)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            widest = max(inputs[i].shape[1] for i in chunk)
+            batch = np.zeros((len(chunk), 1, LINE_HEIGHT, widest), np.float32)
+            for k, i in enumerate(chunk):
+                batch[k, 0, :, : inputs[i].shape[1]] = inputs[i]
+            if self.session is not None:
+                logits = self.session.frames(batch)
+            else:
+                with torch.no_grad():
+                    device = next(self.module.parameters()).device
+                    logits = self.module(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+            logits = logits - logits.max(2, keepdims=True)
+            probs = np.exp(logits)
+            probs /= probs.sum(2, keepdims=True)
+            if not np.isfinite(probs).all():
+                raise CheckpointError(f"{self} computes NaN or infinite probabilities: its weights are damaged")
+            for k, i in enumerate(chunk):
+                out[i] = probs[k, : inputs[i].shape[1] // LINE_STRIDE]
+        return out
+
+
+BUNDLED_LINE_MODEL = BUNDLED_LINE_RUN
+
+
 BUNDLED_MODEL = BUNDLED_RUN
 BACKENDS = ("auto", "torch", "onnx")
 log = logging.getLogger(__name__)
 
 
-def load_model(run: str | Path | Run | None = None, device: str | None = None, backend: str = "auto") -> Model:
+def load_model(
+    run: str | Path | Run | None = None, device: str | None = None, backend: str = "auto"
+) -> Model | LineModel:
     """Load a run directory (config.json + model.safetensors), or an .onnx file from `export_onnx`
     (`digitlab export`), as a `Model`.
 
@@ -127,6 +186,8 @@ def load_model(run: str | Path | Run | None = None, device: str | None = None, b
     PyTorch, with a logged warning -- and a model on a GPU with PyTorch; 'torch': PyTorch eager only;
     'onnx': ONNX Runtime or an error. An .onnx file runs on ONNX Runtime only. ONNX Runtime
     uses torch.get_num_threads() threads.
+
+    A run of a line recipe (a model that reads lines, models.TASKS: `linenet`) loads as a `LineModel`.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
@@ -149,14 +210,18 @@ def load_model(run: str | Path | Run | None = None, device: str | None = None, b
     config = read_json(path / CONFIG)
     # Checked against the weights' header before it is built: the files are untrusted (model_files.py).
     module = build_network(config, path / CONFIG, path / WEIGHTS)
-    model = Model(module, config, path)
+    lines = model_task(config["model"]["name"]) == "lines"
+    model = LineModel(module, config, path) if lines else Model(module, config, path)
     device = pick_device(device)
     module.to(device)
     if backend == "onnx" and device.type != "cpu":
         raise ConfigError(f"backend 'onnx' runs on the CPU; {device} was asked for (use backend 'torch' or 'auto')")
     if backend != "torch" and device.type == "cpu":
         try:
-            model.session = session_for(module, model.image_shape)
+            if lines:
+                model.session = line_session_for(module, LINE_HEIGHT)
+            else:
+                model.session = session_for(module, model.image_shape)
         except Exception as err:  # noqa: BLE001 -- 'auto' falls back to PyTorch whatever went wrong
             if backend == "onnx":
                 raise ExportError(f"{path} could not run on ONNX Runtime: {type(err).__name__}: {err}") from err
@@ -184,3 +249,16 @@ def _load_onnx(path: Path, device: str | None, backend: str) -> Model:
             f"{path} is neither a run directory nor an .onnx file from `digitlab export`: {err}"
         ) from err
     return Model(None, config, path, session=session, parameters=parameters)
+
+
+def load_line_model(run: str | Path | Run | None = None, device: str | None = None, backend: str = "auto") -> LineModel:
+    """A line recognizer: a run directory of a line recipe, or None for the bundled one
+    (weights/linenet, made by `digitlab train linenet`); ConfigError for a run of a digit model."""
+    if run is None:
+        if not (BUNDLED_LINE_MODEL / WEIGHTS).is_file():
+            raise CheckpointError(f"the bundled line model is missing from this installation ({BUNDLED_LINE_MODEL})")
+        run = BUNDLED_LINE_MODEL
+    model = load_model(run, device, backend)
+    if not isinstance(model, LineModel):
+        raise ConfigError(f"{run} is a model of single digits, not a line recognizer (a run of `linenet`)")
+    return model

@@ -36,7 +36,7 @@ from torch import nn
 from .checkpoint import load_weights
 from .errors import CheckpointError
 from .files import loads_json
-from .models import create_model_from_config, tensor_count
+from .models import create_model_from_config, model_task, tensor_count
 from .onnx_runtime import CONFIG_KEY, METADATA_KEYS, PARAMETERS_KEY, OnnxSession
 
 # The first bytes of files that are pickles, or carry one.
@@ -179,10 +179,12 @@ def build_network(config: dict, config_path: Path, weights_path: Path) -> nn.Mod
     network = create_model_from_config(config["model"])
     network.load_state_dict(load_weights(weights_path))
     outputs = (1, *_output_shape(network, image_shape, config_path))
-    if outputs != (1, len(classes)):
+    # A digit model gives one score per class; a line model one per class for each of its frames.
+    wanted = "(1, frames, {k})" if model_task(config["model"]["name"]) == "lines" else "(1, {k})"
+    if len(outputs) != wanted.count(",") + 1 or outputs[-1] != len(classes):
         raise CheckpointError(
             f"{config_path}: the network's output for one image has shape {outputs}, "
-            f"not (1, {len(classes)}) for its {len(classes)} classes"
+            f"not {wanted.format(k=len(classes))} for its {len(classes)} classes"
         )
     return network
 

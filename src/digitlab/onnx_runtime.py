@@ -185,3 +185,92 @@ def session_for(network: nn.Module, image_shape: tuple[int, int, int], threads: 
     if diff > MAX_LOGIT_DIFF * max(1.0, float(np.abs(expected).max())) or (got.argmax(1) != expected.argmax(1)).any():
         raise ExportError(f"the ONNX export differs from PyTorch on random images (max |logit difference| {diff:.3g})")
     return session
+
+
+# --- line models: float lines of any width in, frames out ---------------------------------------------
+
+LINES_INPUT, FRAMES_OUTPUT = "lines", "frames"
+
+
+class FloatFrames(nn.Module):
+    """A line network behind a float32 output: (N, 1, LINE_HEIGHT, W) in [0, 1] -> (N, W / 4, K)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, lines: torch.Tensor) -> torch.Tensor:
+        return self.network(lines).float()
+
+
+def line_onnx_bytes(network: nn.Module, line_height: int) -> bytes:
+    """A line network as a serialised ONNX model taking "lines", float32 (batch, 1, line_height,
+    width), any batch and width (a multiple of 4), and giving "frames", float32 logits (batch,
+    width / 4, K); the TorchScript-based exporter (its LSTM becomes ONNX's LSTM)."""
+    if any(t.device.type != "cpu" for t in (*network.parameters(), *network.buffers())):
+        network = copy.deepcopy(network).cpu()
+    wrapper = FloatFrames(network)
+    modes = [(module, module.training) for module in wrapper.modules()]
+    wrapper.eval()
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():  # deprecated, 12x faster than the new one (above); and an LSTM's
+            warnings.simplefilter("ignore", DeprecationWarning)  # batch_first is only a note to the exporter
+            warnings.simplefilter("ignore", UserWarning)
+            torch.onnx.export(
+                wrapper,
+                (torch.zeros(2, 1, line_height, 64),),
+                buffer,
+                dynamo=False,
+                input_names=[LINES_INPUT],
+                output_names=[FRAMES_OUTPUT],
+                dynamic_axes={LINES_INPUT: {0: "batch", 3: "width"}, FRAMES_OUTPUT: {0: "batch", 1: "frames"}},
+            )
+    finally:
+        for module, training in modes:
+            module.training = training
+    return buffer.getvalue()
+
+
+class LineSession:
+    """An ONNX Runtime session over a line graph: float32 (N, 1, H, W) lines -> (N, W / 4, K) logits."""
+
+    def __init__(self, model: bytes, threads: int | None = None):
+        import onnxruntime as ort  # imported here: start-up time, as in OnnxSession
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    def frames(self, lines: np.ndarray) -> np.ndarray:
+        return self.session.run([FRAMES_OUTPUT], {LINES_INPUT: np.ascontiguousarray(lines, np.float32)})[0]
+
+
+def line_session_for(network: nn.Module, line_height: int, threads: int | None = None) -> LineSession:
+    """A LineSession computing what `network` computes, exported in memory and checked on random
+    lines of two widths: the same best class in every frame, logits within tolerance."""
+    session = LineSession(line_onnx_bytes(network, line_height), threads)
+    generator = torch.Generator().manual_seed(0)
+    modes = [(module, module.training) for module in network.modules()]
+    network.eval()
+    try:
+        for width in (64, 200):
+            probe = torch.rand(3, 1, line_height, width, generator=generator)
+            with torch.no_grad():
+                expected = network(probe).float().numpy()
+            got = session.frames(probe.numpy())
+            diff = float(np.abs(got - expected).max())
+            if (
+                diff > MAX_LOGIT_DIFF * max(1.0, float(np.abs(expected).max()))
+                or (got.argmax(2) != expected.argmax(2)).any()
+            ):
+                raise ExportError(
+                    f"the ONNX export differs from PyTorch on random lines (max |logit difference| {diff:.3g})"
+                )
+    finally:
+        for module, training in modes:
+            module.training = training
+    return session

@@ -19,10 +19,10 @@ import numpy as np
 from .data import Dataset, load_dataset
 from .distributed import Cluster
 from .errors import ConfigError
-from .evaluate import Metrics, evaluate_run
-from .inference import BUNDLED_MODEL, Model, load_model  # noqa: F401 (BUNDLED_MODEL: digitlab.api's, for importers)
+from .evaluate import LineMetrics, Metrics, evaluate_line_run, evaluate_run
+from .inference import BUNDLED_MODEL, LineModel, Model, load_line_model, load_model  # noqa: F401 (BUNDLED_MODEL: digitlab.api's, for importers)
 from .preprocess import MAX_PIXELS, ImageSource, load_image, to_mnist_style, to_uint8_digit
-from .read import MAX_SIDE, UNSURE_BELOW, Reading
+from .read import MAX_SIDE, METHODS, UNSURE_BELOW, Reading
 from .read import annotate as annotate_image
 from .read import read as read_image
 from .read.marks import digit_marks
@@ -36,6 +36,7 @@ __all__ = [
     "train",
     "evaluate",
     "load_model",
+    "load_line_model",
     "predict",
     "read",
     "annotate",
@@ -128,7 +129,7 @@ def evaluate(
     dataset: Dataset | None = None,
     device: str | None = None,
     progress: bool = True,
-) -> Metrics:
+) -> Metrics | LineMetrics:
     """Evaluate a run on a split of its dataset: 'test', 'train', or 'val' (the images a
     --val-split run held out of training).
 
@@ -138,6 +139,8 @@ def evaluate(
     file from `export_onnx`; it has no run directory to write into, so `out` is then required.
     """
     model = load_model(run, device=device)
+    if isinstance(model, LineModel):  # a line recognizer: read on its test lines (ORAND-CAR-A dev)
+        return evaluate_line_run(model, split, out=out, data_dir=data_dir)
     return evaluate_run(model, split, out=out, dataset=dataset, data_dir=data_dir, progress=progress)
 
 
@@ -246,6 +249,8 @@ def read(
     *,
     unsure_below: float = UNSURE_BELOW,
     max_pixels: int = MAX_PIXELS,
+    method: str = "auto",
+    line_model: LineModel | str | Path | None = None,
 ) -> Reading:
     """Read the lines of digits in a photo or scan: text, and each digit's box and confidence.
     Every box (Digit.box, Line.box) is (x, y, w, h): left, top, width and height in pixels of the
@@ -253,9 +258,31 @@ def read(
 
     model: a loaded Model, a run directory, or None for the bundled default model;
     unsure_below: digits whose top probability is lower read as '?' (not guessed);
-    max_pixels: larger images are refused from their header, before they are decoded.
+    max_pixels: larger images are refused from their header, before they are decoded;
+    method: "auto" (the default: each line read both ways and the likelier kept), "segment" (cut
+    into digits, each classified by `model`) or "sequence" (each line read whole by the line
+    recognizer); line_model: a LineModel, a `linenet` run directory, or None for the bundled one.
     """
-    return read_image(image, _digit_model(model), unsure_below=unsure_below, max_pixels=max_pixels)
+    if method not in METHODS:
+        raise ConfigError(f"unknown reading method {method!r}; use {', '.join(METHODS)}")
+    lines = None if method == "segment" else _line_model(line_model)
+    return read_image(
+        image, _digit_model(model), unsure_below=unsure_below, max_pixels=max_pixels, method=method, line_model=lines
+    )
+
+
+_BUNDLED_LINES: list[LineModel] = []  # the bundled line model, loaded once per process (1.3 s: its ONNX export)
+
+
+def _line_model(line_model: LineModel | str | Path | None) -> LineModel:
+    """A loaded line recognizer: the one given, a run directory, or the bundled one (loaded once)."""
+    if isinstance(line_model, LineModel):
+        return line_model
+    if line_model is not None:
+        return load_line_model(line_model)
+    if not _BUNDLED_LINES:
+        _BUNDLED_LINES.append(load_line_model())
+    return _BUNDLED_LINES[0]
 
 
 def annotate(

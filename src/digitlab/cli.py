@@ -562,7 +562,7 @@ def _image_inputs(paths: list[str]) -> list[str]:
 
 
 def _read_options(parser: CommandParser) -> None:
-    from .read import UNSURE_BELOW  # imported here: start-up time (cv2, NumPy)
+    from .read import METHODS, UNSURE_BELOW  # imported here: start-up time (cv2, NumPy)
 
     parser.set_defaults(func=cmd_read)
     parser.add_argument(
@@ -572,6 +572,19 @@ def _read_options(parser: CommandParser) -> None:
         help="photos or scans of one or more lines of digits, or folders: the image files in each, by name",
     )
     _add_model(parser)
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="auto",
+        help="how each line is read: 'segment' cuts it into digits and classifies each with --model; "
+        "'sequence' reads it whole with the line recognizer (--line-model); 'auto' does both and keeps, "
+        "line by line, the reading the line recognizer finds likelier",
+    )
+    parser.add_argument(
+        "--line-model",
+        metavar="RUN",
+        help="a run directory of the line recognizer (`digitlab train linenet`); default: the bundled one",
+    )
     parser.add_argument(
         "--unsure-below",
         type=float,
@@ -616,8 +629,12 @@ def cmd_read(args) -> int:
     elif args.annotate_confidence:
         raise ConfigError("--annotate-confidence draws on the image --annotate OUT.png writes: give --annotate too")
     model = api.load_model(args.model)
+    line_model = None if args.method == "segment" else api.load_line_model(args.line_model)
     # Every input read (and every annotation drawn) first: a bad one stops the command before any file is written.
-    readings = [api.read(path, model, unsure_below=args.unsure_below) for path in images]
+    readings = [
+        api.read(path, model, unsure_below=args.unsure_below, method=args.method, line_model=line_model)
+        for path in images
+    ]
     results = [
         {"image": path, "box_format": BOX_FORMAT, **reading.to_json()} for path, reading in zip(images, readings)
     ]
@@ -674,6 +691,11 @@ def _serve_options(parser: CommandParser) -> None:
         "/docs) and the page at / on uvicorn. Ctrl-C or SIGTERM stops it cleanly."
     )
     _add_model(parser)
+    parser.add_argument(
+        "--line-model",
+        metavar="RUN",
+        help="the line recognizer /api/read uses (a `linenet` run directory); default: the bundled one",
+    )
     parser.add_argument("--host", default=defaults["host"], help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=defaults["port"], help="TCP port")
     # %(default)g below: the service's limits are floats (10.0), shown as 10 as this help always did
@@ -743,6 +765,7 @@ def cmd_serve(args) -> int:
         read_timeout=args.read_timeout,
         write_timeout=args.write_timeout,
         log_level=args.log_level,
+        line_model=args.line_model,
     )
     return 0
 
@@ -874,7 +897,7 @@ def cmd_bench_seeds(args) -> int:
 
 def _bench_read_options(parser: CommandParser) -> None:
     from .bench.read import DIGIT_SETS, bench_read  # imported here, as every suite: start-up time (torch, cv2)
-    from .read import UNSURE_BELOW
+    from .read import METHODS, UNSURE_BELOW
 
     defaults = _defaults(bench_read)
     parser.set_defaults(func=cmd_bench_read)
@@ -899,7 +922,20 @@ def _bench_read_options(parser: CommandParser) -> None:
         default=defaults["synthetic_pages"],
         help="synthetic pages generated from the MNIST test set",
     )
-    parser.add_argument("--seed", type=int, default=defaults["seed"], help="seed of the synthetic pages")
+    parser.add_argument(
+        "--scenes", type=int, default=defaults["scenes"], help="photo scenes generated from the MNIST test set"
+    )
+    parser.add_argument("--seed", type=int, default=defaults["seed"], help="seed of the synthetic pages and scenes")
+    parser.add_argument(
+        "--method",
+        action="append",
+        choices=METHODS,
+        help="a reading method to measure, each in its own column; repeatable (default: "
+        f"{' '.join(METHODS)}: the reader before issue 15 beside the line recognizer and both together)",
+    )
+    parser.add_argument(
+        "--line-model", metavar="RUN", help="the line recognizer's run directory (default: the bundled one)"
+    )
     parser.add_argument(
         "--unsure-below",
         type=float,
@@ -914,6 +950,7 @@ def _bench_read_options(parser: CommandParser) -> None:
 
 def cmd_bench_read(args) -> int:
     from .bench.read import bench_read
+    from .read import METHODS
 
     results, markdown = _bench_files(args)
 
@@ -928,6 +965,9 @@ def cmd_bench_read(args) -> int:
         tesseract=not args.no_tesseract,
         limit=args.limit,
         digit_sets=args.digit_sets,
+        methods=args.method or METHODS,
+        line_model=args.line_model,
+        scenes=args.scenes,
     )
     return 0
 

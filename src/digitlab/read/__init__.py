@@ -52,15 +52,18 @@ from ..errors import ConfigError
 from ..preprocess import MAX_PIXELS, load_image
 from .annotation import SURE_COLOUR, UNSURE_COLOUR, annotate, annotation_png, save_annotation
 from .classify import read_segments
-from .ink import ink_image
+from .combine import choose
+from .ink import ink_image, on_paper
 from .limits import MAX_MARKS, MAX_PIECES, ReadingStopped, WorkLimits
-from .results import PUNCTUATION, UNSURE, UNSURE_BELOW, Box, Digit, Line, Reading
+from .results import PUNCTUATION, UNSURE, UNSURE_BELOW, Box, Digit, Line, Reading, shifted
 from .segment import Segment, segment_digits, segment_ink
+from .sequence import line_crops, read_crops, sequence_lines
 
 __all__ = [
     "MAX_MARKS",
     "MAX_PIECES",
     "MAX_SIDE",
+    "METHODS",
     "PUNCTUATION",
     "SURE_COLOUR",
     "UNSURE",
@@ -83,6 +86,9 @@ MAX_SIDE = 2000  # larger images are read at this size (boxes are mapped back): 
 # 4000 px add nothing to digits that are tens of pixels high, and cost seconds of morphology
 
 
+METHODS = ("auto", "segment", "sequence")  # how `read` reads each line (see the module docstring)
+
+
 def read(
     image,
     model,
@@ -91,6 +97,8 @@ def read(
     max_pixels: int = MAX_PIXELS,
     time_limit: float | None = None,
     cancelled: Callable[[], bool] | None = None,
+    method: str = "auto",
+    line_model=None,
 ) -> Reading:
     """Read every line of digits in an image.
 
@@ -102,7 +110,14 @@ def read(
     cancelled: a callable, polled while reading, whose True stops it with ReadingStopped (the
     service's, once the client has hung up). An image with more than MAX_MARKS separate marks or
     MAX_PIECES candidate digits is refused (ImageError) before they are merged or classified.
+    method: "segment" (each line cut into digits, each classified by `model`), "sequence" (each
+    line read whole by `line_model`, a `LineModel`), "auto" (both, combined line by line:
+    combine.py); line_model: needed by "sequence" and "auto".
     """
+    if method not in METHODS:
+        raise ConfigError(f"unknown reading method {method!r}; use {', '.join(METHODS)}")
+    if method != "segment" and line_model is None:
+        raise ConfigError(f"method {method!r} reads lines with a line model: pass line_model (or use 'segment')")
     if not 0 <= unsure_below <= 1:
         raise ConfigError(f"unsure_below must lie in [0, 1], got {unsure_below}")
     if time_limit is not None and not time_limit > 0:
@@ -118,9 +133,33 @@ def read(
         grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
     else:
         scale = 1.0
+    grey, (x0, y0) = on_paper(grey)  # a sheet that does not fill the photo: only the sheet is read
+    return Reading(
+        shifted(
+            _read_lines(grey, model, line_model, method, unsure_below, scale, work),
+            round(x0 * scale),
+            round(y0 * scale),
+        ),
+        width,
+        height,
+    )
+
+
+def _read_lines(
+    grey, model, line_model, method: str, unsure_below: float, scale: float, work: WorkLimits
+) -> list[Line]:
+    """The lines of digits in `grey` (the image as read: shrunk by `scale`, cut to its sheet), by `method`."""
     ink = ink_image(grey)
     if ink is None:
-        return Reading([], width, height)
+        return []
     work.check()
     lines = segment_ink(ink, work)
-    return Reading(read_segments(ink, lines, model, unsure_below, scale, work), width, height)
+    if method == "segment":
+        return read_segments(ink, lines, model, unsure_below, scale, work)
+    crops = line_crops(grey, lines)
+    readings = read_crops(crops, line_model, work)
+    sequence = sequence_lines(crops, readings, line_model.classes, unsure_below, scale)
+    if method == "sequence":
+        return [line for line in sequence if line is not None]
+    segmented = read_segments(ink, lines, model, unsure_below, scale, work)
+    return [choose(*parts, line_model.classes) for parts in zip(segmented, sequence, readings, strict=True)]

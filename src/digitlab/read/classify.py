@@ -12,7 +12,7 @@ import numpy as np
 
 from ..preprocess import ImageError, center_digit
 from .limits import MAX_PIECES, WorkLimits
-from .results import UNSURE, Box, Digit, Line, scaled_box
+from .results import UNSURE, Box, Digit, Line, scaled_box, union
 from .segment import Segment
 
 # [(segment, the ways to read it as lists of pieces (none for a mark), its line's height)]
@@ -53,7 +53,7 @@ def read_segments(
                 key=lambda option: _score(option, [of_piece[id(p)] for p in option], segment.box[2], line_height),
             )
             digits += [_digit(scaled_box(p.box, scale), of_piece[id(p)], model.classes, unsure_below) for p in best]
-        result.append(Line(digits, _union([d.box for d in digits])))
+        result.append(Line(digits, union([d.box for d in digits])))
     return result
 
 
@@ -187,9 +187,3 @@ def _punctuation(box: Box, digit_boxes: list[Box]) -> str:
     if w >= 2 * h and h <= 0.25 * height and w <= 1.5 * height:
         return "-"
     return UNSURE
-
-
-def _union(boxes: list[Box]) -> Box:
-    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
-    return (x0, y0, x1 - x0, y1 - y0)

@@ -83,3 +83,69 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     order = np.argsort(values)
     cumulative = np.cumsum(weights[order])
     return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+# Where the sheet of paper does not fill the photo (a webcam's view of a desk, a dark band of
+# clothing above the page), what lies around it is no ground to measure ink against: its edges
+# read as strokes and its darkness decides the polarity. PAPER_* bound when a sheet is taken to be
+# there: brighter than its surroundings by this much (of black to white), this share of the photo.
+PAPER_CONTRAST = 0.2
+PAPER_AREA = (0.06, 0.9)
+PAPER_WORK = 256  # the sheet is looked for at most this many pixels across
+
+
+def paper_mask(grey: np.ndarray) -> np.ndarray | None:
+    """The sheet of paper in a photo where it does not fill the frame, as a bool mask (H, W), kept
+    a little inside the sheet's edge; None where no sheet stands out (a scan, a cheque, a photo
+    filled by its page, chalk on a board).
+
+    The writing is taken away first (a closing brightens over strokes narrower than 4% of the
+    photo), then Otsu splits the brighter surface from its surroundings; the sheet is the largest
+    bright region, its holes filled, when it covers PAPER_AREA of the photo, is PAPER_CONTRAST
+    brighter than the rest and does not fill it."""
+    height, width = grey.shape
+    shrink = min(1.0, PAPER_WORK / max(height, width))
+    small = cv2.resize(
+        np.asarray(grey, np.float32), (max(1, round(width * shrink)), max(1, round(height * shrink))), cv2.INTER_AREA
+    )
+    if min(small.shape) < 16:
+        return None
+    window = _odd(0.04 * max(small.shape))
+    surface = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (window, window)))
+    levels = np.clip(surface * 255, 0, 255).astype(np.uint8)
+    _, bright = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=8)
+    if count < 2:
+        return None
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    region = labels == largest
+    share = region.mean()
+    if not PAPER_AREA[0] <= share <= PAPER_AREA[1]:
+        return None
+    if float(np.median(surface[region])) - float(np.median(surface[~region])) < PAPER_CONTRAST:
+        return None
+    # Its holes filled (the larger marks on it, which the closing left), not its hull: a tilted
+    # sheet's hull would take in the dark corners of the desk beside its edges.
+    # Only holes as small as marks (under 1% of the photo): a dark object enclosed by bright ones is
+    # no part of the sheet.
+    count, outside, stats, _ = cv2.connectedComponentsWithStats((~region).astype(np.uint8), connectivity=4)
+    border = np.unique(np.concatenate([outside[0], outside[-1], outside[:, 0], outside[:, -1]]))
+    small_holes = [k for k in range(1, count) if k not in border and stats[k, cv2.CC_STAT_AREA] < 0.01 * region.size]
+    sheet = (region | np.isin(outside, small_holes)).astype(np.uint8)
+    inset = _odd(0.02 * max(small.shape))
+    sheet = cv2.erode(sheet, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (inset, inset)))
+    return cv2.resize(sheet, (width, height), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def on_paper(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """The part of a photo to read: where a sheet of paper does not fill it (paper_mask), the
+    sheet's bounding box, what lies around the sheet within it painted the sheet's own level; the
+    photo as it is where no sheet stands out. Returns it and its top-left corner in the photo."""
+    sheet = paper_mask(grey)
+    if sheet is None:
+        return grey, (0, 0)
+    rows, cols = np.flatnonzero(sheet.any(1)), np.flatnonzero(sheet.any(0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    crop, inside = grey[top:bottom, left:right], sheet[top:bottom, left:right]
+    level = float(np.median(crop[inside]))
+    return np.where(inside, crop, np.float32(level)).astype(np.float32), (int(left), int(top))

@@ -77,3 +77,21 @@ def scaled_box(box: Box, scale: float) -> Box:
     """A box in an image `scale` times the size (at least a pixel each way)."""
     x, y, w, h = box
     return (round(x * scale), round(y * scale), max(1, round(w * scale)), max(1, round(h * scale)))
+
+
+def union(boxes: list[Box]) -> Box:
+    """The smallest box holding all of `boxes`."""
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def shifted(lines: list[Line], dx: int, dy: int) -> list[Line]:
+    """The lines with every box moved by (dx, dy) pixels: read in a part of an image, placed in it."""
+    if not (dx or dy):
+        return lines
+    move = lambda box: (box[0] + dx, box[1] + dy, box[2], box[3])  # noqa: E731
+    return [
+        Line([Digit(d.text, move(d.box), d.confidence, d.candidates) for d in line.digits], move(line.box))
+        for line in lines
+    ]

@@ -76,7 +76,7 @@ from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from ..api import BUNDLED_MODEL, Model, load_model, predict
+from ..api import BUNDLED_MODEL, LineModel, Model, load_line_model, load_model, predict
 from ..errors import ConfigError, DigitlabError
 from ..files import read_json
 from ..preprocess import (
@@ -88,7 +88,7 @@ from ..preprocess import (
     to_mnist_style,
     to_uint8_digit,
 )
-from ..read import UNSURE_BELOW
+from ..read import METHODS, UNSURE_BELOW
 from ..read import annotate as annotate_image
 from ..read import read as read_digits
 from ..version import __version__
@@ -595,8 +595,10 @@ class Reader:
         max_reads: int = MAX_READS,
         queue: int = READ_QUEUE,
         time_limit: float | None = READ_TIME_LIMIT,
+        line_model: LineModel | None = None,
     ):
         self.model, self.max_pixels, self.time_limit = model, max_pixels, time_limit
+        self.line_model = line_model  # loaded at the first read that needs it (1.3 s: its ONNX export)
         self.capacity = max_reads + queue
         self.admitted = 0  # reads working or waiting for a thread
         self.executor = ThreadPoolExecutor(max_reads, thread_name_prefix="digitlab-read")
@@ -604,7 +606,7 @@ class Reader:
     def stop(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    async def read(self, request: Request, data: bytes, unsure_below: float, annotate: bool) -> dict:
+    async def read(self, request: Request, data: bytes, unsure_below: float, annotate: bool, method: str) -> dict:
         if self.admitted >= self.capacity:
             raise ServiceError(
                 503,
@@ -615,7 +617,7 @@ class Reader:
         stop = threading.Event()
         try:
             work = asyncio.get_running_loop().run_in_executor(
-                self.executor, self._work, data, unsure_below, annotate, stop
+                self.executor, self._work, data, unsure_below, annotate, method, stop
             )
             while not work.done():  # the work goes on to its end (or its next check) either way
                 await asyncio.wait([work], timeout=DISCONNECT_POLL)
@@ -630,9 +632,11 @@ class Reader:
             raise _answer_error(error) from error
         return result
 
-    def _work(self, data: bytes, unsure_below: float, annotate: bool, stop: threading.Event) -> tuple:
+    def _work(self, data: bytes, unsure_below: float, annotate: bool, method: str, stop: threading.Event) -> tuple:
         """(the reading's JSON, None), or (None, the error, its tracebacks dropped): in the read thread."""
         try:
+            if method != "segment" and self.line_model is None:
+                self.line_model = load_line_model()
             reading = read_digits(
                 data,
                 self.model,
@@ -640,6 +644,8 @@ class Reader:
                 max_pixels=self.max_pixels,
                 time_limit=self.time_limit,
                 cancelled=stop.is_set,
+                method=method,
+                line_model=None if method == "segment" else self.line_model,
             )
             out = reading.to_json()
             if annotate:
@@ -773,16 +779,20 @@ def create_app(
     pixel_budget: int = PIXEL_BUDGET,
     max_reads: int = MAX_READS,
     read_time_limit: float | None = READ_TIME_LIMIT,
+    line_model: LineModel | str | Path | None = None,
 ) -> FastAPI:
     """The service as an ASGI app. model: a Model, a run directory, an .onnx file from `digitlab export`,
     or None for the bundled one. A path is loaded with the default backend (ONNX Runtime, with
     torch.get_num_threads() threads). read_timeout: seconds for a request's body to arrive once its
     head has (the head's own deadline is the server's: see `serve`). pixel_budget: pixels of images
     in work at once (PixelBudget); max_reads: reads worked on at once, read_time_limit: seconds each
-    may take (Reader)."""
+    may take (Reader). line_model: the line recognizer /api/read's `auto` and `sequence` use (a
+    LineModel or a `linenet` run directory; None: the bundled one, loaded at the first read that needs it)."""
     model = model if isinstance(model, Model) else load_model(model)
+    if line_model is not None and not isinstance(line_model, LineModel):
+        line_model = load_line_model(line_model)
     batcher = Batcher(model, max_batch, max_pixels)
-    reader = Reader(model, max_pixels, max_reads, time_limit=read_time_limit)
+    reader = Reader(model, max_pixels, max_reads, time_limit=read_time_limit, line_model=line_model)
     pixels = PixelBudget(max(pixel_budget, max_pixels))
     app = FastAPIOffline(  # FastAPI with /docs from the package's own copy of Swagger UI (and /redoc: _add_redoc)
         redoc_url=None,
@@ -887,16 +897,21 @@ def _add_read(app: FastAPI, reader: Reader, pixels: PixelBudget, max_pixels: int
         description="A photo (multipart field `file`, or the raw body). Each digit and line comes "
         "with its box `[x, y, w, h]` in pixels of the photo as sent. `annotate=true` adds the "
         f"annotated photo as a data URL (PNG, or JPEG over {ANNOTATED_BYTES // 2**20} MiB; "
-        f"at most {ANNOTATED_SIDE} pixels on its longer side).",
+        f"at most {ANNOTATED_SIDE} pixels on its longer side). `method`: `auto` (the default: each line "
+        "read both ways, the likelier kept), `segment` (cut into digits) or `sequence` (the line recognizer).",
         responses=_documented(ReadAnswer, "The lines of digits read", {413: "too large", 415: "not an image"}),
         openapi_extra=_request_body(),
     )
-    async def read_endpoint(request: Request, annotate: bool = False, unsure_below: float = UNSURE_BELOW):
+    async def read_endpoint(
+        request: Request, annotate: bool = False, unsure_below: float = UNSURE_BELOW, method: str = "auto"
+    ):
         if not 0 <= unsure_below <= 1:
             raise ServiceError(422, f"unsure_below must lie in [0, 1], got {unsure_below}")
+        if method not in METHODS:
+            raise ServiceError(422, f"method must be one of {', '.join(METHODS)}, not {method!r:.40}")
         data = await _image_bytes(request)
         async with pixels.hold(_declared_pixels(data, max_pixels)):
-            return _json(await reader.read(request, data, unsure_below, annotate))
+            return _json(await reader.read(request, data, unsure_below, annotate, method))
 
 
 def _documented(answer, description: str, errors: dict[int, str]) -> dict:
@@ -983,6 +998,7 @@ def serve(
     read_timeout: float = READ_TIMEOUT,
     write_timeout: float = WRITE_TIMEOUT,
     log_level: str = "info",
+    line_model: LineModel | str | Path | None = None,
 ) -> None:
     """Run the service on uvicorn until Ctrl-C or SIGTERM, then shut down cleanly (requests in
     flight answered, the inference thread stopped) and return. threads: PyTorch's and ONNX
@@ -1004,7 +1020,7 @@ def serve(
                 self._captured_signals.clear()
 
     torch.set_num_threads(threads)
-    app = create_app(model, max_body=max_body, max_pixels=max_pixels, read_timeout=read_timeout)
+    app = create_app(model, max_body=max_body, max_pixels=max_pixels, read_timeout=read_timeout, line_model=line_model)
     http = functools.partial(GuardedHttp, read_timeout=read_timeout, write_timeout=write_timeout)
     Server(
         uvicorn.Config(app, host=host, port=port, http=http, log_level=log_level, timeout_graceful_shutdown=10)

@@ -12,7 +12,7 @@ from the `numpy.random.Generator` passed in, so one seed gives the same pages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -252,3 +252,116 @@ def make_pages(n: int, seed: int, images: np.ndarray, labels: np.ndarray) -> lis
     rng = np.random.default_rng(seed)
     source = _as_digit_arrays((images, labels))
     return [make_page(rng, source) for _ in range(n)]
+
+
+# --- photo scenes: a page of writing photographed in a room -------------------------------------------
+
+SCENE_SIZES = ((640, 480), (640, 480), (640, 480), (1280, 720), (1600, 1200))  # webcams mostly; a phone
+
+
+def make_scene(rng: np.random.Generator, digits_source: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, PageTruth]:
+    """One photo of a sheet of paper with lines of digits on it, as a webcam or phone sees it in a
+    room: (H, W, 3) uint8 RGB and its PageTruth (boxes in the photo's pixels).
+
+    The paper does not fill the frame: around it a dark band (clothing, the top of a desk) above or
+    below it, a wooden desk, or clutter (boxes and stripes of any colour); the paper's edge, a
+    shadow across it, a glare spot; 1-3 lines of 1-8 digits written on it small or large (in a
+    1600x1200 phone photo 18-30 px high: a few numbers in a large picture); then a webcam's low
+    resolution and noise (a phone's is sharper), blur and JPEG. Digits come from `digits_source`
+    ((N, 28, 28) uint8 ink-bright images, labels)."""
+    images, labels = _as_digit_arrays(digits_source)
+    width, height = SCENE_SIZES[rng.integers(len(SCENE_SIZES))]
+    scene = _surroundings(rng, height, width)
+    # The sheet: a rectangle 45-85% of the frame each way, tilted up to 6 degrees.
+    sheet_w, sheet_h = rng.uniform(0.45, 0.85) * width, rng.uniform(0.45, 0.85) * height
+    cx, cy = rng.uniform(0.35, 0.65) * width, rng.uniform(0.35, 0.65) * height
+    angle = rng.uniform(-6, 6)
+    corners = cv2.boxPoints(((cx, cy), (sheet_w, sheet_h), angle)).astype(np.int32)
+    sheet = np.zeros((height, width), np.uint8)
+    cv2.fillConvexPoly(sheet, corners, 1)
+    paper = _paper(rng, height, width)
+    scene = np.where(sheet[..., None] > 0, paper, scene)
+    # The writing, inside the sheet's upright inner box.
+    phone = width >= 1600
+    digit_height = rng.uniform(18, 30) if phone else rng.uniform(16, min(60, 0.2 * sheet_h))
+    style = replace(
+        _draw_style(rng, None, digit_height, None, False, 0.0, None, None, None), n_lines=int(rng.integers(1, 4))
+    )
+    placed, strings = _lay_out(rng, images, labels, style, int(rng.integers(1, 9)))
+    right = max(x + a.shape[1] for row in placed for a, x, _ in row)
+    bottom = max(y + a.shape[0] for row in placed for a, _, y in row)
+    inner_w, inner_h = sheet_w * 0.8 * np.cos(np.radians(angle)), sheet_h * 0.8 * np.cos(np.radians(angle))
+    shrink = min(1.0, inner_w / right, inner_h / bottom)
+    if shrink < 1:  # long lines on a small sheet: write smaller
+        placed = [[(_scaled(a, shrink), x * shrink, y * shrink) for a, x, y in row] for row in placed]
+        right, bottom = right * shrink, bottom * shrink
+    left = cx - inner_w / 2 + rng.uniform(0, max(0.0, inner_w - right))
+    top = cy - inner_h / 2 + rng.uniform(0, max(0.0, inner_h - bottom))
+    ink_alpha, boxes = _ink_alpha(placed, height, width, left, top)
+    ink = np.array(INKS[rng.integers(len(INKS))], np.float32) + rng.uniform(-10, 10, 3)
+    coverage = (ink_alpha * style.strength)[..., None]
+    scene = scene * (1 - coverage) + ink * coverage
+    scene = _light_and_lens(rng, scene, sheet, sharp=phone)
+    return scene, PageTruth(lines=strings, boxes=boxes)
+
+
+def _scaled(alpha: np.ndarray, factor: float) -> np.ndarray:
+    h, w = alpha.shape
+    return cv2.resize(alpha, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+
+
+def _surroundings(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """What lies around the sheet (float32 RGB 0..255): a dark band above or below a grey desk,
+    a wooden desk, or clutter."""
+    kind = rng.integers(3)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    if kind == 0:  # dark clothing or a shadowed wall across the top or the bottom, a grey desk elsewhere
+        scene = np.empty((height, width, 3), np.float32)
+        scene[:] = rng.uniform(90, 170)
+        band = rng.uniform(0.2, 0.45) * height
+        dark = yy < band if rng.random() < 0.5 else yy > height - band
+        scene[dark] = rng.uniform(10, 60, 3)
+    elif kind == 1:  # a wooden desk: brown with grain
+        grain = np.sin(yy / rng.uniform(3, 9) + 2 * np.sin(xx / rng.uniform(40, 120)))[..., None]
+        scene = np.array([rng.uniform(90, 160), rng.uniform(60, 100), rng.uniform(30, 60)], np.float32) + 18 * grain
+    else:  # clutter: rectangles and stripes of any colour and brightness
+        scene = np.empty((height, width, 3), np.float32)
+        scene[:] = rng.uniform(30, 140, 3)
+        for _ in range(int(rng.integers(6, 16))):
+            x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+            w, h = int(rng.integers(20, width // 2)), int(rng.integers(10, height // 2))
+            cv2.rectangle(scene, (x0, y0), (x0 + w, y0 + h), rng.uniform(0, 255, 3).tolist(), -1)
+    return scene + rng.normal(0, 4, (height, width, 1)).astype(np.float32)
+
+
+def _light_and_lens(rng: np.random.Generator, scene: np.ndarray, sheet: np.ndarray, sharp: bool) -> np.ndarray:
+    """A shadow falling across part of the scene, a glare spot on the sheet, then the camera: low
+    resolution (a webcam's 0.5-1x; a phone, `sharp`, 0.85-1x), blur, sensor noise and JPEG.
+    (H, W, 3) uint8 RGB."""
+    height, width = sheet.shape
+    scene = scene * _lighting(rng, height, width, rng.uniform(0.1, 0.5))[..., None]
+    if rng.random() < 0.5:  # glare: a soft bright spot on the paper, never so bright that ink vanishes
+        gy, gx = np.nonzero(sheet)
+        k = rng.integers(len(gy))
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        radius = rng.uniform(0.05, 0.2) * width
+        spot = np.exp(-((yy - gy[k]) ** 2 + (xx - gx[k]) ** 2) / (2 * radius**2))
+        scene = scene + (rng.uniform(20, 60) * spot)[..., None]
+    resolution = rng.uniform(0.85, 1.0) if sharp else rng.uniform(0.5, 1.0)
+    if resolution < 0.95:
+        small = cv2.resize(scene, (round(width * resolution), round(height * resolution)), interpolation=cv2.INTER_AREA)
+        scene = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    sigma = rng.uniform(0, 1.0)
+    if sigma > 0.3:
+        scene = cv2.GaussianBlur(scene, (0, 0), sigma)
+    scene = scene + rng.normal(0, rng.uniform(1, 6), scene.shape).astype(np.float32)
+    bgr = cv2.cvtColor(np.clip(scene, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+    _, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 86))])
+    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def make_scenes(n: int, seed: int, images: np.ndarray, labels: np.ndarray) -> list[tuple[np.ndarray, PageTruth]]:
+    """`n` photo scenes from one seeded generator: the same seed gives the same scenes."""
+    rng = np.random.default_rng(seed)
+    source = _as_digit_arrays((images, labels))
+    return [make_scene(rng, source) for _ in range(n)]

@@ -5,17 +5,16 @@ import torch
 
 from digitlab.catalog import recipe_model, summary_text
 from digitlab.errors import ConfigError, UnknownNameError
-from digitlab.models import MODELS, count_parameters, create_model, tensor_count
+from digitlab.models import MODELS, count_parameters, create_model, model_task, tensor_count
 from digitlab.recipes import RECIPES, get_recipe
 
-SHAPES: dict = {}
+DIGIT_MODELS = sorted(name for name in MODELS if model_task(name) == "digits")
+LINE_MODELS = sorted(name for name in MODELS if model_task(name) == "lines")
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", DIGIT_MODELS)
 @pytest.mark.parametrize("in_shape", [(1, 28, 28), (3, 32, 32)])
 def test_every_model_runs_forward_and_backward(name, in_shape):
-    if in_shape not in SHAPES.get(name, [in_shape]):
-        pytest.skip(f"{name} is built for {SHAPES[name]} only")
     torch.manual_seed(0)
     model = create_model(name, in_shape=in_shape, num_classes=10)
     x = torch.rand(4, *in_shape)
@@ -25,6 +24,30 @@ def test_every_model_runs_forward_and_backward(name, in_shape):
     logits.logsumexp(1).mean().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", LINE_MODELS)
+@pytest.mark.parametrize("width", [4, 64, 333 // 4 * 4])
+def test_every_line_model_gives_a_frame_per_4_columns_and_trains_with_ctc(name, width):
+    """A line of any width (a multiple of 4) -> W / 4 frames of 11 scores; CTC's gradient reaches
+    every parameter."""
+    torch.manual_seed(0)
+    model = create_model(name)
+    logits = model(torch.rand(3, 1, 32, width))
+    assert logits.shape == (3, width // 4, 11) and torch.isfinite(logits).all()
+    targets = torch.tensor([1, 2, 3, 4, 5])[: max(1, width // 4 // 2)].repeat(3, 1)
+    loss = torch.nn.functional.ctc_loss(
+        logits.log_softmax(2).transpose(0, 1),
+        targets,
+        torch.full((3,), width // 4),
+        torch.full((3,), targets.shape[1]),
+        blank=10,
+        zero_infinity=True,
+    )
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert torch.isfinite(loss) and grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert len(model.state_dict()) == tensor_count({"name": name, "args": {}})
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -52,6 +75,15 @@ HAND_COUNTED = {
     + (9 * 128 * 128 + 2 * 128)
     + (128 * 4 * 4 * 10 + 10),
     "digitnet": (25 * 32 + 2 * 32) + (9 * 32 * 64 + 2 * 64) + (9 * 64 * 128 + 2 * 128) + (128 * 4 * 4 * 10 + 10),
+    # four 3x3 convolutions with batch norm; 96 channels x 2 rows -> 128; an LSTM of 64 each way has
+    # 4 gates x (64 x (128 + 64) + 2 x 64 biases) per direction; 128 -> 11
+    "linenet": (9 * 32 + 2 * 32)
+    + (9 * 32 * 48 + 2 * 48)
+    + (9 * 48 * 64 + 2 * 64)
+    + (9 * 64 * 96 + 2 * 96)
+    + (192 * 128 + 128)
+    + 2 * 4 * (64 * (128 + 64) + 2 * 64)
+    + (128 * 11 + 11),
 }
 
 

@@ -1,7 +1,8 @@
 """digitlab: handwritten-digit recognition — classic recipes reproduced, faster ones of our own.
 
 The public API (see digitlab.api): load_dataset, train, evaluate, load_model, Model, Run,
-predict, read, annotate, and the error family DigitlabError.
+load_line_model, LineModel (the line recognizer), predict, read, annotate, and the error family
+DigitlabError.
 
 The API's names are imported from digitlab.api on first use, not here: the API imports torch
 (2 s on 2 cores), which `import digitlab.errors` and `digitlab --help` do without.
@@ -15,6 +16,7 @@ from .version import __version__
 
 __all__ = [
     "DigitlabError",
+    "LineModel",
     "Model",
     "Prediction",
     "Run",
@@ -22,6 +24,7 @@ __all__ = [
     "annotate",
     "evaluate",
     "load_dataset",
+    "load_line_model",
     "load_model",
     "predict",
     "read",

@@ -29,6 +29,7 @@ from .read.marks import digit_marks
 from .train import Run, RunOptions, fit, interrupted_text, say
 
 __all__ = [
+    "LineModel",
     "Model",
     "Prediction",
     "Run",

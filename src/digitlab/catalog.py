@@ -94,7 +94,8 @@ def summary_text(target: str) -> str:
     """The Keras-style summary of a recipe's model, or of the model in a run directory."""
     # imported here: start-up time (torch, 1 s), which `digitlab recipes` does without
     from .checkpoint import CONFIG
-    from .models import create_model_from_config, summarize
+    from .models import create_model_from_config, model_task, summarize
+    from .preprocess import LINE_HEIGHT, LINE_SAMPLE_WIDTH
 
     path = Path(target)
     if path.is_dir():
@@ -104,4 +105,7 @@ def summary_text(target: str) -> str:
     if target not in RECIPES:
         raise UnknownNameError(f"{target!r} is neither a run directory nor a recipe; recipes: {', '.join(RECIPES)}")
     recipe = get_recipe(target)
+    if model_task(recipe.model) == "lines":  # any width: shown for a line 64 wide (16 frames)
+        shape = (1, LINE_HEIGHT, LINE_SAMPLE_WIDTH)
+        return summarize(recipe_model(recipe), shape, f"{recipe.name} (a line {LINE_SAMPLE_WIDTH} pixels wide)")
     return summarize(recipe_model(recipe), DATASETS[recipe.dataset].image_shape, recipe.name)

@@ -26,6 +26,7 @@ Every model file is untrusted input:
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -322,12 +323,30 @@ def check_onnx(data: bytes, name: str) -> dict[str, str]:
             "ONNX Runtime can act on some keys (ort_config), so only digitlab's are accepted"
         )
     metadata = {p.key: p.value for p in proto.metadata_props}
+    _refuse_line_models(metadata, name)
     parameters = metadata.get(PARAMETERS_KEY)
     # isdigit() alone takes "²", which int() refuses; 15 digits is a quadrillion parameters
     if parameters is not None and not (parameters.isascii() and parameters.isdigit() and len(parameters) <= 15):
         raise CheckpointError(f"{name}'s {PARAMETERS_KEY!r} is {parameters!r:.40}, not a count of parameters")
     _check_graph(proto, name)
     return metadata
+
+
+def _refuse_line_models(metadata: dict[str, str], name: str) -> None:
+    """A line recognizer's export (`digitlab export` of a linenet run) is for other runtimes: its graph
+    sizes tensors from the width of the line it is given (Shape, Reshape, ConstantOfShape), which is
+    what digitlab refuses to run from an untrusted file; digitlab loads line models from their run
+    directory (config.json + model.safetensors)."""
+    try:
+        config = json.loads(metadata.get(CONFIG_KEY, "{}"))
+        model = config["model"]["name"] if isinstance(config, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return  # open_onnx reports a damaged config in its own words
+    if isinstance(model, str) and model_task(model) == "lines":
+        raise CheckpointError(
+            f"{name} is a line recognizer exported for other runtimes (ONNX Runtime, ...): digitlab loads "
+            "line models from their run directory, since their graph sizes tensors from the line's width"
+        )
 
 
 def _check_graph(proto, name: str) -> None:

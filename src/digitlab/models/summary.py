@@ -19,6 +19,8 @@ def summarize(model: nn.Module, in_shape: tuple[int, ...], title: str = "") -> s
     def record(module: nn.Module, _inputs, output) -> None:
         kind = type(module).__name__
         counts[kind] = counts.get(kind, 0) + 1
+        if isinstance(output, tuple):  # an LSTM: (outputs, (h, c)); the outputs are what flows on
+            output = output[0]
         shape = "(None, " + ", ".join(str(d) for d in output.shape[1:]) + ")"
         params = sum(p.numel() for p in module.parameters(recurse=False))
         rows.append((f"{kind.lower()}_{counts[kind]} ({kind})", shape, params))

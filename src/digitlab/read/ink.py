@@ -102,7 +102,7 @@ def paper_mask(grey: np.ndarray) -> np.ndarray | None:
     The writing is taken away first (a closing brightens over strokes narrower than 4% of the
     photo), then Otsu splits the brighter surface from its surroundings; the sheet is the largest
     bright region, its holes filled, when it covers PAPER_AREA of the photo, is PAPER_CONTRAST
-    brighter than the rest and does not fill it."""
+    brighter than the rest and ends in a step (an edge, not light falling off)."""
     height, width = grey.shape
     shrink = min(1.0, PAPER_WORK / max(height, width))
     small = cv2.resize(
@@ -113,16 +113,22 @@ def paper_mask(grey: np.ndarray) -> np.ndarray | None:
     window = _odd(0.04 * max(small.shape))
     surface = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (window, window)))
     levels = np.clip(surface * 255, 0, 255).astype(np.uint8)
-    _, bright = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=8)
-    if count < 2:
+    region = _brightest_surface(levels, np.ones(levels.shape, bool))
+    if region is None:
         return None
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    region = labels == largest
     share = region.mean()
     if not PAPER_AREA[0] <= share <= PAPER_AREA[1]:
         return None
     if float(np.median(surface[region])) - float(np.median(surface[~region])) < PAPER_CONTRAST:
+        return None
+    # A sheet's edge is a step: just inside it the surface is clearly brighter than just outside. Light
+    # falling off across a page that fills the photo only slopes (a webcam's vignetting, 0.2 over
+    # the frame): no step there, so no sheet.
+    ring = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    mask = region.astype(np.uint8)
+    just_inside = region & (cv2.erode(mask, ring) == 0)
+    just_outside = ~region & (cv2.dilate(mask, ring) > 0)
+    if float(np.median(surface[just_inside])) - float(np.median(surface[just_outside])) < PAPER_CONTRAST / 2:
         return None
     # Its holes filled (the larger marks on it, which the closing left), not its hull: a tilted
     # sheet's hull would take in the dark corners of the desk beside its edges.
@@ -137,10 +143,22 @@ def paper_mask(grey: np.ndarray) -> np.ndarray | None:
     return cv2.resize(sheet, (width, height), interpolation=cv2.INTER_NEAREST) > 0
 
 
+def _brightest_surface(levels: np.ndarray, within: np.ndarray) -> np.ndarray | None:
+    """The largest connected region above Otsu's threshold of `levels` inside `within` (None: none)."""
+    threshold, _ = cv2.threshold(levels[within].reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    bright = ((levels > threshold) & within).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=8)
+    if count < 2:
+        return None
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
 def on_paper(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """The part of a photo to read: where a sheet of paper does not fill it (paper_mask), the
-    sheet's bounding box, what lies around the sheet within it painted the sheet's own level; the
-    photo as it is where no sheet stands out. Returns it and its top-left corner in the photo."""
+    sheet's bounding box, what lies around the sheet within it painted the sheet's own level, and
+    the light flattened (each pixel divided by the brightness of the surface under it, a closing
+    wider than any stroke), so that a grey desk or a shadow beside the writing reads as ground;
+    the photo as it is where no sheet stands out. Returns it and its top-left corner in the photo."""
     sheet = paper_mask(grey)
     if sheet is None:
         return grey, (0, 0)
@@ -148,4 +166,14 @@ def on_paper(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop, inside = grey[top:bottom, left:right], sheet[top:bottom, left:right]
     level = float(np.median(crop[inside]))
-    return np.where(inside, crop, np.float32(level)).astype(np.float32), (int(left), int(top))
+    painted = np.where(inside, crop, np.float32(level)).astype(np.float32)
+    # The surface is found at most 512 pixels across (a closing with a window 3% of the photo), then
+    # enlarged: the light changes slowly, and a 48-pixel window over a whole phone photo is slow.
+    height, width = painted.shape
+    shrink = min(1.0, 512 / max(height, width))
+    small = cv2.resize(painted, (max(1, round(width * shrink)), max(1, round(height * shrink))), cv2.INTER_AREA)
+    window = _odd(0.03 * max(small.shape))
+    surface = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (window, window)))
+    surface = cv2.resize(surface, (width, height), interpolation=cv2.INTER_LINEAR)
+    flat = np.clip(painted / np.maximum(surface, 1e-3) * level, 0, 1).astype(np.float32)
+    return flat, (int(left), int(top))

@@ -102,7 +102,7 @@ def tiny_model(mnist, tmp_path_factory):
 
 @pytest.fixture()
 def tiny_data(shared_data_dir, tmp_path):
-    """tmp/data with real-digits/ (5 USPS digits, 3 cheques, 1 webcam photo and their labels.csv
+    """tmp/data with real-digits/ (5 USPS digits, 3 dev cheques, 1 webcam photo and their labels.csv
     rows) and the digit sets (mnist, usps, ...) -> the shared ones (absent there: the benchmark's
     DatasetNotFoundError fails the test that needs it)."""
     source = shared_data_dir / "real-digits"
@@ -113,7 +113,7 @@ def tiny_data(shared_data_dir, tmp_path):
         fields, rows = reader.fieldnames, list(reader)
     chosen = (
         [r for r in rows if r["subset"] == "usps-test"][:5]
-        + [r for r in rows if r["subset"] == "orand-car-a-train"][:3]
+        + [r for r in rows if r["subset"] == "orand-car-a-train" and "a_car_0011" in r["file"]][:3]  # dev
         + [r for r in rows if r["subset"] == "photo-webcam"][:1]
     )
     data = tmp_path / "data"
@@ -146,26 +146,32 @@ def test_bench_read_writes_json_and_its_markdown_section(tiny_data, tiny_model, 
         markdown=markdown,
         results=results,
         synthetic_pages=3,
+        scenes=2,
         limit=4,
         tesseract=False,
         progress=False,
         digit_sets=["mnist", "hwd-1000"],
+        methods=["segment"],
     )
 
     assert json.loads(results.read_text()) == json.loads(json.dumps(report))
     sets = report["sets"]
-    assert [sets[k]["n"] for k in ("usps", "orand", "photos", "synthetic")] == [4, 3, 1, 3]  # limit caps USPS
-    assert sets["synthetic"]["lines"] >= 3
+    assert [sets[k]["n"] for k in ("usps", "orand", "photos", "synthetic", "scenes")] == [4, 3, 1, 3, 2]
+    assert sets["synthetic"]["lines"] >= 3 and sets["scenes"]["lines"] >= 2
     (label,) = [m["label"] for m in report["models"]]  # one model: its path
+    assert report["columns"] == {"segment": {"model": label, "method": "segment"}}  # one model: the method
     for entry in sets.values():
         assert entry["tesseract"] is None
-        assert list(entry["digitlab"]) == [label]
-        result = entry["digitlab"][label]
+        assert list(entry["digitlab"]) == ["segment"]
+        result = entry["digitlab"]["segment"]
         for metric in ("accuracy", "strings_exact", "digit_accuracy"):
             if metric in result:
                 assert 0 <= result[metric] <= 1
         assert result["seconds_per_image"] > 0
-    assert "accuracy" in sets["usps"]["digitlab"][label] and "digit_accuracy" in sets["orand"]["digitlab"][label]
+    assert (
+        "accuracy" in sets["usps"]["digitlab"]["segment"] and "digit_accuracy" in sets["orand"]["digitlab"]["segment"]
+    )
+    assert sets["orand"]["digitlab"]["segment"]["by_length"]  # strings exact by their number of digits
     assert report["unsure_below"] == UNSURE_BELOW  # None: read.py's default
     assert report["models"] == [{"label": label, "recipe": "keras-mlp-dropout", "path": label}]
     assert list(report["digit_sets"]) == ["mnist", "hwd-1000"]
@@ -177,11 +183,15 @@ def test_bench_read_writes_json_and_its_markdown_section(tiny_data, tiny_model, 
     assert text.startswith(BEFORE.rstrip("\n"))  # what was there stays
     assert text.count(START) == text.count(END) == 1 and text.count(HEADING) == 1
     section = text[text.index(START) : text.index(END)]
-    assert "| set | n | metric | target | digitlab | tesseract |" in section
+    assert "| set | n | metric | target | digitlab `segment` | tesseract |" in section
     assert "| digits (test split) | n | target | digitlab |" in section
     assert "| MNIST (`mnist` test) | 4 | ≥ 99.60% |" in section and "(`hwd-1000` test) | 4 | |" in section
     assert "| ≥ 95% |" in section and "seconds per page" in section and "not run" in section
-    assert "USPS test digits" in section and "ORAND-CAR-A" in section and "Synthetic pages" in section
+    assert "| ≥ 98.80% |" in section and "| ≥ 85% |" in section and "seconds per scene" in section
+    assert (
+        "USPS test digits" in section and "ORAND-CAR-A dev cheque amounts" in section and "Synthetic pages" in section
+    )
+    assert "strings exact by length:" in section and "Photo scenes" in section
     assert "keras-mlp-dropout" in section and "unsure threshold 0.6" in section
 
     # Run again into a file that has text after the section: the section is replaced in place.
@@ -193,10 +203,12 @@ def test_bench_read_writes_json_and_its_markdown_section(tiny_data, tiny_model, 
         results=results,
         synthetic_pages=0,
         limit=2,
+        scenes=0,
         unsure_below=0.0,
         tesseract=False,
         progress=False,
         digit_sets=[],
+        methods=["segment"],
     )
     again = markdown.read_text()
     assert again.startswith(text[: text.index(START)]) and again.endswith(AFTER)
@@ -215,10 +227,12 @@ def test_tesseract_not_installed_says_so(tiny_data, tiny_model, tmp_path, monkey
         markdown=markdown,
         results=tmp_path / "r.json",
         synthetic_pages=1,
+        scenes=1,
         limit=1,
         tesseract=True,
         progress=False,
         digit_sets=[],
+        methods=["segment"],
     )
     assert report["tesseract"] == {**report["tesseract"], "state": "not installed", "version": None}
     assert all(entry["tesseract"] is None for entry in report["sets"].values())
@@ -235,15 +249,16 @@ def test_tesseract_side_by_side(tiny_data, tiny_model, tmp_path):
         markdown=tmp_path / "B.md",
         results=tmp_path / "r.json",
         synthetic_pages=1,
+        scenes=1,
         limit=2,
         progress=False,
         digit_sets=[],
+        methods=["segment"],
     )
     assert report["tesseract"]["state"] == "installed"
-    (label,) = [m["label"] for m in report["models"]]
     for entry in report["sets"].values():
         assert entry["tesseract"]["seconds_per_image"] > 0
-        digitlab_keys = set(entry["digitlab"][label]) - {"strings_exact_without_marks"}
+        digitlab_keys = set(entry["digitlab"]["segment"]) - {"strings_exact_without_marks"}
         assert digitlab_keys == set(entry["tesseract"]) - {"failures"}
         assert entry["tesseract"]["failures"] == []
 
@@ -286,10 +301,12 @@ def test_digit_set_accuracy_equals_an_independent_count(tiny_data, tiny_model, s
         markdown=tmp_path / "B.md",
         results=tmp_path / "r.json",
         synthetic_pages=0,
+        scenes=0,
         limit=limit,
         tesseract=False,
         progress=False,
         digit_sets=names,
+        methods=["segment"],
     )
     (label,) = [m["label"] for m in report["models"]]
     assert tiny_model.backend == "onnx"  # the benchmark's path; the count below runs the torch module
@@ -309,7 +326,7 @@ def test_digit_set_accuracy_equals_an_independent_count(tiny_data, tiny_model, s
 def test_two_models_side_by_side_from_the_command_line(tiny_data, tiny_model, tmp_path, monkeypatch, capsys):
     markdown, results = tmp_path / "B.md", tmp_path / "r.json"
     argv = ["bench", "read", "--model", "bundled", "--model", str(tiny_model.path), "--limit", "3"]
-    argv += ["--pages", "1", "--no-tesseract", "--data-dir", str(tiny_data)]
+    argv += ["--pages", "1", "--scenes", "1", "--method", "segment", "--no-tesseract", "--data-dir", str(tiny_data)]
     argv += ["--markdown", str(markdown), "--results", str(results)]
     monkeypatch.setattr(sys, "argv", ["digitlab", *argv])
     assert main(argv) == 0
@@ -323,15 +340,18 @@ def test_two_models_side_by_side_from_the_command_line(tiny_data, tiny_model, tm
     ]
     assert report["command"] == shlex.join(["digitlab", *argv])  # what was typed
     assert list(report["digit_sets"]) == list(DIGIT_SETS)  # the default: all five
-    for entry in [*report["digit_sets"].values(), *report["sets"].values()]:
+    for entry in report["digit_sets"].values():  # digits: one column a model
         assert list(entry["digitlab"]) == ["bundled", other]
+    for entry in report["sets"].values():  # reading: one a model and method
+        assert list(entry["digitlab"]) == ["bundled segment", f"{other} segment"]
     assert [e["n"] for e in report["digit_sets"].values()] == [3] * 5
     assert "mnist test (3 digits): digitlab bundled accuracy" in out and f"; digitlab {other} accuracy" in out
 
     section = markdown.read_text()
     columns = f"digitlab `bundled` | digitlab `{other}`"
     assert f"| digits (test split) | n | target | {columns} |" in section
-    assert f"| set | n | metric | target | {columns} | tesseract |" in section
+    reading = f"digitlab `bundled segment` | digitlab `{other} segment`"
+    assert f"| set | n | metric | target | {reading} | tesseract |" in section
     assert "| ORAND-CAR-A dev digit crops, a_car_001100 and above, reporting only (`orand-car-a` test) | 3 |" in section
     assert f"Models: `bundled`: `digitnet-real` (`src/digitlab/weights/digitnet-real`); `{other}`:" in section
     rows = [line for line in section.splitlines() if line.startswith("| USPS test digits")]
@@ -346,10 +366,12 @@ def test_two_models_side_by_side_from_the_command_line(tiny_data, tiny_model, tm
         markdown=tmp_path / "alone.md",
         results=tmp_path / "alone.json",
         synthetic_pages=1,
+        scenes=1,
         limit=3,
         tesseract=False,
         progress=False,
         digit_sets=["mnist", "hwd-1000"],
+        methods=["segment"],
     )
     assert [m["label"] for m in alone["models"]] == ["bundled"]
     for name in ("mnist", "hwd-1000"):
@@ -359,12 +381,15 @@ def test_two_models_side_by_side_from_the_command_line(tiny_data, tiny_model, tm
         )
     for key, entry in alone["sets"].items():
         for metric in ("accuracy", "strings_exact", "digit_accuracy"):
-            if metric in entry["digitlab"]["bundled"]:
-                assert entry["digitlab"]["bundled"][metric] == report["sets"][key]["digitlab"]["bundled"][metric]
+            if metric in entry["digitlab"]["segment"]:
+                assert (
+                    entry["digitlab"]["segment"][metric] == report["sets"][key]["digitlab"]["bundled segment"][metric]
+                )
     files = f"markdown={str(tmp_path / 'alone.md')!r}, results={str(tmp_path / 'alone.json')!r}"
     assert alone["command"] == (
         f'python -c "from digitlab.bench.read import bench_read; bench_read(data_dir={str(tiny_data)!r}, '
-        f"{files}, synthetic_pages=1, tesseract=False, limit=3, digit_sets=['mnist', 'hwd-1000'])\""
+        f"{files}, synthetic_pages=1, tesseract=False, limit=3, digit_sets=['mnist', 'hwd-1000'], "
+        "methods=['segment'], scenes=1)\""
     )  # the bundled model alone is the default: not named
 
 
@@ -375,10 +400,12 @@ def test_the_python_call_recorded_names_every_model(tiny_data, tiny_model, tmp_p
         markdown=tmp_path / "B.md",
         results=tmp_path / "r.json",
         synthetic_pages=0,
+        scenes=0,
         limit=1,
         tesseract=False,
         progress=False,
         digit_sets=["hwd-1000"],
+        methods=["segment"],
     )
     assert f"model=['bundled', {str(tiny_model.path)!r}]" in report["command"]
     assert "| digits (test split) | n | target | digitlab `bundled` | digitlab `" in (tmp_path / "B.md").read_text()
@@ -392,6 +419,8 @@ def test_the_python_call_recorded_names_every_model(tiny_data, tiny_model, tmp_p
         ({"digit_sets": ["fashion-mnist"]}, ConfigError, "not a dataset of 28x28 digits"),
         ({"digit_sets": ["no-such-set"]}, UnknownNameError, "unknown dataset 'no-such-set'"),
         ({"digit_sets": "mnist"}, ConfigError, "a list of dataset names"),
+        ({"methods": ["segment", "guess"]}, ConfigError, "methods must be some of auto, segment, sequence"),
+        ({"methods": []}, ConfigError, "methods must be some of"),
     ],
 )
 def test_bad_models_and_digit_sets_are_clear_errors(tiny_data, tmp_path, kwargs, error, message):
@@ -408,3 +437,31 @@ def test_missing_digit_set_is_a_clear_error_before_anything_is_measured(tiny_dat
         bench_read(data_dir=tiny_data, markdown=markdown, results=results, progress=False, digit_sets=["usps"])
     assert str(tiny_data / "usps") in str(caught.value) and "DIGITLAB_DATA" in str(caught.value)
     assert not markdown.exists() and not results.exists()
+
+
+def test_every_method_side_by_side_with_the_bundled_line_model(tiny_data, tmp_path):
+    """The three ways to read a line, each a column: the cheques by length, and the webcam photo's
+    reading time as p50 / p99."""
+    report = bench_read(
+        data_dir=tiny_data,
+        markdown=tmp_path / "B.md",
+        results=tmp_path / "r.json",
+        synthetic_pages=1,
+        scenes=1,
+        limit=2,
+        tesseract=False,
+        progress=False,
+        digit_sets=[],
+    )
+    assert list(report["columns"]) == ["auto", "segment", "sequence"]
+    assert report["line_model"] == {"recipe": "linenet", "path": "src/digitlab/weights/linenet"}
+    for entry in report["sets"].values():
+        assert list(entry["digitlab"]) == ["auto", "segment", "sequence"]
+    timing = report["sets"]["photos"]["photo_seconds"]  # the one webcam photo is 640x480
+    assert set(timing) == {"auto", "segment", "sequence"} and all(t["n"] == 1 and t["p50"] > 0 for t in timing.values())
+    section = (tmp_path / "B.md").read_text()
+    assert (
+        "| set | n | metric | target | digitlab `auto` | digitlab `segment` | digitlab `sequence` | tesseract |"
+        in section
+    )
+    assert "one 640x480 image (1): p50 / p99" in section and "Methods (`read --method`)" in section

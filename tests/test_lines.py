@@ -1,6 +1,7 @@
 """The line recognizer's parts: lines written on the fly, the line input, CTC decoding on known
 sequences, and a short real training run on generated lines."""
 
+import importlib
 import itertools
 import math
 
@@ -20,6 +21,8 @@ from digitlab.data.lines import (
 from digitlab.evaluate import line_texts, string_metrics
 from digitlab.models.ctc import align, beam_decode, greedy_decode, log_probability
 from digitlab.preprocess import LINE_HEIGHT, ImageError, line_ink, line_input
+
+train_module = importlib.import_module("digitlab.train")  # the module (digitlab.train is the API's function)
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +167,40 @@ def test_a_short_training_run_reads_generated_lines_far_better_than_chance(tmp_p
     untrained, _ = line_texts(digitlab.models.create_model("linenet"), list(zip(inputs, truths, strict=True)))
     assert string_metrics(list(zip(truths, untrained, strict=True)))["digit_accuracy"] < 0.1
     assert figures["digit_accuracy"] > 0.6, figures
+
+
+def test_a_line_run_interrupted_after_an_epoch_resumes_to_the_uninterrupted_history(
+    tmp_path, shared_data_dir, monkeypatch
+):
+    """The line recipe's checkpoint restores the generators that write its lines: a run stopped
+    right after its first epoch's checkpoint and resumed ends as one trained straight through."""
+    common = dict(
+        epochs=2,
+        subset=2000,
+        val_split=0.1,
+        batch_size=16,
+        settings=["mix=mnist:1"],
+        data_dir=shared_data_dir,
+        progress=False,
+        evaluate_after=False,
+    )
+    straight = digitlab.train("linenet", out=tmp_path / "a", **common)
+    real_save = train_module.save_checkpoint
+
+    def crash(run_dir, epoch, *args, **kwargs):
+        path = real_save(run_dir, epoch, *args, **kwargs)
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated crash")
+        return path
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash)
+    with pytest.raises(KeyboardInterrupt):
+        digitlab.train("linenet", out=tmp_path / "b", **common)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    (broken,) = (tmp_path / "b").iterdir()
+    resumed = digitlab.train(None, resume=broken, data_dir=shared_data_dir, progress=False, evaluate_after=False)
+    assert len(resumed.history) == 2
+    for a, b in zip(straight.history, resumed.history, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["val_accuracy"] == b["val_accuracy"]
+    for (name, x), (_, y) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        assert torch.allclose(x, y, atol=1e-5), name

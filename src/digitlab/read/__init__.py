@@ -112,12 +112,13 @@ def read(
     MAX_PIECES candidate digits is refused (ImageError) before they are merged or classified.
     method: "segment" (each line cut into digits, each classified by `model`), "sequence" (each
     line read whole by `line_model`, a `LineModel`), "auto" (both, combined line by line:
-    combine.py); line_model: needed by "sequence" and "auto".
+    combine.py; with no `line_model`, the segmentation alone -- `digitlab.read` passes the
+    bundled one); line_model: needed by "sequence".
     """
     if method not in METHODS:
         raise ConfigError(f"unknown reading method {method!r}; use {', '.join(METHODS)}")
-    if method != "segment" and line_model is None:
-        raise ConfigError(f"method {method!r} reads lines with a line model: pass line_model (or use 'segment')")
+    if method == "sequence" and line_model is None:
+        raise ConfigError("method 'sequence' reads lines with a line model: pass line_model (or use 'segment')")
     if not 0 <= unsure_below <= 1:
         raise ConfigError(f"unsure_below must lie in [0, 1], got {unsure_below}")
     if time_limit is not None and not time_limit > 0:
@@ -154,7 +155,7 @@ def _read_lines(
         return []
     work.check()
     lines = segment_ink(ink, work)
-    if method == "segment":
+    if method == "segment" or line_model is None:
         return read_segments(ink, lines, model, unsure_below, scale, work)
     crops = line_crops(grey, lines)
     readings = read_crops(crops, line_model, work)

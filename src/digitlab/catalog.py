@@ -35,6 +35,7 @@ PARAMETERS = {
     "digitnet-real": 307_882,
     "fast": 33_914,
     "fast-995": 68_146,
+    "linenet": 222_987,
 }
 
 

@@ -502,6 +502,13 @@ class Readers:
         return read(image, self.models[label], unsure_below=self.unsure_below, method=method, line_model=lines)
 
 
+TESSERACT_OPTIONS = (
+    "`-l eng -c tessedit_char_whitelist=0123456789`, `--psm` 10 (USPS, each digit "
+    f"upscaled {USPS_UPSCALE}x onto a {USPS_PAD} px white margin), 7 (cheques), 6 "
+    "(photos, pages), OMP_THREAD_LIMIT=1, one process per image"
+)
+
+
 def bench_read(
     data_dir=None,
     model=None,
@@ -532,21 +539,8 @@ def bench_read(
     line_model: the line recognizer of 'sequence' and 'auto' (a run directory; None: the bundled
     one); scenes: photo scenes generated from the MNIST test set (make_scenes).
     """
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit must be at least 1, got {limit}")
-    if synthetic_pages < 0 or scenes < 0:
-        raise ConfigError(f"synthetic_pages and scenes must be 0 or more, got {synthetic_pages} and {scenes}")
-    methods = tuple(methods)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods or len(set(methods)) != len(methods):
-        raise ConfigError(
-            f"methods must be some of {', '.join(METHODS)}, each once; got {', '.join(methods) or 'none'}"
-        )
-    unsure = UNSURE_BELOW if unsure_below is None else float(unsure_below)
-    if not 0 <= unsure <= 1:
-        raise ConfigError(f"unsure_below must lie in [0, 1], got {unsure}")
-    if isinstance(digit_sets, str):
-        raise ConfigError(f"digit_sets is a list of dataset names, not one string ({digit_sets!r})")
+    given = {k: v for k, v in locals().items() if k not in ("model", "progress")}  # for the report's command
+    methods, unsure = _checked_arguments(limit, synthetic_pages, scenes, methods, unsure_below, digit_sets)
     folder, by_subset = load_real_digits(data_dir)
     models = load_models(model)
     datasets = load_digit_sets(digit_sets, data_dir)
@@ -561,20 +555,6 @@ def bench_read(
             folder, by_subset, readers, data_dir, {"synthetic": synthetic_pages, "scenes": scenes}, seed, limit
         )
 
-    given = {
-        "data_dir": data_dir,
-        "markdown": markdown,
-        "results": results,
-        "synthetic_pages": synthetic_pages,
-        "seed": seed,
-        "unsure_below": unsure_below,
-        "tesseract": tesseract,
-        "limit": limit,
-        "digit_sets": digit_sets,
-        "methods": methods,
-        "line_model": line_model,
-        "scenes": scenes,
-    }
     report = {
         "command": _command(given, models),
         "date": date.today().isoformat(),
@@ -593,9 +573,7 @@ def bench_read(
         "tesseract": {
             "state": tesseract_state,
             "version": version,
-            "options": "`-l eng -c tessedit_char_whitelist=0123456789`, `--psm` 10 (USPS, each digit "
-            f"upscaled {USPS_UPSCALE}x onto a {USPS_PAD} px white margin), 7 (cheques), 6 "
-            "(photos, pages), OMP_THREAD_LIMIT=1, one process per image",
+            "options": TESSERACT_OPTIONS,
         },
         "digit_sets": digits,
         "sets": sets,
@@ -603,6 +581,28 @@ def bench_read(
     write_json(Path(results), report)
     publish(report, Path(markdown))
     return report
+
+
+def _checked_arguments(
+    limit, synthetic_pages: int, scenes: int, methods: Sequence[str], unsure_below, digit_sets
+) -> tuple[tuple[str, ...], float]:
+    """bench_read's arguments checked before anything loads: (the methods, the unsure threshold)."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1, got {limit}")
+    if synthetic_pages < 0 or scenes < 0:
+        raise ConfigError(f"synthetic_pages and scenes must be 0 or more, got {synthetic_pages} and {scenes}")
+    methods = tuple(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods or len(set(methods)) != len(methods):
+        raise ConfigError(
+            f"methods must be some of {', '.join(METHODS)}, each once; got {', '.join(methods) or 'none'}"
+        )
+    unsure = UNSURE_BELOW if unsure_below is None else float(unsure_below)
+    if not 0 <= unsure <= 1:
+        raise ConfigError(f"unsure_below must lie in [0, 1], got {unsure}")
+    if isinstance(digit_sets, str):
+        raise ConfigError(f"digit_sets is a list of dataset names, not one string ({digit_sets!r})")
+    return methods, unsure
 
 
 def _read_sets(

@@ -143,12 +143,12 @@ def test_alignment_puts_each_character_on_its_own_frames():
 
 
 def test_a_short_training_run_reads_generated_lines_far_better_than_chance(tmp_path, shared_data_dir, mnist):
-    """About 250 steps of linenet on MNIST lines: it reads most digits of lines written with MNIST
-    test digits, which it never saw, where an untrained model reads none."""
+    """About 600 steps of linenet on MNIST lines (CTC first learns to say blank everywhere; a few
+    hundred steps pass before it reads): it reads most digits of lines written with MNIST test
+    digits, which it never saw, where an untrained model reads none."""
     run = digitlab.train(
         "linenet",
-        epochs=3,
-        subset=12_000,
+        epochs=2,
         val_split=0.1,
         batch_size=32,
         settings=["mix=mnist:1"],
@@ -158,7 +158,7 @@ def test_a_short_training_run_reads_generated_lines_far_better_than_chance(tmp_p
         evaluate_after=False,
     )
     history = run.history
-    assert len(history) == 3 and history[-1]["loss"] < history[0]["loss"]
+    assert len(history) == 2 and history[-1]["loss"] < history[0]["loss"]
     test_pool = DigitPool.of(mnist.test_images, mnist.test_labels)
     _, lines = written(test_pool, 11, [int(n) for n in np.random.default_rng(0).integers(1, 9, 200)])
     inputs, truths = lines_as_inputs(lines.grey, lines.texts)

@@ -409,6 +409,18 @@ def line_loop(
     return trainer.model, history
 
 
+def epoch_bar(steps: int, epoch: int, epochs: int, progress: bool) -> tqdm:
+    """The progress bar of one epoch's steps (gone when the epoch ends: its line is printed)."""
+    return tqdm(
+        range(steps),
+        desc=f"epoch {epoch + 1}/{epochs}",
+        unit="batch",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
 def train_lines_epoch(t: Trainer, recipe: Recipe, epoch: int, data: LineData, progress: bool) -> tuple[float, int, int]:
     """One epoch of lines: every pool digit once in the mix's shares (source_order), written into
     lines of 1-MAX_DIGITS digits, a share of each batch real lines; CTC loss, gradients clipped at
@@ -420,14 +432,7 @@ def train_lines_epoch(t: Trainer, recipe: Recipe, epoch: int, data: LineData, pr
     real_count = round(recipe.batch_size * recipe.real_lines) if data.real else 0
     synthetic = recipe.batch_size - real_count
     cursor, loss_sum, correct, seen = 0, 0.0, 0, 0
-    bar = tqdm(
-        range(t.steps_per_epoch),
-        desc=f"epoch {epoch + 1}/{recipe.epochs}",
-        unit="batch",
-        disable=not progress,
-        leave=False,
-        dynamic_ncols=True,
-    )
+    bar = epoch_bar(t.steps_per_epoch, epoch, recipe.epochs, progress)
     for i in bar:
         step = epoch * t.steps_per_epoch + i
         for group in t.optimizer.param_groups:
@@ -1062,14 +1067,7 @@ def train_epoch(
     loss_sum = torch.zeros((), device=dev)  # summed on the device: no sync per step
     correct = torch.zeros((), device=dev, dtype=torch.long)
     seen = 0
-    bar = tqdm(
-        range(t.steps_per_epoch),
-        desc=f"epoch {epoch + 1}/{recipe.epochs}",
-        unit="batch",
-        disable=not progress,
-        leave=False,
-        dynamic_ncols=True,
-    )
+    bar = epoch_bar(t.steps_per_epoch, epoch, recipe.epochs, progress)
     with cluster.lost_peer(f"training epoch {epoch + 1}", only_network=True):
         for i in bar:
             step = epoch * t.steps_per_epoch + i

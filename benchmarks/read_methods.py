@@ -9,8 +9,8 @@ Validation images:
   reader on them, so a margin chosen here leans, if anything, towards it);
 - synthetic pages and photo scenes of MNIST test digits, seed 1 (`bench read` measures seed 0).
 
-For every line both readings are made once; then each margin decides every line where they differ,
-and strings exact and digit accuracy are counted. Prints the table; the margin is set by hand in
+For every line both readings are made once; then each margin decides every line as read/combine.py's
+`choose` does, and strings exact and digit accuracy are counted. Prints the table; the margin is set by hand in
 read/combine.py from it.
 """
 
@@ -27,8 +27,7 @@ from digitlab.bench.read import _match_lines, _union
 from digitlab.data.orand import orand_strings
 from digitlab.data.synth import make_pages, make_scenes
 from digitlab.evaluate import string_metrics
-from digitlab.models.ctc import log_probability
-from digitlab.read.combine import segment_labels
+from digitlab.read.combine import choose
 
 MARGINS = (-np.inf, -2.0, 0.0, 2.0, 5.0, 10.0, np.inf)  # -inf: the sequence reading whenever they differ
 
@@ -42,42 +41,36 @@ def held_out_strings(line_run) -> list:
     return [strings[i] for i in sorted(order[: int(round(val_split * len(strings)))])]
 
 
-def _both(image, digit_model, line_model) -> dict:
-    """Both readings of every line of an image, with the recognizer's log-probability of each."""
+def _both(image, digit_model, line_model) -> list[tuple]:
+    """Both readings of every line of an image, as `read` makes them: (segmented Line, sequence
+    Line or None, the recognizer's reading or None, the line's box in the image)."""
     from digitlab.preprocess import load_image
     from digitlab.read.classify import read_segments
     from digitlab.read.ink import ink_image, on_paper
     from digitlab.read.limits import UNBOUNDED
+    from digitlab.read.results import UNSURE_BELOW
     from digitlab.read.segment import segment_ink
-    from digitlab.read.sequence import line_crops, read_crops
+    from digitlab.read.sequence import line_crops, read_crops, sequence_lines
 
     grey, (x0, y0) = on_paper(load_image(image))
     ink = ink_image(grey)
     if ink is None:
-        return {"lines": []}
+        return []
     lines = segment_ink(ink)
-    segmented = read_segments(ink, lines, digit_model, 0.6, 1.0, UNBOUNDED)
-    readings = read_crops(line_crops(grey, lines), line_model, UNBOUNDED)
-    entries = []
-    for seg_line, reading in zip(segmented, readings, strict=True):
-        box = (seg_line.box[0] + x0, seg_line.box[1] + y0, *seg_line.box[2:])  # in the photo
-        seg_text = seg_line.text.translate(str.maketrans("", "", ".,-"))
-        if reading is None:
-            entries.append({"segment": seg_text, "sequence": "", "gap": -np.inf, "box": box})
-            continue
-        labels = segment_labels(seg_line, line_model.classes)
-        seq_text = "".join(line_model.classes[c.label] for c in reading.chars)
-        gap = reading.log_probability - log_probability(reading.probs, labels)
-        same = labels == [c.label for c in reading.chars]
-        entries.append(
-            {"segment": seg_text, "sequence": seq_text, "gap": float(gap), "same": same, "box": seg_line.box}
-        )
-    return {"lines": entries}
+    segmented = read_segments(ink, lines, digit_model, UNSURE_BELOW, 1.0, UNBOUNDED)
+    crops = line_crops(grey, lines)
+    readings = read_crops(crops, line_model, UNBOUNDED)
+    sequence = sequence_lines(crops, readings, line_model.classes, UNSURE_BELOW, 1.0)
+    return [
+        (seg, seq, reading, (seg.box[0] + x0, seg.box[1] + y0, *seg.box[2:]))
+        for seg, seq, reading in zip(segmented, sequence, readings, strict=True)
+    ]
 
 
-def decide(entries: list[dict], margin: float) -> str:
-    """The image's text under a margin: each line the sequence reading where it is likelier by more."""
-    return "".join(e["segment"] if e.get("same") or e["gap"] <= margin else e["sequence"] for e in entries)
+def decide(line: tuple, classes, margin: float) -> str:
+    """A line's digits as `auto` reads it with this margin (punctuation left out, as the labels)."""
+    seg, seq, reading, _ = line
+    return choose(seg, seq, reading, classes, margin).text.translate(str.maketrans("", "", ".,-"))
 
 
 def main() -> None:
@@ -99,21 +92,41 @@ def main() -> None:
         ],
     }
     table = {}
+    classes = line_model.classes
     for name, items in sets.items():
         readings = [(truths, boxes, _both(image, digit_model, line_model)) for image, truths, boxes in items]
         row = {}
         for margin in MARGINS:
             pairs = []
-            for truths, boxes, found in readings:
+            for truths, boxes, lines in readings:
                 if boxes is None:
-                    pairs.append((truths[0], decide(found["lines"], margin)))
+                    pairs.append((truths[0], "".join(decide(line, classes, margin) for line in lines)))
                 else:  # line by line, as bench read scores pages: each true line against the read line over it
-                    texts = [(decide([e], margin), e["box"]) for e in found["lines"]]
+                    texts = [(decide(line, classes, margin), line[3]) for line in lines]
                     pairs += list(zip(truths, _match_lines(boxes, texts)))
             figures = string_metrics(pairs)
             row[str(margin)] = {"strings_exact": figures["strings_exact"], "digit_accuracy": figures["digit_accuracy"]}
         table[name] = row
-        print(name, json.dumps(row, indent=1), flush=True)
+        print(name, json.dumps(row), flush=True)
+    print(markdown(table))
+
+
+def markdown(table: dict[str, dict]) -> str:
+    """The table as BENCHMARKS.md shows it: a row per margin, strings exact / digit accuracy per set."""
+    names = list(table)
+    rows = [
+        "| margin (nats) | " + " | ".join(names) + " |",
+        "| --- |" + " --- |" * len(names),
+    ]
+    for margin in MARGINS:
+        label = {-np.inf: "-inf (sequence wherever they differ)", np.inf: "inf (segment only)"}.get(
+            margin, f"{margin:g}"
+        )
+        cells = [table[n][str(margin)] for n in names]
+        rows.append(
+            f"| {label} | " + " | ".join(f"{c['strings_exact']:.2%} / {c['digit_accuracy']:.2%}" for c in cells) + " |"
+        )
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -182,5 +182,12 @@ def on_paper(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     window = _odd(0.03 * max(small.shape))
     surface = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (window, window)))
     surface = cv2.resize(surface, (width, height), interpolation=cv2.INTER_LINEAR)
-    flat = np.clip(painted / np.maximum(surface, 1e-3) * level, 0, 1).astype(np.float32)
-    return flat, (int(left), int(top))
+    flat = painted / np.maximum(surface, 1e-3) * level
+    # What lies around the sheet is now the sheet's level exactly, without its grain: then the
+    # image's border, which ink_map reads the ground's noise from, would say the paper has none,
+    # and the paper's own grain would pass for ink (small writing on a phone photo read nothing).
+    # It gets the sheet's grain: seeded noise of the sheet's spread about its flattened level.
+    grain = 1.4826 * float(np.median(np.abs(flat[inside] - level)))
+    outside = ~inside
+    flat[outside] += np.random.default_rng(0).normal(0, grain, int(outside.sum())).astype(np.float32)
+    return np.clip(flat, 0, 1).astype(np.float32), (int(left), int(top))

@@ -111,7 +111,8 @@ def read(
     service's, once the client has hung up). An image with more than MAX_MARKS separate marks or
     MAX_PIECES candidate digits is refused (ImageError) before they are merged or classified.
     method: "segment" (each line cut into digits, each classified by `model`), "sequence" (each
-    line read whole by `line_model`, a `LineModel`), "auto" (both, combined line by line:
+    line read whole by `line_model`, a `LineModel`; diagonal writing, which it cannot read, as
+    "segment" reads it), "auto" (both, combined line by line:
     combine.py; with no `line_model`, the segmentation alone -- `digitlab.read` passes the
     bundled one); line_model: needed by "sequence".
     """
@@ -160,7 +161,10 @@ def _read_lines(
     crops = line_crops(grey, lines)
     readings = read_crops(crops, line_model, work)
     sequence = sequence_lines(crops, readings, line_model.classes, unsure_below, scale)
-    if method == "sequence":
-        return [line for line in sequence if line is not None]
+    if method == "sequence":  # a line it makes no crop of (diagonal writing) as the segmentation reads it
+        uncropped = [line for line, crop in zip(lines, crops, strict=True) if crop is None]
+        fallback = iter(read_segments(ink, uncropped, model, unsure_below, scale, work) if uncropped else [])
+        read = [next(fallback) if crop is None else line for crop, line in zip(crops, sequence, strict=True)]
+        return [line for line in read if line is not None]
     segmented = read_segments(ink, lines, model, unsure_below, scale, work)
     return [choose(*parts, line_model.classes) for parts in zip(segmented, sequence, readings, strict=True)]

@@ -28,6 +28,11 @@ from .segment import Segment
 BEAM_WIDTH = 8
 MARGIN_Y = 0.25  # of the line's height, above and below its marks
 MARGIN_X = 0.5  # of the line's height, left and right
+# The recognizer reads lines that run across: it learnt lines whose baseline drifts by a fraction of
+# a digit. A line of marks spanning more than this many of its digit heights from top to bottom is
+# diagonal writing (lines.py reads it along its slant), which it never saw: no crop is made of it,
+# and the segmentation's reading stands.
+MAX_SPAN = 2.0
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,8 @@ class SequenceReading:
 
 
 def line_crops(grey: np.ndarray, lines: list[list[Segment]]) -> list[LineCrop | None]:
-    """Each line of segments as a LineCrop of the grey image (None where no ink stands out in it)."""
+    """Each line of segments as a LineCrop of the grey image (None where no ink stands out in it, or
+    where the line runs diagonally: MAX_SPAN)."""
     crops: list[LineCrop | None] = []
     for line in lines:
         marks = [s for s in line if s.kind != "mark"] or line
@@ -60,6 +66,9 @@ def line_crops(grey: np.ndarray, lines: list[list[Segment]]) -> list[LineCrop | 
         y0 = min(s.box[1] for s in line)
         x1 = max(s.box[0] + s.box[2] for s in line)
         y1 = max(s.box[1] + s.box[3] for s in line)
+        if y1 - y0 > MAX_SPAN * height:
+            crops.append(None)
+            continue
         left, right = max(0, round(x0 - MARGIN_X * height)), min(grey.shape[1], round(x1 + MARGIN_X * height))
         top, bottom = max(0, round(y0 - MARGIN_Y * height)), min(grey.shape[0], round(y1 + MARGIN_Y * height))
         crop = grey[top:bottom, left:right]

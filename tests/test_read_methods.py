@@ -59,8 +59,10 @@ def test_each_method_reads_photo_scenes(method, mnist, digit_model, line_model):
     assert figures["digit_accuracy"] >= SCENE_DIGITS[method], figures
 
 
-PAGE_DIGITS = {"auto": 0.97, "segment": 0.97, "sequence": 0.95}
-SCENE_DIGITS = {"auto": 0.85, "segment": 0.85, "sequence": 0.8}
+# Digit accuracy measured on these 30 pages (289 digits) and 30 scenes (213 digits), seed 7:
+# pages auto 99.65%, segment 98.62%, sequence 100%; scenes auto 92.96%, segment 91.08%, sequence 92.02%.
+PAGE_DIGITS = {"auto": 0.99, "segment": 0.98, "sequence": 0.99}
+SCENE_DIGITS = {"auto": 0.91, "segment": 0.89, "sequence": 0.90}
 
 
 def dark_band_scene(mnist) -> tuple[np.ndarray, list[str]]:

@@ -26,7 +26,6 @@ Every model file is untrusted input:
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -338,9 +337,9 @@ def _refuse_line_models(metadata: dict[str, str], name: str) -> None:
     what digitlab refuses to run from an untrusted file; digitlab loads line models from their run
     directory (config.json + model.safetensors)."""
     try:
-        config = json.loads(metadata.get(CONFIG_KEY, "{}"))
+        config = loads_json(metadata.get(CONFIG_KEY, "{}"), name)  # its depth checked before parsing
         model = config["model"]["name"] if isinstance(config, dict) else None
-    except (ValueError, KeyError, TypeError):
+    except (CheckpointError, KeyError, TypeError):
         return  # open_onnx reports a damaged config in its own words
     if isinstance(model, str) and model_task(model) == "lines":
         raise CheckpointError(

@@ -47,6 +47,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import cv2
+import numpy as np
 
 from ..errors import ConfigError
 from ..preprocess import MAX_PIXELS, load_image
@@ -55,7 +56,7 @@ from .classify import read_segments
 from .combine import choose
 from .ink import ink_image, on_paper
 from .limits import MAX_MARKS, MAX_PIECES, ReadingStopped, WorkLimits
-from .results import PUNCTUATION, UNSURE, UNSURE_BELOW, Box, Digit, Line, Reading, shifted
+from .results import PUNCTUATION, UNSURE, UNSURE_BELOW, Box, Digit, Line, Reading, shifted, union
 from .segment import Segment, segment_digits, segment_ink
 from .sequence import line_crops, read_crops, sequence_lines
 
@@ -87,6 +88,10 @@ MAX_SIDE = 2000  # larger images are read at this size (boxes are mapped back): 
 
 
 METHODS = ("auto", "segment", "sequence")  # how `read` reads each line (see the module docstring)
+# An image no larger than this on either side is a digit tile (MNIST's 28x28, USPS's 16x16, Optdigits'
+# 32x32): all its ink is one digit, read by the digit model whatever the method, as `predict` reads
+# it (a USPS 6 whose loop stands apart from its stem read as '60').
+DIGIT_TILE = 32
 
 
 def read(
@@ -156,6 +161,9 @@ def _read_lines(
         return []
     work.check()
     lines = segment_ink(ink, work)
+    if max(grey.shape) <= DIGIT_TILE and lines:
+        tile = [[_one_segment([s for line in lines for s in line])]]
+        return read_segments(ink, tile, model, unsure_below, scale, work)
     if method == "segment" or line_model is None:
         return read_segments(ink, lines, model, unsure_below, scale, work)
     crops = line_crops(grey, lines)
@@ -168,3 +176,13 @@ def _read_lines(
         return [line for line in read if line is not None]
     segmented = read_segments(ink, lines, model, unsure_below, scale, work)
     return [choose(*parts, line_model.classes) for parts in zip(segmented, sequence, readings, strict=True)]
+
+
+def _one_segment(segments: list[Segment]) -> Segment:
+    """Segments taken as the pieces of one digit: their union box holding all their ink."""
+    box = union([s.box for s in segments])
+    mask = np.zeros((box[3], box[2]), bool)
+    for s in segments:
+        x, y = s.box[0] - box[0], s.box[1] - box[1]
+        mask[y : y + s.box[3], x : x + s.box[2]] |= s.mask
+    return Segment(box, mask, "digit")

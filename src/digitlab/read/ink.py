@@ -121,22 +121,14 @@ def paper_mask(grey: np.ndarray) -> np.ndarray | None:
     surface = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (window, window)))
     levels = np.clip(surface * 255, 0, 255).astype(np.uint8)
     region = _brightest_surface(levels, np.ones(levels.shape, bool))
-    if region is None:
+    if region is None or not _stands_out(surface, region, ~region):
         return None
-    share = region.mean()
-    if not PAPER_AREA[0] <= share <= PAPER_AREA[1]:
-        return None
-    if float(np.median(surface[region])) - float(np.median(surface[~region])) < PAPER_CONTRAST:
-        return None
-    # A sheet's edge is a step: just inside it the surface is clearly brighter than just outside. Light
-    # falling off across a page that fills the photo only slopes (a webcam's vignetting, 0.2 over
-    # the frame): no step there, so no sheet.
-    ring = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    mask = region.astype(np.uint8)
-    just_inside = region & (cv2.erode(mask, ring) == 0)
-    just_outside = ~region & (cv2.dilate(mask, ring) > 0)
-    if float(np.median(surface[just_inside])) - float(np.median(surface[just_outside])) < PAPER_CONTRAST / 2:
-        return None
+    # Three surfaces (a dark band, a grey desk, the white sheet): Otsu's first split takes the desk
+    # with the sheet, and the step between them would be read as a stroke. The brighter part of the
+    # region, where it stands out of the rest as a sheet does, is the sheet.
+    inner = _brightest_surface(levels, region)
+    if inner is not None and _stands_out(surface, inner, region & ~inner):
+        region = inner
     # Its holes filled (the larger marks on it, which the closing left), not its hull: a tilted
     # sheet's hull would take in the dark corners of the desk beside its edges.
     # Only holes as small as marks (under 1% of the photo): a dark object enclosed by bright ones is
@@ -148,6 +140,25 @@ def paper_mask(grey: np.ndarray) -> np.ndarray | None:
     inset = _odd(0.02 * max(small.shape))
     sheet = cv2.erode(sheet, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (inset, inset)))
     return cv2.resize(sheet, (width, height), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def _stands_out(surface: np.ndarray, region: np.ndarray, rest: np.ndarray) -> bool:
+    """Whether `region` is a sheet against `rest`: PAPER_AREA of the photo, PAPER_CONTRAST brighter,
+    and ending in a step."""
+    if not PAPER_AREA[0] <= region.mean() <= PAPER_AREA[1] or not rest.any():
+        return False
+    if float(np.median(surface[region])) - float(np.median(surface[rest])) < PAPER_CONTRAST:
+        return False
+    # A sheet's edge is a step: just inside it the surface is clearly brighter than just outside. Light
+    # falling off across a page that fills the photo only slopes (a webcam's vignetting, 0.2 over
+    # the frame): no step there, so no sheet.
+    ring = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    mask = region.astype(np.uint8)
+    just_inside = region & (cv2.erode(mask, ring) == 0)
+    just_outside = rest & (cv2.dilate(mask, ring) > 0)
+    if not just_inside.any() or not just_outside.any():
+        return False
+    return float(np.median(surface[just_inside])) - float(np.median(surface[just_outside])) >= PAPER_CONTRAST / 2
 
 
 def _brightest_surface(levels: np.ndarray, within: np.ndarray) -> np.ndarray | None:

@@ -6,8 +6,9 @@ and below and half of it on either side) is made the recognizer's input (`prepro
 
 - a confidence: the highest probability its frames give it on the most probable path (ctc.align);
   below `unsure_below` it reads as '?', as the segmentation reader's digits do;
-- a box: its frames mark its centre; it reaches halfway to the digits beside it (the line's ends
-  for the first and the last), and is shrunk to the ink of the line's marks in that stretch.
+- a box: its frames mark its centre. The digit-sized mark that centre lies in, where no other
+  digit's centre lies in it; else (touching digits) it reaches halfway to the digits beside it
+  (the line's ends for the first and the last), shrunk to the ink of the line's marks there.
 
 Punctuation is not read by the recognizer (it learnt to pass over `.` `,` `-` and `$`): a line read
 this way holds digits and '?' only.
@@ -104,15 +105,28 @@ def digits_of(crop: LineCrop, chars: list[Char], classes, unsure_below: float, s
     marks = crop.segments
     left_end = min(s.box[0] for s in marks)
     right_end = max(s.box[0] + s.box[2] for s in marks)
+    own = _own_marks(marks, centres)
     digits = []
     for k, (char, centre) in enumerate(zip(chars, centres, strict=True)):
         start = (centres[k - 1] + centre) / 2 if k > 0 else min(left_end, centre - crop.height / 2)
         stop = (centre + centres[k + 1]) / 2 if k + 1 < len(chars) else max(right_end, centre + crop.height / 2)
-        box = _ink_box(marks, start, stop) or _fallback_box(marks, centre, crop.height)
+        box = own.get(k) or _ink_box(marks, start, stop) or _fallback_box(marks, centre, crop.height)
         text = classes[char.label] if char.confidence >= unsure_below else UNSURE
         candidates = [(classes[char.label], round(char.confidence, 4))]
         digits.append(Digit(text, scaled_box(box, scale), char.confidence, candidates))
     return digits
+
+
+def _own_marks(marks: list[Segment], centres: list[float]) -> dict[int, Box]:
+    """character index -> the box of the digit-sized mark its centre lies in, where that mark holds
+    no other character's centre (touching digits share a mark: theirs come from the stretch)."""
+    holders: dict[int, list[int]] = {}
+    for k, centre in enumerate(centres):
+        for i, segment in enumerate(marks):
+            if segment.kind != "mark" and segment.box[0] <= centre < segment.box[0] + segment.box[2]:
+                holders.setdefault(i, []).append(k)
+                break
+    return {ks[0]: marks[i].box for i, ks in holders.items() if len(ks) == 1}
 
 
 def _ink_box(marks: list[Segment], start: float, stop: float) -> Box | None:

@@ -21,8 +21,8 @@ from .sequence import SequenceReading
 
 # Chosen on the 95 ORAND-CAR-A training strings the line model's run held out, and on synthetic pages
 # and photo scenes of MNIST test digits, seed 1 (benchmarks/read_methods.py, 2026-12-06); never on the
-# dev split or real-digits/. Strings exact: 0 nats 83.16% / 97.47% / 86.79%, 2: 84.21 / 98.48 / 86.79,
-# 5: 86.32 / 97.98 / 86.32, 10: 85.26 / 95.45 / 84.91; the segmentation alone 66.32 / 93.94 / 83.49.
+# dev split or real-digits/. Strings exact: 0 nats 83.16% / 97.47% / 88.21%, 2: 84.21 / 98.48 / 88.21,
+# 5: 86.32 / 97.98 / 87.74, 10: 85.26 / 95.45 / 86.32; the segmentation alone 66.32 / 93.94 / 84.91.
 PREFER_SEGMENT = 5.0  # nats
 
 

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 import digitlab
-from digitlab.bench.read import _match_lines, _union
+from digitlab.bench.read import _match_lines
 from digitlab.data.orand import orand_strings
 from digitlab.data.synth import make_pages, make_scenes
 from digitlab.evaluate import string_metrics
 from digitlab.read.combine import choose
+from digitlab.read.results import union
 
 MARGINS = (-np.inf, -2.0, 0.0, 2.0, 5.0, 10.0, np.inf)  # -inf: the sequence reading whenever they differ
 
@@ -85,10 +86,10 @@ def main() -> None:
     sets = {
         "ORAND-CAR-A held-out training strings": [(s.image, [s.digits], None) for s in held_out_strings(line_model)],
         "synthetic pages (seed 1)": [
-            (p, t.lines, [_union(b) for b in t.boxes]) for p, t in make_pages(args.pages, 1, *test_digits)
+            (p, t.lines, [union(b) for b in t.boxes]) for p, t in make_pages(args.pages, 1, *test_digits)
         ],
         "photo scenes (seed 1)": [
-            (p, t.lines, [_union(b) for b in t.boxes]) for p, t in make_scenes(args.pages, 1, *test_digits)
+            (p, t.lines, [union(b) for b in t.boxes]) for p, t in make_scenes(args.pages, 1, *test_digits)
         ],
     }
     table = {}

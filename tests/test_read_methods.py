@@ -10,13 +10,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 import digitlab
-from digitlab.bench.read import _match_lines, _texts, _union
+from digitlab.bench.read import _match_lines, _texts
 from digitlab.cli import main
 from digitlab.data.synth import make_pages, make_scene, make_scenes
 from digitlab.errors import ConfigError
 from digitlab.evaluate import string_metrics
 from digitlab.preprocess import ImageError
 from digitlab.read import METHODS
+from digitlab.read.results import union
 from digitlab.serve import create_app
 
 
@@ -37,7 +38,7 @@ def scored(items, digit_model, line_model, method: str) -> dict:
     for image, truth in items:
         reading = digitlab.read(image, digit_model, method=method, line_model=line_model)
         texts = _match_lines(
-            [_union(b) for b in truth.boxes], list(zip(_texts(reading)[0], [line.box for line in reading.lines]))
+            [union(b) for b in truth.boxes], list(zip(_texts(reading)[0], [line.box for line in reading.lines]))
         )
         pairs += list(zip(truth.lines, texts, strict=True))
     return string_metrics(pairs)
@@ -108,7 +109,7 @@ def test_the_sequence_readers_boxes_land_on_the_right_digits(mnist, digit_model,
         page, truth = make_page(rng, source)
         reading = digitlab.read(page, digit_model, method="sequence", line_model=line_model)
         for line_text, boxes in zip(truth.lines, truth.boxes, strict=True):
-            read_line = max(reading.lines, key=lambda line: _overlap(line.box, _union(boxes)), default=None)
+            read_line = max(reading.lines, key=lambda line: _overlap(line.box, union(boxes)), default=None)
             if read_line is None or read_line.text != line_text:
                 continue
             for digit, (x, y, w, h) in zip(read_line.digits, boxes, strict=True):

@@ -63,6 +63,7 @@ from ..errors import ConfigError, DataError, DatasetNotFoundError, unknown_name
 from ..evaluate import by_length, digit_accuracy, digits_correct, edit_distance, string_metrics  # noqa: F401  (tests use them from here)
 from ..files import write_json
 from ..read import METHODS, PUNCTUATION, UNSURE, UNSURE_BELOW
+from ..read.results import union
 from .common import machine, write_section
 
 START, END = "<!-- bench read: begin -->", "<!-- bench read: end -->"
@@ -450,14 +451,6 @@ def _match_lines(
     return texts
 
 
-def _union(boxes: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
-    x0 = min(b[0] for b in boxes)
-    y0 = min(b[1] for b in boxes)
-    x1 = max(b[0] + b[2] for b in boxes)
-    y1 = max(b[1] + b[3] for b in boxes)
-    return x0, y0, x1 - x0, y1 - y0
-
-
 def _usps_for_tesseract(path: Path, out: Path) -> Path:
     grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     big = cv2.resize(grey, None, fx=USPS_UPSCALE, fy=USPS_UPSCALE, interpolation=cv2.INTER_CUBIC)
@@ -719,7 +712,7 @@ def _read_pages(spec: SetSpec, pages: list, readers: Readers) -> dict:
     n = len(pages)
     truth = [label for _, t in pages for label in t.lines]
     names = [f"{spec.unit[:-1]} {p} line {i}" for p, (_, t) in enumerate(pages) for i in range(len(t.lines))]
-    boxes = [[_union(b) for b in t.boxes] for _, t in pages]
+    boxes = [[union(b) for b in t.boxes] for _, t in pages]
     photos = [k for k, (image, _) in enumerate(pages) if image.shape[1::-1][:2] == PHOTO_SIZE]
     found: dict = {"lines": len(truth), "digitlab": {}, "tesseract": None}
     for column in readers.columns:

@@ -27,6 +27,7 @@ from .data import Dataset, dataset_names, load_dataset, split_validation
 from .data.folders import load_sources
 from .errors import ConfigError
 from .files import read_json, write_json, write_text
+from .models import evaluating
 
 
 @dataclass(eq=False)  # eq=False: `==` on numpy fields would be ambiguous rather than useful
@@ -177,17 +178,12 @@ def predict_logits(
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     device = torch.device(device) if device is not None else _model_device(model)
 
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
+    with evaluating(model):
         with torch.no_grad():
             logits = [
                 model(batch.to(device).float() / 255).float().cpu()
                 for batch in images_uint8.split(batch_size)  # an empty set gives one empty batch
             ]
-    finally:
-        for module, training in modes:
-            module.training = training
     return torch.cat(logits)
 
 
@@ -401,9 +397,7 @@ def line_texts(model: torch.nn.Module, lines: list, batch_size: int = 64) -> tup
     order = sorted(range(len(pairs)), key=lambda i: pairs[i][0].shape[1])
     texts: list[str] = [""] * len(pairs)
     loss_sum, counted = 0.0, 0
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
+    with evaluating(model):
         with torch.no_grad():
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
@@ -427,9 +421,6 @@ def line_texts(model: torch.nn.Module, lines: list, batch_size: int = 64) -> tup
                     )
                     loss_sum += float(losses[scored].sum())
                     counted += int(scored.sum())
-    finally:
-        for module, mode in modes:
-            module.train(mode)
     return texts, loss_sum / max(1, counted)
 
 

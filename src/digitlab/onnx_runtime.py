@@ -31,6 +31,7 @@ from torch import nn
 
 from .errors import CheckpointError, ConfigError, ExportError
 from .evaluate import predict_logits
+from .models import evaluating
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,9 @@ def onnx_bytes(network: nn.Module, image_shape: tuple[int, int, int]) -> tuple[b
     if any(t.device.type != "cpu" for t in (*network.parameters(), *network.buffers())):
         network = copy.deepcopy(network).cpu()
     wrapper = UInt8Images(network)
-    modes = [(module, module.training) for module in wrapper.modules()]
-    wrapper.eval()
     example = (torch.zeros(2, *image_shape, dtype=torch.uint8),)
     names = dict(input_names=[INPUT], output_names=[OUTPUT])
-    try:
+    with evaluating(wrapper):
         try:
             buffer = io.BytesIO()
             with warnings.catch_warnings():  # torch warns that this exporter is deprecated; it is 12x faster
@@ -95,9 +94,6 @@ def onnx_bytes(network: nn.Module, image_shape: tuple[int, int, int]) -> tuple[b
         batch = torch.export.Dim("batch", min=1)
         program = torch.onnx.export(wrapper, example, dynamo=True, **names, dynamic_shapes=({0: batch},), verbose=False)
         return program.model_proto.SerializeToString(), "dynamo"
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def with_metadata(model: bytes, entries: dict[str, str]) -> bytes:
@@ -210,10 +206,8 @@ def line_onnx_bytes(network: nn.Module, line_height: int) -> bytes:
     if any(t.device.type != "cpu" for t in (*network.parameters(), *network.buffers())):
         network = copy.deepcopy(network).cpu()
     wrapper = FloatFrames(network)
-    modes = [(module, module.training) for module in wrapper.modules()]
-    wrapper.eval()
     buffer = io.BytesIO()
-    try:
+    with evaluating(wrapper):
         with warnings.catch_warnings():  # deprecated, 12x faster than the new one (above); and an LSTM's
             warnings.simplefilter("ignore", DeprecationWarning)  # batch_first is only a note to the exporter
             warnings.simplefilter("ignore", UserWarning)
@@ -226,9 +220,6 @@ def line_onnx_bytes(network: nn.Module, line_height: int) -> bytes:
                 output_names=[FRAMES_OUTPUT],
                 dynamic_axes={LINES_INPUT: {0: "batch", 3: "width"}, FRAMES_OUTPUT: {0: "batch", 1: "frames"}},
             )
-    finally:
-        for module, training in modes:
-            module.training = training
     return buffer.getvalue()
 
 
@@ -254,9 +245,7 @@ def line_session_for(network: nn.Module, line_height: int, threads: int | None =
     lines of two widths: the same best class in every frame, logits within tolerance."""
     session = LineSession(line_onnx_bytes(network, line_height), threads)
     generator = torch.Generator().manual_seed(0)
-    modes = [(module, module.training) for module in network.modules()]
-    network.eval()
-    try:
+    with evaluating(network):
         for width in (64, 200):
             probe = torch.rand(3, 1, line_height, width, generator=generator)
             with torch.no_grad():
@@ -270,7 +259,4 @@ def line_session_for(network: nn.Module, line_height: int, threads: int | None =
                 raise ExportError(
                     f"the ONNX export differs from PyTorch on random lines (max |logit difference| {diff:.3g})"
                 )
-    finally:
-        for module, training in modes:
-            module.training = training
     return session

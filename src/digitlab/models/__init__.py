@@ -7,7 +7,8 @@ checkpoint rebuilt from `create_model(name, **args)` needs nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from torch import nn
 
@@ -47,6 +48,19 @@ def register_model(fn: ModelFactory | None = None, *, tensors: Callable[..., int
 
 def model_names() -> list[str]:
     return sorted(MODELS)
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode for the block; after it, each module's own training flag as it was (not
+    model.train(), which would also switch on a part the caller had kept in eval mode)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def model_task(name: str) -> str:

@@ -41,7 +41,8 @@ import shutil
 import sys
 import time
 import types
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -192,7 +193,7 @@ def _fit(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) ->
     if progress:
         say(header_text(plan, dataset, (len(train_y), len(val_y)), config, run_path, checkpoint, resumed))
     records = RunRecords(run_path, plan, checkpoint, cluster, resumed)
-    try:
+    with recording(records, run_path, recipe, options):
         splits = (train_x, train_y, val_x, val_y)
         if recipe.engine != "torch":
             model, history = fit_in_engine(recipe, run_path, args, splits, records, progress)
@@ -200,12 +201,6 @@ def _fit(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) ->
             model, history = train_loop(plan, args, splits, checkpoint, records, options, dev, sampling)
         if cluster.main:
             finish_run(run_path, config, model, records, history, (val_x, val_y) if plan.val_split else None)
-    except KeyboardInterrupt:
-        if progress:
-            say(interrupted_text(run_path, records.saved, recipe.epochs, options))
-        raise
-    finally:
-        records.close()
     model = model.eval()
     return Run(run_path, recipe, model, history, config, dataset if plan.data else None, cluster.rank)
 
@@ -264,6 +259,20 @@ def say(text: str) -> None:
     tqdm.write(text, file=sys.stderr)
 
 
+@contextmanager
+def recording(records: RunRecords, run_path: Path, recipe: Recipe, options: RunOptions) -> Iterator[None]:
+    """A run's training: on Ctrl-C the run directory and the command that resumes it are printed
+    (then the interrupt goes on); whatever happens, the records are closed."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if options.progress:
+            say(interrupted_text(run_path, records.saved, recipe.epochs, options))
+        raise
+    finally:
+        records.close()
+
+
 # --- line recipes: the line recognizer, trained on lines of digits (CTC) ------------------------
 
 
@@ -291,8 +300,7 @@ def fit_lines(plan: RunPlan, checkpoint: dict | None, options: RunOptions, dev: 
         "std": [1.0],
         "image_shape": [1, LINE_HEIGHT, LINE_SAMPLE_WIDTH],  # any width: this one checks a model file
     }
-    shares = [w / sum(recipe.mix.values()) for w in recipe.mix.values()]
-    config["train"]["mix"] = dict(zip(plan.data, shares, strict=True))
+    config["train"]["mix"] = dict(zip(plan.data, mix_shares(recipe), strict=True))
     config["train"]["lines"] = {
         "real": recipe.dataset,
         "real_share": recipe.real_lines,
@@ -312,7 +320,7 @@ def fit_lines(plan: RunPlan, checkpoint: dict | None, options: RunOptions, dev: 
             + (f"\n{resume_text(checkpoint, recipe.epochs)}" if options.resume is not None else "")
         )
     records = RunRecords(run_path, plan, checkpoint, cluster, options.resume is not None)
-    try:
+    with recording(records, run_path, recipe, options):
         model, history = line_loop(plan, args, data.lines, checkpoint, records, options, dev)
         if records.best_weights is not None:
             model.load_state_dict(records.best_weights)
@@ -323,12 +331,6 @@ def fit_lines(plan: RunPlan, checkpoint: dict | None, options: RunOptions, dev: 
             "note": "a line model: its confidences are per character (the frames' probabilities), not calibrated",
         }
         write_json(run_path / CONFIG, config)
-    except KeyboardInterrupt:
-        if progress:
-            say(interrupted_text(run_path, records.saved, recipe.epochs, options))
-        raise
-    finally:
-        records.close()
     return Run(run_path, recipe, model.eval(), history, config, None, cluster.rank)
 
 
@@ -382,7 +384,7 @@ def line_loop(
     trainer.steps_per_epoch = steps
     trainer.criterion = nn.CTCLoss(blank=BLANK, zero_infinity=True)
     trainer.sources = data.sources
-    trainer.shares = [w / sum(recipe.mix.values()) for w in recipe.mix.values()]
+    trainer.shares = mix_shares(recipe)
     if checkpoint is None and plan.init is not None:
         trainer.model.load_state_dict(load_weights(Path(plan.init) / WEIGHTS))
     for epoch in range(start_epoch, recipe.epochs):
@@ -1107,12 +1109,17 @@ def source_sampling(recipe: Recipe, plan: RunPlan, dataset: Dataset) -> tuple[to
     if not recipe.mix or list(plan.data) != normalise_sources(list(recipe.mix), dataset_names()):
         return None
     sources = split_sources(dataset, plan.val_split, plan.subset, recipe.seed)
-    total = sum(recipe.mix.values())
-    shares = [weight / total for weight in recipe.mix.values()]
+    shares = mix_shares(recipe)
     missing = [name for s, name in enumerate(recipe.mix) if not (sources == s).any()]
     if missing:
         raise ConfigError(f"the mix's {', '.join(missing)} left no training image (--limit is too small for it)")
     return sources, shares
+
+
+def mix_shares(recipe: Recipe) -> list[float]:
+    """Each source of the recipe's mix: its share of an epoch (the weights made to add up to 1)."""
+    total = sum(recipe.mix.values())
+    return [weight / total for weight in recipe.mix.values()]
 
 
 def source_order(sources: torch.Tensor, shares: list[float], generator: torch.Generator) -> torch.Tensor:

@@ -148,6 +148,15 @@ def _products(choices: list[list[int]]) -> list[list[int]]:
 def _mnist_crop(ink: np.ndarray, segment: Segment) -> np.ndarray | None:
     """The segment's ink, with a margin, as a (28, 28) uint8 MNIST-style image (None when
     `center_digit` finds no stroke in it)."""
+    try:
+        return center_digit(candidate_ink(ink, segment))
+    except ImageError:
+        return None
+
+
+def candidate_ink(ink: np.ndarray, segment: Segment) -> np.ndarray:
+    """The segment's own ink, with a margin, stretched to its own contrast: float32, what
+    `center_digit` prepares."""
     x, y, w, h = segment.box
     margin = max(2, round(0.1 * max(w, h)))
     x0, y0 = max(0, x - margin), max(0, y - margin)
@@ -168,10 +177,7 @@ def _mnist_crop(ink: np.ndarray, segment: Segment) -> np.ndarray | None:
     paper = float(np.median(region[~inside])) if (~inside).any() else float(region.min())
     full = float(np.percentile(region[inside], 95)) if inside.any() else paper + 1
     strength = np.clip((region - paper) / max(full - paper, 1e-3), 0, 1) * inside
-    try:
-        return center_digit(strength.astype(np.float32))
-    except ImageError:
-        return None
+    return strength.astype(np.float32)
 
 
 def _punctuation(box: Box, digit_boxes: list[Box]) -> str:

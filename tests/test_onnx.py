@@ -109,6 +109,68 @@ def test_the_file_loads_as_a_model_that_predicts_as_the_run(onnx_file, bundled_t
     assert np.allclose(model.predict_proba(images[:7] / 255.0), model.predict_proba(images[:7]), atol=1e-6)
 
 
+def test_folding_batch_norms_computes_the_same_function_with_fewer_operators(bundled_torch, mnist):
+    """onnx_runtime.folded: every batch norm of digitnet-real goes into its convolution (those after
+    a pool too: its scales are all positive), ReLU before the pool; the logits move by rounding only.
+    A batch norm with a negative scale after a pool must stay where it is (max does not commute)."""
+    import copy
+
+    import torch
+
+    network = bundled_torch.module
+    fused = onnx_runtime.folded(network)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in network) == 6  # the original is untouched
+    expected = predict_logits(network, mnist.test_images[:2000]).numpy()
+    assert np.abs(predict_logits(fused, mnist.test_images[:2000]).numpy() - expected).max() < 1e-4
+    flipped = copy.deepcopy(network)
+    with torch.no_grad():
+        flipped[6].weight[0] = -flipped[6].weight[0]  # the batch norm after the first pool
+    refolded = onnx_runtime.folded(flipped)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in refolded) == 1
+    images = mnist.test_images[:500]
+    assert np.abs(predict_logits(refolded, images).numpy() - predict_logits(flipped, images).numpy()).max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory, shared_data_dir):
+    path = tmp_path_factory.mktemp("int8") / "digitnet-real-int8.onnx"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["export", "--int8", "--onnx", str(path), "--data-dir", str(shared_data_dir)])
+    return code, out.getvalue(), path
+
+
+def test_int8_export_is_verified_and_runs_wherever_a_model_does(int8_export, bundled_torch, mnist):
+    code, out, path = int8_export
+    assert code == 0, out
+    assert "verified with ONNX Runtime" in out and "against PyTorch's" in out
+    proto = onnx.load(str(path))
+    assert {opset.domain for opset in proto.opset_import} <= {"", "ai.onnx"}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in proto.graph.node}
+    assert path.stat().st_size < 400_000  # int8 weights: a quarter of the float file's 1.2 MB
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    config = json.loads(metadata["digitlab.config"])
+    assert config["export"]["precision"] == "int8" and config["export"]["calibration"] == "2,000 training images"
+    verification = json.loads(metadata["digitlab.verification"])
+    assert verification["precision"] == "int8" and verification["same_class"] >= 0.999
+    assert verification["accuracy"] >= verification["reference_accuracy"] - 0.001
+    assert config["evaluation"]["accuracy"] == verification["accuracy"]  # its own figure, not the float run's
+    model = digitlab.load_model(path)
+    images = mnist.test_images[:2000]
+    assert (model.predict(images) == bundled_torch.predict(images)).mean() >= 0.999
+
+
+def test_int8_export_of_a_line_model_or_without_training_data_is_refused(capsys, tmp_path):
+    from digitlab.inference import BUNDLED_LINE_MODEL
+
+    code, _, err = run_cli(capsys, "export", BUNDLED_LINE_MODEL, "--int8", "--onnx", tmp_path / "l.onnx")
+    assert code == 2 and "int8 export is for digit models" in err
+    code, _, err = run_cli(capsys, "export", "--int8", "--onnx", tmp_path / "m.onnx", "--data-dir", tmp_path)
+    assert code == 2 and "calibrated on the run's training images" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_backends_torch_and_onnx_give_the_same_classes(mnist):
     images = mnist.test_images[:1000]
     torch_model = digitlab.load_model(backend="torch")
@@ -269,10 +331,16 @@ def test_bench_infer_quick_reports_every_path_and_a_compile_failure(tmp_path, mo
     (row,) = report["models"]
     paths = row["paths"]
     assert paths["compile"]["error"] == "RuntimeError: no C++ compiler"
-    for name in ("eager", "onnx"):
+    for name in ("eager", "onnx-unfolded", "onnx"):
         r = paths[name]
         assert r["images_per_s_256"] > 0 and r["images_per_s_1024"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"]
         assert r["same_class"] >= 0.999 and r["max_logit_diff"] <= 1e-4
+    for name in ("int8", "int8-all"):  # quantised: the class kept, the logits moved (by ~0.6 when measured)
+        r = paths[name]
+        assert r["images_per_s_1024"] > 0 and r["same_class"] >= 0.99 and 1e-3 < r["max_logit_diff"] < 5
+        assert abs(r["accuracy"] - paths["eager"]["accuracy"]) <= 0.01 and r["kept"] == (
+            r["same_class"] >= 0.999 and r["accuracy_loss"] <= 0.001
+        )
     assert json.loads((tmp_path / "infer.json").read_text())["quick"] is True
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "<!-- bench infer: begin -->" in text and "ONNX Runtime" in text and "no C++ compiler" in text

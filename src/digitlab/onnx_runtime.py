@@ -62,11 +62,75 @@ class UInt8Images(nn.Module):
 # --- torch -> ONNX, in memory ----------------------------------------------------------------------
 
 
-def onnx_bytes(network: nn.Module, image_shape: tuple[int, int, int]) -> tuple[bytes, str]:
+def folded(network: nn.Module) -> nn.Module:
+    """The same function with every batch norm folded into the convolution before it: a copy,
+    in eval mode (the folding uses the running statistics), or `network` itself where nothing folds.
+
+    Only a flat nn.Sequential is rewritten (digitnet, keras-cnn); other networks are returned as
+    they are. Conv -> BN becomes one Conv with a bias. digitnet's stages are Conv -> MaxPool -> BN
+    -> ReLU: a batch norm whose every scale is positive commutes with the max (max(a x + b) =
+    a max(x) + b for a > 0), and ReLU with it too, so the stage becomes Conv -> ReLU -> MaxPool,
+    which ONNX Runtime fuses into one convolution kernel and a pool; a negative scale leaves that
+    stage as it is. Measured on the bundled digitnet-real (`digitlab bench infer`, 2-core EPYC): see
+    BENCHMARKS.md "Inference speed". Logits move by float rounding only (1.4e-6 on the MNIST test).
+    """
+    if not isinstance(network, nn.Sequential) or not any(isinstance(m, nn.BatchNorm2d) for m in network):
+        return network
+    layers = list(network)
+    out: list[nn.Module] = []
+    i = 0
+    while i < len(layers):
+        conv = layers[i]
+        pool = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], nn.MaxPool2d) else None
+        after = i + 1 + (pool is not None)
+        norm = layers[after] if after < len(layers) else None
+        if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats):
+            out.append(copy.deepcopy(conv))
+            i += 1
+            continue
+        scale = (norm.weight if norm.affine else torch.ones_like(norm.running_var)).detach() / torch.sqrt(
+            norm.running_var + norm.eps
+        )
+        if pool is not None and not bool((scale > 0).all()):
+            out.append(copy.deepcopy(conv))
+            i += 1
+            continue
+        shift = norm.bias.detach() if norm.affine else torch.zeros_like(scale)
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(scale)
+        fused = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            bias=True,
+            padding_mode=conv.padding_mode,
+        )
+        with torch.no_grad():
+            fused.weight.copy_(conv.weight.detach() * scale.view(-1, *[1] * (conv.weight.dim() - 1)))
+            fused.bias.copy_((bias - norm.running_mean) * scale + shift)
+        out.append(fused)
+        i = after + 1
+        if pool is not None and i < len(layers) and isinstance(layers[i], nn.ReLU):
+            out.append(nn.ReLU())
+            i += 1
+        if pool is not None:
+            out.append(copy.deepcopy(pool))
+    return nn.Sequential(*out).eval()
+
+
+def onnx_bytes(network: nn.Module, image_shape: tuple[int, int, int], *, fold: bool = True) -> tuple[bytes, str]:
     """The network as a serialised ONNX model with a dynamic batch (no digitlab metadata yet),
-    and the name of the exporter that made it: 'torchscript', else 'dynamo' if that one raised."""
+    and the name of the exporter that made it: 'torchscript', else 'dynamo' if that one raised.
+    Batch norms are folded into their convolutions first (`folded`) unless not `fold` (which
+    `digitlab bench infer` measures as "ONNX Runtime, unfolded")."""
     if any(t.device.type != "cpu" for t in (*network.parameters(), *network.buffers())):
         network = copy.deepcopy(network).cpu()
+    if fold:
+        with evaluating(network):
+            network = folded(network)
     wrapper = UInt8Images(network)
     example = (torch.zeros(2, *image_shape, dtype=torch.uint8),)
     names = dict(input_names=[INPUT], output_names=[OUTPUT])
@@ -105,6 +169,73 @@ def with_metadata(model: bytes, entries: dict[str, str]) -> bytes:
     del proto.metadata_props[:]
     for key, value in [*kept, *entries.items()]:
         proto.metadata_props.add(key=key, value=value)
+    return proto.SerializeToString()
+
+
+# --- int8 ------------------------------------------------------------------------------------------
+
+CALIBRATION_IMAGES = 2000  # training images whose activations set the int8 ranges
+CALIBRATION_BATCH = 200
+
+
+def quantize_int8(model: bytes, calibration: np.ndarray, *, float_first: bool = True) -> bytes:
+    """The ONNX model (from `onnx_bytes`) with its convolutions and its last layer in int8: static
+    quantisation (onnxruntime.quantization, QDQ format, weights per output channel, activation
+    ranges from `calibration`, (N, C, H, W) uint8 training images -- never test images).
+
+    The first convolution stays in float32 (unless not `float_first`, which `digitlab bench infer`
+    measures as "int8, every convolution"): with one input channel it is 2% of digitnet-real's
+    multiply-adds but took 26% of its int8 time (ONNX Runtime's int8 convolution has little to
+    gain from a dot product one channel deep), and in float32 it costs a fraction of that.
+    Measured on the bundled digitnet-real: BENCHMARKS.md "Inference speed". The quantised graph
+    needs no metadata of its own; `with_metadata` adds digitlab's as for any export.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    images = np.ascontiguousarray(calibration)
+    if images.dtype != np.uint8 or images.ndim != 4 or not len(images):
+        raise ConfigError(f"calibration images must be a non-empty uint8 (N, C, H, W) array, got {images.shape}")
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(images[i : i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {INPUT: batch}
+
+    with tempfile.TemporaryDirectory(prefix="digitlab-int8-") as folder:
+        plain, prepared, quantized = (Path(folder) / name for name in ("plain.onnx", "prepared.onnx", "int8.onnx"))
+        plain.write_bytes(model)
+        quant_pre_process(str(plain), str(prepared), skip_symbolic_shape=True)  # shapes inferred, graph tidied
+        convolutions = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"]
+        logger = logging.getLogger()  # the quantiser logs a warning per 1-D weight it leaves per-tensor
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                Batches(),
+                quant_format=QuantFormat.QDQ,  # ONNX Runtime's own advice for int8 on x86-64
+                per_channel=True,
+                nodes_to_exclude=convolutions[:1] if float_first else [],
+            )
+        finally:
+            logger.setLevel(level)
+        proto = onnx.load(str(quantized))
+    # The quantiser declares Microsoft's and other opsets it may use; its QDQ graph uses only the
+    # standard ones, and digitlab runs no file declaring others (model_files.check_onnx).
+    used = {node.domain for node in proto.graph.node} | {""}
+    kept = [opset for opset in proto.opset_import if opset.domain in used]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept)
+    del proto.metadata_props[:]  # the quantiser's notes to itself ("onnx.quant.pre_process"): digitlab writes its own
     return proto.SerializeToString()
 
 
@@ -166,13 +297,15 @@ class OnnxSession:
             raise CheckpointError(f"{name} has output(s) {got}; expected {want_out}")
 
 
-def session_for(network: nn.Module, image_shape: tuple[int, int, int], threads: int | None = None) -> OnnxSession:
+def session_for(
+    network: nn.Module, image_shape: tuple[int, int, int], threads: int | None = None, *, fold: bool = True
+) -> OnnxSession:
     """An ONNX Runtime session computing what `network` computes, exported in memory (0.04 s; 0.7 s
     for a process's first: torch's exporter imports onnx, 0.6 s, whose ml_dtypes is most of it).
 
     Checked on a few random images before it is trusted: same class, logits within tolerance.
     """
-    model, _ = onnx_bytes(network, image_shape)
+    model, _ = onnx_bytes(network, image_shape, fold=fold)
     session = OnnxSession(model, threads)
     probe = torch.randint(0, 256, (8, *image_shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     expected = predict_logits(network, probe).numpy()

@@ -8,12 +8,19 @@ Paths, each fed what the project keeps -- uint8 (N, C, H, W) MNIST test images, 
 - eager: PyTorch eager, channels_last, under torch.inference_mode;
 - compile: the same module through torch.compile (one specialised graph per batch size; the
   compilation is timed apart as its warm-up, and a failure is reported, not raised);
-- onnx: ONNX Runtime on the in-memory export, as `load_model` runs a model on the CPU.
+- onnx: ONNX Runtime on the in-memory export, as `load_model` runs a model on the CPU (batch
+  norms folded into the convolutions: onnx_runtime.folded);
+- onnx-unfolded: the same without the folding, what each option bought;
+- int8: the export quantised to int8 as `digitlab export --int8` writes it (onnx_runtime.quantize_int8:
+  every convolution but the first, and the last layer), calibrated on CALIBRATION_IMAGES MNIST
+  *training* images; int8-all: every convolution quantised, the first too.
 
 Per path: throughput in images/s at batch 256 and 1024 (batches of distinct test images, run
 for `seconds` each after a warm-up), the latency of one image, p50 and p99 over `calls` calls
 after a warm-up, and its agreement with plain eager PyTorch (`predict_logits`) on the whole
-MNIST test set: the share of images with the same class, the largest |logit difference|.
+MNIST test set: the share of images with the same class, the largest |logit difference|, and
+the accuracy (an int8 path is kept only where it gives the same class on >= 99.9% and loses at
+most 0.1 point of accuracy: export.SAME_CLASS_MIN, export.INT8_ACCURACY_LOSS).
 Targets (the issue): >= 20,000 images/s batched and <= 1 ms p50 for one image.
 """
 
@@ -32,14 +39,15 @@ import torch
 from ..api import load_dataset, load_model
 from ..errors import ConfigError
 from ..evaluate import predict_logits
+from ..export import INT8_ACCURACY_LOSS, SAME_CLASS_MIN
 from ..files import write_json
 from ..models import count_parameters
-from ..onnx_runtime import UInt8Images, session_for
+from ..onnx_runtime import CALIBRATION_IMAGES, OnnxSession, UInt8Images, onnx_bytes, quantize_int8, session_for
 from .common import machine, write_section
 
 START, END = "<!-- bench infer: begin -->", "<!-- bench infer: end -->"
 HEADING = "## Inference speed (`digitlab bench infer`)"
-PATHS = ("eager", "compile", "onnx")
+PATHS = ("eager", "compile", "onnx-unfolded", "onnx", "int8-all", "int8")
 BATCHES = (256, 1024)
 TARGET_IMAGES_PER_S, TARGET_P50_MS = 20_000, 1.0
 MIN_CALLS = 300  # single-image calls behind a p99: fewer and it is the third-slowest call, not a percentile
@@ -82,12 +90,23 @@ def compile_path(network: torch.nn.Module, image_shape: tuple[int, int, int]) ->
     return InferencePath("compile", logits, time.perf_counter() - started, fixed_shapes=True)
 
 
-def onnx_path(model) -> InferencePath:
+def onnx_path(model, fold: bool = True) -> InferencePath:
     """ONNX Runtime: the model's own session for an .onnx file, else an in-memory export."""
     started = time.perf_counter()
-    session = model.session if model.module is None else session_for(model.module, model.image_shape)
+    session = model.session if model.module is None else session_for(model.module, model.image_shape, fold=fold)
     run = session.session.run
-    return InferencePath("onnx", lambda x: run(["logits"], {"images": x.numpy()})[0], time.perf_counter() - started)
+    name = "onnx" if fold else "onnx-unfolded"
+    return InferencePath(name, lambda x: run(["logits"], {"images": x.numpy()})[0], time.perf_counter() - started)
+
+
+def int8_path(model, calibration: np.ndarray, float_first: bool = True) -> InferencePath:
+    """ONNX Runtime on the export quantised to int8 (as `digitlab export --int8` writes it),
+    calibrated on `calibration` (training images); the quantisation is its setup time."""
+    started = time.perf_counter()
+    raw, _ = onnx_bytes(model.module, model.image_shape)
+    run = OnnxSession(quantize_int8(raw, calibration, float_first=float_first)).session.run
+    name = "int8" if float_first else "int8-all"
+    return InferencePath(name, lambda x: run(["logits"], {"images": x.numpy()})[0], time.perf_counter() - started)
 
 
 def batched_logits(path: InferencePath, images: torch.Tensor, batch: int = max(BATCHES)) -> np.ndarray:
@@ -130,9 +149,17 @@ def latency_ms(path: InferencePath, images: torch.Tensor, calls: int, warm_up: i
 
 
 def bench_model(
-    model, images: torch.Tensor, paths=PATHS, seconds: float = 3.0, calls: int = 1000, progress: bool = True
+    model,
+    images: torch.Tensor,
+    paths=PATHS,
+    seconds: float = 3.0,
+    calls: int = 1000,
+    progress: bool = True,
+    labels: torch.Tensor | None = None,
+    calibration: np.ndarray | None = None,
 ) -> dict:
-    """Every path of one model: throughput, latency, agreement with eager on `images`."""
+    """Every path of one model: throughput, latency, agreement with eager on `images` (and the
+    accuracy on `labels`); the int8 paths are calibrated on `calibration` (training images)."""
     reference = predict_logits(model.module, images).numpy() if model.module is not None else None
     rows = {}
     for name in paths:
@@ -146,8 +173,12 @@ def bench_model(
                 path = eager_path(model.module)
             elif name == "compile":
                 path = compile_path(model.module, model.image_shape)
+            elif name.startswith("int8"):
+                if calibration is None:
+                    raise ConfigError("the int8 paths need calibration images")
+                path = int8_path(model, calibration, float_first=name == "int8")
             else:
-                path = onnx_path(model)
+                path = onnx_path(model, fold=name == "onnx")
         except Exception as err:  # noqa: BLE001 -- a path that cannot run is a finding, not a crash
             row["error"] = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
             if progress:
@@ -157,10 +188,16 @@ def bench_model(
         for batch in BATCHES:
             row[f"images_per_s_{batch}"] = throughput(path, images, batch, seconds)
         row.update(latency_ms(path, images, calls))
+        got = batched_logits(path, images)
+        if labels is not None:
+            row["accuracy"] = float((got.argmax(1) == labels.numpy()).mean())
         if reference is not None:
-            got = batched_logits(path, images)
             row["same_class"] = float((got.argmax(1) == reference.argmax(1)).mean())
             row["max_logit_diff"] = float(np.abs(got - reference).max())
+            if labels is not None:
+                float_accuracy = float((reference.argmax(1) == labels.numpy()).mean())
+                row["accuracy_loss"] = float_accuracy - row["accuracy"]
+                row["kept"] = row["same_class"] >= SAME_CLASS_MIN and row["accuracy_loss"] <= INT8_ACCURACY_LOSS
         best = max(row[f"images_per_s_{b}"] for b in BATCHES)
         row["target_met"] = best >= TARGET_IMAGES_PER_S and row["p50_ms"] <= TARGET_P50_MS
         if progress:
@@ -212,13 +249,17 @@ def bench_infer(
     loaded += [load_model(m, device="cpu", backend="torch" if Path(m).is_dir() else "auto") for m in models or []]
     mnist = load_dataset("mnist", data_dir=data_dir, progress=False)
     images = mnist.test_images[:1000] if quick else mnist.test_images
+    labels = mnist.test_labels[: len(images)]
+    # Calibration for the int8 paths: MNIST training images (a seeded sample), never test images.
+    order = torch.randperm(len(mnist.train_images), generator=torch.Generator().manual_seed(0))
+    calibration = mnist.train_images[order[:CALIBRATION_IMAGES]].numpy()
     rows = []
     for model in loaded:
         if model.image_shape != tuple(mnist.image_shape):
             raise ConfigError(f"{model} does not take MNIST's {tuple(mnist.image_shape)} images")
         if progress:
             print(f"{model.config['recipe']['name']} ({model.path}):", flush=True)
-        rows.append(bench_model(model, images, paths, seconds, calls, progress))
+        rows.append(bench_model(model, images, paths, seconds, calls, progress, labels, calibration))
     report = {
         "command": "digitlab bench infer"
         + (
@@ -244,28 +285,39 @@ def bench_infer(
 
 
 def publish(report: dict, markdown: Path) -> None:
-    what = {"eager": "PyTorch eager (channels_last)", "compile": "torch.compile", "onnx": "ONNX Runtime"}
+    what = {
+        "eager": "PyTorch eager (channels_last)",
+        "compile": "torch.compile",
+        "onnx-unfolded": "ONNX Runtime, batch norms as they are",
+        "onnx": "ONNX Runtime (batch norms folded)",
+        "int8-all": "ONNX Runtime int8, every convolution",
+        "int8": "ONNX Runtime int8, the first convolution float",
+    }
     lines = [
         START,
         "| model | path | images/s, batch 256 | images/s, batch 1024 | one image p50 | p99 | same class as "
-        "eager | max logit diff | targets | notes |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "eager | max logit diff | MNIST test accuracy | targets | notes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in report["models"]:
         for name, r in row["paths"].items():
             label = f"`{row['recipe']}`"
             if "error" in r:
-                lines.append(f"| {label} | {what[name]} | failed | | | | | | | {r['error']} |")
+                lines.append(f"| {label} | {what[name]} | failed | | | | | | | | {r['error']} |")
                 continue
             same = f"{r['same_class'] * 100:.2f}%" if "same_class" in r else "—"
             diff = f"{r['max_logit_diff']:.1e}" if "max_logit_diff" in r else "—"
+            accuracy = f"{r['accuracy'] * 100:.2f}%" if "accuracy" in r else "—"
             note = {
                 "compile": f"compilation {r['setup_seconds']:.1f} s (3 batch sizes)",
+                "onnx-unfolded": f"export + session {r['setup_seconds']:.2f} s",
                 "onnx": f"export + session {r['setup_seconds']:.2f} s",
-            }.get(name, "")
+            }.get(name, f"quantisation {r['setup_seconds']:.1f} s" if name.startswith("int8") else "")
+            if name.startswith("int8") and "kept" in r:
+                note += "; kept" if r["kept"] else "; NOT kept: it changes the class or loses accuracy"
             lines.append(
                 f"| {label} | {what[name]} | {r['images_per_s_256']:,.0f} | {r['images_per_s_1024']:,.0f} | "
-                f"{r['p50_ms']:.3f} ms | {r['p99_ms']:.3f} ms | {same} | {diff} | "
+                f"{r['p50_ms']:.3f} ms | {r['p99_ms']:.3f} ms | {same} | {diff} | {accuracy} | "
                 f"{'met' if r['target_met'] else 'NOT met'} | {note} |"
             )
     quick = " QUICK SMOKE RUN: these figures mean nothing." if report["quick"] else ""
@@ -276,8 +328,11 @@ def publish(report: dict, markdown: Path) -> None:
         f"ONNX Runtime {report['onnxruntime']}, {threads}. Throughput over distinct "
         f"MNIST test images for {report['seconds']:g} s per batch size after a warm-up; one-image "
         f"latency over {report['calls']:,} calls after {WARM_UP_CALLS}; agreement with plain eager "
-        f"PyTorch on {report['models'][0]['agreement_images']:,} MNIST test images. Targets: >= "
-        f"{TARGET_IMAGES_PER_S:,} images/s batched and <= {TARGET_P50_MS:g} ms p50 for one image.{quick}",
+        f"PyTorch on {report['models'][0]['agreement_images']:,} MNIST test images; int8 calibrated on "
+        f"{CALIBRATION_IMAGES:,} MNIST training images, kept where it gives eager's class on >= "
+        f"{SAME_CLASS_MIN:.1%} of the test images and loses at most {INT8_ACCURACY_LOSS * 100:g} point of "
+        f"accuracy. Targets: >= {TARGET_IMAGES_PER_S:,} images/s batched and <= {TARGET_P50_MS:g} ms p50 for "
+        f"one image.{quick}",
         END,
     ]
     write_section(

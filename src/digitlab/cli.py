@@ -777,20 +777,26 @@ def _export_options(parser: CommandParser) -> None:
         "'logits' float32; the run's config (classes, image shape, calibration) in the file's "
         "metadata, so `--model FILE.onnx` works wherever a run does. Before the file is written, "
         "ONNX Runtime runs it on the test set of the model's dataset: it must give PyTorch's "
-        "class on >= 99.9% of the images with logits within 1e-4, or nothing is written."
+        "class on >= 99.9% of the images with logits within 1e-4, or nothing is written. With "
+        "--int8 the convolutions and the last layer are quantised to int8 (calibrated on 2,000 of the "
+        "run's training images; about twice as fast on a CPU with VNNI, see BENCHMARKS.md), held to "
+        "PyTorch's class on >= 99.9% and an accuracy at most 0.1 point below PyTorch's."
     )
     parser.add_argument("run", nargs="?", metavar="RUN", help="run directory (default: the bundled model)")
     parser.add_argument(
         "--onnx", required=True, metavar="FILE.onnx", help="the file to write, in a folder that exists already"
     )
     parser.add_argument("--no-verify", action="store_true", help="write without checking against PyTorch")
+    parser.add_argument(
+        "--int8", action="store_true", help="quantise to int8 (digit models; needs the run's training data)"
+    )
     _add_data_dir(parser)
 
 
 def cmd_export(args) -> int:
     from .export import export_onnx  # imported here: start-up time (torch, ONNX)
 
-    done = export_onnx(args.run, args.onnx, verify=not args.no_verify, data_dir=args.data_dir)
+    done = export_onnx(args.run, args.onnx, verify=not args.no_verify, data_dir=args.data_dir, int8=args.int8)
     print(f"wrote {done.path}: {done.size / 1024:,.0f} KiB, {done.parameters:,} parameters ({done.exporter} exporter)")
     if done.verification is None:
         print("not verified (--no-verify)")
@@ -820,7 +826,7 @@ def _bench_options(parser: CommandParser) -> None:
             ),
             (
                 "infer",
-                ("inference speed: PyTorch eager, torch.compile, ONNX Runtime; images/s, one-image latency, agreement"),
+                "inference speed: PyTorch eager, torch.compile, ONNX Runtime float and int8; images/s, latency",
                 _bench_infer_options,
             ),
             ("serve", "load test of `digitlab serve` on loopback: requests/s, p50/p99 latency", _bench_serve_options),
@@ -979,8 +985,10 @@ def _bench_infer_options(parser: CommandParser) -> None:
     parser.set_defaults(func=cmd_bench_infer)
     parser.description = (
         "For the bundled model and each --model: images/s at batch 256 and 1024, one-image "
-        "latency p50/p99, and agreement with eager PyTorch on the MNIST test set, for PyTorch "
-        "eager (channels_last), torch.compile (compilation timed apart) and ONNX Runtime."
+        "latency p50/p99, agreement with eager PyTorch and accuracy on the MNIST test set, for PyTorch "
+        "eager (channels_last), torch.compile (compilation timed apart), ONNX Runtime with and without "
+        "batch norms folded into the convolutions, and ONNX Runtime int8 (calibrated on MNIST training "
+        "images) with every convolution quantised or all but the first."
     )
     parser.add_argument(
         "--model",
@@ -995,7 +1003,7 @@ def _bench_infer_options(parser: CommandParser) -> None:
         default=list(defaults["paths"]),
         choices=PATHS,
         metavar="PATH",
-        help=f"inference paths to measure: {', '.join(PATHS)} (default: all three)",
+        help=f"inference paths to measure: {', '.join(PATHS)} (default: all)",
     )
     parser.add_argument(
         "--seconds",

@@ -10,7 +10,7 @@ import statistics
 import cv2
 import numpy as np
 
-from ..preprocess import ImageError, center_digit
+from ..preprocess import ImageError, center_digit, percentiles
 from .limits import MAX_PIECES, WorkLimits
 from .results import UNSURE, Box, Digit, Line, scaled_box, union
 from .segment import Segment
@@ -55,6 +55,13 @@ def read_segments(
             digits += [_digit(scaled_box(p.box, scale), of_piece[id(p)], model.classes, unsure_below) for p in best]
         result.append(Line(digits, union([d.box for d in digits])))
     return result
+
+
+def candidate_inks(ink: np.ndarray, lines: list[list[Segment]], work: WorkLimits) -> list[np.ndarray]:
+    """The ink map (`candidate_ink`) of every candidate digit `read_segments` prepares in these
+    lines, in its order: what `digitlab bench prepare` times and compares."""
+    _, pieces = _plans(lines, work)
+    return [candidate_ink(ink, piece) for piece in pieces]
 
 
 def _plans(lines: list[list[Segment]], work: WorkLimits) -> tuple[list[tuple[list[Segment], Plan]], list[Segment]]:
@@ -174,8 +181,9 @@ def candidate_ink(ink: np.ndarray, segment: Segment) -> np.ndarray:
     # Stretch to the ink's own contrast: paper level (median outside the strokes) to 0, the
     # strokes' 95th percentile to 1, so that a digit in a fainter part of the page looks like
     # MNIST's full-strength ink (ink_map's stretch is one for the whole image).
-    paper = float(np.median(region[~inside])) if (~inside).any() else float(region.min())
-    full = float(np.percentile(region[inside], 95)) if inside.any() else paper + 1
+    # (`percentiles`, not np.median and np.percentile: 0.11 of the 0.14 ms this took a candidate)
+    paper = float(percentiles(region[~inside], [50])[0]) if (~inside).any() else float(region.min())
+    full = float(percentiles(region[inside], [95])[0]) if inside.any() else paper + 1
     strength = np.clip((region - paper) / max(full - paper, 1e-3), 0, 1) * inside
     return strength.astype(np.float32)
 

@@ -8,7 +8,9 @@ Copies the run's weights and config.json (whose calibration temperature the run 
 held-out 5% of training images: it changes no prediction, only the confidences `predict` and
 `read` report and threshold), measures it and the models it replaces (--old; by default the
 bundled model today) side by side on every digit test split (the ORAND-CAR-A dev crops for
-reporting only: nothing was chosen by them), and writes weights/README.md, the model's card.
+reporting only: nothing was chosen by them), writes its int8 export beside it (checkpoint.INT8,
+`digitlab export --int8`: what load_model runs on the CPU; verified before it is written), and
+writes weights/README.md, the model's card.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from pathlib import Path
 
 import digitlab
 from digitlab.bench.common import machine
-from digitlab.checkpoint import CONFIG, HISTORY, WEIGHTS, load_weights, save_weights
+from digitlab.checkpoint import CONFIG, HISTORY, INT8, WEIGHTS, load_weights, save_weights
 from digitlab.evaluate import compute_metrics, predict_logits
+from digitlab.export import export_onnx
 from digitlab.files import read_json, write_json, write_text
 from digitlab.inference import BUNDLED_MODEL
 from digitlab.models import count_parameters, create_model_from_config
@@ -74,7 +77,7 @@ def network(config: dict) -> str:
     return f"the `{config['model']['name']}` CNN, {widths} wide with {per_stage} a stage ({parameters:,} parameters)"
 
 
-def card(run: Path, config: dict, history: list[dict], new: dict, old: dict[str, dict]) -> str:
+def card(run: Path, config: dict, history: list[dict], new: dict, old: dict[str, dict], int8) -> str:
     """The model's card; `old`: label -> accuracies of the models it is measured beside."""
     recipe = config["recipe"]
     seconds = sum(row["seconds"] for row in history)
@@ -105,7 +108,9 @@ inside the package so that both work offline with no training.
   {config["train"]["precision"]}.
 - Calibration: temperature {calibration["temperature"]:.4f}, {calibration["fitted_on"]}; it changes no prediction.
 - Files: `model.safetensors` ({(BUNDLED_MODEL / WEIGHTS).stat().st_size / 1024:.0f} KB) and `config.json`
-  (recipe, model arguments, normalisation, classes, calibration).
+  (recipe, model arguments, normalisation, classes, calibration); `{INT8}` ({int8.size / 1024:.0f} KB), its
+  int8 export (`digitlab export --int8`, calibrated on 2,000 of its training images), which `load_model`
+  runs on the CPU (`precision="float32"` for the float model): {int8.verification}.
 
 Test accuracy, measured by this script beside the models it replaced:
 {"".join(f"{chr(10)}- `{label}`: {description}" for label, description in OLD_MODELS.items() if label in old)}
@@ -147,7 +152,8 @@ def main() -> None:
     if BUNDLED_MODEL.exists():
         shutil.rmtree(BUNDLED_MODEL)
     staged.rename(BUNDLED_MODEL)
-    text = card(args.run, config, history, new, old)
+    int8 = export_onnx(None, BUNDLED_MODEL / INT8, int8=True)
+    text = card(args.run, config, history, new, old, int8)
     write_text(BUNDLED_MODEL.parent / "README.md", text)
     print(text)
     print(json.dumps({"new": new, "old": old}))

@@ -174,14 +174,49 @@ def test_int8_export_of_a_line_model_or_without_training_data_is_refused(capsys,
 def test_backends_torch_and_onnx_give_the_same_classes(mnist):
     images = mnist.test_images[:1000]
     torch_model = digitlab.load_model(backend="torch")
-    onnx_model = digitlab.load_model(backend="onnx")
+    onnx_model = digitlab.load_model(backend="onnx", precision="float32")
     default = digitlab.load_model()
     assert (torch_model.backend, onnx_model.backend, default.backend) == ("torch", "onnx", "onnx")
-    assert onnx_model.module is not None  # a run directory keeps its network beside the session
+    assert (torch_model.precision, onnx_model.precision, default.precision) == ("float32", "float32", "int8")
+    assert onnx_model.module is not None and default.module is not None  # the network stays beside the session
     assert np.array_equal(torch_model.predict(images), onnx_model.predict(images))
     assert np.abs(torch_model.logits(images) - onnx_model.logits(images)).max() <= 1e-4
+    # the bundled model runs its shipped int8 export: the same class on >= 99.9% (all 1,000 here)
+    assert (default.predict(images) == torch_model.predict(images)).mean() >= 0.999
     with pytest.raises(ConfigError, match="unknown backend"):
         digitlab.load_model(backend="tensorrt")
+    with pytest.raises(ConfigError, match="unknown precision"):
+        digitlab.load_model(precision="fp16")
+    with pytest.raises(ConfigError, match="int8' is for digit models on ONNX Runtime"):
+        digitlab.load_model(backend="torch", precision="int8")
+
+
+def test_a_runs_int8_file_is_used_only_for_the_weights_it_was_made_from(tmp_path, caplog):
+    """checkpoint.INT8 stands in for the run's weights only while they are the ones it was exported
+    from (its sha256); a stale or damaged one leaves the run in float32 with a warning, or is an
+    error when int8 is asked for."""
+    import shutil
+
+    from digitlab.checkpoint import INT8, WEIGHTS
+    from digitlab.inference import BUNDLED_MODEL
+
+    run = tmp_path / "run"
+    shutil.copytree(BUNDLED_MODEL, run)
+    assert digitlab.load_model(run).precision == "int8"
+    assert digitlab.load_model(run, precision="int8").precision == "int8"
+    weights = (run / WEIGHTS).read_bytes()
+    (run / WEIGHTS).write_bytes(weights[:-4] + bytes(4))  # other weights: the last float changed
+    with caplog.at_level(logging.WARNING):
+        assert digitlab.load_model(run).precision == "float32"
+    assert "exported from other weights" in caplog.text
+    with pytest.raises(CheckpointError, match="cannot stand in for the run's weights: it was exported from other"):
+        digitlab.load_model(run, precision="int8")
+    (run / WEIGHTS).write_bytes(weights)
+    (run / INT8).write_bytes(b"not onnx")
+    assert digitlab.load_model(run).precision == "float32"
+    (run / INT8).unlink()
+    with pytest.raises(CheckpointError, match="has no int8 export"):
+        digitlab.load_model(run, precision="int8")
 
 
 def test_an_onnx_file_runs_on_onnx_runtime_only(onnx_file):

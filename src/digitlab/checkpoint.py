@@ -35,6 +35,9 @@ from .files import atomic_write, make_temp_dir, read_json, remove_temporaries, w
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+# An int8 export of the run's weights (`digitlab export RUN --int8 --onnx RUN/model-int8.onnx`), which
+# load_model runs in their place on the CPU; it records the sha256 of the weights it was made from.
+INT8 = "model-int8.onnx"
 # The bundled default model: a run directory shipped in the package (weights/README.md is its card).
 BUNDLED_RUN = Path(__file__).with_name("weights") / "digitnet-real"
 BUNDLED_LINE_RUN = Path(__file__).with_name("weights") / "linenet"  # the bundled line recognizer
@@ -100,6 +103,13 @@ def save_weights(path: Path, state: dict[str, torch.Tensor]) -> Path:
             raise OSError(str(err)) from err
 
     return atomic_write(path, write)
+
+
+def weights_digest(path: Path) -> str:
+    """The sha256 of a weights file, hex: what ties an export (INT8) to the weights it was made from."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import METRICS
+from .checkpoint import BUNDLED_LINE_RUN, BUNDLED_RUN, METRICS, WEIGHTS, weights_digest
 from .data.lines import real_lines
 from .data.orand import orand_strings
 from .errors import ConfigError, DataError, ExportError
@@ -160,6 +160,14 @@ def verify_line_onnx(onnx_model: bytes, model: LineModel, *, data_dir=None) -> V
     )
 
 
+def _source(path: Path | None) -> str | None:
+    """Where the exported model came from, as its metadata says: a run directory, or "bundled" (not
+    the path it has in one installation)."""
+    if path is None:
+        return None
+    return "bundled" if Path(path).resolve() in (BUNDLED_RUN.resolve(), BUNDLED_LINE_RUN.resolve()) else str(path)
+
+
 def calibration_images(config: dict, data_dir=None, dataset=None, n: int = CALIBRATION_IMAGES) -> np.ndarray:
     """`n` of the run's own training images (a seeded random sample, uint8 (n, C, H, W)): what sets
     an int8 export's activation ranges. Never test images."""
@@ -215,10 +223,13 @@ def export_onnx(
             "exporter": exporter,
             "digitlab_version": __version__,
             "torch_version": torch.__version__,
-            "source": None if model.path is None else str(model.path),
+            "source": _source(model.path),
             "precision": "int8" if int8 else "float32",
         },
     }
+    if model.path is not None and (Path(model.path) / WEIGHTS).is_file():
+        # what load_model checks before it runs a run's INT8 file in place of its weights
+        config["export"]["weights_sha256"] = weights_digest(Path(model.path) / WEIGHTS)
     if int8:
         try:
             calibration = calibration_images(model.config, data_dir, dataset)

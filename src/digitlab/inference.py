@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import BUNDLED_LINE_RUN, BUNDLED_RUN, CONFIG, WEIGHTS
+from .checkpoint import BUNDLED_LINE_RUN, BUNDLED_RUN, CONFIG, INT8, WEIGHTS, weights_digest
 from .errors import CheckpointError, ConfigError, ExportError
 from .evaluate import predict_logits
 from .files import read_json
@@ -72,6 +72,11 @@ class Model:
     def backend(self) -> str:
         """'onnx' (ONNX Runtime) or 'torch' (PyTorch eager): what `logits` runs on."""
         return "onnx" if self.session is not None else "torch"
+
+    @property
+    def precision(self) -> str:
+        """'int8' when `logits` runs an int8 export (`digitlab export --int8`), else 'float32'."""
+        return "float32" if self.session is None else self.session.precision
 
     @property
     def parameter_count(self) -> int | None:
@@ -168,11 +173,12 @@ BUNDLED_LINE_MODEL = BUNDLED_LINE_RUN
 
 BUNDLED_MODEL = BUNDLED_RUN
 BACKENDS = ("auto", "torch", "onnx")
+PRECISIONS = ("auto", "float32", "int8")
 log = logging.getLogger(__name__)
 
 
 def load_model(
-    run: str | Path | Run | None = None, device: str | None = None, backend: str = "auto"
+    run: str | Path | Run | None = None, device: str | None = None, backend: str = "auto", precision: str = "auto"
 ) -> Model | LineModel:
     """Load a run directory (config.json + model.safetensors), or an .onnx file from `export_onnx`
     (`digitlab export`), as a `Model`.
@@ -187,10 +193,19 @@ def load_model(
     'onnx': ONNX Runtime or an error. An .onnx file runs on ONNX Runtime only. ONNX Runtime
     uses torch.get_num_threads() threads.
 
+    precision: for a run directory on ONNX Runtime. 'auto' (the default) runs the run's int8 export
+    (INT8, `digitlab export RUN --int8 --onnx RUN/model-int8.onnx`: verified when it was written)
+    where the run holds one made from its present weights, else float32; 'float32' never the int8
+    file; 'int8' that file or an error. The bundled model ships one (weights/README.md: the same
+    class as float32 on 99.97% of the MNIST test set, the same figures on every `bench read` set,
+    about twice the images per second).
+
     A run of a line recipe (a model that reads lines, models.TASKS: `linenet`) loads as a `LineModel`.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
     if run is None:
         if not (BUNDLED_MODEL / WEIGHTS).is_file():
             raise CheckpointError(
@@ -216,10 +231,15 @@ def load_model(
     module.to(device)
     if backend == "onnx" and device.type != "cpu":
         raise ConfigError(f"backend 'onnx' runs on the CPU; {device} was asked for (use backend 'torch' or 'auto')")
+    if precision == "int8" and (lines or backend == "torch" or device.type != "cpu"):
+        raise ConfigError("precision 'int8' is for digit models on ONNX Runtime on the CPU (backend 'auto' or 'onnx')")
     if backend != "torch" and device.type == "cpu":
+        int8 = None if lines or precision == "float32" else _int8_session(path, config, required=precision == "int8")
         try:
             if lines:
                 model.session = line_session_for(module, LINE_HEIGHT)
+            elif int8 is not None:
+                model.session = int8
             else:
                 model.session = session_for(module, model.image_shape)
         except Exception as err:  # noqa: BLE001 -- 'auto' falls back to PyTorch whatever went wrong
@@ -229,6 +249,36 @@ def load_model(
                 "digitlab: %s runs on PyTorch: ONNX Runtime could not take it (%s: %s)", path, type(err).__name__, err
             )
     return model
+
+
+def _int8_session(path: Path, config: dict, required: bool):
+    """The run's INT8 export as a session, or None where the run has none, or one that is damaged or
+    made from other weights (then a warning says so); with `required`, a CheckpointError instead."""
+    file = path / INT8
+    if not file.is_file():
+        if required:
+            raise CheckpointError(
+                f"{path} has no int8 export ({INT8}); write one with `digitlab export {path} --int8 --onnx {file}`"
+            )
+        return None
+    session, problem = None, None
+    try:
+        session, exported, _ = open_onnx(file)
+        export = exported.get("export") if isinstance(exported.get("export"), dict) else {}
+        if export.get("precision") != "int8":
+            problem = "it is not an int8 export"
+        elif exported.get("dataset") != config.get("dataset") or exported.get("model") != config.get("model"):
+            problem = "it was exported from another model"
+        elif export.get("weights_sha256") != weights_digest(path / WEIGHTS):
+            problem = f"it was exported from other weights than the run's {WEIGHTS} (export it again)"
+    except CheckpointError as err:
+        problem = f"it cannot be run: {err.summary}"
+    if problem is None:
+        return session
+    if required:
+        raise CheckpointError(f"{file} cannot stand in for the run's weights: {problem}")
+    log.warning("digitlab: %s runs in float32: %s %s", path, file.name, problem)
+    return None
 
 
 def _load_onnx(path: Path, device: str | None, backend: str) -> Model:

@@ -259,6 +259,7 @@ class OnnxSession:
         options.log_severity_level = 3  # errors only, not notes on its graph optimisations
         self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.precision = _precision(self.metadata)
 
     def logits(self, images: np.ndarray, batch_size: int = RUN_BATCH) -> np.ndarray:
         """(N, K) float32 logits of (N, C, H, W) uint8 images, `batch_size` at a time."""
@@ -295,6 +296,17 @@ class OnnxSession:
         ):
             got = ", ".join(f"{o.name} {o.type} {o.shape}" for o in outputs)
             raise CheckpointError(f"{name} has output(s) {got}; expected {want_out}")
+
+
+def _precision(metadata: dict[str, str]) -> str:
+    """'int8' for a graph whose digitlab config says `digitlab export --int8` wrote it, else 'float32'."""
+    import json
+
+    try:
+        export = json.loads(metadata.get(CONFIG_KEY, "{}")).get("export")
+    except (ValueError, AttributeError):  # model_files.open_onnx refuses such a file before it is run
+        return "float32"
+    return "int8" if isinstance(export, dict) and export.get("precision") == "int8" else "float32"
 
 
 def session_for(

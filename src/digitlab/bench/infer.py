@@ -11,9 +11,10 @@ Paths, each fed what the project keeps -- uint8 (N, C, H, W) MNIST test images, 
 - onnx: ONNX Runtime on the in-memory export, as `load_model` runs a model on the CPU (batch
   norms folded into the convolutions: onnx_runtime.folded);
 - onnx-unfolded: the same without the folding, what each option bought;
-- int8: the export quantised to int8 as `digitlab export --int8` writes it (onnx_runtime.quantize_int8:
-  every convolution but the first, and the last layer), calibrated on CALIBRATION_IMAGES MNIST
-  *training* images; int8-all: every convolution quantised, the first too.
+- int8: the run's int8 export as `load_model` runs it (the bundled model ships one: `digitlab export
+  --int8`, onnx_runtime.quantize_int8: every convolution but the first, and the last layer), or for
+  a run without one the same quantisation calibrated on CALIBRATION_IMAGES MNIST *training* images;
+  int8-all: every convolution quantised, the first too (so calibrated, what the first one costs).
 
 Per path: throughput in images/s at batch 256 and 1024 (batches of distinct test images, run
 for `seconds` each after a warm-up), the latency of one image, p50 and p99 over `calls` calls
@@ -37,6 +38,7 @@ import onnxruntime
 import torch
 
 from ..api import load_dataset, load_model
+from ..checkpoint import INT8
 from ..errors import ConfigError
 from ..evaluate import predict_logits
 from ..export import INT8_ACCURACY_LOSS, SAME_CLASS_MIN
@@ -100,11 +102,17 @@ def onnx_path(model, fold: bool = True) -> InferencePath:
 
 
 def int8_path(model, calibration: np.ndarray, float_first: bool = True) -> InferencePath:
-    """ONNX Runtime on the export quantised to int8 (as `digitlab export --int8` writes it),
-    calibrated on `calibration` (training images); the quantisation is its setup time."""
+    """ONNX Runtime on the export quantised to int8: the run's own int8 export where it has one
+    (checkpoint.INT8, as `load_model` runs it: the bundled model's), else quantised here as
+    `digitlab export --int8` would, calibrated on `calibration` (training images). Its setup time
+    is the loading or the quantisation."""
     started = time.perf_counter()
-    raw, _ = onnx_bytes(model.module, model.image_shape)
-    run = OnnxSession(quantize_int8(raw, calibration, float_first=float_first)).session.run
+    if float_first and model.path is not None and (Path(model.path) / INT8).is_file():
+        session = load_model(model.path, device="cpu", precision="int8").session
+    else:
+        raw, _ = onnx_bytes(model.module, model.image_shape)
+        session = OnnxSession(quantize_int8(raw, calibration, float_first=float_first))
+    run = session.session.run
     name = "int8" if float_first else "int8-all"
     return InferencePath(name, lambda x: run(["logits"], {"images": x.numpy()})[0], time.perf_counter() - started)
 

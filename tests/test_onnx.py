@@ -219,6 +219,24 @@ def test_a_runs_int8_file_is_used_only_for_the_weights_it_was_made_from(tmp_path
         digitlab.load_model(run, precision="int8")
 
 
+def test_predict_takes_a_precision(capsys, tmp_path, mnist):
+    label = write_digit(tmp_path / "digit.png", mnist, 0)
+    for precision in ("auto", "float32", "int8"):
+        code, out, _ = run_cli(capsys, "predict", tmp_path / "digit.png", "--precision", precision, "--json")
+        assert code == 0 and json.loads(out)[0]["digit"] == label
+    import shutil
+
+    from digitlab.checkpoint import INT8
+    from digitlab.inference import BUNDLED_MODEL
+
+    shutil.copytree(BUNDLED_MODEL, tmp_path / "run", ignore=shutil.ignore_patterns(INT8))
+    args = ("predict", tmp_path / "digit.png", "--model", tmp_path / "run", "--json")
+    code, out, _ = run_cli(capsys, *args)  # auto: float32, the run has no int8 export
+    assert code == 0 and json.loads(out)[0]["digit"] == label
+    code, _, err = run_cli(capsys, *args, "--precision", "int8")
+    assert code == 2 and "has no int8 export" in err
+
+
 def test_an_onnx_file_runs_on_onnx_runtime_only(onnx_file):
     with pytest.raises(ConfigError, match="ONNX Runtime only"):
         digitlab.load_model(onnx_file, backend="torch")

@@ -130,6 +130,7 @@ def evaluate(
     dataset: Dataset | None = None,
     device: str | None = None,
     progress: bool = True,
+    precision: str = "auto",
 ) -> Metrics | LineMetrics:
     """Evaluate a run on a split of its dataset: 'test', 'train', or 'val' (the images a
     --val-split run held out of training).
@@ -138,8 +139,9 @@ def evaluate(
     confusion[-SPLIT].png, errors[-SPLIT].png, samples[-SPLIT].png and, from history.json,
     curves.png. The test split keeps the plain names DESIGN.md lists. `run` may be an .onnx
     file from `export_onnx`; it has no run directory to write into, so `out` is then required.
+    precision: as `load_model`'s (a run's int8 export is measured where it would be run).
     """
-    model = load_model(run, device=device)
+    model = load_model(run, device=device, precision=precision)
     if isinstance(model, LineModel):  # a line recognizer: read on its test lines (ORAND-CAR-A dev)
         return evaluate_line_run(model, split, out=out, data_dir=data_dir)
     return evaluate_run(model, split, out=out, dataset=dataset, data_dir=data_dir, progress=progress)

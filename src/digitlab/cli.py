@@ -166,6 +166,16 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="RUN", help=MODEL_HELP)
 
 
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "float32", "int8"),
+        default="auto",
+        help="auto (default): a run's int8 export (model-int8.onnx, which the bundled model ships) "
+        "where it has one made from its weights, else float32; float32 or int8: that one",
+    )
+
+
 def _add_device(parser: argparse.ArgumentParser, help: str = "auto, cpu or cuda") -> None:
     parser.add_argument("--device", default="auto", help=help)
 
@@ -444,6 +454,7 @@ def _evaluate_options(parser: CommandParser) -> None:
         "(required for an .onnx file)",
     )
     _add_device(parser)
+    _add_precision(parser)
     _add_data_dir(parser)
 
 
@@ -453,7 +464,9 @@ def cmd_evaluate(args) -> int:
 
     if args.out:
         output_folder(args.out)
-    metrics = api.evaluate(args.run, split=args.split, data_dir=args.data_dir, out=args.out, device=args.device)
+    metrics = api.evaluate(
+        args.run, split=args.split, data_dir=args.data_dir, out=args.out, device=args.device, precision=args.precision
+    )
     print(metrics.report)
     print(f"accuracy {metrics.accuracy * 100:.2f}%  loss {metrics.loss:.4f}  ({len(metrics.labels)} images)")
     print(f"files written to {args.out or args.run}")
@@ -481,6 +494,7 @@ def _predict_options(parser: CommandParser) -> None:
         help=f"image files ({IMAGE_FORMATS}), or folders: the image files in each, by name",
     )
     _add_model(parser)
+    _add_precision(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(
         "--show-input",
@@ -496,7 +510,7 @@ def cmd_predict(args) -> int:
     images = _image_inputs(args.images)
     if args.show_input:
         output_folder(args.show_input)
-    model = api.load_model(args.model)
+    model = api.load_model(args.model, precision=args.precision)
     # Every input first: a bad one names itself and stops the command before any file is written.
     predictions = [api.predict(path, model)[0] for path in images]
     rows = [{"image": path, **prediction.to_json()} for path, prediction in zip(images, predictions)]
@@ -572,6 +586,7 @@ def _read_options(parser: CommandParser) -> None:
         help="photos or scans of one or more lines of digits, or folders: the image files in each, by name",
     )
     _add_model(parser)
+    _add_precision(parser)
     parser.add_argument(
         "--method",
         choices=METHODS,
@@ -628,7 +643,7 @@ def cmd_read(args) -> int:
         targets = _output_paths(several if len(images) > 1 else [out])
     elif args.annotate_confidence:
         raise ConfigError("--annotate-confidence draws on the image --annotate OUT.png writes: give --annotate too")
-    model = api.load_model(args.model)
+    model = api.load_model(args.model, precision=args.precision)
     line_model = None if args.method == "segment" else api.load_line_model(args.line_model)
     # Every input read (and every annotation drawn) first: a bad one stops the command before any file is written.
     readings = [

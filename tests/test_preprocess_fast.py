@@ -133,9 +133,12 @@ def test_growing_by_a_disc_is_the_distance_transforms_threshold(radius):
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 16, 784, 10_001])
-def test_percentiles_are_numpys(size):
+@pytest.mark.parametrize("runs", [0, 3, 40, 5000])  # values equal to the least and to the greatest
+def test_percentiles_are_numpys(size, runs):
     values = np.random.default_rng(size).random(size).astype(np.float32)
-    for wanted in ([50], [0.05, 99.95], [5, 25], [0, 100], [95]):
+    values[: min(runs, size)] = values.min()
+    values[size - min(runs, size) :] = values.max()
+    for wanted in ([50], [0.05, 99.95], [5, 25], [0, 100], [95], [0.01, 0.5, 99.5]):
         np.testing.assert_allclose(percentiles(values, wanted), np.percentile(values, wanted), rtol=0, atol=1e-7)
 
 

@@ -88,6 +88,7 @@ RESOLVED_STROKE = 3.0  # ...or finer still, so that no stroke gets thinner than 
 # digit are affected (binarised under 3 working pixels wide); a pen's are 1/10 to 1/100 of it.
 MAX_WORK_BOX = 1024
 MARGIN = 3  # output pixels kept around the digit's box: its anti-aliased edge and room to thicken
+EXTREMES_FIRST = 4096  # `percentiles` of this many values or more look at the extremes' runs first
 
 
 class ImageError(DataError):
@@ -520,13 +521,27 @@ def percentiles(values: np.ndarray, percents: list[float]) -> np.ndarray:
     """np.percentile's answer (its default, linear interpolation between the two nearest ranks;
     float64, equal to 1e-7 of the values' range) from one np.partition of the values: 0.01 ms
     on a 16x16 digit, not 0.06 (np.percentile and np.median spend most of that checking their
-    arguments), and 0.14 ms on a 280x280 canvas, not 0.20."""
+    arguments), and 0.14 ms on a 280x280 canvas, not 0.20. Ranks within the runs of values equal
+    to the least or the greatest (an even ground, ink at full strength) are those values: the
+    0.05th and 99.95th percentiles of a 280x280 canvas in 0.03 ms, without the partition."""
     flat = values.ravel()
     positions = np.asarray(percents, np.float64) / 100 * (flat.size - 1)
     lows = np.floor(positions).astype(np.intp)
     highs = np.minimum(lows + 1, flat.size - 1)
-    ranked = np.partition(flat, sorted({*lows.tolist(), *highs.tolist()}))
-    below, above, t = ranked[lows].astype(np.float64), ranked[highs].astype(np.float64), positions - lows
+    ranks = np.concatenate([lows, highs])
+    if flat.size >= EXTREMES_FIRST:
+        least, greatest = flat.min(), flat.max()
+        at_least, below_greatest = np.count_nonzero(flat == least), flat.size - np.count_nonzero(flat == greatest)
+        if np.all((ranks < at_least) | (ranks >= below_greatest)):
+            ranked = np.where(ranks < at_least, least, greatest)
+            return _interpolated(ranked[: len(lows)], ranked[len(lows) :], positions - lows)
+    ranked = np.partition(flat, sorted(set(ranks.tolist())))
+    return _interpolated(ranked[lows], ranked[highs], positions - lows)
+
+
+def _interpolated(below: np.ndarray, above: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """numpy's linear interpolation between two ranks' values, in float64."""
+    below, above = below.astype(np.float64), above.astype(np.float64)
     return np.where(t >= 0.5, above - (above - below) * (1 - t), below + (above - below) * t)
 
 
@@ -560,17 +575,18 @@ def _ground_level(bright: np.ndarray, reference: bool = False) -> np.ndarray:
     window = max(3, min(small.shape) // 2) | 1  # odd: centred, so the opening shifts nothing
     least = small.min()
     if not reference and _in_every_window(small == least, window):
-        opened = np.full_like(small, least)
-    else:
-        opened = cv2.morphologyEx(small, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (window, window)))
+        # OpenCV's bilinear enlargement gives an even image back exactly (checked on 3,248 levels and sizes)
+        return np.full((height, width), least, np.float32)
+    opened = cv2.morphologyEx(small, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (window, window)))
     return cv2.resize(opened, (width, height), interpolation=cv2.INTER_LINEAR) if shrink < 1 else opened
 
 
 def _in_every_window(mask: np.ndarray, window: int) -> bool:
     """Whether every window x window of a boolean image (cut off at the image's edges, as OpenCV's
-    morphology cuts it) holds a True pixel: the windows' counts, by a box filter."""
+    morphology cuts it) holds a True pixel: the windows' counts, by a box filter (16-bit: a window
+    of a <= 256-pixel image holds at most 129 x 129)."""
     counts = cv2.boxFilter(
-        mask.view(np.uint8), cv2.CV_32S, (window, window), normalize=False, borderType=cv2.BORDER_CONSTANT
+        mask.view(np.uint8), cv2.CV_16U, (window, window), normalize=False, borderType=cv2.BORDER_CONSTANT
     )
     return bool(counts.min() > 0)
 

@@ -9,9 +9,11 @@ from collections.abc import Callable
 
 from ..preprocess import ImageError
 
-# Candidate digits (cut parts included) one image may have: each costs 4-6 ms (center_digit at 8x),
-# and noise read as specks made thousands (`digitlab bench fuzz` found a 300x304 image with 2,261:
-# 14 s). The most in `bench read`'s real images and generated pages is 30.
+# Candidate digits (cut parts included) one image may have: each costs 0.26 ms at the median, 2.1 ms
+# at the 99th percentile (candidate_ink and center_digit at 8x: 772 candidates on 60 generated pages,
+# one core of a shared 2-core AMD EPYC; 4-6 ms before 2026-12-06), and noise read as specks made
+# thousands (`digitlab bench fuzz` found a 300x304 image with 2,261: 14 s, then). The most in
+# `bench read`'s real images and generated pages is 30.
 MAX_PIECES = 500
 # Marks (connected components above the speck size) one image may have, counted before any is
 # merged, grouped or cut: merging compares each with its neighbours, and 62,500 dots (a 307 KB PNG)

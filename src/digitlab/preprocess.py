@@ -16,10 +16,10 @@ Pixels that come as arrays, already MNIST-style (`Model.predict`, `predict(..., 
 service's "pixels"), are not prepared but taken as they are, under one rule: `to_uint8_images` and
 `to_uint8_digit`. One digit so given must not be blank, by the rule blank images are held to (`require_ink`).
 
-Speed (`digitlab bench prepare`, one core of a shared 2-core AMD EPYC, OpenCV on one thread, two
-runs): a decoded 16x16 USPS or 28x28 HwD-1000 digit is prepared in 0.26-0.28 ms at the median
-(2.4-3.0 and 0.6-0.9 ms at the 99th percentile: thick strokes are thinned, 30-40 passes over the
-working image), one of the reader's candidates in 0.20 ms, a 280x280 canvas in 1.4-1.55 ms. That is
+Speed (`digitlab bench prepare`, one core of a shared 2-core AMD EPYC, OpenCV on one thread, three
+runs): a decoded 16x16 USPS or 28x28 HwD-1000 digit is prepared in 0.26-0.29 ms at the median
+(2.4-3.8 and 0.6-1.1 ms at the 99th percentile: thick strokes are thinned, 30-40 passes over the
+working image), one of the reader's candidates in 0.20-0.21 ms, a 280x280 canvas in 1.4-1.55 ms. That is
 1.7-3.3 times faster at the median, 2.1-3.3 in the mean, than before 2026-12-06 (timed beside that
 code on 300 USPS, 300 HwD-1000, 100 canvas and 427 candidate digits), with the same pixels:
 `reference=True` keeps the computation as it was.
@@ -462,13 +462,14 @@ def ink_map(grey: np.ndarray, *, reference: bool = False) -> tuple[np.ndarray, s
     further: darker ("dark-on-light": pen on paper) or lighter ("light-on-dark": chalk, a
     canvas drawing in white). Uneven lighting is flattened, then the ground's level and
     noise (paper texture, JPEG artefacts) go to 0 and the typical level of the ink to 1.
-    reference: with np.percentile, as before 2026-12-06 (see `center_digit`).
+    reference: with np.median, np.percentile and np.clip, as before 2026-12-06 (see `center_digit`).
     """
     quantiles = np.percentile if reference else percentiles
+    median = np.median if reference else (lambda values: percentiles(values, [50])[0])
     grey = np.asarray(grey, np.float32)
     if grey.ndim != 2 or min(grey.shape) < MIN_SIDE:
         raise ImageError(f"expected a grey image (H, W) at least {MIN_SIDE}x{MIN_SIDE}, got {grey.shape}")
-    border_level = float(quantiles(_border(grey), [50])[0])
+    border_level = float(median(_border(grey)))
     # the tails hold the ink: a 1-pixel pen line is ~0.15% of a 1000x1000 canvas
     darkest, lightest = quantiles(grey, [0.05, 99.95])
     if lightest - darkest < MIN_CONTRAST:
@@ -489,10 +490,13 @@ def ink_map(grey: np.ndarray, *, reference: bool = False) -> tuple[np.ndarray, s
     top = float(contrast.max())
     if top <= ground_level:
         raise ImageError("no ink found: no strokes, only areas of different brightness")
-    levels = cv2.convertScaleAbs(np.maximum(contrast, np.float32(0)), alpha=255 / top)  # rounded, as np.round
+    if reference:
+        levels = np.round(np.clip(contrast, 0, None) * (255 / top)).astype(np.uint8)
+    else:  # the same levels (rounded half to even, as np.round) in 0.03 ms, not 0.25, on a 280x280 canvas
+        levels = cv2.convertScaleAbs(np.maximum(contrast, np.float32(0)), alpha=255 / top)
     otsu, _ = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     is_ink = contrast > max(otsu * top / 255, ground_level + 4 * sigma)
-    ink_level = float(quantiles(contrast[is_ink], [50])[0]) if is_ink.any() else ground_level
+    ink_level = float(median(contrast[is_ink])) if is_ink.any() else ground_level
     # Blank noisy paper's "ink" (its upper tail) has a median 4.1-4.3 sigma above the ground
     # (measured on Gaussian noise of 0.02-0.2); the faintest real ink, on a cheque's printed
     # security pattern that makes the border look noisy, stands 4.1-6 sigma above it.
@@ -502,6 +506,8 @@ def ink_map(grey: np.ndarray, *, reference: bool = False) -> tuple[np.ndarray, s
             "white and above its noise)"
         )
     low = min(ground_level + 3 * sigma, (ground_level + ink_level) / 2)
+    if reference:
+        return np.clip((contrast - low) / (ink_level - low), 0, 1).astype(np.float32), polarity
     # in place, in float32: np.clip with Python numbers took 0.23 ms of a 280x280 canvas, this 0.02
     contrast -= np.float32(low)
     contrast /= np.float32(ink_level - low)
@@ -626,10 +632,11 @@ def center_digit(ink: np.ndarray, *, stroke: bool = True, reference: bool = Fals
     MNIST's typical width first. As NIST's originals were binary, the ink is binarised (at 8x
     the output resolution or finer): the grey levels of the result are its anti-aliasing.
 
-    reference: computed the way it was before 2026-12-06 (a distance transform of the whole image,
-    OpenCV's thinning, warpAffine placing): the slower reference the fast path is held to
-    (`digitlab bench prepare`, the tests). The same pixels: identical on every digit of USPS's
-    test set, HwD-1000, 1,000 canvases and the reader's 1,300 candidates on 100 generated pages.
+    reference: computed the way it was before 2026-12-06 (components with their statistics and a
+    distance transform over the whole image, OpenCV's thinning, warpAffine placing): the slower
+    reference the fast path is held to (`digitlab bench prepare`, the tests). The same pixels:
+    identical on every digit of USPS's test set, HwD-1000, 1,000 canvases and the reader's 1,300
+    candidates on 100 generated pages.
     """
     ink = np.asarray(ink)
     if ink.ndim != 2 or ink.size == 0:
@@ -681,6 +688,18 @@ def _digit_crop(ink: np.ndarray, reference: bool = False) -> tuple[np.ndarray, t
     of a distance transform, took the step from 1.3 ms to 0.25-0.35 (same pixels kept).
     """
     mask = (ink >= INK_THRESHOLD).view(np.uint8)
+    if reference:
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        if count < 2:
+            raise ImageError("no ink found: no stroke reaches the ink threshold")
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        keep = np.isin(labels, 1 + np.flatnonzero(areas >= SPECK_FRACTION * areas.max()))
+        box = _box(keep.view(np.uint8))
+        reach = math.ceil(max(box[1] - box[0], box[3] - box[2]) / MNIST_BOX)
+        margin = math.ceil(MARGIN * max(box[1] - box[0], box[3] - box[2]) / MNIST_BOX)
+        inner = (margin, margin + box[1] - box[0], margin, margin + box[3] - box[2])
+        distance = cv2.distanceTransform((~keep).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        return _crop(np.where(distance <= reach, ink, np.float32(0)), box, margin), inner
     count, labels = cv2.connectedComponents(mask, connectivity=8)
     if count < 2:
         raise ImageError("no ink found: no stroke reaches the ink threshold")
@@ -691,9 +710,6 @@ def _digit_crop(ink: np.ndarray, reference: bool = False) -> tuple[np.ndarray, t
     reach = math.ceil(max(box[1] - box[0], box[3] - box[2]) / MNIST_BOX)  # one output pixel
     margin = math.ceil(MARGIN * max(box[1] - box[0], box[3] - box[2]) / MNIST_BOX)  # >= reach
     inner = (margin, margin + box[1] - box[0], margin, margin + box[3] - box[2])
-    if reference:
-        distance = cv2.distanceTransform(1 - mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        return _crop(np.where(distance <= reach, ink, np.float32(0)), box, margin), inner
     mask, crop = _crop(mask, box, margin), _crop(ink, box, margin)
     near = _dilated_by_disc(mask, reach)
     return np.where(near > 0, crop, np.float32(0)), inner

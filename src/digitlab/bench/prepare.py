@@ -6,8 +6,9 @@ gives the pixels the reference path gives.
 
 The preparation is `preprocess.to_mnist_style` (decode, `ink_map`, `center_digit`) and, for the
 reader's candidate digits, `center_digit` of `read.classify.candidate_ink`. Its reference is the
-same steps computed the way they were before 2026-12-06 (their `reference=True`:
-np.percentile, a distance transform of the whole image, OpenCV's thinning, warpAffine placing).
+same steps computed the way they were before 2026-12-06 (their `reference=True`: np.median and
+np.percentile, components with their statistics and a distance transform over the whole image,
+OpenCV's thinning, warpAffine placing; the cheaper crops, boxes and centres of mass are shared).
 Both run on the same digits, alternately, on one core (OpenCV single-threaded), in one process.
 
 Inputs, real and typical, each kind at its own size:
@@ -304,7 +305,7 @@ def publish(report: dict, markdown: Path) -> None:
         "(`reference=True`: the computation before 2026-12-06) in turn; prepare = an "
         "already decoded image to 28x28 (for the reader's candidates, `center_digit` of the candidate's "
         "ink map), from PNG = `to_mnist_style` of the file's bytes. The reference shares the fast path's "
-        "cheaper crops, boxes, labelling and centres of mass, so it is faster than the code before "
+        "cheaper crops, boxes and centres of mass, so it is a little faster than the code before "
         "2026-12-06 was. Agreement of the fast path with the "
         f"reference; class by the bundled model. Targets: <= {TARGET_MS:g} ms p50 prepared, >= "
         f"{TARGET_PIXELS:.0%} of pixels within one grey level, >= {TARGET_CLASS:.1%} the same class.{quick}",

@@ -34,9 +34,11 @@ class Service(subprocess.Popen):
         return self.log.read().decode(errors="replace")
 
 
-def start_service(port: int) -> Service:
-    """`python -m digitlab serve` (the bundled model) on 127.0.0.1:port, returned once /healthz answers."""
+def start_service(port: int, extra: list[str] | None = None) -> Service:
+    """`python -m digitlab serve` (the bundled model; its default workers, one per core) on
+    127.0.0.1:port with `extra` options, returned once /healthz answers."""
     command = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--log-level", "warning"]
+    command += extra or []
     process = Service(command)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:

@@ -727,7 +727,17 @@ def _serve_options(parser: CommandParser) -> None:
         help="images declaring more pixels are refused with 413 before they are decoded",
     )
     parser.add_argument(
-        "--threads", type=int, default=defaults["threads"], help="threads for model work (ONNX Runtime and PyTorch)"
+        "--threads",
+        type=int,
+        default=defaults["threads"],
+        help="threads for model work (ONNX Runtime and PyTorch), in each worker (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=defaults["workers"],
+        help="processes answering requests, each with its own model and its share of the memory "
+        "limits; 1: one process (default: one per core, %(default)s)",
     )
     parser.add_argument(
         "--read-timeout",
@@ -764,9 +774,11 @@ def cmd_serve(args) -> int:
         or args.read_timeout <= 0
         or args.write_timeout <= 0
         or args.threads < 1
+        or args.workers < 1
     ):
         raise ConfigError(
-            "--max-body-mb, --max-pixels, --read-timeout and --write-timeout must be positive and --threads at least 1"
+            "--max-body-mb, --max-pixels, --read-timeout and --write-timeout must be positive, "
+            "--threads and --workers at least 1"
         )
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must lie in 1-65535, got {args.port}")
@@ -777,6 +789,7 @@ def cmd_serve(args) -> int:
         max_body=round(args.max_body_mb * MiB),
         max_pixels=args.max_pixels,
         threads=args.threads,
+        workers=args.workers,
         read_timeout=args.read_timeout,
         write_timeout=args.write_timeout,
         log_level=args.log_level,
@@ -1083,7 +1096,20 @@ def _bench_serve_options(parser: CommandParser) -> None:
         nargs="+",
         default=list(defaults["kinds"]),
         choices=KINDS,
-        help="pixels: JSON 28x28 arrays (seen as they are); canvas: PNG data URLs (prepared first)",
+        help="pixels: JSON 28x28 arrays (seen as they are); canvas: PNG data URLs (prepared first); "
+        "upload: single-digit PNGs 16-64 px as multipart/form-data (prepared first)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="the service's `serve --workers`, and the peer's uvicorn workers (default: the service's default)",
+    )
+    parser.add_argument(
+        "--no-peer",
+        dest="peer",
+        action="store_false",
+        help="leave out the peer (a plain FastAPI + Pillow + PyTorch eager endpoint, same model, "
+        "same number of workers) that is otherwise measured beside the service",
     )
     parser.add_argument(
         "--abuse",
@@ -1125,6 +1151,8 @@ def cmd_bench_serve(args) -> int:
             clients=args.clients,
             seconds=args.seconds,
             kinds=args.kinds,
+            workers=args.workers,
+            peer=args.peer,
             model=args.model,
             data_dir=args.data_dir,
             results=results,

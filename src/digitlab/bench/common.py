@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -71,6 +72,60 @@ def process_memory_mb(pid: int | str = "self", field: str = "VmHWM") -> float | 
     return None
 
 
+def worker_pids(pid: int) -> list[int]:
+    """The processes that answer requests for the service `pid`: its workers, the children it
+    started with multiprocessing's spawn (digitlab's and uvicorn's --workers both do; its
+    resource tracker, also a child, answers nothing), or `pid` itself when it has none."""
+    workers = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+            if parent == pid and b"spawn_main" in (entry / "cmdline").read_bytes():
+                workers.append(int(entry.name))
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+    return sorted(workers) or [pid]
+
+
+def workers_memory_mb(pid: int, field: str = "VmHWM") -> dict:
+    """Each worker's memory (process_memory_mb) of the service `pid`, and their sum:
+    {"workers": [MiB, ...], "sum": MiB}; the supervisor, which holds no requests, apart."""
+    each = [process_memory_mb(worker, field) or 0.0 for worker in worker_pids(pid)]
+    supervisor = process_memory_mb(pid, field) if worker_pids(pid) != [pid] else None
+    return {"workers": each, "sum": sum(each), "supervisor": supervisor}
+
+
+class MemorySampler:
+    """The peak of the service's workers' resident memory taken together: the sum of their VmRSS,
+    sampled every `interval` seconds in a thread of this process (`with MemorySampler(pid) as m:`,
+    then m.peak_mb). The sum of each worker's own peak (VmHWM) overstates it: workers peak at
+    different moments (under `bench serve --abuse`, 2 workers: +432 MiB summed peaks)."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        self.pid, self.interval = pid, interval
+        self.peak_mb = 0.0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        workers = worker_pids(self.pid)
+        while not self.stopped.is_set():
+            now = sum(process_memory_mb(worker, "VmRSS") or 0.0 for worker in workers)
+            self.peak_mb = max(self.peak_mb, now)
+            self.stopped.wait(self.interval)
+
+    def __enter__(self) -> MemorySampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
 # --- the service as its own process --------------------------------------------------------------
 
 
@@ -85,33 +140,48 @@ class Service(subprocess.Popen):
     a pipe nobody reads fills at 64 KiB and then blocks the service at its next log line, and
     under abuse uvicorn logs a warning for each malformed request."""
 
-    def __init__(self, command: list[str]):
+    def __init__(self, command: list[str], env: dict | None = None):
         self.log = tempfile.TemporaryFile()
-        super().__init__(command, stdout=self.log, stderr=subprocess.STDOUT)
+        super().__init__(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def output(self) -> str:
         self.log.seek(0)
         return self.log.read().decode(errors="replace")
 
 
-def start_service(port: int, model=None, extra: list[str] | None = None) -> Service:
-    """`python -m digitlab serve` on 127.0.0.1:port, returned once /healthz answers."""
+def start_service(port: int, model=None, extra: list[str] | None = None, workers: int | None = None) -> Service:
+    """`python -m digitlab serve` on 127.0.0.1:port (workers None: its default), returned once
+    /healthz answers."""
     command = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--log-level", "warning"]
     if model is not None:
         command += ["--model", str(model)]
-    process = Service(command + (extra or []))
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    return _started(Service(command + (extra or [])), command, port)
+
+
+def start_peer(port: int, workers: int, model=None) -> Service:
+    """The peer (bench/peer.py) under uvicorn with `workers` processes on 127.0.0.1:port, as its
+    docstring starts it, returned once it answers."""
+    command = [sys.executable, "-m", "uvicorn", "digitlab.bench.peer:create_app", "--factory"]
+    command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    environment = {**os.environ, "DIGITLAB_PEER_MODEL": str(model or "")}
+    return _started(Service(command, env=environment), command, port, "/docs")
+
+
+def _started(process: Service, command: list[str], port: int, path: str = "/healthz") -> Service:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise LoadTestError(f"`{' '.join(command)}` exited with {process.returncode}:\n{process.output()[-2000:]}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as answer:
                 if answer.status == 200:
                     return process
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.1)
     stop_service(process)
-    raise LoadTestError(f"the service did not answer /healthz on port {port} within {START_TIMEOUT} s")
+    raise LoadTestError(f"`{' '.join(command)}` did not answer {path} on port {port} within {START_TIMEOUT} s")
 
 
 def stop_service(process: subprocess.Popen, timeout: float = 15) -> int:
@@ -127,6 +197,31 @@ def stop_service(process: subprocess.Popen, timeout: float = 15) -> int:
 
 
 # --- requests to it ----------------------------------------------------------------------------------
+
+
+UPLOAD_SIDES = (16, 24, 32, 48, 64)  # pixels across the uploaded PNGs, in turn
+BOUNDARY = "digitlab-bench-7f3a9c"
+
+
+def upload_requests(images: np.ndarray, port: int) -> list[bytes]:
+    """POST /api/predict requests, multipart/form-data with field "file": each (28, 28) uint8
+    MNIST digit (ink bright) as a single-digit PNG, dark ink on white, UPLOAD_SIDES pixels across
+    in turn (resized with INTER_AREA below 28, INTER_LINEAR above)."""
+    requests = []
+    for k, image in enumerate(images):
+        side = UPLOAD_SIDES[k % len(UPLOAD_SIDES)]
+        scaled = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA if side < 28 else cv2.INTER_LINEAR)
+        png = cv2.imencode(".png", 255 - scaled)[1].tobytes()
+        body = (
+            (
+                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="digit.png"\r\n'
+                f"Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + png
+            + f"\r\n--{BOUNDARY}--\r\n".encode()
+        )
+        requests.append(http_request("/api/predict", body, port, f"multipart/form-data; boundary={BOUNDARY}"))
+    return requests
 
 
 def request_bodies(kind: str, images: np.ndarray) -> list[bytes]:

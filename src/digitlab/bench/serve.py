@@ -1,32 +1,40 @@
-"""`digitlab bench serve`: a bounded load test of `digitlab serve` on loopback.
+"""`digitlab bench serve`: a bounded load test of `digitlab serve` on loopback, beside the peer a
+user would write.
 
     from digitlab.bench.serve import bench_serve
     report = bench_serve(clients=16, seconds=10)
 
 The service runs as its own process (`python -m digitlab serve` on a free loopback port, as a
-user would start it); the clients are coroutines in this process, each with one keep-alive
-HTTP/1.1 connection, sending the next request as soon as the last is answered (a closed
-loop). Raw sockets rather than an HTTP library: the clients share the machine with the
-service, and the less CPU they take, the more is measured of the service.
+user would start it, with its default workers: one per core, or `workers`); the clients are
+coroutines in this process, each with one keep-alive HTTP/1.1 connection, sending the next
+request as soon as the last is answered (a closed loop). Raw sockets rather than an HTTP
+library: the clients share the machine with the service, and the less CPU they take, the more
+is measured of the service. Then, the same load on the peer (bench/peer.py: FastAPI, Pillow,
+the same model in PyTorch eager) under uvicorn with as many workers, so that the table shows
+what digitlab's path is worth.
 
 Kinds of request, each sent for `seconds` after a short warm-up:
 - pixels: POST /api/predict with JSON {"pixels": a 28x28 MNIST test digit}: the model sees it
   as it is (what a program that has MNIST-style arrays sends);
 - canvas: POST /api/predict with JSON {"image": a PNG data URL}: the same digits drawn large,
-  dark on white, as the page's drawing pad sends them; prepared MNIST-style by the service.
+  dark on white, as the page's drawing pad sends them; prepared MNIST-style by the service;
+- upload: POST /api/predict, multipart/form-data, field "file": the same digits as PNGs of one
+  digit, dark on white, 16 to 64 pixels across (common.upload_requests); prepared too.
 
 Measured: requests answered, errors (any status but 200, or a broken connection: the run
 fails if there is one), requests per second, latency p50/p90/p99/max (from writing the
-request to reading the whole answer), the share of answers that name the digit's MNIST label,
-and the service's peak resident memory (VmHWM). Results go to a JSON file and a section of
-BENCHMARKS.md. Target (issue 4): >= 500 predictions/s with p99 <= 50 ms at 16 clients on 2 cores.
+request to reading the whole answer), the share of the DIGITS test digits, each sent once
+after the load, whose answer names its MNIST label, and each worker's peak resident memory
+(VmHWM). Results go to a JSON file and a section of BENCHMARKS.md. Targets (issue 16, 16
+clients on 2 cores): TARGETS.
 
 `bench_abuse` (`digitlab bench serve --abuse`) sends the same 28x28 load while abusive clients,
 in a process of their own, send a bounded mix of malformed requests (see EXPECTED): the good
 requests must all succeed, every abusive one must be refused or closed (none left hanging), and
-the service must stay up with its memory bounded. Beside them, once each, the hostile images of
-issue 18: a dot field and ruled lines to read, a DDS that Pillow cannot decode, blank pages of
-6300x6300 at once, the annotation of a 6300x6300 photo, and clients that do not read its answer.
+the service must stay up with its memory (the sum of its workers') bounded. Beside them, once
+each, the hostile images of issue 18: a dot field and ruled lines to read, a DDS that Pillow
+cannot decode, blank pages of 6300x6300 at once, the annotation of a 6300x6300 photo, and
+clients that do not read its answer.
 """
 
 from __future__ import annotations
@@ -56,41 +64,44 @@ from ..serve.app import MAX_BODY, MAX_READS, READ_QUEUE, READ_TIME_LIMIT, READ_T
 from .common import (
     START_TIMEOUT,
     LoadTestError,
+    MemorySampler,
     free_port,
     http_request,
     machine,
-    process_memory_mb,
     request_bodies,
+    start_peer,
     start_service,
     stop_service,
+    upload_requests,
+    worker_pids,
+    workers_memory_mb,
     write_section,
 )
 
 START, END = "<!-- bench serve: begin -->", "<!-- bench serve: end -->"
 HEADING = "## The service under load (`digitlab bench serve`)"
-TARGET_RPS, TARGET_P99_MS = 500, 50  # for "pixels" at 16 clients
-KINDS = ("pixels", "canvas")
+TARGET_RPS, TARGET_P99_MS = 500, 50  # for "pixels" at 16 clients under abuse (issue 4)
+KINDS = ("pixels", "canvas", "upload")
+# requests/s and p99 (ms) each kind should reach at 16 clients on 2 cores (issue 16)
+TARGETS = {"upload": (1000, 50), "canvas": (500, 50), "pixels": (2000, 50)}
 DIGITS = 256  # distinct MNIST test digits sent, in turn
 WARM_UP_SECONDS = 1.0
 
 
 async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    status_line = await reader.readline()
-    if not status_line:
-        raise ConnectionError("the service closed the connection")
-    status = int(status_line.split()[1])
-    length = 0
-    while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b""):
-            break
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
+    """(status, body) of one answer: its head read whole, then Content-Length bytes."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    start = head.lower().find(b"content-length:")
+    length = int(head[start + 15 : head.index(b"\r\n", start)]) if start >= 0 else 0
     return status, await reader.readexactly(length)
 
 
-async def _load(port: int, requests: list[bytes], labels: np.ndarray, clients: int, seconds: float) -> dict:
+async def _load(
+    port: int, requests: list[bytes], labels: np.ndarray, clients: int, seconds: float, check_every: int = 8
+) -> dict:
+    """`clients` closed-loop clients for `seconds`; every `check_every`-th answer's digit is
+    checked against its label (0: none: bench_serve checks a fixed set apart, see _digits_right)."""
     latencies: list[float] = []
     errors: list[str] = []
     checked = right = 0
@@ -108,11 +119,11 @@ async def _load(port: int, requests: list[bytes], labels: np.ndarray, clients: i
                 latencies.append(time.perf_counter() - started)
                 if status != 200:
                     errors.append(f"{status}: {body[:200].decode(errors='replace')}")
-                elif i % 8 == 0:  # parse a sample: the clients' CPU is the service's too
+                elif check_every and i % check_every == 0:  # a sample: the clients' CPU is the service's too
                     checked += 1
                     right += json.loads(body)["digit"] == str(labels[i % len(labels)])
                 i += clients
-        except (ConnectionError, asyncio.IncompleteReadError, OSError) as err:
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError) as err:
             errors.append(f"client {k}: {type(err).__name__}: {err}")
         finally:
             writer.close()
@@ -137,63 +148,114 @@ async def _load(port: int, requests: list[bytes], labels: np.ndarray, clients: i
     }
 
 
+async def _digits_right(port: int, requests: list[bytes], labels: np.ndarray) -> float:
+    """The share of `requests` (each sent once, one at a time) whose answer names its label."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    right = 0
+    try:
+        for request, label in zip(requests, labels):
+            writer.write(request)
+            status, body = await _read_answer(reader)
+            right += status == 200 and json.loads(body)["digit"] == str(label)
+    finally:
+        writer.close()
+    return right / len(requests)
+
+
+def _requests(kind: str, images: np.ndarray, port: int) -> list[bytes]:
+    if kind == "upload":
+        return upload_requests(images, port)
+    return [http_request("/api/predict", body, port) for body in request_bodies(kind, images)]
+
+
+def _measure(name: str, process, port: int, kinds, images, labels, clients: int, seconds: float, progress: bool):
+    """Each kind's load on the running server `process` (digitlab's or the peer), then the share
+    of the fixed set read right; and its workers' peak memory (VmHWM) at the end."""
+    runs = {}
+    for kind in kinds:
+        requests = _requests(kind, images, port)
+        asyncio.run(_load(port, requests, labels, min(clients, 4), WARM_UP_SECONDS, check_every=0))
+        result = asyncio.run(_load(port, requests, labels, clients, seconds, check_every=0))
+        result["digits_right"] = asyncio.run(_digits_right(port, requests, labels))
+        result["digits_checked"] = len(requests)
+        result["request_bytes"] = int(np.mean([len(r) for r in requests]))
+        runs[kind] = result
+        if progress:
+            print(
+                f"{name} {kind}: {result['requests_per_second']:.0f} requests/s, p50 {result['p50_ms']:.1f} ms, "
+                f"p99 {result['p99_ms']:.1f} ms, {result['errors']} errors, "
+                f"{result['digits_right'] * 100:.1f}% right",
+                flush=True,
+            )
+    return runs, workers_memory_mb(process.pid)
+
+
 def bench_serve(
     clients: int = 16,
     seconds: float = 10,
     kinds=KINDS,
+    workers: int | None = None,
+    peer: bool = True,
     model=None,
     data_dir=None,
     results: Path | None = Path("benchmarks/results/serve.json"),
     markdown: Path | None = Path("BENCHMARKS.md"),
     progress: bool = True,
 ) -> dict:
-    """Load-test the service; write `results` and the BENCHMARKS.md section (None: don't)."""
-    if clients < 1 or seconds <= 0:
-        raise ConfigError(f"clients must be at least 1 and seconds positive, got {clients} and {seconds}")
+    """Load-test the service (`workers` processes; None: `digitlab serve`'s default, one per core)
+    and then, if `peer`, the peer (bench/peer.py) under uvicorn with as many workers, one after the
+    other on the same machine; write `results` and the BENCHMARKS.md section (None: don't)."""
+    if clients < 1 or seconds <= 0 or (workers is not None and workers < 1):
+        raise ConfigError(
+            f"clients and workers must be at least 1 and seconds positive, got {clients}, {workers} and {seconds}"
+        )
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ConfigError(f"unknown request kinds {sorted(unknown)}; choose from {list(KINDS)}")
     images, labels = _test_digits(data_dir)
     port = free_port()
-    process = start_service(port, model)
-    runs = {}
+    process = start_service(port, model, workers=workers)
     try:
-        for kind in kinds:
-            requests = [http_request("/api/predict", body, port) for body in request_bodies(kind, images)]
-            asyncio.run(_load(port, requests, labels, min(clients, 4), WARM_UP_SECONDS))
-            result = asyncio.run(_load(port, requests, labels, clients, seconds))
-            result["request_bytes"] = int(np.mean([len(r) for r in requests]))
-            runs[kind] = result
-            if progress:
-                print(
-                    f"{kind}: {result['requests_per_second']:.0f} requests/s, p50 {result['p50_ms']:.1f} ms, "
-                    f"p99 {result['p99_ms']:.1f} ms, {result['errors']} errors",
-                    flush=True,
-                )
-        rss = process_memory_mb(process.pid)
+        runs, memory = _measure("digitlab", process, port, kinds, images, labels, clients, seconds, progress)
     finally:
         exit_code = stop_service(process)
+    peer_report = None
+    if peer:
+        port = free_port()
+        process = start_peer(port, len(memory["workers"]), model)
+        try:
+            peer_runs, peer_memory = _measure("peer", process, port, kinds, images, labels, clients, seconds, progress)
+        finally:
+            stop_service(process)
+        peer_report = {"runs": peer_runs, "memory_mb": peer_memory}
     report = {
         "command": "digitlab bench serve"
         + (f" --clients {clients}" if clients != 16 else "")
         + (f" --seconds {seconds:g}" if seconds != 10 else "")
         + (f" --kinds {' '.join(kinds)}" if tuple(kinds) != KINDS else "")
+        + (f" --workers {workers}" if workers is not None else "")
+        + ("" if peer else " --no-peer")
         + (f" --model {model}" if model else ""),
         "date": date.today().isoformat(),
         "machine": machine(),
         "torch": torch.__version__,
         "clients": clients,
         "seconds": seconds,
+        "workers": len(memory["workers"]),
         "service_threads": 1,
-        "service_peak_rss_mb": rss,
+        "service_memory_mb": memory,
+        "service_peak_rss_mb": memory["sum"],
         "service_exit_code": exit_code,
         "runs": runs,
+        "peer": peer_report,
     }
     if results is not None:
         _write_results(Path(results), report)
     if markdown is not None:
         publish(report, Path(markdown))
     failed = {kind: run["error_samples"] for kind, run in runs.items() if run["errors"]}
+    if peer_report is not None:
+        failed |= {f"peer {kind}": run["error_samples"] for kind, run in peer_report["runs"].items() if run["errors"]}
     if failed:
         raise LoadTestError(f"requests failed under load: {failed}")
     return report
@@ -215,39 +277,64 @@ def _write_results(path: Path, report: dict, abuse: bool = False) -> None:
         write_json(path, {**report, **({"abuse": previous["abuse"]} if "abuse" in previous else {})})
 
 
+WHAT = {
+    "pixels": "JSON 28x28 pixels",
+    "canvas": "JSON canvas PNG data URL (280x280)",
+    "upload": "uploaded PNG, one digit (16-64 px)",
+}
+
+
 def publish(report: dict, markdown: Path) -> None:
     lines = [
         START,
-        "| request | clients | requests | errors | requests/s | p50 | p90 | p99 | max | digits right |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| server | request | requests | errors | requests/s | p50 | p90 | p99 | max | digits right | target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    what = {"pixels": "`/api/predict` JSON 28x28 pixels", "canvas": "`/api/predict` JSON canvas PNG data URL"}
-    for kind, run in report["runs"].items():
-        right = "—" if run["digits_right"] is None else f"{run['digits_right'] * 100:.1f}% of {run['digits_checked']}"
-        lines.append(
-            f"| {what[kind]} | {report['clients']} | {run['requests']:,} | {run['errors']} | "
-            f"{run['requests_per_second']:.0f} | {run['p50_ms']:.1f} ms | {run['p90_ms']:.1f} ms | "
-            f"{run['p99_ms']:.1f} ms | {run['max_ms']:.1f} ms | {right} |"
-        )
-    pixels = report["runs"].get("pixels")
-    verdict = ""
-    if pixels is not None and report["clients"] == 16:
-        met = pixels["requests_per_second"] >= TARGET_RPS and pixels["p99_ms"] <= TARGET_P99_MS
-        verdict = (
-            f" Target for 28x28 pixels at 16 clients: >= {TARGET_RPS} requests/s with p99 <= "
-            f"{TARGET_P99_MS} ms: {'met' if met else 'NOT met'}."
-        )
-    rss = report["service_peak_rss_mb"]
+    servers = [(f"digitlab ({report['workers']} workers)", report["runs"], True)]
+    if report.get("peer"):
+        servers.append(("peer: FastAPI + Pillow + PyTorch eager", report["peer"]["runs"], False))
+    for kind in KINDS:
+        for server, runs, judged in servers:
+            if kind not in runs:
+                continue
+            run = runs[kind]
+            lines.append(
+                f"| {server} | {WHAT[kind]} | {run['requests']:,} | {run['errors']} | "
+                f"{run['requests_per_second']:.0f} | {run['p50_ms']:.1f} ms | {run['p90_ms']:.1f} ms | "
+                f"{run['p99_ms']:.1f} ms | {run['max_ms']:.1f} ms | {run['digits_right'] * 100:.1f}% | "
+                f"{_verdict(kind, run) if judged and report['clients'] == 16 else ''} |"
+            )
+    memory = report["service_memory_mb"]
+    each = ", ".join(f"{mb:.0f}" for mb in memory["workers"])
+    peer = report.get("peer")
+    peer_memory = (
+        f"; the peer's {', '.join(f'{mb:.0f}' for mb in peer['memory_mb']['workers'])} MiB "
+        f"(sum {peer['memory_mb']['sum']:.0f} MiB)"
+        if peer
+        else ""
+    )
     lines += [
         "",
+        "Targets (issue 16, 16 clients on 2 cores): "
+        + "; ".join(f"{WHAT[k]} >= {rps:,} requests/s with p99 <= {p99} ms" for k, (rps, p99) in TARGETS.items())
+        + ". Digits right: each of the "
+        f"{DIGITS} MNIST test digits sent once after the load, as the kind sends it.",
+        "",
         f"`{report['command']}` on {report['date']}: {report['machine']}, torch {report['torch']}; "
-        f"service and clients on the same machine, each kind sent for {report['seconds']:g} s after "
-        f"a {WARM_UP_SECONDS:g} s warm-up; the service's peak memory (VmHWM) "
-        f"{f'{rss:.0f} MiB' if rss is not None else 'unknown'}; it exited with "
-        f"{report['service_exit_code']} on SIGTERM.{verdict}",
+        f"servers and clients (one asyncio process, raw sockets) on the same machine, one server at a "
+        f"time, each kind sent for {report['seconds']:g} s after a {WARM_UP_SECONDS:g} s warm-up by "
+        f"{report['clients']} clients on keep-alive connections. Peak memory (VmHWM) per worker: "
+        f"digitlab's {each} MiB (sum {memory['sum']:.0f} MiB)" + peer_memory + "; digitlab "
+        f"exited with {report['service_exit_code']} on SIGTERM.",
         END,
     ]
     write_section(markdown, START, END, "\n".join(lines), HEADING + "\n\n")
+
+
+def _verdict(kind: str, run: dict) -> str:
+    rps, p99 = TARGETS[kind]
+    met = run["requests_per_second"] >= rps and run["p99_ms"] <= p99
+    return f"{'met' if met else 'NOT met'} (>= {rps:,}/s, p99 <= {p99} ms)"
 
 
 # --- the service under abuse: `digitlab bench serve --abuse` ----------------------------------------
@@ -679,7 +766,10 @@ def _abuse_the_service(process, port, requests, labels, clients, seconds, read_t
     """The warm-up, then the good load beside the abusive clients' process, then one more second of good
     requests: what bench_abuse reports of the running service (in its report's key order)."""
     asyncio.run(_load(port, requests, labels, min(clients, 4), WARM_UP_SECONDS))
-    rss_before = process_memory_mb(process.pid)
+    # One worker: its VmHWM, before and after. Several: the sum of their VmRSS now, and its peak
+    # sampled meanwhile (MemorySampler), as their VmHWMs peak at different moments.
+    several = len(worker_pids(process.pid)) > 1
+    rss_before = workers_memory_mb(process.pid, "VmRSS" if several else "VmHWM")
     context = multiprocessing.get_context("spawn")  # not fork: this process holds torch's threads
     queue = context.Queue()
     abusers = context.Process(
@@ -687,9 +777,10 @@ def _abuse_the_service(process, port, requests, labels, clients, seconds, read_t
     )
     abusers.start()
     try:
-        queue.get(timeout=START_TIMEOUT)  # "started"
-        good = asyncio.run(_load(port, requests, labels, clients, seconds))
-        abuse = queue.get(timeout=read_timeout + GRACE + 60 + 4 * _hostile_limit())  # 4 kinds of reads
+        with MemorySampler(process.pid) as sampled:
+            queue.get(timeout=START_TIMEOUT)  # "started"
+            good = asyncio.run(_load(port, requests, labels, clients, seconds))
+            abuse = queue.get(timeout=read_timeout + GRACE + 60 + 4 * _hostile_limit())  # 4 kinds of reads
     except Exception as err:  # noqa: BLE001 -- queue.Empty, or anything the clients hit
         raise LoadTestError(
             f"the abusive clients did not report (exit code {abusers.exitcode}): {type(err).__name__}: {err}"
@@ -698,14 +789,15 @@ def _abuse_the_service(process, port, requests, labels, clients, seconds, read_t
         abusers.join(10)
         if abusers.is_alive():
             abusers.kill()
-    rss_peak = process_memory_mb(process.pid)
+    rss_peak = workers_memory_mb(process.pid)
     alive = process.poll() is None
     after = asyncio.run(_load(port, requests, labels, 1, 1.0)) if alive else None
     return {
         "good": good,
         "abuse": abuse,
-        "service_rss_before_mb": rss_before,
-        "service_peak_rss_mb": rss_peak,
+        "service_rss_before_mb": rss_before["sum"],
+        "service_peak_rss_mb": max(sampled.peak_mb, rss_before["sum"]) if several else rss_peak["sum"],
+        "workers_peak_rss_mb": rss_peak["workers"],  # each one's VmHWM
         "alive_after": alive,
         "after": None if after is None else {"requests": after["requests"], "errors": after["errors"]},
     }
@@ -727,6 +819,21 @@ def _abuse_problems(report: dict, log: str) -> list[str]:
     if report["service_tracebacks"]:
         problems.append(f"the service logged {report['service_tracebacks']} tracebacks:\n{log[-3000:]}")
     return problems
+
+
+def _abuse_memory(report: dict) -> str:
+    workers = report.get("workers_peak_rss_mb", [None])
+    if len(workers) == 1:
+        return (
+            f"The service's peak memory (VmHWM): {report['service_rss_before_mb']:.0f} MiB after the warm-up, "
+            f"{report['service_peak_rss_mb']:.0f} MiB after the abuse."
+        )
+    return (
+        f"The service's memory, its {len(workers)} workers' resident memory summed: "
+        f"{report['service_rss_before_mb']:.0f} MiB after the warm-up, at most "
+        f"{report['service_peak_rss_mb']:.0f} MiB during the abuse (sampled every 50 ms); each worker's "
+        f"own peak (VmHWM): {', '.join(f'{mb:.0f}' for mb in workers)} MiB."
+    )
 
 
 def publish_abuse(report: dict, markdown: Path) -> None:
@@ -751,8 +858,7 @@ def publish_abuse(report: dict, markdown: Path) -> None:
         f"(>= {TARGET_RPS} requests/s with p99 <= {TARGET_P99_MS} ms) "
         f"{'met' if good['target_met'] else 'NOT met'}.",
         "",
-        f"The service's peak memory (VmHWM): {report['service_rss_before_mb']:.0f} MiB after the warm-up, "
-        f"{report['service_peak_rss_mb']:.0f} MiB after the abuse. Afterwards it was "
+        _abuse_memory(report) + " Afterwards it was "
         f"{'alive' if report['alive_after'] else 'DEAD'} and answered "
         f"{after['requests'] if after else 0:,} requests in 1 s with {after['errors'] if after else '—'} "
         f"errors; its log: {report['service_log_lines']:,} lines, {report['service_tracebacks']} "

@@ -17,7 +17,8 @@ Endpoints (every error is JSON: {"error": message, "status": code}):
   lines, digits with boxes and confidences); ?annotate=true adds "annotated", a data URL of the
   photo with boxes and readings (at most ANNOTATED_SIDE pixels on its longer side; PNG, or JPEG
   where the PNG would pass ANNOTATED_BYTES); ?unsure_below=0.6 sets the unsure threshold.
-- GET /api/models: the model being served. GET /healthz: {"status": "ok"}.
+- GET /api/models: the model being served. GET /healthz: {"status": "ok", "version", "worker": the
+  process id of the worker that answered (`serve --workers`)}.
 - GET /docs (Swagger UI) and GET /redoc (ReDoc): the API as /openapi.json describes it (schema.py:
   every answer's fields, boxes as (x, y, w, h) in the original image's pixels). Their scripts are
   served from the fastapi-offline package under /static-offline-docs/, never from a CDN: offline,
@@ -50,9 +51,13 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import ctypes
+import ctypes.util
 import functools
 import json
 import logging
+import os
+import socket
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -73,8 +78,10 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from ..api import BUNDLED_MODEL, LineModel, Model, load_line_model, load_model, predict
 from ..errors import ConfigError, DigitlabError
@@ -578,6 +585,26 @@ class PixelBudget:
                 async with self.changed:
                     self.held -= counted
                     self.changed.notify_all()
+                _give_back_memory()
+
+
+def _load_malloc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to call
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def _give_back_memory() -> None:
+    """Return the freed heap to the system (glibc's malloc_trim), once a large image is done
+    with: else each process keeps its largest work's pages resident, and with several workers
+    the service keeps each one's (`bench serve --abuse`, 2 workers: each kept +280-300 MiB, as
+    much as one process). Only after images over SMALL_IMAGE pixels: it costs a few ms."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class Reader:
@@ -778,6 +805,7 @@ def create_app(
     body_budget: int = BODY_BUDGET,
     pixel_budget: int = PIXEL_BUDGET,
     max_reads: int = MAX_READS,
+    read_queue: int = READ_QUEUE,
     read_time_limit: float | None = READ_TIME_LIMIT,
     line_model: LineModel | str | Path | None = None,
 ) -> FastAPI:
@@ -785,14 +813,15 @@ def create_app(
     or None for the bundled one. A path is loaded with the default backend (ONNX Runtime, with
     torch.get_num_threads() threads). read_timeout: seconds for a request's body to arrive once its
     head has (the head's own deadline is the server's: see `serve`). pixel_budget: pixels of images
-    in work at once (PixelBudget); max_reads: reads worked on at once, read_time_limit: seconds each
-    may take (Reader). line_model: the line recognizer /api/read's `auto` and `sequence` use (a
-    LineModel or a `linenet` run directory; None: the bundled one, loaded at the first read that needs it)."""
+    in work at once (PixelBudget); max_reads: reads worked on at once, read_queue: reads that may
+    wait, read_time_limit: seconds each may take (Reader). line_model: the line recognizer
+    /api/read's `auto` and `sequence` use (a LineModel or a `linenet` run directory; None: the
+    bundled one, loaded at the first read that needs it)."""
     model = model if isinstance(model, Model) else load_model(model)
     if line_model is not None and not isinstance(line_model, LineModel):
         line_model = load_line_model(line_model)
     batcher = Batcher(model, max_batch, max_pixels)
-    reader = Reader(model, max_pixels, max_reads, time_limit=read_time_limit, line_model=line_model)
+    reader = Reader(model, max_pixels, max_reads, read_queue, time_limit=read_time_limit, line_model=line_model)
     pixels = PixelBudget(max(pixel_budget, max_pixels))
     app = FastAPIOffline(  # FastAPI with /docs from the package's own copy of Swagger UI (and /redoc: _add_redoc)
         redoc_url=None,
@@ -858,7 +887,7 @@ def _add_health(app: FastAPI, model: Model) -> None:
 
     @app.get("/healthz", summary="Liveness: 200 while the service runs", responses={200: {"model": Health}})
     async def healthz():
-        return {"status": "ok", "version": __version__}
+        return {"status": "ok", "version": __version__, "worker": os.getpid()}
 
     @app.get("/api/models", summary="The model being served", responses={200: {"model": Models}})
     async def models():
@@ -987,6 +1016,9 @@ def _model_info(model: Model) -> dict:
     }
 
 
+WORKERS = os.cpu_count() or 1  # `serve`'s default: one worker process per core
+
+
 def serve(
     model: Model | str | Path | None = None,
     *,
@@ -995,33 +1027,175 @@ def serve(
     max_body: int = MAX_BODY,
     max_pixels: int = MAX_PIXELS,
     threads: int = 1,
+    workers: int = WORKERS,
     read_timeout: float = READ_TIMEOUT,
     write_timeout: float = WRITE_TIMEOUT,
     log_level: str = "info",
     line_model: LineModel | str | Path | None = None,
 ) -> None:
     """Run the service on uvicorn until Ctrl-C or SIGTERM, then shut down cleanly (requests in
-    flight answered, the inference thread stopped) and return. threads: PyTorch's and ONNX
+    flight answered, the inference threads stopped) and return. threads: PyTorch's and ONNX
     Runtime's threads for model work (a Model given already loaded keeps its own). read_timeout:
     seconds for a request's head to arrive, and again for its body (GuardedHttp, BodyLimits);
     write_timeout: seconds a response may wait for its client to read on (GuardedHttp).
 
+    workers: processes answering requests (default: one per core). Python runs one request's
+    decoding, preparation and JSON at a time per process, so one process used one core of two.
+    With workers > 1, `workers` sockets are bound here to the one port with SO_REUSEPORT, and
+    `workers` processes, started with spawn (never fork: this process has imported torch, whose
+    thread pools do not survive a fork), each accept on one of them (uvicorn's Multiprocess
+    supervisor, _Supervisor); each builds its own app: its own model session, Batcher (batching
+    kept) and Reader. One socket each rather than one shared: the kernel then deals new
+    connections out among the sockets by their addresses, where on a shared socket the worker
+    that woke first took every connection waiting (asyncio accepts up to the backlog at a time):
+    200 connections in turn all went to one worker, and 16 keep-alive clients opening at once
+    could all land on one. The model is loaded here once first, so that a
+    bad model is one clear error (exit 2) before any worker starts; a worker then gets its path
+    (a Model given loaded must have one). A worker that dies is restarted by the supervisor;
+    one that fails while starting stops the service with an error. On SIGINT or SIGTERM each
+    worker is sent SIGTERM, answers what it is working on, and exits; then so does `serve`.
+
+    The bounds on memory hold for the whole service: each worker gets 1/workers of BODY_BUDGET
+    and PIXEL_BUDGET (see `worker_limits`).
+
     No limit on connections (uvicorn's limit_concurrency): it counts open connections, idle ones
     too -- with limit_concurrency=50, 60 idle connections turned the next request of a client
     already connected into a 503. The head deadline closes idle connections instead."""
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self):
-            # uvicorn raises the signal again once it has shut down, so that the process dies
-            # of it; for `digitlab serve` a stop that was asked for is a clean exit (status 0).
-            with super().capture_signals():
-                yield
-                self._captured_signals.clear()
-
-    torch.set_num_threads(threads)
-    app = create_app(model, max_body=max_body, max_pixels=max_pixels, read_timeout=read_timeout, line_model=line_model)
+    if workers < 1 or threads < 1:
+        raise ConfigError(f"workers and threads must be at least 1, got {workers} and {threads}")
     http = functools.partial(GuardedHttp, read_timeout=read_timeout, write_timeout=write_timeout)
-    Server(
-        uvicorn.Config(app, host=host, port=port, http=http, log_level=log_level, timeout_graceful_shutdown=10)
-    ).run()
+    options = dict(host=host, port=port, http=http, log_level=log_level, timeout_graceful_shutdown=10)
+    if workers == 1:
+        torch.set_num_threads(threads)
+        app = create_app(
+            model, max_body=max_body, max_pixels=max_pixels, read_timeout=read_timeout, line_model=line_model
+        )
+        _Server(uvicorn.Config(app, **options)).run()
+        return
+    if isinstance(model, Model) or isinstance(line_model, LineModel):
+        model, line_model = _model_path(model), _model_path(line_model)
+    torch.set_num_threads(threads)
+    load_model(model)  # a bad model is one clear error here, before any worker starts (0.8 s)
+    if line_model is not None:
+        load_line_model(line_model)
+    limits = worker_limits(workers, max_pixels)
+    factory = functools.partial(
+        worker_app,
+        model,
+        threads,
+        dict(max_body=max_body, max_pixels=max_pixels, read_timeout=read_timeout, line_model=line_model, **limits),
+    )
+    config = uvicorn.Config(factory, factory=True, workers=workers, **options)
+    supervisor = _Supervisor(config, _listening_sockets(host, port, workers, config.backlog))
+    supervisor.run()
+    if not supervisor.asked_to_stop:
+        raise ServiceStopped("a worker failed to start (its log says why): the service stopped")
+
+
+class ServiceStopped(DigitlabError):
+    """The service stopped without being asked to: a worker failed while starting."""
+
+    exit_code = 1
+
+
+def _model_path(model):
+    if not isinstance(model, (Model, LineModel)):
+        return model
+    if model.path is None:
+        raise ConfigError("with several workers each loads the model itself: pass its path, not a Model in memory")
+    return model.path
+
+
+def worker_limits(workers: int, max_pixels: int = MAX_PIXELS) -> dict:
+    """A worker's share of the bounds that hold memory (create_app's arguments): 1/workers of
+    BODY_BUDGET and of PIXEL_BUDGET, so that the workers together hold what one process did. Not
+    divided: a worker's pixel budget never falls below max_pixels, so that each can still take
+    the largest image allowed (with the defaults, 48 MP and 40 MP images, two workers may hold
+    2 x 40 MP); and the reads, MAX_READS working and READ_QUEUE waiting in each worker: a read
+    holds its body and its image's pixels, both in these budgets, and the connections are not
+    shared out evenly (one worker may take most of them), so that a queue of READ_QUEUE / workers
+    turned away with 503 a read that one process would have queued (`bench serve --abuse`)."""
+    return dict(body_budget=BODY_BUDGET // workers, pixel_budget=max(PIXEL_BUDGET // workers, max_pixels))
+
+
+def worker_app(model, threads: int, options: dict) -> FastAPI:
+    """A worker's app (uvicorn's factory, called in the worker process): its own model session.
+    threads is 1 from `serve`: two workers with two threads each on two cores oversubscribe."""
+    torch.set_num_threads(threads)
+    return create_app(model, **options)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):
+        # uvicorn raises the signal again once it has shut down, so that the process dies
+        # of it; for `digitlab serve` a stop that was asked for is a clean exit (status 0).
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
+
+def _listening_sockets(host: str, port: int, count: int, backlog: int) -> list[socket.socket]:
+    """`count` sockets listening on host:port with SO_REUSEPORT. The port is first bound alone
+    (without SO_REUSEPORT), so that a port in use -- by another `digitlab serve` of the same user
+    too, which SO_REUSEPORT would otherwise let join and take half the connections -- is an error."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+        sockets = []
+        for _ in range(count):
+            listening = socket.socket(family, kind, proto)
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            listening.bind(address)
+            listening.listen(backlog)
+            listening.set_inheritable(True)
+            sockets.append(listening)
+    except OSError as err:
+        raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    return sockets
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor, with each worker on its own socket (the one at its index; see
+    `serve`), remembering whether it stopped because it was asked to (SIGINT, SIGTERM) or because
+    a worker failed to start."""
+
+    asked_to_stop = False
+
+    def init_processes(self) -> None:
+        for listening in self.sockets:
+            process = Process(self.config, [listening])
+            process.start()
+            self.processes.append(process)
+
+    def keep_subprocess_alive(self) -> None:
+        """uvicorn 0.55's, but a worker that died is replaced on its own socket: meanwhile the
+        connections the kernel deals to that socket wait in its backlog (this process holds it)."""
+        if self.should_exit.is_set():
+            return
+        for idx, process in enumerate(self.processes):
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()  # hung: kill it
+            process.join()
+            if process.exitcode == STARTUP_FAILURE:  # it would fail the same way again
+                log.error("worker process [%s] failed to start: stopping the service", process.pid)
+                self.should_exit.set()
+                return
+            if self.should_exit.is_set():
+                return
+            log.warning("worker process [%s] died (exit code %s): starting another", process.pid, process.exitcode)
+            replacement = Process(self.config, [self.sockets[idx % len(self.sockets)]])
+            replacement.start()
+            self.processes[idx] = replacement
+
+    def handle_int(self) -> None:
+        self.asked_to_stop = True
+        super().handle_int()
+
+    def handle_term(self) -> None:
+        self.asked_to_stop = True
+        super().handle_term()

@@ -100,6 +100,7 @@ def predict_request_schema() -> dict:
 class Health(BaseModel):
     status: str = Field(description='"ok" while the service runs')
     version: str = Field(description="digitlab's version")
+    worker: int = Field(description="the process id of the worker that answered (`digitlab serve --workers`)")
 
 
 class ModelInfo(BaseModel):

@@ -20,7 +20,7 @@ Speed (`digitlab bench prepare`, one core of a shared 2-core AMD EPYC, OpenCV on
 runs): a decoded 16x16 USPS or 28x28 HwD-1000 digit is prepared in 0.26-0.29 ms at the median
 (2.4-3.8 and 0.6-1.1 ms at the 99th percentile: thick strokes are thinned, 30-40 passes over the
 working image), one of the reader's candidates in 0.20-0.21 ms, a 280x280 canvas in 1.4-1.55 ms. That is
-1.7-3.3 times faster at the median, 2.1-3.3 in the mean, than before 2026-12-06 (timed beside that
+1.7-3.4 times faster at the median, 1.8-3.4 in the mean, than before 2026-12-06 (timed beside that
 code on 300 USPS, 300 HwD-1000, 100 canvas and 427 candidate digits), with the same pixels:
 `reference=True` keeps the computation as it was.
 """
@@ -690,26 +690,23 @@ def _digit_crop(ink: np.ndarray, reference: bool = False) -> tuple[np.ndarray, t
     mask = (ink >= INK_THRESHOLD).view(np.uint8)
     if reference:
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        if count < 2:
-            raise ImageError("no ink found: no stroke reaches the ink threshold")
-        areas = stats[1:, cv2.CC_STAT_AREA]
-        keep = np.isin(labels, 1 + np.flatnonzero(areas >= SPECK_FRACTION * areas.max()))
-        box = _box(keep.view(np.uint8))
-        reach = math.ceil(max(box[1] - box[0], box[3] - box[2]) / MNIST_BOX)
-        margin = math.ceil(MARGIN * max(box[1] - box[0], box[3] - box[2]) / MNIST_BOX)
-        inner = (margin, margin + box[1] - box[0], margin, margin + box[3] - box[2])
-        distance = cv2.distanceTransform((~keep).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        return _crop(np.where(distance <= reach, ink, np.float32(0)), box, margin), inner
-    count, labels = cv2.connectedComponents(mask, connectivity=8)
+    else:
+        count, labels = cv2.connectedComponents(mask, connectivity=8)
     if count < 2:
         raise ImageError("no ink found: no stroke reaches the ink threshold")
-    if count > 2:  # specks to judge; the stats cost 3 times the labelling, so only then
+    if reference:
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        mask = np.isin(labels, 1 + np.flatnonzero(areas >= SPECK_FRACTION * areas.max())).view(np.uint8)
+    elif count > 2:  # specks to judge; the statistics cost 3 times the labelling, so only then
         areas = np.bincount(labels.ravel(), minlength=count)[1:]
         mask = np.concatenate([[0], areas >= SPECK_FRACTION * areas.max()]).astype(np.uint8)[labels]
     box = _box(mask)
     reach = math.ceil(max(box[1] - box[0], box[3] - box[2]) / MNIST_BOX)  # one output pixel
     margin = math.ceil(MARGIN * max(box[1] - box[0], box[3] - box[2]) / MNIST_BOX)  # >= reach
     inner = (margin, margin + box[1] - box[0], margin, margin + box[3] - box[2])
+    if reference:
+        distance = cv2.distanceTransform(1 - mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        return _crop(np.where(distance <= reach, ink, np.float32(0)), box, margin), inner
     mask, crop = _crop(mask, box, margin), _crop(ink, box, margin)
     near = _dilated_by_disc(mask, reach)
     return np.where(near > 0, crop, np.float32(0)), inner

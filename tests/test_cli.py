@@ -185,7 +185,7 @@ COMMANDS = [
     ["read"],
     ["serve"],
     ["export"],
-    *(["bench", suite] for suite in ("seeds", "read", "infer", "serve", "speed", "fuzz")),
+    *(["bench", suite] for suite in ("seeds", "read", "infer", "prepare", "serve", "speed", "fuzz", "finetune")),
 ]
 
 

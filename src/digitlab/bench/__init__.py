@@ -2,7 +2,8 @@
 
     seeds   every classic recipe trained in full, over seeds, against its published accuracy
     read    reading real handwriting (USPS, cheques, photos) and synthetic pages, beside Tesseract
-    infer   inference speed and agreement: PyTorch eager, torch.compile, ONNX Runtime
+    infer   inference speed and agreement: PyTorch eager, torch.compile, ONNX Runtime float and int8
+    prepare MNIST-style preparation of an image, per digit, beside the computation before issue 16
     serve   `digitlab serve` under load, and under abuse (`--abuse`)
     speed   training speed, trick by trick and against Keras, a DataLoader loop and scikit-learn
     fuzz    generated damaged files through digitlab's readers (inputs: fuzz_inputs.py, Hypothesis)

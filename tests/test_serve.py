@@ -27,6 +27,7 @@ import digitlab
 from digitlab.bench.common import http_request, request_bodies, worker_pids
 from digitlab.bench.serve import EXPECTED, LARGE, SLOW_KINDS, bench_abuse, bench_serve
 from digitlab.serve import create_app
+from digitlab.serve.app import ServiceError, multipart_file
 from digitlab.serve.schema import PredictAnswer, ReadAnswer
 from imagetools import huge_png, png_bytes
 from servicetools import free_port, start_service, stop_service
@@ -78,7 +79,7 @@ def test_predict_pixels_as_they_are(client, test_digits):
     images, labels = test_digits
     right = 0
     for image, label in zip(images, labels):
-        answer = client.post("/api/predict", json={"pixels": image.tolist()}).json()
+        answer = client.post("/api/predict?input=true", json={"pixels": image.tolist()}).json()
         right += answer["digit"] == str(label)
         assert np.array_equal(np.array(answer["input"]), image)  # prepare: false, the model saw it as sent
         assert len(answer["probabilities"]) == 10 and abs(sum(answer["probabilities"]) - 1) < 1e-4
@@ -145,6 +146,9 @@ def test_the_answers_are_what_the_schema_says(client, shared_data_dir, test_digi
     assert 0 <= x < x + w <= reading["width"] and 0 <= y < y + h <= reading["height"]
     answer = client.post("/api/predict", json={"pixels": test_digits[0][0].tolist()}).json()
     PredictAnswer.model_validate(answer)
+    assert set(answer) == set(PredictAnswer.model_fields) - {"input"}  # "input" only when asked for
+    answer = client.post("/api/predict?input=true", json={"pixels": test_digits[0][0].tolist()}).json()
+    PredictAnswer.model_validate(answer)
     assert set(answer) == set(PredictAnswer.model_fields)
 
 
@@ -193,7 +197,7 @@ def test_predict_canvas_upload_and_raw_body(client, test_digits):
     for image, label in zip(images[:10], labels[:10]):
         png = canvas_png(image)
         answers = [
-            client.post("/api/predict", json={"image": data_url(png)}).json(),
+            client.post("/api/predict?input=true", json={"image": data_url(png)}).json(),
             client.post("/api/predict", files={"file": ("digit.png", png, "image/png")}).json(),
             client.post("/api/predict", content=png, headers={"content-type": "image/png"}).json(),
         ]
@@ -201,6 +205,50 @@ def test_predict_canvas_upload_and_raw_body(client, test_digits):
         seen = np.array(answers[0]["input"], np.float64)
         ys, xs = np.mgrid[:28, :28]
         assert abs((seen * ys).sum() / seen.sum() - 14) < 0.5 and abs((seen * xs).sum() / seen.sum() - 14) < 0.5
+
+
+def form(*parts: tuple[str, bytes], boundary: str = "b0und", preamble: bytes = b"") -> bytes:
+    """A multipart/form-data body of (Content-Disposition parameters, content) parts."""
+    body = preamble
+    for disposition, content in parts:
+        body += f"--{boundary}\r\nContent-Disposition: form-data; {disposition}\r\n\r\n".encode() + content + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        (form(('name="file"; filename="d.png"', b"DATA\r\n--b0")), "multipart/form-data; boundary=b0und"),
+        (
+            form(('name="note"', b"x"), ('filename="name=file"; name=file', b"DATA\r\n--b0")),
+            'multipart/form-data; boundary="b0und"',
+        ),
+        (
+            form(('name="file"', b"DATA\r\n--b0"), preamble=b"ignored\r\n"),
+            "multipart/form-data; charset=x; BOUNDARY=b0und",
+        ),
+    ],
+)
+def test_multipart_file_finds_the_file_field(body, content_type):
+    """Quoted or bare boundary and name, other fields first, a filename that says name=, a preamble;
+    the content ends at the delimiter only (a CRLF and a partial delimiter inside are content)."""
+    assert multipart_file(body, content_type) == b"DATA\r\n--b0"
+
+
+@pytest.mark.parametrize(
+    "body, content_type, words",
+    [
+        (form(('name="file"', b"DATA")), "multipart/form-data", "boundary"),
+        (form(('name="files"', b"DATA")), "multipart/form-data; boundary=b0und", 'no file field named "file"'),
+        (form(('name="file"', b"DATA"))[:-12], "multipart/form-data; boundary=b0und", "no file field"),  # cut short
+        (b"--b0und\r\nContent-Disposition: form-data; name=file", "multipart/form-data; boundary=b0und", "no file"),
+        (b"", "multipart/form-data; boundary=b0und", "no file field"),
+    ],
+)
+def test_multipart_without_a_whole_file_field_is_422(body, content_type, words):
+    with pytest.raises(ServiceError) as refused:
+        multipart_file(body, content_type)
+    assert refused.value.status == 422 and words in refused.value.message
 
 
 def test_concurrent_predictions_are_batched_and_right(client, test_digits):

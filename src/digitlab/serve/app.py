@@ -6,8 +6,8 @@
 
 Endpoints (every error is JSON: {"error": message, "status": code}):
 
-- POST /api/predict: one digit -> {"digit", "confidence", "top3", "probabilities" (ten),
-  "input" (the 28x28 uint8 image the model saw, rows of ints)}. The digit comes as
+- POST /api/predict: one digit -> {"digit", "confidence", "top3", "probabilities" (ten)}, and
+  with ?input=true "input" (the 28x28 uint8 image the model saw, rows of ints). The digit comes as
   * an uploaded file (multipart/form-data, field "file"), or the raw image as the body
     (Content-Type image/png, image/jpeg, ...): prepared MNIST-style first;
   * JSON {"image": "data:image/png;base64,..."} (a canvas's toDataURL()): prepared too;
@@ -57,6 +57,7 @@ import functools
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -70,7 +71,7 @@ import cv2
 import numpy as np
 import torch
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -712,17 +713,41 @@ def _annotated(data: bytes, reading, max_pixels: int) -> str:
 async def _image_bytes(request: Request) -> bytes:
     """The image in a request: multipart field "file", or the raw body."""
     content_type = request.headers.get("content-type", "")
+    # read here, not with request.body(), which keeps the whole body until the request ends: a
+    # form's body is dropped once its file is copied out
+    data = b"".join([chunk async for chunk in request.stream()])
     if content_type.startswith("multipart/form-data"):
-        form = await request.form()
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise ServiceError(422, 'the form has no file field named "file"')
-        data = await upload.read()
-    else:
-        data = await request.body()
+        data = multipart_file(data, content_type)
     if not data:
         raise ServiceError(422, "the request holds no image (empty body)")
     return data
+
+
+BOUNDARY = re.compile(r';\s*boundary=(?:"([^"]+)"|([^\s;]+))', re.IGNORECASE)
+FIELD_NAME = re.compile(rb'^content-disposition:[^\r\n]*;\s*name=(?:"([^"]*)"|([^\s;]+))', re.IGNORECASE | re.MULTILINE)
+
+
+def multipart_file(body: bytes, content_type: str, field: str = "file") -> bytes:
+    """The content of the part named `field` in a multipart/form-data body (RFC 7578), found with
+    bytes.find on the body already read (BodyLimits bounds it). Starlette's form parser
+    (python-multipart, callbacks a chunk, then a spooled file) took 0.2 ms of the event loop for
+    each 16-64 px PNG upload, a fifth of what a worker spent on one."""
+    found = BOUNDARY.search(content_type)
+    if found is None:
+        raise ServiceError(422, "a multipart/form-data body needs the boundary parameter in its Content-Type")
+    delimiter = b"\r\n--" + (found.group(1) or found.group(2)).encode("latin-1")
+    # the first delimiter may open the body (no CRLF before it), or follow a preamble
+    position = len(delimiter) - 2 if body.startswith(delimiter[2:]) else body.find(delimiter) + len(delimiter)
+    while position >= len(delimiter) - 2 and not body.startswith(b"--", position):  # "--" after one: the last
+        head_end = body.find(b"\r\n\r\n", position)
+        end = body.find(delimiter, head_end + 4) if head_end >= 0 else -1
+        if end < 0:
+            break
+        name = FIELD_NAME.search(body, position, head_end + 2)
+        if name is not None and (name.group(1) or name.group(2)) == field.encode():
+            return body[head_end + 4 : end]
+        position = end + len(delimiter)
+    raise ServiceError(422, f'the form has no file field named "{field}"')
 
 
 def _data_url_bytes(url: Any) -> bytes:
@@ -778,9 +803,12 @@ def _declared_pixels(data: bytes, max_pixels: int) -> int:
     return width * height
 
 
-def _prediction_json(prediction) -> dict:
+def _prediction_json(prediction, with_input: bool) -> dict:
+    """The answer; "input" (784 ints) only when asked for: it took 35 of the 44 us of encoding an
+    answer, and 1.75 of its 2.2 KB."""
     out = prediction.to_json()
-    out["input"] = prediction.model_input.tolist()
+    if with_input:
+        out["input"] = prediction.model_input.tolist()
     return out
 
 
@@ -907,14 +935,19 @@ def _add_predict(app: FastAPI, batcher: Batcher, pixels: PixelBudget, max_pixels
         responses=_documented(PredictAnswer, "The digit read", {413: "too large", 415: "not an image"}),
         openapi_extra=_request_body(predict_request_schema()),
     )
-    async def predict_endpoint(request: Request):
+    async def predict_endpoint(
+        request: Request,
+        with_input: bool = Query(
+            False, alias="input", description='add "input": the 28x28 image the model saw (as the page shows it)'
+        ),
+    ):
         image, prepare = await _predict_input(request)
         async with pixels.hold(_declared_pixels(image, max_pixels) if prepare else 0):
             try:
                 prediction = await batcher.predict(image, prepare)
             except Exception as err:  # noqa: BLE001 -- the image's own error (Batcher hands each its own)
                 raise _answer_error(err) from err
-        return _json(_prediction_json(prediction))
+        return _json(_prediction_json(prediction, with_input))
 
 
 def _add_read(app: FastAPI, reader: Reader, pixels: PixelBudget, max_pixels: int) -> None:

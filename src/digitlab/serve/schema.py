@@ -33,9 +33,10 @@ class PredictAnswer(BaseModel):
     probabilities: list[float] = Field(
         description="the probability of each class, in the order of /api/models' `classes` ('0'-'9'); they sum to 1"
     )
-    input: list[list[int]] = Field(
-        description="the 28x28 image the model saw: 28 rows of 28 levels 0-255, ink bright, as MNIST "
-        "(an image sent is cropped, scaled into 20x20 and centred by its centre of mass first)"
+    input: list[list[int]] | None = Field(
+        None,
+        description="with ?input=true only: the 28x28 image the model saw: 28 rows of 28 levels 0-255, "
+        "ink bright, as MNIST (an image sent is cropped, scaled into 20x20 and centred by its centre of mass first)",
     )
 
 

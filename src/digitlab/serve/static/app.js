@@ -141,7 +141,7 @@ async function predictNow() {
   if (!all.length) return showEmpty();
   const mine = ++sequence;
   try {
-    const answer = await postJSON("api/predict", { image: pad.toDataURL("image/png") });
+    const answer = await postJSON("api/predict?input=true", { image: pad.toDataURL("image/png") });
     if (mine === sequence) showPrediction(answer);
   } catch (error) {
     if (mine === sequence) showProblem(error.message);

@@ -469,6 +469,8 @@ def test_a_bounded_load_test_has_no_errors(shared_data_dir, tmp_path):
     assert len(report["peer"]["memory_mb"]["workers"]) == 2
     assert all(100 < mb < 2000 for mb in report["service_memory_mb"]["workers"]), report["service_memory_mb"]
     assert report["service_exit_code"] == 0
+    # the clients alone drive a server that answers at once far faster than any real one (92k/s measured)
+    assert report["client_ceiling_rps"] > 3 * report["runs"]["pixels"]["requests_per_second"]
     table = (tmp_path / "BENCHMARKS.md").read_text()
     assert "bench serve" in table and "digitlab (2 workers)" in table
     assert table.count("| peer: FastAPI + Pillow + PyTorch eager |") == 3

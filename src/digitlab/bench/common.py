@@ -203,14 +203,25 @@ UPLOAD_SIDES = (16, 24, 32, 48, 64)  # pixels across the uploaded PNGs, in turn
 BOUNDARY = "digitlab-bench-7f3a9c"
 
 
+UPLOAD_MARGIN = 0.1  # of the digit's longer side, on each side: a digit cropped from a form or a photo
+
+
 def upload_requests(images: np.ndarray, port: int) -> list[bytes]:
     """POST /api/predict requests, multipart/form-data with field "file": each (28, 28) uint8
-    MNIST digit (ink bright) as a single-digit PNG, dark ink on white, UPLOAD_SIDES pixels across
-    in turn (resized with INTER_AREA below 28, INTER_LINEAR above)."""
+    MNIST digit (ink bright) as a single-digit PNG, dark ink on white, as a digit cropped from a
+    form or a photo comes: cut to its ink, centred in a square with UPLOAD_MARGIN around it (not
+    MNIST's 20-in-28 box), UPLOAD_SIDES pixels across in turn (INTER_AREA below 28, INTER_LINEAR
+    above)."""
     requests = []
     for k, image in enumerate(images):
         side = UPLOAD_SIDES[k % len(UPLOAD_SIDES)]
-        scaled = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA if side < 28 else cv2.INTER_LINEAR)
+        ys, xs = np.nonzero(image)
+        ink = image[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        square = round(max(ink.shape) * (1 + 2 * UPLOAD_MARGIN))
+        framed = np.zeros((square, square), np.uint8)
+        top, left = (square - ink.shape[0]) // 2, (square - ink.shape[1]) // 2
+        framed[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
+        scaled = cv2.resize(framed, (side, side), interpolation=cv2.INTER_AREA if side < square else cv2.INTER_LINEAR)
         png = cv2.imencode(".png", 255 - scaled)[1].tobytes()
         body = (
             (

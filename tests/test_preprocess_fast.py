@@ -20,7 +20,10 @@ import digitlab
 from digitlab.data.synth import make_pages
 from digitlab.preprocess import (
     ImageError,
+    _border,
+    _clear_polarity,
     _dilated_by_disc,
+    _even_at_full_size,
     _ground_level,
     _skeleton,
     center_digit,
@@ -161,3 +164,48 @@ def test_ink_map_is_the_reference_on_a_noisy_photo_of_a_digit():
     reference, same = ink_map(grey, reference=True)
     assert polarity == same == "dark-on-light"
     np.testing.assert_allclose(fast, reference, atol=1e-6)
+
+
+def _polarity_and_spread(grey: np.ndarray, border_level: float) -> str:
+    """ink_map's decision from the ranked 0.05th and 99.95th percentiles, as the reference takes it."""
+    darkest, lightest = np.percentile(grey, [0.05, 99.95])
+    if lightest - darkest < 0.1:
+        return "uniform"
+    return "dark-on-light" if border_level - darkest > lightest - border_level else "light-on-dark"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_polarity_from_bounds_is_the_ranked_percentiles_decision(seed):
+    rng = np.random.default_rng(seed)
+    decided = 0
+    for case in range(40):
+        height, width = (int(side) for side in rng.integers(64, 400, 2))
+        grey = np.full((height, width), rng.random(), np.float32)
+        grey += rng.normal(0, rng.choice([0, 0.01, 0.1]), grey.shape).astype(np.float32)
+        if case % 4:  # strokes, some near the ground's level, a few pixels of them or many
+            cv2.line(grey, (width // 4, height // 4), (3 * width // 4, 3 * height // 4), rng.random(), 1 + case % 9)
+        if case % 5 == 0:
+            grey = np.round(np.clip(grey, 0, 1) * 255).astype(np.float32) / 255  # decoded levels, runs of equals
+        grey = np.clip(grey, 0, 1)
+        border = float(np.median(_border(grey)))
+        polarity = _clear_polarity(grey, border)
+        if polarity is not None:  # None: left to the ranking, which is the reference's own
+            assert polarity == _polarity_and_spread(grey, border), (seed, case)
+            decided += 1
+    assert decided >= 20  # the bounds decide most images, or they save nothing
+
+
+def test_an_even_ground_judged_at_full_size_is_the_shrunken_copys():
+    canvases = []
+    for side, level in ((280, 2 / 255), (300, 0.01), (400, 0.2), (511, 0.1)):
+        canvas = np.full((side, side * 3 // 4), level, np.float32)
+        cv2.circle(canvas, (side * 3 // 8, side // 2), side // 3, 0.9, side // 12, cv2.LINE_AA)
+        canvases.append(canvas)
+    for canvas in canvases:
+        assert _even_at_full_size(canvas, 256 / max(canvas.shape))  # the shortcut is taken...
+        np.testing.assert_allclose(_ground_level(canvas), _ground_level(canvas, reference=True), rtol=0, atol=1e-6)
+    rng = np.random.default_rng(0)
+    noisy = np.round(rng.random((300, 280)) * 64).astype(np.float32) / 255  # least level here and there
+    assert not _even_at_full_size(noisy, 256 / 300)  # ...and not where scattered pixels hold the least level
+    shadowed = np.linspace(0.1, 0.4, 300, dtype=np.float32)[None].repeat(280, 0)
+    assert not _even_at_full_size(shadowed, 256 / 300)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -27,7 +28,7 @@ import digitlab
 from digitlab.bench.common import http_request, request_bodies, worker_pids
 from digitlab.bench.serve import EXPECTED, LARGE, SLOW_KINDS, bench_abuse, bench_serve
 from digitlab.serve import create_app
-from digitlab.serve.app import ServiceError, multipart_file
+from digitlab.serve.app import PixelBudget, ServiceError, SharedPixels, multipart_file
 from digitlab.serve.schema import PredictAnswer, ReadAnswer
 from imagetools import huge_png, png_bytes
 from servicetools import free_port, start_service, stop_service
@@ -416,6 +417,33 @@ def test_two_workers_both_answer_restart_and_stop_cleanly(test_digits):
         assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)
     finally:
         stop_service(process)
+
+
+def test_workers_share_one_pixel_budget():
+    """Two workers' budgets over one SharedPixels (as `serve --workers 2` makes them): an image that
+    fits in a worker's own budget but not beside the other worker's waits, then gets 503; once the
+    other lets go it gets in; a worker restarted in its slot starts from nothing."""
+    shared = SharedPixels(2)
+    first, second = (PixelBudget(10_000_000, wait=0.3, shared=shared, worker=k) for k in (0, 1))
+
+    async def scenario():
+        async with first.hold(8_000_000):
+            with pytest.raises(ServiceError) as busy:
+                async with second.hold(8_000_000):
+                    pass
+            assert busy.value.status == 503 and "8,000,000 pixels" in busy.value.message
+            async with second.hold(1_000_000):  # small enough: not counted at all
+                assert shared.total() == 8_000_000
+        async with second.hold(8_000_000):
+            assert shared.total() == 8_000_000
+        assert shared.total() == 0
+        async with first.hold(50_000_000):  # larger than the budget: counted as all of it, alone
+            assert shared.total() == 10_000_000
+        assert shared.try_add(0, 6_000_000, 10_000_000)  # as a worker that dies holding an image leaves it
+        PixelBudget(10_000_000, shared=shared, worker=0)  # its replacement, in its slot
+        assert shared.total() == 0
+
+    asyncio.run(scenario())
 
 
 def test_a_bad_model_is_a_clear_error_before_workers_start(tmp_path):

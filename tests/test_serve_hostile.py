@@ -40,9 +40,11 @@ PIXELS = {"pixels": ONE.tolist()}
 
 @pytest.fixture(scope="module")
 def service():
-    """`digitlab serve` as a process, with its port: (process, port)."""
+    """`digitlab serve --workers 1` as a process, with its port: (process, port). One worker: these
+    tests are of what one process's threads do (a prediction beside a read, in the same worker);
+    several workers are test_serve.py's."""
     port = free_port()
-    process = start_service(port)
+    process = start_service(port, ["--workers", "1"])
     try:
         yield process, port
     finally:
@@ -175,8 +177,10 @@ def test_a_prediction_does_not_wait_for_a_read(service):
     _, port = service
 
     async def scenario():
-        read = asyncio.create_task(exchange(port, post(port, "/api/read", printed_digits(12, 12), "image/png")))
-        await asyncio.sleep(0.8)  # the read is at work
+        # 441 digits: a 0.9-1 s read since preparation takes 0.5-1 ms a digit (144 took 0.43 s, and
+        # ended before the prediction below was sent)
+        read = asyncio.create_task(exchange(port, post(port, "/api/read", printed_digits(21, 21), "image/png")))
+        await asyncio.sleep(0.3)  # the read is at work
         status, _, body, seconds = await exchange(port, post(port, "/api/predict", json.dumps(PIXELS).encode()))
         return status, seconds, read.done(), await read
 

@@ -51,11 +51,13 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import copy
 import ctypes
 import ctypes.util
 import functools
 import json
 import logging
+import multiprocessing
 import os
 import re
 import socket
@@ -556,37 +558,102 @@ class PixelBudget:
     them (preprocess.declared_size): a request whose image does not fit in `budget` beside the
     others waits for room up to `wait` seconds, then gets 503 with Retry-After. BodyLimits bounds
     the bytes of bodies; this bounds what they decode to. An image of at most `small` pixels is
-    not counted, so that large images never hold up a canvas drawing."""
+    not counted, so that large images never hold up a canvas drawing. With `shared` (SharedPixels,
+    `serve --workers`), the budget is the whole service's: what every worker holds counts."""
 
-    def __init__(self, budget: int = PIXEL_BUDGET, small: int = SMALL_IMAGE, wait: float = IMAGE_WAIT):
+    def __init__(
+        self,
+        budget: int = PIXEL_BUDGET,
+        small: int = SMALL_IMAGE,
+        wait: float = IMAGE_WAIT,
+        shared: SharedPixels | None = None,
+        worker: int = 0,
+    ):
         self.budget, self.small, self.wait = budget, small, wait
+        self.shared, self.worker = shared, worker
         self.held = 0
         self.changed = asyncio.Condition()
+        if shared is not None:
+            shared.reset(worker)  # a worker that replaces one that died starts from nothing
 
     @asynccontextmanager
     async def hold(self, pixels: int):
         counted = 0 if pixels <= self.small else min(pixels, self.budget)
         if counted:
-            async with self.changed:
-                try:
-                    async with asyncio.timeout(self.wait):
-                        await self.changed.wait_for(lambda: self.held + counted <= self.budget)
-                except TimeoutError:
-                    raise ServiceError(
-                        503,
-                        f"the service is working on {self.held:,} pixels of other images, its "
-                        "limit: try again in a moment",
-                        {"retry-after": "1"},
-                    ) from None
-                self.held += counted
+            if self.shared is None:
+                async with self.changed:
+                    try:
+                        async with asyncio.timeout(self.wait):
+                            await self.changed.wait_for(lambda: self.held + counted <= self.budget)
+                    except TimeoutError:
+                        raise self._busy(self.held) from None
+            else:
+                deadline = asyncio.get_running_loop().time() + self.wait
+                while not self.shared.try_add(self.worker, counted, self.budget):
+                    if asyncio.get_running_loop().time() >= deadline:
+                        raise self._busy(self.shared.total())
+                    await asyncio.sleep(SHARED_POLL)
+            self.held += counted
         try:
             yield
         finally:
             if counted:
+                if self.shared is not None:
+                    self.shared.remove(self.worker, counted)
                 async with self.changed:
                     self.held -= counted
                     self.changed.notify_all()
                 _give_back_memory()
+
+    @staticmethod
+    def _busy(held: int) -> ServiceError:
+        return ServiceError(
+            503,
+            f"the service is working on {held:,} pixels of other images, its limit: try again in a moment",
+            {"retry-after": "1"},
+        )
+
+
+SHARED_POLL = 0.02  # seconds between a worker's looks for room in the whole service's pixel budget
+
+
+class SharedPixels:
+    """The pixels each worker of one service holds (PixelBudget), in shared memory: one slot a
+    worker, which only that worker writes, all read and written under one lock. Made by `serve`
+    before the workers start, handed to each as it is spawned. Without it each worker had a pixel
+    budget of its own, never below max_pixels: two workers held two 6300x6300 pages where one
+    process held one, and `bench serve --abuse` peaked 257 MiB higher (+957 MiB against +699)."""
+
+    def __init__(self, workers: int):
+        self.slots = multiprocessing.get_context("spawn").Array("q", workers)
+
+    def try_add(self, worker: int, pixels: int, budget: int) -> bool:
+        """Count `pixels` for `worker` if they fit in `budget` beside every worker's; False if not
+        (or if the lock is not had within 0.1 s: its holder was killed in the few microseconds it
+        holds it -- then 503 after IMAGE_WAIT rather than a hang)."""
+        lock = self.slots.get_lock()
+        if not lock.acquire(timeout=0.1):
+            return False
+        try:
+            slots = self.slots.get_obj()
+            if sum(slots) + pixels > budget:
+                return False
+            slots[worker] += pixels
+            return True
+        finally:
+            lock.release()
+
+    def remove(self, worker: int, pixels: int) -> None:
+        with self.slots.get_lock():
+            self.slots.get_obj()[worker] -= pixels
+
+    def reset(self, worker: int) -> None:
+        with self.slots.get_lock():
+            self.slots.get_obj()[worker] = 0
+
+    def total(self) -> int:
+        with self.slots.get_lock():
+            return sum(self.slots.get_obj())
 
 
 def _load_malloc_trim():
@@ -836,6 +903,8 @@ def create_app(
     read_queue: int = READ_QUEUE,
     read_time_limit: float | None = READ_TIME_LIMIT,
     line_model: LineModel | str | Path | None = None,
+    shared_pixels: SharedPixels | None = None,
+    worker: int = 0,
 ) -> FastAPI:
     """The service as an ASGI app. model: a Model, a run directory, an .onnx file from `digitlab export`,
     or None for the bundled one. A path is loaded with the default backend (ONNX Runtime, with
@@ -844,13 +913,14 @@ def create_app(
     in work at once (PixelBudget); max_reads: reads worked on at once, read_queue: reads that may
     wait, read_time_limit: seconds each may take (Reader). line_model: the line recognizer
     /api/read's `auto` and `sequence` use (a LineModel or a `linenet` run directory; None: the
-    bundled one, loaded at the first read that needs it)."""
+    bundled one, loaded at the first read that needs it). shared_pixels, worker: the pixel budget
+    is the whole service's, held in SharedPixels, this app counting in slot `worker` (`serve --workers`)."""
     model = model if isinstance(model, Model) else load_model(model)
     if line_model is not None and not isinstance(line_model, LineModel):
         line_model = load_line_model(line_model)
     batcher = Batcher(model, max_batch, max_pixels)
     reader = Reader(model, max_pixels, max_reads, read_queue, time_limit=read_time_limit, line_model=line_model)
-    pixels = PixelBudget(max(pixel_budget, max_pixels))
+    pixels = PixelBudget(max(pixel_budget, max_pixels), shared=shared_pixels, worker=worker)
     app = FastAPIOffline(  # FastAPI with /docs from the package's own copy of Swagger UI (and /redoc: _add_redoc)
         redoc_url=None,
         static_url=DOCS_ASSETS,
@@ -1088,8 +1158,8 @@ def serve(
     one that fails while starting stops the service with an error. On SIGINT or SIGTERM each
     worker is sent SIGTERM, answers what it is working on, and exits; then so does `serve`.
 
-    The bounds on memory hold for the whole service: each worker gets 1/workers of BODY_BUDGET
-    and PIXEL_BUDGET (see `worker_limits`).
+    The bounds on memory hold for the whole service: each worker gets 1/workers of BODY_BUDGET,
+    and PIXEL_BUDGET is shared by all (see `worker_limits`).
 
     No limit on connections (uvicorn's limit_concurrency): it counts open connections, idle ones
     too -- with limit_concurrency=50, 60 idle connections turned the next request of a client
@@ -1111,7 +1181,7 @@ def serve(
     load_model(model)  # a bad model is one clear error here, before any worker starts (0.8 s)
     if line_model is not None:
         load_line_model(line_model)
-    limits = worker_limits(workers, max_pixels)
+    limits = worker_limits(workers)
     factory = functools.partial(
         worker_app,
         model,
@@ -1139,23 +1209,24 @@ def _model_path(model):
     return model.path
 
 
-def worker_limits(workers: int, max_pixels: int = MAX_PIXELS) -> dict:
+def worker_limits(workers: int) -> dict:
     """A worker's share of the bounds that hold memory (create_app's arguments): 1/workers of
-    BODY_BUDGET and of PIXEL_BUDGET, so that the workers together hold what one process did. Not
-    divided: a worker's pixel budget never falls below max_pixels, so that each can still take
-    the largest image allowed (with the defaults, 48 MP and 40 MP images, two workers may hold
-    2 x 40 MP); and the reads, MAX_READS working and READ_QUEUE waiting in each worker: a read
-    holds its body and its image's pixels, both in these budgets, and the connections are not
-    shared out evenly (one worker may take most of them), so that a queue of READ_QUEUE / workers
-    turned away with 503 a read that one process would have queued (`bench serve --abuse`)."""
-    return dict(body_budget=BODY_BUDGET // workers, pixel_budget=max(PIXEL_BUDGET // workers, max_pixels))
+    BODY_BUDGET, so that the workers together hold what one process did, and the pixel budget
+    the whole service's, shared (SharedPixels): shared out, a worker's could never fall below
+    max_pixels (each must take the largest image allowed), and two workers held two 40 MP images
+    where one process held one. Not divided: the reads, MAX_READS working and READ_QUEUE waiting
+    in each worker: a read holds its body and its image's pixels, both in these budgets, and the
+    connections are not dealt out evenly, so that a queue of READ_QUEUE / workers turned away
+    with 503 a read that one process would have queued (`bench serve --abuse`)."""
+    return dict(body_budget=BODY_BUDGET // workers, pixel_budget=PIXEL_BUDGET, shared_pixels=SharedPixels(workers))
 
 
-def worker_app(model, threads: int, options: dict) -> FastAPI:
+def worker_app(model, threads: int, options: dict, worker: int = 0) -> FastAPI:
     """A worker's app (uvicorn's factory, called in the worker process): its own model session.
-    threads is 1 from `serve`: two workers with two threads each on two cores oversubscribe."""
+    threads is 1 from `serve`: two workers with two threads each on two cores oversubscribe.
+    worker: its index (its socket's and its slot's in SharedPixels)."""
     torch.set_num_threads(threads)
-    return create_app(model, **options)
+    return create_app(model, worker=worker, **options)
 
 
 class _Server(uvicorn.Server):
@@ -1199,10 +1270,21 @@ class _Supervisor(Multiprocess):
     asked_to_stop = False
 
     def init_processes(self) -> None:
-        for listening in self.sockets:
-            process = Process(self.config, [listening])
+        for index in range(len(self.sockets)):
+            process = self._worker(index)
             process.start()
             self.processes.append(process)
+
+    def handle_hup(self) -> None:  # uvicorn's would start workers outside their slots and sockets
+        log.warning("SIGHUP ignored: restart `digitlab serve` to change its workers")
+
+    handle_ttin = handle_ttou = handle_hup
+
+    def _worker(self, index: int) -> Process:
+        """Worker `index`: on socket `index`, its app made with worker=index (worker_app)."""
+        config = copy.copy(self.config)
+        config.app = functools.partial(self.config.app, worker=index)
+        return Process(config, [self.sockets[index]])
 
     def keep_subprocess_alive(self) -> None:
         """uvicorn 0.55's, but a worker that died is replaced on its own socket: meanwhile the
@@ -1221,7 +1303,7 @@ class _Supervisor(Multiprocess):
             if self.should_exit.is_set():
                 return
             log.warning("worker process [%s] died (exit code %s): starting another", process.pid, process.exitcode)
-            replacement = Process(self.config, [self.sockets[idx % len(self.sockets)]])
+            replacement = self._worker(idx)
             replacement.start()
             self.processes[idx] = replacement
 

@@ -1191,6 +1191,10 @@ def serve(
     )
     config = uvicorn.Config(factory, factory=True, workers=workers, **options)
     supervisor = _Supervisor(config, _listening_sockets(host, port, workers, config.backlog))
+    shown = f"[{host}]" if ":" in host else host
+    logging.getLogger("uvicorn.error").info(  # configured by uvicorn.Config, as its own "running on" line
+        "digitlab serving on http://%s:%d with %d workers (Ctrl-C to stop)", shown, port, workers
+    )
     supervisor.run()
     if not supervisor.asked_to_stop:
         raise ServiceStopped("a worker failed to start (its log says why): the service stopped")
@@ -1206,7 +1210,9 @@ def _model_path(model):
     if not isinstance(model, (Model, LineModel)):
         return model
     if model.path is None:
-        raise ConfigError("with several workers each loads the model itself: pass its path, not a Model in memory")
+        raise ConfigError(
+            "with several workers each loads the model itself: pass its path, not a Model in memory (or workers=1)"
+        )
     return model.path
 
 

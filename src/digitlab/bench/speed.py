@@ -331,9 +331,10 @@ def uint8_vs_float(data_dir, batch: int = 128) -> dict:
 
 
 def service_rss(model=None, requests: int = 300) -> dict:
-    """Peak RSS of `digitlab serve` after answering a burst of predictions."""
+    """Peak RSS of `digitlab serve` after answering a burst of predictions: one worker (`serve
+    --workers 1`), whose process is the one measured (with several, it would be their supervisor)."""
     port = free_port()
-    process = start_service(port, model)
+    process = start_service(port, model, workers=1)
     try:
         bodies = request_bodies("pixels", np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8))
         statuses = [post(port, "/api/predict", bodies[i % len(bodies)]) for i in range(requests)]

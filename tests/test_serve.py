@@ -118,6 +118,7 @@ def test_openapi_documents_the_answers_and_the_box_format(client):
     assert "[x, y, w, h]" in read["description"]
     assert read["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ReadAnswer")
     predict = schema["paths"]["/api/predict"]["post"]
+    assert [p["name"] for p in predict["parameters"]] == ["input"]
     assert predict["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/PredictAnswer")
     assert set(predict["requestBody"]["content"]) == {"application/json", "multipart/form-data", "image/*"}
     for operation in (read, predict):  # errors are {"error", "status"}, not FastAPI's validation schema
@@ -353,6 +354,10 @@ def test_an_unexpected_error_is_json_500_too(model):
 
 
 def test_bad_parameters_and_paths(client):
+    assert_error(client.post("/api/predict?input=maybe", json={"pixels": [[0] * 28] * 28}), 422, "input")
+    one = [[0] * 28] * 4 + [[0] * 13 + [255] * 3 + [0] * 12] * 20 + [[0] * 28] * 4
+    assert "input" not in client.post("/api/predict?input=off", json={"pixels": one}).json()
+    assert len(client.post("/api/predict?input=1", json={"pixels": one}).json()["input"]) == 28
     assert_error(client.post("/api/read?unsure_below=2", content=b"x"), 422, "unsure_below")
     assert_error(client.post("/api/read?unsure_below=abc", content=b"x"), 422, "unsure_below")
     assert_error(client.get("/api/nothing"), 404)

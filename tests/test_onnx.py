@@ -355,6 +355,7 @@ def test_the_service_answers_with_the_onnx_file(onnx_file, mnist):
     with TestClient(create_app(onnx_file)) as client:
         (info,) = client.get("/api/models").json()["models"]
         assert info["name"] == "digitnet-real" and info["backend"] == "onnx" and not info["bundled"]
+        assert info["precision"] == "float32"
         assert info["parameters"] == 307_882 and info["path"] == str(onnx_file)
         assert info["evaluation"]["accuracy"] >= 0.995 and info["temperature"] < 1
         digits = [client.post("/api/predict", json={"pixels": image.tolist()}).json()["digit"] for image in images]

@@ -65,6 +65,7 @@ def test_health_models_docs_and_page(client):
     assert client.get("/healthz").json()["status"] == "ok"
     (info,) = client.get("/api/models").json()["models"]
     assert info["name"] == "digitnet-real" and info["bundled"] and info["parameters"] == 307_882
+    assert info["backend"] == "onnx" and info["precision"] == "int8"  # the bundled model's int8 export
     assert info["classes"] == [str(d) for d in range(10)]
     assert info["evaluation"]["accuracy"] >= 0.995  # the bundled model's measured MNIST test accuracy
     assert "/api/predict" in client.get("/openapi.json").json()["paths"]
@@ -395,10 +396,12 @@ def test_two_workers_both_answer_restart_and_stop_cleanly(test_digits):
     the worker); one killed is replaced; SIGTERM answers the request in flight (a canvas being
     prepared), stops both and exits 0."""
     port = free_port()
-    process = start_service(port, ["--workers", "2"])
+    process = start_service(port, ["--workers", "2", "--precision", "float32"])
     try:
         workers = worker_pids(process.pid)
         assert len(workers) == 2 and process.pid not in workers
+        models = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/models", timeout=10).read())
+        assert models["models"][0]["precision"] == "float32"  # --precision reaches each worker
         seen = {_health(port)["worker"] for _ in range(200)}  # new connections land on either (measured: ~half each)
         assert seen == set(workers), (seen, workers)
 

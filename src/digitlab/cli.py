@@ -706,6 +706,7 @@ def _serve_options(parser: CommandParser) -> None:
         "/docs) and the page at / on uvicorn. Ctrl-C or SIGTERM stops it cleanly."
     )
     _add_model(parser)
+    _add_precision(parser)
     parser.add_argument(
         "--line-model",
         metavar="RUN",
@@ -790,6 +791,7 @@ def cmd_serve(args) -> int:
         max_pixels=args.max_pixels,
         threads=args.threads,
         workers=args.workers,
+        precision=args.precision,
         read_timeout=args.read_timeout,
         write_timeout=args.write_timeout,
         log_level=args.log_level,

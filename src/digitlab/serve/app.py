@@ -906,6 +906,7 @@ def create_app(
     line_model: LineModel | str | Path | None = None,
     shared_pixels: SharedPixels | None = None,
     worker: int = 0,
+    precision: str = "auto",
 ) -> FastAPI:
     """The service as an ASGI app. model: a Model, a run directory, an .onnx file from `digitlab export`,
     or None for the bundled one. A path is loaded with the default backend (ONNX Runtime, with
@@ -915,8 +916,9 @@ def create_app(
     wait, read_time_limit: seconds each may take (Reader). line_model: the line recognizer
     /api/read's `auto` and `sequence` use (a LineModel or a `linenet` run directory; None: the
     bundled one, loaded at the first read that needs it). shared_pixels, worker: the pixel budget
-    is the whole service's, held in SharedPixels, this app counting in slot `worker` (`serve --workers`)."""
-    model = model if isinstance(model, Model) else load_model(model)
+    is the whole service's, held in SharedPixels, this app counting in slot `worker` (`serve --workers`).
+    precision: `load_model`'s, for a model given by its path (auto: a run's int8 export where it has one)."""
+    model = model if isinstance(model, Model) else load_model(model, precision=precision)
     if line_model is not None and not isinstance(line_model, LineModel):
         line_model = load_line_model(line_model)
     batcher = Batcher(model, max_batch, max_pixels)
@@ -1133,6 +1135,7 @@ def _model_info(model: Model) -> dict:
         "classes": list(model.classes),
         "parameters": model.parameter_count,
         "backend": model.backend,
+        "precision": model.precision,
         "evaluation": evaluation,
         "temperature": model.temperature,
         "active": True,
@@ -1155,6 +1158,7 @@ def serve(
     write_timeout: float = WRITE_TIMEOUT,
     log_level: str = "info",
     line_model: LineModel | str | Path | None = None,
+    precision: str = "auto",
 ) -> None:
     """Run the service on uvicorn until Ctrl-C or SIGTERM, then shut down cleanly (requests in
     flight answered, the inference threads stopped) and return. threads: PyTorch's and ONNX
@@ -1191,14 +1195,19 @@ def serve(
     if workers == 1:
         torch.set_num_threads(threads)
         app = create_app(
-            model, max_body=max_body, max_pixels=max_pixels, read_timeout=read_timeout, line_model=line_model
+            model,
+            max_body=max_body,
+            max_pixels=max_pixels,
+            read_timeout=read_timeout,
+            line_model=line_model,
+            precision=precision,
         )
         _Server(uvicorn.Config(app, **options)).run()
         return
     if isinstance(model, Model) or isinstance(line_model, LineModel):
         model, line_model = _model_path(model), _model_path(line_model)
     torch.set_num_threads(threads)
-    load_model(model)  # a bad model is one clear error here, before any worker starts (0.8 s)
+    load_model(model, precision=precision)  # a bad model is one clear error here, before any worker starts (0.8 s)
     if line_model is not None:
         load_line_model(line_model)
     limits = worker_limits(workers)
@@ -1206,7 +1215,14 @@ def serve(
         worker_app,
         model,
         threads,
-        dict(max_body=max_body, max_pixels=max_pixels, read_timeout=read_timeout, line_model=line_model, **limits),
+        dict(
+            max_body=max_body,
+            max_pixels=max_pixels,
+            read_timeout=read_timeout,
+            line_model=line_model,
+            precision=precision,
+            **limits,
+        ),
     )
     config = uvicorn.Config(factory, factory=True, workers=workers, **options)
     supervisor = _Supervisor(config, _listening_sockets(host, port, workers, config.backlog))

@@ -111,6 +111,7 @@ class ModelInfo(BaseModel):
     classes: list[str] = Field(description="its classes, in the order of /api/predict's `probabilities`")
     parameters: int | None = Field(description="its number of trained parameters (null where unknown)")
     backend: str = Field(description="what runs it: ONNX Runtime or PyTorch")
+    precision: str = Field(description="float32, or int8 for a run's int8 export (the bundled model's)")
     evaluation: dict | None = Field(description="its measured accuracy: dataset, split, n, accuracy (0-1)")
     temperature: float = Field(description="its calibration temperature (1: not calibrated)")
     active: bool = Field(description="whether it answers requests")

@@ -348,6 +348,6 @@ def publish(report: dict, markdown: Path) -> None:
         START,
         END,
         "\n".join(lines),
-        HEADING + "\n\nThe same model run three ways on the CPU, uint8 images in, logits out. "
+        HEADING + "\n\nThe same model run six ways on the CPU, uint8 images in, logits out. "
         "`load_model` uses ONNX Runtime on the CPU (onnx_runtime.py), PyTorch where that fails.\n\n",
     )

@@ -118,7 +118,8 @@ SETS = (
         {"digit_accuracy": 0.97, "strings_exact": 0.90},
     ),
 )
-PHOTO_SIZE = (640, 480)  # the photos whose reading time is reported as p50 and p99 (issue 15: <= 100 ms p50)
+PHOTO_SIZE = (640, 480)  # the photos whose reading time is reported as p50 and p99
+PHOTO_TARGET_MS = 50.0  # their p50, photos and scenes (issue 16; issue 15 asked <= 100 ms of the scenes)
 METRIC_NAMES = {"accuracy": "accuracy", "strings_exact": "strings exact", "digit_accuracy": "digit accuracy"}
 
 # Digit sets: registered datasets whose test split is classified digit by digit, and the least
@@ -908,7 +909,7 @@ def _set_rows(key: str, entry: dict, labels: list[str], tesseract_state: str) ->
         n_photos = next(iter(timing.values()))["n"]
         cells = [f"{_seconds(timing[c]['p50'])} / {_seconds(timing[c]['p99'])}" for c in labels]
         name = f"one {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} {per} ({n_photos}): p50 / p99"
-        lines.append(_row(["", "", name, "≤ 100.0 ms p50" if key == "scenes" else "", *cells, ""]))
+        lines.append(_row(["", "", name, f"≤ {PHOTO_TARGET_MS:.1f} ms p50", *cells, ""]))
     return lines
 
 

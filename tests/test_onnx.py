@@ -248,13 +248,14 @@ def test_auto_falls_back_to_pytorch_with_a_warning_when_export_fails(monkeypatch
         raise RuntimeError("no exporter today")
 
     monkeypatch.setattr(onnx_runtime, "onnx_bytes", broken)
+    assert digitlab.load_model().precision == "int8"  # the bundled int8 export needs no exporter
     with caplog.at_level(logging.WARNING):
-        model = digitlab.load_model()
+        model = digitlab.load_model(precision="float32")
     assert model.backend == "torch"
     assert "runs on PyTorch" in caplog.text and "no exporter today" in caplog.text
     assert model.predict(mnist.test_images[:20]).tolist() == mnist.test_labels[:20].tolist()
     with pytest.raises(ExportError, match="no exporter today"):
-        digitlab.load_model(backend="onnx")
+        digitlab.load_model(backend="onnx", precision="float32")
 
 
 # --- failures leave nothing behind ----------------------------------------------------------------

@@ -178,6 +178,47 @@ def calibration_images(config: dict, data_dir=None, dataset=None, n: int = CALIB
     return images[order].numpy()
 
 
+def _export_config(model, exporter: str, int8: bool) -> dict:
+    """The config.json an export carries: the run's, with how it was exported, and the evaluation
+    the run measured (not for int8: the run's figure is float32's; the verification measures it)."""
+    config = {
+        **model.config,
+        "export": {
+            "format": "onnx",
+            "exporter": exporter,
+            "digitlab_version": __version__,
+            "torch_version": torch.__version__,
+            "source": _source(model.path),
+            "precision": "int8" if int8 else "float32",
+        },
+    }
+    if model.path is not None and (Path(model.path) / WEIGHTS).is_file():
+        # what load_model checks before it runs a run's INT8 file in place of its weights
+        config["export"]["weights_sha256"] = weights_digest(Path(model.path) / WEIGHTS)
+    if int8:
+        config.pop("evaluation", None)
+        return config
+    metrics = Path(model.path) / METRICS if model.path is not None else None
+    if "evaluation" not in config and metrics is not None and metrics.is_file():
+        # what the run's evaluation measured, as /api/models shows it (a diverged run's loss is NaN)
+        measured = read_json(metrics, allow_nan=True)
+        config["evaluation"] = {key: measured.get(key) for key in ("dataset", "split", "n", "accuracy")}
+    return config
+
+
+def _quantized(raw: bytes, model, config: dict, data_dir, dataset) -> bytes:
+    """The export quantised to int8, calibrated on the run's training images (noted in `config`)."""
+    try:
+        calibration = calibration_images(model.config, data_dir, dataset)
+    except DataError as err:
+        raise ExportError(
+            f"an int8 export is calibrated on the run's training images, and they cannot be loaded: {err.summary}",
+            details=err.details,
+        ) from err
+    config["export"]["calibration"] = f"{len(calibration):,} training images"
+    return quantize_int8(raw, calibration)
+
+
 def export_onnx(
     model_or_run=None,
     path: str | Path = "model.onnx",
@@ -216,36 +257,9 @@ def export_onnx(
             raw, exporter = onnx_bytes(model.module, model.image_shape)
     except Exception as err:  # noqa: BLE001 -- both exporters failed: say so, without a traceback
         raise ExportError(f"{model} could not be exported to ONNX: {type(err).__name__}: {err}") from err
-    config = {
-        **model.config,
-        "export": {
-            "format": "onnx",
-            "exporter": exporter,
-            "digitlab_version": __version__,
-            "torch_version": torch.__version__,
-            "source": _source(model.path),
-            "precision": "int8" if int8 else "float32",
-        },
-    }
-    if model.path is not None and (Path(model.path) / WEIGHTS).is_file():
-        # what load_model checks before it runs a run's INT8 file in place of its weights
-        config["export"]["weights_sha256"] = weights_digest(Path(model.path) / WEIGHTS)
+    config = _export_config(model, exporter, int8)
     if int8:
-        try:
-            calibration = calibration_images(model.config, data_dir, dataset)
-        except DataError as err:
-            raise ExportError(
-                f"an int8 export is calibrated on the run's training images, and they cannot be loaded: {err.summary}",
-                details=err.details,
-            ) from err
-        raw = quantize_int8(raw, calibration)
-        config["export"]["calibration"] = f"{len(calibration):,} training images"
-        config.pop("evaluation", None)  # the run's figure is float32's; the verification measures this one
-    metrics = Path(model.path) / METRICS if model.path is not None else None
-    if "evaluation" not in config and not int8 and metrics is not None and metrics.is_file():
-        # what the run's evaluation measured, as /api/models shows it (a diverged run's loss is NaN)
-        measured = read_json(metrics, allow_nan=True)
-        config["evaluation"] = {key: measured.get(key) for key in ("dataset", "split", "n", "accuracy")}
+        raw = _quantized(raw, model, config, data_dir, dataset)
     data = with_metadata(raw, {CONFIG_KEY: json.dumps(config), PARAMETERS_KEY: str(parameters)})
     verification = None
     if verify:

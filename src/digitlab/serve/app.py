@@ -1210,20 +1210,10 @@ def serve(
     load_model(model, precision=precision)  # a bad model is one clear error here, before any worker starts (0.8 s)
     if line_model is not None:
         load_line_model(line_model)
-    limits = worker_limits(workers)
-    factory = functools.partial(
-        worker_app,
-        model,
-        threads,
-        dict(
-            max_body=max_body,
-            max_pixels=max_pixels,
-            read_timeout=read_timeout,
-            line_model=line_model,
-            precision=precision,
-            **limits,
-        ),
+    app_options = dict(
+        max_body=max_body, max_pixels=max_pixels, read_timeout=read_timeout, line_model=line_model, precision=precision
     )
+    factory = functools.partial(worker_app, model, threads, {**app_options, **worker_limits(workers)})
     config = uvicorn.Config(factory, factory=True, workers=workers, **options)
     supervisor = _Supervisor(config, _listening_sockets(host, port, workers, config.backlog))
     shown = f"[{host}]" if ":" in host else host

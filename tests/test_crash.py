@@ -171,6 +171,9 @@ def test_ctrl_c_prints_the_resume_command_and_that_command_continues_the_run(sha
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as a terminal starts it: a suite run in the background (`pytest &` from a script) ignores
+        # SIGINT, and a child would inherit that and never see the Ctrl-C this test sends
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     while not (run_dirs(out) and (run_dirs(out)[0] / "checkpoint" / "latest.json").exists()) and job.poll() is None:
         time.sleep(0.01)

@@ -197,7 +197,7 @@ def load_model(
     (INT8, `digitlab export RUN --int8 --onnx RUN/model-int8.onnx`: verified when it was written)
     where the run holds one made from its present weights, else float32; 'float32' never the int8
     file; 'int8' that file or an error. The bundled model ships one (weights/README.md: the same
-    class as float32 on 99.97% of the MNIST test set, the same figures on every `bench read` set,
+    class as float32 on 99.98% of the MNIST test set, the same figures on every `bench read` set,
     about twice the images per second).
 
     A run of a line recipe (a model that reads lines, models.TASKS: `linenet`) loads as a `LineModel`.

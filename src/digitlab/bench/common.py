@@ -93,8 +93,9 @@ def worker_pids(pid: int) -> list[int]:
 def workers_memory_mb(pid: int, field: str = "VmHWM") -> dict:
     """Each worker's memory (process_memory_mb) of the service `pid`, and their sum:
     {"workers": [MiB, ...], "sum": MiB}; the supervisor, which holds no requests, apart."""
-    each = [process_memory_mb(worker, field) or 0.0 for worker in worker_pids(pid)]
-    supervisor = process_memory_mb(pid, field) if worker_pids(pid) != [pid] else None
+    workers = worker_pids(pid)  # one scan of /proc for both
+    each = [process_memory_mb(worker, field) or 0.0 for worker in workers]
+    supervisor = process_memory_mb(pid, field) if workers != [pid] else None
     return {"workers": each, "sum": sum(each), "supervisor": supervisor}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .data import DATASETS
-from .errors import UnknownNameError
+from .errors import DigitlabError, UnknownNameError
 from .files import read_json
 from .recipes import RECIPES, Recipe, get_recipe
 
@@ -33,6 +33,8 @@ PARAMETERS = {
     "digitnet": 113_898,
     "digitnet-pen": 113_898,
     "digitnet-real": 307_882,
+    "digitnet-max": 307_882,
+    "fashion-max": 1_187_146,
     "fast": 33_914,
     "fast-995": 68_146,
     "linenet": 222_987,
@@ -91,20 +93,51 @@ def recipe_table() -> list[dict]:
     return rows
 
 
+def shipped_table() -> list[dict]:
+    """The models shipped in the package (checkpoint.named_models), a row each: name, folder, and
+    from its config.json the recipe and the evaluation recorded there (None where it holds none);
+    "bundled" has same_as: the folder name it stands for. Reads JSON only: no torch."""
+    from .checkpoint import BUNDLED, BUNDLED_RUN, CONFIG, named_models
+
+    rows = []
+    for name, folder in named_models().items():
+        row = {"name": name, "folder": str(folder), "same_as": None, "recipe": None, "evaluation": None}
+        if name == BUNDLED:
+            row["same_as"] = BUNDLED_RUN.name
+        else:
+            try:
+                config = read_json(folder / CONFIG)
+            except DigitlabError:  # a damaged card says so where it is loaded, not in the listing
+                config = {}
+            evaluation = config.get("evaluation") if isinstance(config, dict) else None
+            if isinstance(evaluation, dict) and isinstance(evaluation.get("accuracy"), (int, float)):
+                row["evaluation"] = evaluation
+            recipe = config.get("recipe") if isinstance(config, dict) else None
+            row["recipe"] = recipe.get("name") if isinstance(recipe, dict) else None
+        rows.append(row)
+    return rows
+
+
 def summary_text(target: str) -> str:
-    """The Keras-style summary of a recipe's model, or of the model in a run directory."""
+    """The Keras-style summary of a recipe's model, or of the model in a run directory: a folder
+    that exists, else a recipe, else a shipped model's name (checkpoint.named_models)."""
     # imported here: start-up time (torch, 1 s), which `digitlab recipes` does without
-    from .checkpoint import CONFIG
+    from .checkpoint import CONFIG, named_models
     from .models import create_model_from_config, model_task, summarize
     from .preprocess import LINE_HEIGHT, LINE_SAMPLE_WIDTH
 
     path = Path(target)
+    if not path.is_dir() and target not in RECIPES:
+        path = named_models().get(target, path)
     if path.is_dir():
         config = read_json(path / CONFIG)
         model = create_model_from_config(config["model"])
         return summarize(model, tuple(config["dataset"]["image_shape"]), f"{config['recipe']['name']} ({path})")
     if target not in RECIPES:
-        raise UnknownNameError(f"{target!r} is neither a run directory nor a recipe; recipes: {', '.join(RECIPES)}")
+        raise UnknownNameError(
+            f"{target!r} is neither a run directory nor a recipe (nor a shipped model); recipes: {', '.join(RECIPES)}; "
+            f"shipped models: {', '.join(named_models())}"
+        )
     recipe = get_recipe(target)
     if model_task(recipe.model) == "lines":  # any width: shown for a line 64 wide (16 frames)
         shape = (1, LINE_HEIGHT, LINE_SAMPLE_WIDTH)

@@ -24,23 +24,27 @@ import re
 import shutil
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 
 from .errors import CheckpointError, WriteError
 from .files import atomic_write, make_temp_dir, read_json, remove_temporaries, write_json, write_text
+
+if TYPE_CHECKING:  # torch is imported where tensors are handled: named_models is for `digitlab recipes` too
+    import torch
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 # An int8 export of the run's weights (`digitlab export RUN --int8 --onnx RUN/model-int8.onnx`), which
 # load_model runs in their place on the CPU; it records the sha256 of the weights it was made from.
 INT8 = "model-int8.onnx"
+# The shipped models: run directories inside the package, each usable by its folder's name (named_models).
+SHIPPED = Path(__file__).with_name("weights")
 # The bundled default model: a run directory shipped in the package (weights/README.md is its card).
-BUNDLED_RUN = Path(__file__).with_name("weights") / "digitnet-real"
-BUNDLED_LINE_RUN = Path(__file__).with_name("weights") / "linenet"  # the bundled line recognizer
+BUNDLED_RUN = SHIPPED / "digitnet-real"
+BUNDLED_LINE_RUN = SHIPPED / "linenet"  # the bundled line recognizer
+BUNDLED = "bundled"  # the name that always means BUNDLED_RUN
 HISTORY = "history.json"
 HISTORY_CSV = "history.csv"  # the same rows, rewritten whole beside history.json after each epoch
 TENSORBOARD = "tensorboard"  # --tensorboard's event files (train.TensorBoardLog)
@@ -63,6 +67,38 @@ BEST = "best.safetensors"  # in an epoch folder of a --keep best run: the best v
 CHECKPOINT_FILES = (WEIGHTS, OPTIMIZER, RNG, STATE)
 HISTORY_NUMBERS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")  # what every history row has
 OPTIMIZER_TENSOR = re.compile(r"state\.(\d+)\.([A-Za-z_]\w*)")  # as optimizer_to_files names them
+
+
+def named_models() -> dict[str, Path]:
+    """The models shipped in the package by name: "bundled" (BUNDLED_RUN), then every folder of
+    SHIPPED holding a run's CONFIG and WEIGHTS, by its folder name, sorted. Lists folders only:
+    nothing is read or imported (`digitlab recipes` shows them without torch)."""
+    try:
+        folders = sorted(SHIPPED.iterdir())
+    except OSError:  # an installation without its weights folder
+        folders = []
+    found = {BUNDLED: BUNDLED_RUN}
+    for folder in folders:
+        if (folder / CONFIG).is_file() and (folder / WEIGHTS).is_file():
+            found[folder.name] = folder
+    return found
+
+
+def resolve_model(spec: str | Path) -> Path:
+    """What a model argument (`--model`, `load_model(...)`) names: a path that exists is that path,
+    even where a shipped model has its name; else a shipped model's name (named_models) is its
+    folder; else the path as given, for the caller's own "not a run directory" error."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    return named_models().get(str(spec), path)
+
+
+def shipped_name(path: str | Path) -> str | None:
+    """The name named_models gives the folder `path` ("bundled" for BUNDLED_RUN), or None where
+    `path` is not a shipped model's folder."""
+    target = Path(path).resolve()
+    return next((name for name, folder in named_models().items() if folder.resolve() == target), None)
 
 
 def split_file(name: str, split: str) -> str:
@@ -94,6 +130,8 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
 
 
 def save_weights(path: Path, state: dict[str, torch.Tensor]) -> Path:
+    from safetensors.torch import save
+
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
     # Serialised here and written by atomic_write, not by safetensors' save_file: since 0.8 that
@@ -115,6 +153,8 @@ def weights_digest(path: Path) -> str:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
@@ -129,6 +169,8 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def optimizer_to_files(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimizer.state_dict() into flat tensors and a JSON-able remainder."""
+    import torch
+
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for index, entry in state["state"].items():

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import plots
-from .checkpoint import CONFUSION, CURVES, ERRORS, HISTORY, METRICS, REPORT, SAMPLES, split_file
+from .checkpoint import CONFUSION, CURVES, ERRORS, HISTORY, METRICS, REPORT, SAMPLES, SHIPPED, split_file
 from .data import Dataset, dataset_names, load_dataset, split_validation
 from .data.folders import load_sources
 from .errors import ConfigError
@@ -214,6 +214,30 @@ def fit_temperature(logits: torch.Tensor | np.ndarray, labels) -> float:
 
 # --- a run evaluated: its report, plots and metrics file -------------------------------------------
 
+SHIPPED_OUT = Path("runs")  # a shipped model's evaluation goes to runs/evaluate-NAME/, as train's runs go to runs/
+
+
+def evaluation_folder(run: str | Path, out: str | Path | None = None) -> Path:
+    """Where evaluating the model at `run` (a run directory, or an .onnx file) writes its files:
+    `out` when given, else the run directory -- except a model shipped in the package (SHIPPED),
+    whose folder is never written into: runs/evaluate-NAME/ in the working directory then.
+    ConfigError for an .onnx file without `out`, and for an `out` inside SHIPPED."""
+    shipped = SHIPPED.resolve()
+    if out is not None:
+        if Path(out).resolve().is_relative_to(shipped):
+            raise ConfigError(
+                f"{out} is inside the models shipped with digitlab ({SHIPPED}), which evaluation never "
+                "writes into: name another folder (--out DIR)"
+            )
+        return Path(out)
+    run = Path(run)
+    if run.exists() and not run.is_dir():
+        raise ConfigError(f"{run} is a file, not a run directory: say where the report and plots go (--out DIR)")
+    where = run.resolve()
+    if where != shipped and where.is_relative_to(shipped):
+        return SHIPPED_OUT / f"evaluate-{where.relative_to(shipped).parts[0]}"
+    return run
+
 
 def evaluate_run(
     model,
@@ -230,11 +254,11 @@ def evaluate_run(
     Writes into `out` (default: the model's run directory) metrics[-SPLIT].json, report[-SPLIT].txt,
     confusion[-SPLIT].png, errors[-SPLIT].png, samples[-SPLIT].png and, from history.json,
     curves.png. The test split keeps the plain names DESIGN.md lists. A model loaded from an .onnx
-    file has no run directory to write into, so `out` is then required. dataset: the loaded
+    file has no run directory to write into, so `out` is then required; a model shipped in the
+    package writes into runs/evaluate-NAME/ instead (`evaluation_folder`). dataset: the loaded
     dataset, else the run's own is loaded again from its config (`run_dataset`, from data_dir).
     """
-    if out is None and not Path(model.path).is_dir():
-        raise ConfigError(f"{model.path} is a file, not a run directory: say where the report and plots go (--out DIR)")
+    folder = evaluation_folder(model.path, out)
     if dataset is None:
         dataset = run_dataset(model.config, data_dir=data_dir, progress=progress)
     if tuple(dataset.image_shape) != model.image_shape:
@@ -243,7 +267,6 @@ def evaluate_run(
     logits = model.logits(images)
     metrics = compute_metrics(logits, labels, dataset.classes)
     calibrated = _cross_entropy(np.asarray(logits) / model.temperature, metrics.labels)
-    folder = Path(out) if out is not None else Path(model.path)
     _write_evaluation(folder, model, dataset, split, images, metrics, calibrated)
     return metrics
 
@@ -508,15 +531,15 @@ def evaluate_line_run(
 ) -> LineMetrics:
     """Measure a line model (an inference.LineModel) on its test lines -- ORAND-CAR-A's dev split,
     for reporting only -- read as `digitlab read --method sequence` reads a line (beam search), and
-    write metrics[-SPLIT].json, report[-SPLIT].txt, errors[-SPLIT].png (misread lines) and curves.png."""
+    write metrics[-SPLIT].json, report[-SPLIT].txt, errors[-SPLIT].png (misread lines) and curves.png
+    into `out`, else the run directory (`evaluation_folder`: runs/evaluate-NAME/ for a shipped model)."""
     from .data.lines import line_batch, real_lines
     from .data.orand import orand_strings
     from .models.ctc import beam_decode
 
     if split != "test":
         raise ConfigError(f"a line model is evaluated on its test lines (ORAND-CAR-A's dev split), not {split!r}")
-    if out is None and not Path(model.path).is_dir():
-        raise ConfigError(f"{model.path} is a file, not a run directory: say where the report and plots go (--out DIR)")
+    folder = evaluation_folder(model.path, out)
     lines = real_lines(orand_strings("dev", data_dir))
     inputs, truths = [line for line, _ in lines], [text for _, text in lines]
     reads = ["".join(model.classes[c] for c in beam_decode(p)[0]) for p in model.frame_probabilities(inputs)]
@@ -538,7 +561,6 @@ def evaluate_line_run(
             )
         )
     metrics = LineMetrics(scored["strings_exact"], scored["digit_accuracy"], loss, by_length(pairs), truths, reads)
-    folder = Path(out) if out is not None else Path(model.path)
     folder.mkdir(parents=True, exist_ok=True)
     name = model.config["recipe"]["name"]
     wrong = [i for i, (t, r) in enumerate(pairs) if t != r]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import BUNDLED_LINE_RUN, BUNDLED_RUN, METRICS, WEIGHTS, weights_digest
+from .checkpoint import BUNDLED, BUNDLED_LINE_RUN, BUNDLED_RUN, METRICS, WEIGHTS, shipped_name, weights_digest
 from .data.lines import real_lines
 from .data.orand import orand_strings
 from .errors import ConfigError, DataError, ExportError
@@ -161,11 +161,14 @@ def verify_line_onnx(onnx_model: bytes, model: LineModel, *, data_dir=None) -> V
 
 
 def _source(path: Path | None) -> str | None:
-    """Where the exported model came from, as its metadata says: a run directory, or "bundled" (not
-    the path it has in one installation)."""
+    """Where the exported model came from, as its metadata says: a run directory, or for a model
+    shipped in the package its name ("bundled" for the bundled digit and line models), not the path
+    it has in one installation."""
     if path is None:
         return None
-    return "bundled" if Path(path).resolve() in (BUNDLED_RUN.resolve(), BUNDLED_LINE_RUN.resolve()) else str(path)
+    if Path(path).resolve() in (BUNDLED_RUN.resolve(), BUNDLED_LINE_RUN.resolve()):
+        return BUNDLED
+    return shipped_name(path) or str(path)
 
 
 def calibration_images(config: dict, data_dir=None, dataset=None, n: int = CALIBRATION_IMAGES) -> np.ndarray:
@@ -230,7 +233,8 @@ def export_onnx(
 ) -> OnnxExport:
     """Write a model as a self-contained .onnx file, whole or not at all.
 
-    model_or_run: a Model, a run directory, or None for the bundled model; path: the file to
+    model_or_run: a Model, a run directory, a shipped model's name (checkpoint.named_models), or
+    None for the bundled model; path: the file to
     write, ending .onnx, in a folder that exists (files.output_file: a missing folder is an
     error, never created; checked before the work). With `verify` (the
     default) the export is first run with ONNX Runtime on the test set of the model's dataset:

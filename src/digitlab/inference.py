@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import BUNDLED_LINE_RUN, BUNDLED_RUN, CONFIG, INT8, WEIGHTS, weights_digest
+from .checkpoint import BUNDLED, BUNDLED_LINE_RUN, BUNDLED_RUN, CONFIG, INT8, WEIGHTS, resolve_model, weights_digest
 from .errors import CheckpointError, ConfigError, ExportError
 from .evaluate import predict_logits
 from .files import read_json
@@ -183,8 +183,10 @@ def load_model(
     """Load a run directory (config.json + model.safetensors), or an .onnx file from `export_onnx`
     (`digitlab export`), as a `Model`.
 
-    With no run, the bundled default model (recipe digitnet-real, trained by digitlab itself;
-    see weights/README.md) that works offline with no training.
+    run: a path, or the name of a model shipped in the package (checkpoint.named_models:
+    "digitnet-real", "linenet", ...; a path that exists wins over a name). With no run, or
+    "bundled", the bundled default model (recipe digitnet-real, trained by digitlab itself; see
+    weights/README.md) that works offline with no training.
 
     backend: 'auto' (the default) runs a model on the CPU with ONNX Runtime -- a run directory
     is exported to ONNX in memory at load (0.04 s; a process's first export also imports onnx,
@@ -206,15 +208,13 @@ def load_model(
         raise ConfigError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
-    if run is None:
-        if not (BUNDLED_MODEL / WEIGHTS).is_file():
-            raise CheckpointError(
-                f"the bundled model is missing from this installation ({BUNDLED_MODEL}); pass a run directory"
-            )
-        run = BUNDLED_MODEL
     if isinstance(run, Run):
         run = run.path
-    path = Path(run)
+    path = resolve_model(BUNDLED if run is None else run)
+    if path == BUNDLED_MODEL and not (path / WEIGHTS).is_file():
+        raise CheckpointError(
+            f"the bundled model is missing from this installation ({BUNDLED_MODEL}); pass a run directory"
+        )
     if path.is_file():
         refuse_pickle(path)
         return _load_onnx(path, device, backend)

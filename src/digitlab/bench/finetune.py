@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from ..api import evaluate, load_dataset, train
+from ..checkpoint import resolve_model
 from ..data import Dataset, channel_stats
 from ..errors import ConfigError
 from ..files import read_json, write_json
@@ -74,24 +75,26 @@ def bench_finetune(
     markdown: Path | None = Path("BENCHMARKS.md"),
     progress: bool = True,
 ) -> dict:
-    """Train (or take) the MNIST-only base, fine-tune it and train from scratch on N USPS digits
-    per class for each N in `sizes` and each of `seeds`; write `results` (JSON) and the
-    BENCHMARKS.md section (None: don't). base_limit: train the suite's base on this many MNIST
-    images (for tests; its figures then say little). Runs go under `out`."""
+    """Train (or take: `base`, a run directory or a shipped model's name) the MNIST-only base,
+    fine-tune it and train from scratch on N USPS digits per class for each N in `sizes` and each
+    of `seeds`; write `results` (JSON) and the BENCHMARKS.md section (None: don't). base_limit:
+    train the suite's base on this many MNIST images (for tests; its figures then say little).
+    Runs go under `out`."""
     if not sizes or any(n < 1 for n in sizes) or seeds < 1:
         raise ConfigError(f"--sizes must be whole numbers of at least 1 and --seeds at least 1, got {sizes}, {seeds}")
     if threads is not None:
         if threads < 1:
             raise ConfigError("--threads must be at least 1")
         torch.set_num_threads(threads)
-    if base is not None:
-        check_base(Path(base))
+    base_folder = None if base is None else resolve_model(base)  # a shipped model's name: its folder
+    if base_folder is not None:
+        check_base(base_folder)
     usps = load_dataset("usps", data_dir=data_dir, progress=progress)
     check_sizes(usps, sizes)
     mnist = load_dataset("mnist", data_dir=data_dir, progress=progress)
     out = Path(out)
     started = time.perf_counter()
-    base_row = base_run(base, out, mnist, usps, base_limit, device, progress)
+    base_row = base_run(base_folder, out, mnist, usps, base_limit, device, progress)
     recipe = Recipe.from_json(read_json(Path(base_row["run"]) / "config.json")["recipe"])
     recipe = recipe.override(epochs=epochs, lr=lr, batch_size=batch_size)
     rows = []

@@ -38,7 +38,7 @@ import onnxruntime
 import torch
 
 from ..api import load_dataset, load_model
-from ..checkpoint import INT8
+from ..checkpoint import INT8, resolve_model
 from ..errors import ConfigError
 from ..evaluate import predict_logits
 from ..export import INT8_ACCURACY_LOSS, SAME_CLASS_MIN, calibration_images
@@ -237,9 +237,10 @@ def bench_infer(
     markdown: Path | None = Path("BENCHMARKS.md"),
     progress: bool = True,
 ) -> dict:
-    """Benchmark the bundled model and each of `models` (run directories or .onnx files) on every
-    path; write `results` (JSON) and the BENCHMARKS.md section (None: don't). quick: a smoke
-    test of the machinery (0.2 s per throughput, 30 calls, 1,000 images): its figures mean nothing."""
+    """Benchmark the bundled model and each of `models` (run directories, .onnx files or shipped
+    models' names) on every path; write `results` (JSON) and the BENCHMARKS.md section (None:
+    don't). quick: a smoke test of the machinery (0.2 s per throughput, 30 calls, 1,000 images):
+    its figures mean nothing."""
     unknown = set(paths) - set(PATHS)
     if unknown or not paths:
         raise ConfigError(f"unknown inference paths {sorted(unknown)}; choose from {list(PATHS)}")
@@ -254,7 +255,9 @@ def bench_infer(
             raise ConfigError("--threads must be at least 1")
         torch.set_num_threads(threads)
     loaded = [load_model(None, device="cpu", backend="torch")]
-    loaded += [load_model(m, device="cpu", backend="torch" if Path(m).is_dir() else "auto") for m in models or []]
+    loaded += [
+        load_model(m, device="cpu", backend="torch" if resolve_model(m).is_dir() else "auto") for m in models or []
+    ]
     mnist = load_dataset("mnist", data_dir=data_dir, progress=False)
     images = mnist.test_images[:1000] if quick else mnist.test_images
     labels = mnist.test_labels[: len(images)]

@@ -56,7 +56,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..api import BUNDLED_MODEL, LineModel, Model, load_dataset, load_line_model, load_model, predict, read
+from ..api import LineModel, Model, load_dataset, load_line_model, load_model, predict, read
+from ..checkpoint import BUNDLED, shipped_name
 from ..data import DATASETS, Dataset, resolve_data_dir
 from ..data.synth import make_pages, make_scenes
 from ..errors import ConfigError, DataError, DatasetNotFoundError, unknown_name
@@ -135,7 +136,6 @@ DIGIT_TITLES = {
 }
 DIGIT_BATCH = 1000  # images per Model.predict call
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
-BUNDLED = "bundled"  # what --model calls the bundled model
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -187,16 +187,17 @@ def _orand_number(file: str) -> int:
 
 def load_models(model=None) -> dict[str, Model]:
     """The models to measure, by label, in the order given: `model` is one model or a list of
-    them, each a Model, a run directory or .onnx file, or None / "bundled" for the bundled model.
-    A label is "bundled", the run's path (relative to the working directory when inside it) or,
-    for a Model with no path, "model N"."""
+    them, each a Model, a run directory or .onnx file, a shipped model's name, or None / "bundled"
+    for the bundled model. A label is a shipped model's name ("bundled" for the bundled model), the
+    run's path (relative to the working directory when inside it) or, for a Model with no path,
+    "model N"."""
     given = list(model) if isinstance(model, (list, tuple)) else [model]
     if not given:
         raise ConfigError("no model to measure: give at least one (the bundled model: None or 'bundled')")
     models: dict[str, Model] = {}
     for i, spec in enumerate(given, 1):
         if not isinstance(spec, Model):
-            spec = load_model(None if spec is None or str(spec) == BUNDLED else spec)
+            spec = load_model(spec)  # None, "bundled" or another shipped name, a path
         if spec.image_shape != (1, 28, 28):
             raise ConfigError(f"bench read needs models of 28x28 grey digits; {spec} takes {spec.image_shape}")
         label = _model_label(spec, i)
@@ -221,9 +222,7 @@ def _model_entries(models: dict[str, Model]) -> list[dict]:
 def _model_label(model: Model, position: int) -> str:
     if model.path is None:
         return f"model {position}"
-    if Path(model.path).absolute() == BUNDLED_MODEL.absolute():
-        return BUNDLED
-    return _display_path(model.path)
+    return shipped_name(model.path) or _display_path(model.path)
 
 
 def load_digit_sets(names: Sequence[str], data_dir=None) -> dict[str, Dataset]:
@@ -796,10 +795,10 @@ _DEFAULTS = {
 
 def _command(given: dict, models: dict[str, Model]) -> str:
     """The command line that produced these figures: the CLI's own, or the Python call (`given`:
-    bench_read's arguments by name; each model named by its path, the bundled one "bundled")."""
+    bench_read's arguments by name; each model named by its path, a shipped one by its name)."""
     if sys.argv[1:3] == ["bench", "read"]:
         return shlex.join(["digitlab", *sys.argv[1:]])
-    named = [label if label == BUNDLED or m.path is None else str(m.path) for label, m in models.items()]
+    named = [label if m.path is None or shipped_name(m.path) else str(m.path) for label, m in models.items()]
     model = None if named == [BUNDLED] else named[0] if len(named) == 1 else named
     given = {
         "data_dir": given["data_dir"],

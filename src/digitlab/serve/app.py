@@ -909,7 +909,7 @@ def create_app(
     precision: str = "auto",
 ) -> FastAPI:
     """The service as an ASGI app. model: a Model, a run directory, an .onnx file from `digitlab export`,
-    or None for the bundled one. A path is loaded with the default backend (ONNX Runtime, with
+    a shipped model's name, or None for the bundled one. A path is loaded with the default backend (ONNX Runtime, with
     torch.get_num_threads() threads). read_timeout: seconds for a request's body to arrive once its
     head has (the head's own deadline is the server's: see `serve`). pixel_budget: pixels of images
     in work at once (PixelBudget); max_reads: reads worked on at once, read_queue: reads that may

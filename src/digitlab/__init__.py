@@ -1,6 +1,6 @@
 """digitlab: handwritten-digit recognition — classic recipes reproduced, faster ones of our own.
 
-The public API (see digitlab.api): load_dataset, train, evaluate, load_model, Model, Run,
+The public API (see digitlab.api): load_dataset, train, evaluate, ensemble, load_model, Model, Run,
 load_line_model, LineModel (the line recognizer), predict, read, annotate, and the error family
 DigitlabError.
 
@@ -22,6 +22,7 @@ __all__ = [
     "Run",
     "__version__",
     "annotate",
+    "ensemble",
     "evaluate",
     "load_dataset",
     "load_line_model",

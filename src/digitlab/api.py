@@ -18,6 +18,7 @@ import numpy as np
 
 from .data import Dataset, load_dataset
 from .distributed import Cluster
+from .ensemble import make_ensemble
 from .errors import ConfigError
 from .evaluate import LineMetrics, Metrics, evaluate_line_run, evaluate_run
 from .inference import BUNDLED_MODEL, LineModel, Model, load_line_model, load_model  # noqa: F401 (BUNDLED_MODEL: digitlab.api's, for importers)
@@ -36,6 +37,7 @@ __all__ = [
     "load_dataset",
     "train",
     "evaluate",
+    "ensemble",
     "load_model",
     "load_line_model",
     "predict",
@@ -139,12 +141,22 @@ def evaluate(
     confusion[-SPLIT].png, errors[-SPLIT].png, samples[-SPLIT].png and, from history.json,
     curves.png. The test split keeps the plain names DESIGN.md lists. `run` may be an .onnx
     file from `export_onnx`; it has no run directory to write into, so `out` is then required.
+    `run` may be a shipped model's name (as `load_model` takes it); the package is never written
+    into: by default its files go to runs/evaluate-NAME/ (evaluate.evaluation_folder).
     precision: as `load_model`'s (a run's int8 export is measured where it would be run).
     """
     model = load_model(run, device=device, precision=precision)
     if isinstance(model, LineModel):  # a line recognizer: read on its test lines (ORAND-CAR-A dev)
         return evaluate_line_run(model, split, out=out, data_dir=data_dir)
     return evaluate_run(model, split, out=out, dataset=dataset, data_dir=data_dir, progress=progress)
+
+
+def ensemble(runs: list[str | Path | Run], out: str | Path) -> Path:
+    """One model from several runs of digit models on the same data: their probabilities averaged
+    (each at its own calibration temperature), written as a new run directory `out` that load_model,
+    evaluate, export and serve take like any run; its ONNX export is one graph holding every member.
+    Returns `out`."""
+    return make_ensemble([run.path if isinstance(run, Run) else run for run in runs], out)
 
 
 @dataclass
@@ -200,7 +212,7 @@ def predict(
     """Read one digit per image: each is prepared MNIST-style (preprocess.to_mnist_style) first.
 
     images: one image or a list (paths, bytes, PIL images or arrays, any common format);
-    model: a loaded Model, a run directory, or None for the bundled default model;
+    model: a loaded Model, a run directory, a shipped model's name, or None for the bundled default model;
     prepare: False when the images already are MNIST-style (28, 28) arrays, ink bright (uint8,
     or float in [0, 1]): the model then sees them as they are; max_pixels: larger images are
     refused (preprocess.ImageTooLargeError) from their header, before they are decoded.
@@ -238,9 +250,15 @@ def predict(
 
 
 def _digit_model(model: Model | str | Path | None) -> Model:
-    """A loaded 28x28 digit model: the one given, a run directory, or the bundled default."""
-    if not isinstance(model, Model):
+    """A loaded 28x28 digit model: the one given, a run directory or shipped model's name, or the
+    bundled default. ConfigError for a line recognizer (a LineModel), which reads whole lines."""
+    if not isinstance(model, (Model, LineModel)):
         model = load_model(model)
+    if isinstance(model, LineModel):
+        raise ConfigError(
+            f"{model.path} is a line recognizer, not a model of single digits: give it as the line model "
+            "(`read --line-model`), and a digit model here"
+        )
     if model.image_shape != (1, 28, 28):
         raise ConfigError(f"reading digits needs a model of 28x28 grey digits; {model} takes {model.image_shape}")
     return model
@@ -259,7 +277,7 @@ def read(
     Every box (Digit.box, Line.box) is (x, y, w, h): left, top, width and height in pixels of the
     image as given (a large photo is read shrunk, its boxes mapped back).
 
-    model: a loaded Model, a run directory, or None for the bundled default model;
+    model: a loaded Model, a run directory, a shipped model's name, or None for the bundled default model;
     unsure_below: digits whose top probability is lower read as '?' (not guessed);
     max_pixels: larger images are refused from their header, before they are decoded;
     method: "auto" (the default: each line read both ways and the likelier kept), "segment" (cut

@@ -40,12 +40,18 @@ EPILOG = """examples:
   digitlab serve --port 8000                    then open http://127.0.0.1:8000/
   digitlab export --onnx digitnet-real.onnx      the bundled model as one ONNX file, verified
   digitlab predict --model digitnet-real.onnx my_digit.png
+  digitlab ensemble runs/digitnet-max-* --out runs/max-ensemble   averaged probabilities, one model
   digitlab bench seeds --seeds 3
   digitlab bench speed                          fast over seeds, each trick, vs Keras 3 / DataLoader / sklearn
 
 data directory: --data-dir, else $DIGITLAB_DATA, else ~/.cache/digitlab"""
 
-MODEL_HELP = "run directory, or an .onnx file from `digitlab export` (default: the bundled model)"
+# A RUN argument takes a run directory, an .onnx file from `digitlab export` or a shipped model's name
+# (checkpoint.named_models; `digitlab recipes` lists them): SHIPPED in a help text becomes their names.
+MODEL_HELP = (
+    "run directory, a shipped model's name (SHIPPED), or an .onnx file from `digitlab export` "
+    "(default: the bundled model)"
+)
 # What a folder given to predict or read is searched for: the extensions of the formats they read
 # (preprocess.FORMATS), written here so that `--help` needs no Pillow.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -136,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
             ("read", "lines of digits in photos or scans: text, boxes, confidences", _read_options),
             ("serve", "the REST API and the browser page (draw a digit, drop a photo)", _serve_options),
             ("export", "a run (or the bundled model) as one self-contained ONNX file, verified", _export_options),
+            (
+                "ensemble",
+                "one model from several runs: their probabilities averaged, usable as a run",
+                _ensemble_options,
+            ),
             ("bench", "reproducible benchmark tables written to BENCHMARKS.md", _bench_options),
         ],
     )
@@ -162,8 +173,15 @@ def _defaults(function: Callable) -> dict:
 # --- options several commands share -------------------------------------------------------
 
 
+def _shipped(help: str) -> str:
+    """`help` with SHIPPED replaced by the names of the models shipped in the package."""
+    from .checkpoint import named_models  # imported here: start-up time (NumPy; no torch)
+
+    return help.replace("SHIPPED", ", ".join(named_models()).replace("%", "%%"))
+
+
 def _add_model(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="RUN", help=MODEL_HELP)
+    parser.add_argument("--model", metavar="RUN", help=_shipped(MODEL_HELP))
 
 
 def _add_precision(parser: argparse.ArgumentParser) -> None:
@@ -215,7 +233,7 @@ def _recipes_options(parser: CommandParser) -> None:
 
 
 def cmd_recipes(args) -> int:
-    from .catalog import recipe_table  # imported here: start-up time (NumPy; the table itself needs no torch)
+    from .catalog import recipe_table, shipped_table  # imported here: start-up time (NumPy; the table needs no torch)
 
     rows = recipe_table()
     if args.json:
@@ -230,6 +248,14 @@ def cmd_recipes(args) -> int:
             f"{r['source']}"
         )
     print("\n'ours': mean ± sd over seeds from `digitlab bench seeds` (BENCHMARKS.md).")
+    print("\nshipped models, by name in place of a run directory (--model NAME, evaluate/export/summary NAME):")
+    for row in shipped_table():
+        if row["same_as"]:
+            print(f"  {row['name']:<17}{row['same_as']}: the default model")
+            continue
+        tested = row["evaluation"]
+        shown = f"{tested['accuracy'] * 100:.2f}% on {tested['dataset']} {tested['split']}" if tested else ""
+        print(f"  {row['name']:<17}recipe {row['recipe'] or '?':<17}{shown}")
     return 0
 
 
@@ -440,7 +466,13 @@ def _evaluate_options(parser: CommandParser) -> None:
     from . import api  # imported here: start-up time (torch)
 
     parser.set_defaults(func=cmd_evaluate)
-    parser.add_argument("run", help="run directory, or an .onnx file from `digitlab export` (then give --out)")
+    parser.add_argument(
+        "run",
+        metavar="RUN",
+        help=_shipped(
+            "run directory, a shipped model's name (SHIPPED), or an .onnx file from `digitlab export` (then give --out)"
+        ),
+    )
     parser.add_argument(
         "--split",
         default=_defaults(api.evaluate)["split"],
@@ -451,7 +483,8 @@ def _evaluate_options(parser: CommandParser) -> None:
         "--out",
         metavar="DIR",
         help="write the files into this folder (created if missing) instead of the run directory "
-        "(required for an .onnx file)",
+        "(required for an .onnx file). A shipped model's folder is never written into: its files go to "
+        "runs/evaluate-NAME/ (NAME: its folder's name, e.g. digitnet-real for bundled) unless --out says otherwise",
     )
     _add_device(parser)
     _add_precision(parser)
@@ -460,16 +493,20 @@ def _evaluate_options(parser: CommandParser) -> None:
 
 def cmd_evaluate(args) -> int:
     from . import api  # imported here: start-up time (torch)
+    from .checkpoint import resolve_model
+    from .evaluate import evaluation_folder
     from .files import output_folder
 
-    if args.out:
-        output_folder(args.out)
+    run = resolve_model(args.run)
+    folder = evaluation_folder(run, args.out)  # --out, else the run directory; a shipped model's: runs/evaluate-NAME/
+    if folder != run:  # checked before the work; a run directory is load_model's to check
+        output_folder(folder)
     metrics = api.evaluate(
-        args.run, split=args.split, data_dir=args.data_dir, out=args.out, device=args.device, precision=args.precision
+        args.run, split=args.split, data_dir=args.data_dir, out=folder, device=args.device, precision=args.precision
     )
     print(metrics.report)
     print(f"accuracy {metrics.accuracy * 100:.2f}%  loss {metrics.loss:.4f}  ({len(metrics.labels)} images)")
-    print(f"files written to {args.out or args.run}")
+    print(f"files written to {folder}")
     return 0
 
 
@@ -598,7 +635,8 @@ def _read_options(parser: CommandParser) -> None:
     parser.add_argument(
         "--line-model",
         metavar="RUN",
-        help="a run directory of the line recognizer (`digitlab train linenet`); default: the bundled one",
+        help="a run directory of the line recognizer (`digitlab train linenet`) or a shipped one's name "
+        "(linenet); default: the bundled one",
     )
     parser.add_argument(
         "--unsure-below",
@@ -710,7 +748,8 @@ def _serve_options(parser: CommandParser) -> None:
     parser.add_argument(
         "--line-model",
         metavar="RUN",
-        help="the line recognizer /api/read uses (a `linenet` run directory); default: the bundled one",
+        help="the line recognizer /api/read uses (a `linenet` run directory, or a shipped one's name); "
+        "default: the bundled one",
     )
     parser.add_argument("--host", default=defaults["host"], help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=defaults["port"], help="TCP port")
@@ -812,7 +851,12 @@ def _export_options(parser: CommandParser) -> None:
         "run's training images; about twice as fast on a CPU with VNNI, see BENCHMARKS.md), held to "
         "PyTorch's class on >= 99.9% and an accuracy at most 0.1 point below PyTorch's."
     )
-    parser.add_argument("run", nargs="?", metavar="RUN", help="run directory (default: the bundled model)")
+    parser.add_argument(
+        "run",
+        nargs="?",
+        metavar="RUN",
+        help=_shipped("run directory, or a shipped model's name (SHIPPED) (default: the bundled model)"),
+    )
     parser.add_argument(
         "--onnx", required=True, metavar="FILE.onnx", help="the file to write, in a folder that exists already"
     )
@@ -832,6 +876,43 @@ def cmd_export(args) -> int:
         print("not verified (--no-verify)")
     else:
         print(f"verified with ONNX Runtime: {done.verification}")
+    return 0
+
+
+def _ensemble_options(parser: CommandParser) -> None:
+    parser.set_defaults(func=cmd_ensemble)
+    parser.description = (
+        "Make one model of several runs of digit models trained on the same data (e.g. one recipe "
+        "with different --seed): it averages their probabilities, each at its run's calibration "
+        "temperature. The result is a run directory like any other -- `--model DIR` in predict, read "
+        "and serve, `digitlab evaluate DIR`, `digitlab export DIR` (one ONNX file holding every "
+        "member) -- written whole or not at all. Then it is evaluated on the test set, beside what "
+        "each member measured (each run's own metrics.json)."
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories, 2 to 8")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the new folder to write (must not exist)")
+    parser.add_argument(
+        "--no-evaluate", action="store_true", help="only write it (evaluating needs the dataset's test split)"
+    )
+    _add_data_dir(parser)
+
+
+def cmd_ensemble(args) -> int:
+    from . import api  # imported here: start-up time (torch)
+    from .files import read_json
+
+    folder = api.ensemble(args.runs, args.out)
+    members = read_json(folder / "config.json")["ensemble"]["members"]
+    print(f"wrote {folder}: {len(members)} members")
+    for member in members:
+        accuracy = member["test_accuracy"]
+        shown = f"{accuracy * 100:.2f}%" if isinstance(accuracy, (int, float)) else "not evaluated"
+        print(f"  {member['run']}  ({member['recipe']}, seed {member['seed']}): test accuracy {shown}")
+    if not args.no_evaluate:
+        metrics = api.evaluate(folder, data_dir=args.data_dir)
+        accuracy, images = metrics.accuracy * 100, len(metrics.labels)
+        print(f"ensemble: test accuracy {accuracy:.2f}%  loss {metrics.loss:.4f}  ({images} images)")
+        print(f"report and plots written to {folder}")
     return 0
 
 
@@ -911,6 +992,11 @@ def _bench_seeds_options(parser: CommandParser) -> None:
         results_help="JSON file the runs are appended to (rows from earlier invocations are kept)",
     )
     parser.add_argument("--out", default="runs/bench", help="folder for the run directories")
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="also make the ensemble of each recipe's seed runs (`digitlab ensemble`) and add its row",
+    )
     _add_device(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice, one per core)")
     _add_data_dir(parser)
@@ -932,6 +1018,7 @@ def cmd_bench_seeds(args) -> int:
         device=args.device,
         data_dir=args.data_dir,
         threads=args.threads,
+        ensemble_of=args.ensemble,
     )
     return 0
 
@@ -946,8 +1033,10 @@ def _bench_read_options(parser: CommandParser) -> None:
         "--model",
         metavar="RUN",
         action="append",
-        help="run directory, .onnx file, or 'bundled'; repeatable: the models are measured side by side, "
-        "each in its own column (default: the bundled model alone)",
+        help=_shipped(
+            "run directory, .onnx file, or a shipped model's name (SHIPPED); repeatable: the models are "
+            "measured side by side, each in its own column (default: the bundled model alone)"
+        ),
     )
     parser.add_argument(
         "--digit-sets",
@@ -975,7 +1064,9 @@ def _bench_read_options(parser: CommandParser) -> None:
         f"{' '.join(METHODS)}: the reader before issue 15 beside the line recognizer and both together)",
     )
     parser.add_argument(
-        "--line-model", metavar="RUN", help="the line recognizer's run directory (default: the bundled one)"
+        "--line-model",
+        metavar="RUN",
+        help="the line recognizer's run directory, or a shipped one's name (default: the bundled one)",
     )
     parser.add_argument(
         "--unsure-below",
@@ -1030,7 +1121,10 @@ def _bench_infer_options(parser: CommandParser) -> None:
         metavar="RUN",
         action="append",
         default=[],
-        help="also this run directory or .onnx file, repeatable (the bundled model always runs)",
+        help=_shipped(
+            "also this run directory, .onnx file or shipped model's name (SHIPPED), repeatable "
+            "(the bundled model always runs)"
+        ),
     )
     parser.add_argument(
         "--paths",
@@ -1283,7 +1377,11 @@ def _bench_finetune_options(parser: CommandParser) -> None:
         "from scratch on them; USPS test accuracy of base, fine-tuned and scratch, MNIST test accuracy after "
         "fine-tuning, training seconds. About 5 minutes on 2 cores with one seed."
     )
-    parser.add_argument("--base", metavar="RUN", help=f"a run trained on MNIST alone (default: train {BASE_RECIPE})")
+    parser.add_argument(
+        "--base",
+        metavar="RUN",
+        help=f"a run trained on MNIST alone, or a shipped model's name (default: train {BASE_RECIPE})",
+    )
     parser.add_argument(
         "--sizes", type=int, nargs="+", default=list(SIZES), metavar="N", help="USPS training digits per class"
     )

@@ -107,5 +107,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-from . import cnn, linenet, mlp, opencv_mlp_net  # noqa: E402,F401  (registers the models)
+from . import cnn, ensemble, linenet, mlp, opencv_mlp_net  # noqa: E402,F401  (registers the models)
 from .summary import summarize  # noqa: E402,F401

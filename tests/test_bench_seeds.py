@@ -1,0 +1,27 @@
+"""`digitlab bench seeds --ensemble`: a recipe's seed runs, then their ensemble, each a row of the table."""
+
+from __future__ import annotations
+
+import json
+
+from digitlab.bench import seeds
+
+
+def test_seed_runs_and_their_ensemble_are_rows_of_the_table(tmp_path, shared_data_dir, monkeypatch):
+    monkeypatch.setattr(seeds, "MEASURED", tmp_path / "measured.json")  # not the package's copy
+    markdown = tmp_path / "BENCHMARKS.md"
+    markdown.write_text("# Benchmarks\n\nKept.\n")
+    results = tmp_path / "seeds.json"
+    rows = seeds.bench_seeds(
+        ["fast"], 2, 1e9, results, markdown, tmp_path / "runs", data_dir=shared_data_dir, ensemble_of=True
+    )
+    singles = [r for r in rows if r["recipe"] == "fast"]
+    (together,) = [r for r in rows if r["recipe"] == "fast ensemble"]
+    assert [r["seed"] for r in singles] == [0, 1] and together["seed"] == [0, 1]
+    assert together["accuracy"] > 0.98 and together["train_seconds"] == sum(r["train_seconds"] for r in singles)
+    assert json.loads((tmp_path / together["run"]).joinpath("config.json").read_text())["model"]["name"] == "ensemble"
+    assert json.loads(results.read_text()) == rows
+    text = markdown.read_text()
+    assert text.startswith("# Benchmarks\n\nKept.\n")
+    assert "| `fast` ensemble of 2 | — | " + f"{together['accuracy'] * 100:.2f}% (1 run)" in text
+    assert "Byerly et al. 2021" in text and "fast ensemble" in json.loads((tmp_path / "measured.json").read_text())

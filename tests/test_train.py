@@ -289,6 +289,34 @@ def test_augmentation_is_seeded_bounded_and_does_what_it_says(mnist):
     assert torch.equal(train_module.augment_batch(x, Augment(), torch.Generator()), x)  # nothing asked, nothing done
 
 
+
+def test_elastic_distortion_erasing_and_mirroring_do_what_they_say(mnist):
+    from digitlab.recipes import Augment
+
+    x = mnist.test_images[:64].float() / 255
+    seeded = torch.Generator().manual_seed
+
+    # elastic: a smooth field of at most 2 pixels bends the strokes; every image changes, keeps its ink
+    bent = train_module.augment_batch(x, Augment(elastic=2.0), seeded(1))
+    assert torch.equal(bent, train_module.augment_batch(x, Augment(elastic=2.0), seeded(1)))
+    assert ((bent - x).abs().sum((1, 2, 3)) > 1).all()
+    ink = bent.sum((1, 2, 3)) / x.sum((1, 2, 3))
+    assert (ink > 0.5).all() and (ink < 2).all()  # strokes stretched or squeezed (0.69-1.56 here), not lost
+    field = train_module.elastic_field(64, 28, 28, 2.0, seeded(1), x.device) * 14  # grid units -> pixels
+    assert field.abs().max() <= 2.0 + 1e-5 and field.abs().max() > 1.0
+    assert (field[:, 1:] - field[:, :-1]).abs().max() < 1.0  # smooth: neighbours move alike
+
+    # erase 1.0: every image loses one box of 2-15% of its pixels to the background, nothing else
+    erased = train_module.augment_batch(x, Augment(erase=1.0), seeded(2))
+    boxes = train_module.erased_boxes(64, 28, 28, 1.0, seeded(2), x.device)
+    share = boxes.float().mean((1, 2, 3))
+    assert (share >= 0.01).all() and (share <= 0.2).all()
+    assert torch.equal(erased, x * ~boxes)
+    assert not train_module.erased_boxes(64, 28, 28, 0.0, seeded(2), x.device).any()
+
+    # flip 1.0: every image mirrored left to right
+    assert torch.equal(train_module.augment_batch(x, Augment(flip=1.0), seeded(3)), x.flip(3))
+
 # --- issue 13: what a person sees, calibration, history.csv, TensorBoard, --keep best -------------
 
 TINY = ["--set", "dataset=digits8x8", "--device", "cpu"]  # the offline 8x8 digits: no download, seconds

@@ -55,7 +55,6 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (
     BEST,
-    BUNDLED_RUN,
     CONFIG,
     HISTORY,
     HISTORY_CSV,
@@ -72,6 +71,7 @@ from .checkpoint import (
     optimizer_from_files,
     optimizer_to_files,
     remove_partial_writes,
+    resolve_model,
     save_checkpoint,
     save_weights,
     write_history,
@@ -850,12 +850,12 @@ def check_data(data: list[str], val_split: float) -> None:
 
 
 def init_folder(init: str | Path) -> str:
-    """The run directory --init names ('bundled': the bundled model's), absolute; ConfigError unless
-    it holds a run's config.json and model.safetensors."""
-    folder = BUNDLED_RUN if str(init) == "bundled" else Path(init).expanduser()
+    """The run directory --init names (a shipped model's name, 'bundled' among them: its folder),
+    absolute; ConfigError unless it holds a run's config.json and model.safetensors."""
+    folder = resolve_model(Path(init).expanduser())
     if not ((folder / CONFIG).is_file() and (folder / WEIGHTS).is_file()):
         raise ConfigError(
-            f"--init {init}: not a run directory (config.json and model.safetensors) nor 'bundled'"
+            f"--init {init}: not a run directory (config.json and model.safetensors) nor a shipped model's name"
             + (": an .onnx file holds no weights to train further" if str(init).endswith(".onnx") else "")
         )
     return str(folder.resolve())
@@ -1248,8 +1248,8 @@ def learning_rate(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
 
 
 def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
-    """Randomly rotate, zoom, shift, thicken/thin, binarise, coarsen, blur, fade and noise a float
-    batch (N, C, H, W).
+    """Randomly mirror, rotate, zoom, shift, bend, thicken/thin, binarise, coarsen, blur, fade,
+    noise and erase a float batch (N, C, H, W).
 
     Every image gets its own parameters, drawn from `generator` so that a seed fixes them; each
     effect is one batched op over the whole batch (no per-image Python loop).
@@ -1263,7 +1263,9 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
     def per_image(v: torch.Tensor) -> torch.Tensor:  # (N,) -> (N, 1, 1, 1) to broadcast
         return v.view(n, 1, 1, 1)
 
-    if aug.rotate or aug.scale or aug.shift:
+    if aug.flip:
+        x = torch.where(per_image(torch.rand(n, generator=generator, device=dev) < aug.flip), x.flip(3), x)
+    if aug.rotate or aug.scale or aug.shift or aug.elastic:
         angle = uniform(math.radians(aug.rotate))
         zoom = 1 + uniform(aug.scale)
         # affine_grid maps output to input coordinates in [-1, 1]: a shift of s pixels is 2s/size.
@@ -1271,6 +1273,8 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
         theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)  # (N, 2, 3)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        if aug.elastic:
+            grid = grid + elastic_field(n, h, w, aug.elastic, generator, dev)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if aug.thickness:
         # Grey-level dilation/erosion with a 3x3 square: a pen one pixel wider or narrower.
@@ -1308,7 +1312,36 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
         std = per_image(torch.rand(n, generator=generator, device=dev) * aug.noise)
         noise = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
         x = (x + noise * std).clamp_(0, 1)
+    if aug.erase:
+        x = x * ~erased_boxes(n, h, w, aug.erase, generator, dev)
     return x
+
+
+def elastic_field(n: int, h: int, w: int, pixels: float, generator: torch.Generator, dev) -> torch.Tensor:
+    """(N, H, W, 2) smooth random displacements of at most `pixels`, in grid_sample's [-1, 1] units:
+    a 4x4 grid of uniform offsets enlarged bicubically (the Gaussian-smoothed noise of Simard et al.
+    for a fraction of its cost), so that strokes bend instead of jittering pixel by pixel."""
+    coarse = torch.rand(n, 2, 4, 4, generator=generator, device=dev) * 2 - 1
+    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True).clamp_(-1, 1)
+    scale = torch.tensor([2 * pixels / w, 2 * pixels / h], device=dev).view(1, 2, 1, 1)
+    return (field * scale).permute(0, 2, 3, 1)
+
+
+def erased_boxes(n: int, h: int, w: int, chance: float, generator: torch.Generator, dev) -> torch.Tensor:
+    """(N, 1, H, W) masks, True inside one random rectangle (2-15% of the image, aspect 0.3-3.3) for a
+    `chance` share of the images and nowhere for the rest: random erasing, batched."""
+
+    def draw() -> torch.Tensor:
+        return torch.rand(n, generator=generator, device=dev)
+
+    pick, area, aspect = draw() < chance, (0.02 + 0.13 * draw()) * h * w, torch.exp((draw() * 2 - 1) * math.log(3.3))
+    bh, bw = (area * aspect).sqrt().clamp(1, h), (area / aspect).sqrt().clamp(1, w)
+    top, left = draw() * (h - bh), draw() * (w - bw)
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    inside = (rows >= top.view(n, 1, 1)) & (rows < (top + bh).view(n, 1, 1))
+    inside = inside & (cols >= left.view(n, 1, 1)) & (cols < (left + bw).view(n, 1, 1))
+    return (inside & pick.view(n, 1, 1)).unsqueeze(1)
 
 
 @torch.no_grad()

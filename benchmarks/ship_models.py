@@ -1,0 +1,116 @@
+"""Ship the most accurate MNIST models in the package: src/digitlab/weights/NAME/, each with its card.
+
+    DIGITLAB_DATA=../shared/data digitlab bench seeds --recipes digitnet-max --seeds 3 --ensemble \
+        --max-seconds 100000 --out runs/max
+    DIGITLAB_DATA=../shared/data python benchmarks/ship_models.py digitnet-max=runs/max/digitnet-max-<stamp> \
+        mnist-ensemble=runs/max/digitnet-max-ensemble-0-1-2-<stamp>
+
+Copies each run directory (a run, or an ensemble from `digitlab ensemble`) under its NAME, measures it
+on its dataset's test split with `digitlab evaluate`'s code (the figure its card states and
+`digitlab evaluate NAME` reproduces), records that in its config.json ("evaluation", as the service
+reads it), and writes NAME/README.md: recipe, command, data, accuracy, training time, files.
+Nothing was chosen by the test split: the recipe was chosen on a validation split of MNIST train
+(BENCHMARKS.md, "The most accurate models"), and every seed run is shipped as it ended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+
+import digitlab
+from digitlab.bench.common import machine
+from digitlab.checkpoint import CONFIG, HISTORY, WEIGHTS, load_weights, save_weights
+from digitlab.files import read_json, write_json, write_text
+from digitlab.inference import BUNDLED_MODEL
+from digitlab.models import count_parameters
+
+WEIGHTS_DIR = BUNDLED_MODEL.parent
+
+
+def training_seconds(run: Path, config: dict) -> float:
+    """A run's training time (its history's epochs), or an ensemble's members' together."""
+    if "ensemble" in config:
+        return sum(m["training_seconds"] or 0.0 for m in config["ensemble"]["members"])
+    return sum(row["seconds"] for row in read_json(run / HISTORY))
+
+
+def describe(config: dict) -> str:
+    recipe = config["recipe"]
+    if "ensemble" in config:
+        members = config["ensemble"]["members"]
+        seeds = ", ".join(str(m["seed"]) for m in members)
+        singles = ", ".join(f"{m['test_accuracy']:.2%}" for m in members if m["test_accuracy"] is not None)
+        return (
+            f"an ensemble (`digitlab ensemble`) of {len(members)} runs of `{members[0]['recipe']}` with seeds {seeds} "
+            f"(alone: {singles}); its probabilities are theirs averaged, each at its own calibration temperature"
+        )
+    args = config["model"]["args"]
+    widths = "-".join(str(w) for w in args.get("widths", ()))
+    return (
+        f"one run of `{recipe['name']}` (seed {recipe['seed']}): the `{config['model']['name']}` CNN, {widths} wide "
+        f"with {args.get('depth', 1)} convolutions a stage, {recipe['epochs']} epochs, augmentation {recipe['augment']}"
+    )
+
+
+def card(name: str, folder: Path, config: dict, seconds: float, command: str) -> str:
+    evaluation = config["evaluation"]
+    model = digitlab.load_model(folder, backend="torch")
+    files = ", ".join(f"`{p.name}` ({p.stat().st_size / 1024:,.0f} KB)" for p in sorted(folder.iterdir()))
+    return f"""# `{name}`
+
+`--model {name}` in predict, read, serve, evaluate and export; `digitlab.load_model("{name}")`.
+
+- What: {describe(config)}; {count_parameters(model.module):,} parameters.
+- Data: MNIST train (60,000 images), nothing else; no choice was made on the test set (the recipe was
+  chosen on a validation split of MNIST train: BENCHMARKS.md, "The most accurate models").
+- Made by: `{command}`, then `python benchmarks/ship_models.py ...` ({date.today().isoformat()}).
+- Training: {seconds:.0f} s{" (its members together)" if "ensemble" in config else ""} on a {machine()}, bf16 autocast.
+- Test accuracy: **{evaluation["accuracy"]:.2%}** on the {evaluation["n"]:,} images of the {evaluation["dataset"]}
+  test split; `digitlab evaluate {name}` reproduces it.
+- Files: {files}.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", metavar="NAME=RUN", help="the shipped name and the run directory")
+    parser.add_argument(
+        "--command",
+        default="DIGITLAB_DATA=../shared/data digitlab bench seeds --recipes digitnet-max --seeds 3 --ensemble "
+        "--max-seconds 100000 --out runs/max",
+        help="the command that trained them, for the cards",
+    )
+    args = parser.parse_args()
+    for spec in args.models:
+        name, _, run = spec.partition("=")
+        run = Path(run)
+        config = read_json(run / CONFIG)
+        seconds = training_seconds(run, config)
+        if "ensemble" in config:  # the members' folders are this machine's: keep their names only
+            for member in config["ensemble"]["members"]:
+                member["run"] = Path(member["run"]).name
+        metrics = digitlab.evaluate(run, out=run / "shipping", progress=False)
+        config["evaluation"] = {
+            "dataset": config["dataset"]["name"],
+            "split": "test",
+            "n": len(metrics.labels),
+            "accuracy": metrics.accuracy,
+        }
+        folder = WEIGHTS_DIR / name
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir()
+        save_weights(folder / WEIGHTS, load_weights(run / WEIGHTS))
+        write_json(folder / CONFIG, config)
+        text = card(name, folder, config, seconds, args.command)
+        write_text(folder / "README.md", text)
+        print(text)
+        print(json.dumps({name: config["evaluation"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -289,7 +289,6 @@ def test_augmentation_is_seeded_bounded_and_does_what_it_says(mnist):
     assert torch.equal(train_module.augment_batch(x, Augment(), torch.Generator()), x)  # nothing asked, nothing done
 
 
-
 def test_elastic_distortion_erasing_and_mirroring_do_what_they_say(mnist):
     from digitlab.recipes import Augment
 
@@ -316,6 +315,7 @@ def test_elastic_distortion_erasing_and_mirroring_do_what_they_say(mnist):
 
     # flip 1.0: every image mirrored left to right
     assert torch.equal(train_module.augment_batch(x, Augment(flip=1.0), seeded(3)), x.flip(3))
+
 
 # --- issue 13: what a person sees, calibration, history.csv, TensorBoard, --keep best -------------
 

@@ -59,7 +59,7 @@ def bench_seeds(
     names = recipes or list(RECIPES)
     for name in names:
         get_recipe(name)  # unknown names fail before anything runs
-    rows = read_json(results) if results.exists() else []
+    rows = read_json(results) if results.exists() else []  # returned as they are when nothing runs
     command = (
         "digitlab bench seeds " + " ".join(sys.argv[3:])
         if sys.argv[1:3] == ["bench", "seeds"]
@@ -101,14 +101,21 @@ def bench_seeds(
                 "run": str(run.path),
             }
             print(f"{name} seed {seed}: {accuracy * 100:.2f}% in {row['train_seconds']:.0f} s", flush=True)
-            rows = [r for r in rows if (r["recipe"], r["seed"]) != (name, seed)] + [row]
-            write_json(results, rows)  # after every run: a crash later loses nothing
-            publish(rows, markdown)
+            rows = add_row(results, row, markdown)  # after every run: a crash later loses nothing
             runs.append(row)
         if ensemble_of and len(runs) >= 2:
-            rows = [r for r in rows if r["recipe"] != f"{name} ensemble"] + [ensemble_row(runs, out, data_dir)]
-            write_json(results, rows)
-            publish(rows, markdown)
+            rows = add_row(results, ensemble_row(runs, out, data_dir), markdown)
+    return rows
+
+
+def add_row(results: Path, row: dict, markdown: Path) -> list[dict]:
+    """`results` with `row` in place of any earlier row of its recipe and seed, written, and the table
+    rebuilt. The file is read again here, not once at the start: another invocation running beside
+    this one (a slow recipe in its own process) keeps the rows it wrote meanwhile."""
+    rows = read_json(results) if results.exists() else []
+    rows = [r for r in rows if (r["recipe"], r["seed"]) != (row["recipe"], row["seed"])] + [row]
+    write_json(results, rows)
+    publish(rows, markdown)
     return rows
 
 

@@ -1,0 +1,42 @@
+"""The most accurate MNIST models shipped in the package (issue 17): `digitnet-max` and `mnist-ensemble`
+load by name, and `digitlab evaluate NAME` reproduces the accuracy their cards and configs state."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+import digitlab
+from digitlab.checkpoint import SHIPPED
+from digitlab.cli import main
+
+SHIPPED_MAX = ("digitnet-max", "mnist-ensemble")
+
+
+@pytest.mark.parametrize("name", SHIPPED_MAX)
+def test_evaluate_reproduces_the_shipped_accuracy(name, capsys, tmp_path, shared_data_dir):
+    config = json.loads((SHIPPED / name / "config.json").read_text())
+    stated = config["evaluation"]["accuracy"]
+    card = (SHIPPED / name / "README.md").read_text()
+    assert f"**{stated:.2%}**" in card
+    code = main(["evaluate", name, "--out", str(tmp_path), "--data-dir", str(shared_data_dir)])
+    out = capsys.readouterr().out
+    assert code == 0
+    measured = float(re.search(r"accuracy (\d+\.\d+)%", out).group(1)) / 100
+    assert measured == pytest.approx(stated, abs=1e-4)
+    assert not any(p.name.startswith("metrics") for p in (SHIPPED / name).iterdir())  # nothing written there
+
+
+def test_the_shipped_ensemble_holds_runs_of_the_shipped_recipe_and_beats_the_single_model():
+    single = json.loads((SHIPPED / "digitnet-max" / "config.json").read_text())
+    together = json.loads((SHIPPED / "mnist-ensemble" / "config.json").read_text())
+    members = together["ensemble"]["members"]
+    assert {m["recipe"] for m in members} == {"digitnet-max"} and len(members) >= 3
+    assert single["recipe"]["name"] == "digitnet-max" and single["train"]["val_split"] in (0, 0.0)
+    assert together["evaluation"]["accuracy"] >= 0.998
+    assert together["evaluation"]["accuracy"] > single["evaluation"]["accuracy"]
+    assert digitlab.load_model("mnist-ensemble").config["model"]["name"] == "ensemble"
+    size = sum(p.stat().st_size for name in SHIPPED_MAX for p in (SHIPPED / name).iterdir())
+    assert size < 8 * 1024 * 1024  # a few MB in all

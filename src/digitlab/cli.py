@@ -995,7 +995,11 @@ def _bench_seeds_options(parser: CommandParser) -> None:
     parser.add_argument(
         "--ensemble",
         action="store_true",
-        help="also make the ensemble of each recipe's seed runs (`digitlab ensemble`) and add its row",
+        help="also make the ensemble of each recipe's seed runs in the results file whose run directories "
+        "are still there, this invocation's and earlier ones' (`digitlab ensemble`), and add its row",
+    )
+    parser.add_argument(
+        "--first-seed", type=int, help="the first seed (default: the recipe's); e.g. one seed per invocation"
     )
     _add_device(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice, one per core)")
@@ -1019,6 +1023,7 @@ def cmd_bench_seeds(args) -> int:
         data_dir=args.data_dir,
         threads=args.threads,
         ensemble_of=args.ensemble,
+        first_seed=args.first_seed,
     )
     return 0
 

@@ -21,6 +21,7 @@ from ..catalog import MEASURED
 from ..data import DATASETS, resolve_data_dir
 from ..errors import ConfigError
 from ..files import read_json, write_json
+from ..models.ensemble import MAX_MEMBERS
 from ..recipes import RECIPES, get_recipe
 from .common import machine, write_section
 
@@ -47,9 +48,11 @@ def bench_seeds(
     data_dir=None,
     threads: int | None = None,
     ensemble_of: bool = False,
+    first_seed: int | None = None,
 ) -> list[dict]:
-    """Train each recipe over `seeds` seeds (a row each in `results`); with `ensemble_of`, also the
-    ensemble of each recipe's runs of this invocation (a row "RECIPE ensemble")."""
+    """Train each recipe over `seeds` seeds from `first_seed` (default: the recipe's own), a row each
+    in `results`; with `ensemble_of`, also the ensemble of each recipe's seed runs in `results` whose
+    run directories are still there, this invocation's and earlier ones' (a row "RECIPE ensemble")."""
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
     if threads is not None:
@@ -74,12 +77,12 @@ def bench_seeds(
                 flush=True,
             )
             continue
-        spent, runs = 0.0, []
+        spent = 0.0
         for k in range(seeds):
             if k and spent > max_seconds:
                 print(f"{name}: {k} seed(s) took {spent:.0f} s > --max-seconds {max_seconds:.0f}; stopping there")
                 break
-            seed = recipe.seed + k
+            seed = (recipe.seed if first_seed is None else first_seed) + k
             started = time.perf_counter()
             run = train(name, seed=seed, device=device, data_dir=data_dir, out=out, evaluate_after=False)
             wall = time.perf_counter() - started
@@ -102,9 +105,10 @@ def bench_seeds(
             }
             print(f"{name} seed {seed}: {accuracy * 100:.2f}% in {row['train_seconds']:.0f} s", flush=True)
             rows = add_row(results, row, markdown)  # after every run: a crash later loses nothing
-            runs.append(row)
-        if ensemble_of and len(runs) >= 2:
-            rows = add_row(results, ensemble_row(runs, out, data_dir), markdown)
+        members = {r["seed"]: r for r in rows_of(rows, name) if Path(r["run"]).is_dir()}
+        if ensemble_of and len(members) >= 2:
+            chosen = [members[seed] for seed in sorted(members)][:MAX_MEMBERS]
+            rows = add_row(results, ensemble_row(chosen, out, data_dir), markdown)
     return rows
 
 
@@ -113,7 +117,8 @@ def add_row(results: Path, row: dict, markdown: Path) -> list[dict]:
     rebuilt. The file is read again here, not once at the start: another invocation running beside
     this one (a slow recipe in its own process) keeps the rows it wrote meanwhile."""
     rows = read_json(results) if results.exists() else []
-    rows = [r for r in rows if (r["recipe"], r["seed"]) != (row["recipe"], row["seed"])] + [row]
+    together = row["recipe"].endswith(" ensemble")  # one ensemble row a recipe, whatever its members
+    rows = [r for r in rows if r["recipe"] != row["recipe"] or (r["seed"] != row["seed"] and not together)] + [row]
     write_json(results, rows)
     publish(rows, markdown)
     return rows

@@ -7,12 +7,14 @@ import json
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 import digitlab
 from digitlab.checkpoint import BUNDLED_LINE_RUN
 from digitlab.cli import main
 from digitlab.errors import CheckpointError, ConfigError
 from digitlab.export import export_onnx
+from digitlab.serve import create_app
 
 
 def run_cli(capsys, *args):
@@ -124,3 +126,15 @@ def test_a_damaged_member_list_in_config_json_is_refused_before_anything_is_buil
         (broken / "config.json").write_text(json.dumps(config))
         with pytest.raises(CheckpointError, match=words):
             digitlab.load_model(broken)
+
+
+def test_the_service_serves_an_ensemble(ensemble_dir, members, mnist):
+    model = digitlab.load_model(ensemble_dir)
+    with TestClient(create_app(model)) as client:
+        (info,) = client.get("/api/models").json()["models"]
+        assert info["name"] == "ensemble" and info["backend"] == "onnx"
+        assert info["parameters"] == sum(digitlab.load_model(m).parameter_count for m in members)
+        answer = client.post("/api/predict", json={"pixels": mnist.test_images[0, 0].tolist()}).json()
+    expected = member_probabilities(members, mnist.test_images[:1].numpy())[0]
+    assert answer["digit"] == str(expected.argmax())
+    assert answer["confidence"] == pytest.approx(float(expected.max()), abs=1e-4)

@@ -134,7 +134,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    old_folder = next(p for p in BUNDLED_MODEL.parent.iterdir() if (p / CONFIG).is_file())
+    old_folder = BUNDLED_MODEL  # weights/ holds other shipped models too (digitnet-max, ...): never theirs
     olds = [str(o).partition("=")[::2] if "=" in str(o) else (Path(o).name, str(o)) for o in args.old or [old_folder]]
     old = {label: accuracies(Path(folder)) for label, folder in olds}
     new = accuracies(args.run)

@@ -50,10 +50,20 @@ def describe(config: dict) -> str:
         )
     args = config["model"]["args"]
     widths = "-".join(str(w) for w in args.get("widths", ()))
+    augment = ", ".join(f"{k} {v:g}" for k, v in (recipe["augment"] or {}).items() if v)
     return (
-        f"one run of `{recipe['name']}` (seed {recipe['seed']}): the `{config['model']['name']}` CNN, {widths} wide "
-        f"with {args.get('depth', 1)} convolutions a stage, {recipe['epochs']} epochs, augmentation {recipe['augment']}"
+        f"one run of `{recipe['name']}` with seed {recipe['seed']}, shipped as it ended (no seed was picked by its "
+        f"test figure): the `{config['model']['name']}` CNN, {widths} wide with {args.get('depth', 1)} convolutions "
+        f"a stage, {recipe['epochs']} epochs, augmentation {augment or 'none'}"
     )
+
+
+def threads(config: dict) -> str:
+    """The threads a run trained with, in words (an ensemble's members: BENCHMARKS.md's rows say)."""
+    count = config["train"].get("threads")
+    if count is None:
+        return "as BENCHMARKS.md's seed rows say"
+    return "1 thread (another training on the other core)" if count == 1 else f"{count} threads"
 
 
 def card(name: str, folder: Path, config: dict, seconds: float, command: str) -> str:
@@ -68,7 +78,8 @@ def card(name: str, folder: Path, config: dict, seconds: float, command: str) ->
 - Data: MNIST train (60,000 images), nothing else; no choice was made on the test set (the recipe was
   chosen on a validation split of MNIST train: BENCHMARKS.md, "The most accurate models").
 - Made by: `{command}`, then `python benchmarks/ship_models.py ...` ({date.today().isoformat()}).
-- Training: {seconds:.0f} s{" (its members together)" if "ensemble" in config else ""} on a {machine()}, bf16 autocast.
+- Training: {seconds:.0f} s{" (its members together)" if "ensemble" in config else ""} on a {machine()},
+  {threads(config)}, bf16 autocast.
 - Test accuracy: **{evaluation["accuracy"]:.2%}** on the {evaluation["n"]:,} images of the {evaluation["dataset"]}
   test split; `digitlab evaluate {name}` reproduces it.
 - Files: {files}.

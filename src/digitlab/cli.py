@@ -239,12 +239,12 @@ def cmd_recipes(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'recipe':<19}{'dataset':<9}{'model':<11}{'params':>10}  {'published':>9}  {'ours':>20}  source")
+    print(f"{'recipe':<19}{'dataset':<15}{'model':<11}{'params':>10}  {'published':>9}  {'ours':>20}  source")
     for r in rows:
         pub = f"{r['published_accuracy'] * 100:.2f}%" if r["published_accuracy"] else "-"
         ours = r["measured"] or "not measured"
         print(
-            f"{r['name']:<19}{r['dataset']:<9}{r['model']:<11}{r['parameters']:>10,}  {pub:>9}  {ours:>20}  "
+            f"{r['name']:<19}{r['dataset']:<15}{r['model']:<11}{r['parameters']:>10,}  {pub:>9}  {ours:>20}  "
             f"{r['source']}"
         )
     print("\n'ours': mean ± sd over seeds from `digitlab bench seeds` (BENCHMARKS.md).")

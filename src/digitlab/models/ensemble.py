@@ -55,8 +55,17 @@ def _member_entries(members) -> list[dict]:
     return list(members)
 
 
-def _member_tensors(members=(), **_) -> int:
+def _default_members(in_shape, num_classes) -> tuple[dict, ...]:
+    """What `ensemble` builds when it is named no members (as every registered model builds from
+    shapes alone): two default digitnets of those shapes."""
+    entry = {"name": "digitnet", "args": {"in_shape": tuple(in_shape), "num_classes": num_classes}}
+    return (entry, entry)
+
+
+def _member_tensors(members=None, in_shape=(1, 28, 28), num_classes=10, **_) -> int:
     """The ensemble's tensors: its members'; a ValueError (tensor_count: no count) where one has none."""
+    if members is None:
+        members = _default_members(in_shape, num_classes)
     try:
         counts = [tensor_count(entry) for entry in _member_entries(members)]
     except ConfigError as err:  # a malformed member list: building it says what is wrong
@@ -70,14 +79,15 @@ def _member_tensors(members=(), **_) -> int:
 def ensemble(
     in_shape: tuple[int, int, int] = (1, 28, 28),
     num_classes: int = 10,
-    members: tuple[dict, ...] = (),
+    members: tuple[dict, ...] | None = None,
     temperatures: tuple[float, ...] | None = None,
 ) -> nn.Module:
-    """Members (model entries of runs, each taking `in_shape` and giving `num_classes`), averaged.
+    """Members (model entries of runs, each taking `in_shape` and giving `num_classes`), averaged;
+    None: two default digitnets (what the registry's shape-only build gives, untrained).
 
     temperatures: each member's calibration temperature (1 each when None).
     """
-    entries = _member_entries(members)
+    entries = _member_entries(_default_members(in_shape, num_classes) if members is None else members)
     temperatures = (1.0,) * len(entries) if temperatures is None else tuple(temperatures)
     if len(temperatures) != len(entries) or not all(
         type(t) in (int, float) and math.isfinite(t) and t > 0 for t in temperatures

@@ -54,6 +54,8 @@ def test_an_ensemble_averages_its_members_probabilities_on_every_backend(members
     config = json.loads((ensemble_dir / "config.json").read_text())
     assert config["model"]["args"]["temperatures"] == pytest.approx(temperatures)
     assert [m["seed"] for m in config["ensemble"]["members"]] == [1, 2]
+    singles = [json.loads((m / "metrics.json").read_text())["accuracy"] for m in members]
+    assert [m["test_accuracy"] for m in config["ensemble"]["members"]] == singles
 
 
 def test_evaluate_measures_the_ensemble_and_its_accuracy_is_that_of_the_averaged_probabilities(

@@ -35,7 +35,8 @@ def test_the_shipped_ensemble_holds_runs_of_the_shipped_recipe_and_beats_the_sin
     members = together["ensemble"]["members"]
     assert {m["recipe"] for m in members} == {"digitnet-max"} and len(members) >= 3
     assert single["recipe"]["name"] == "digitnet-max" and single["train"]["val_split"] in (0, 0.0)
-    assert together["evaluation"]["accuracy"] >= 0.998
+    # the ensemble reads more of the test set than any of its members alone (the shipped single model among them)
+    assert together["evaluation"]["accuracy"] > max(m["test_accuracy"] for m in members)
     assert together["evaluation"]["accuracy"] > single["evaluation"]["accuracy"]
     assert digitlab.load_model("mnist-ensemble").config["model"]["name"] == "ensemble"
     size = sum(p.stat().st_size for name in SHIPPED_MAX for p in (SHIPPED / name).iterdir())

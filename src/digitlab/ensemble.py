@@ -73,6 +73,10 @@ def _member(path: Path) -> dict:
         raise ConfigError(f"{path} is a {name} run, which reads lines: an ensemble averages single-digit models")
     history = read_json(path / HISTORY, allow_nan=True) if (path / HISTORY).is_file() else []
     metrics = read_json(path / METRICS) if (path / METRICS).is_file() else {}
+    if not metrics and config.get("train", {}).get("validation") == "test set" and history:
+        # not evaluated (`bench seeds` trains with evaluate_after off): a run validated on the test set
+        # measured it after its last epoch, as its metrics.json would have
+        metrics = {"accuracy": history[-1].get("val_accuracy")}
     return {
         "path": path,
         "config": config,

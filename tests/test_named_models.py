@@ -79,7 +79,8 @@ def test_a_shipped_name_works_as_model_and_a_line_model_is_refused_as_a_digit_mo
     assert code == 2 and "is a line recognizer, not a model of single digits" in err
 
 
-def test_every_model_argument_says_the_shipped_names(capsys):
+def test_every_model_argument_says_the_shipped_names(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "2000")  # argparse wraps at hyphens too ("mnist-" / "ensemble")
     names = ", ".join(named_models())  # bundled, digitnet-real, linenet, and whatever ships beside them
     for command in (
         ["predict"],

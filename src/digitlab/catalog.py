@@ -122,13 +122,13 @@ def summary_text(target: str) -> str:
     """The Keras-style summary of a recipe's model, or of the model in a run directory: a folder
     that exists, else a recipe, else a shipped model's name (checkpoint.named_models)."""
     # imported here: start-up time (torch, 1 s), which `digitlab recipes` does without
-    from .checkpoint import CONFIG, named_models
+    from .checkpoint import CONFIG, named_models, resolve_model
     from .models import create_model_from_config, model_task, summarize
     from .preprocess import LINE_HEIGHT, LINE_SAMPLE_WIDTH
 
     path = Path(target)
     if not path.is_dir() and target not in RECIPES:
-        path = named_models().get(target, path)
+        path = resolve_model(target)  # a shipped model's name: its folder
     if path.is_dir():
         config = read_json(path / CONFIG)
         model = create_model_from_config(config["model"])

@@ -889,7 +889,9 @@ def _ensemble_options(parser: CommandParser) -> None:
         "member) -- written whole or not at all. Then it is evaluated on the test set, beside what "
         "each member measured (each run's own metrics.json)."
     )
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories, 2 to 8")
+    parser.add_argument(
+        "runs", nargs="+", metavar="RUN", help=_shipped("run directories or shipped models' names (SHIPPED), 2 to 8")
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="the new folder to write (must not exist)")
     parser.add_argument(
         "--no-evaluate", action="store_true", help="only write it (evaluating needs the dataset's test split)"

@@ -105,10 +105,11 @@ def bench_seeds(
             }
             print(f"{name} seed {seed}: {accuracy * 100:.2f}% in {row['train_seconds']:.0f} s", flush=True)
             rows = add_row(results, row, markdown)  # after every run: a crash later loses nothing
-        members = {r["seed"]: r for r in rows_of(rows, name) if Path(r["run"]).is_dir()}
-        if ensemble_of and len(members) >= 2:
-            chosen = [members[seed] for seed in sorted(members)][:MAX_MEMBERS]
-            rows = add_row(results, ensemble_row(chosen, out, data_dir), markdown)
+        if ensemble_of:
+            members = {r["seed"]: r for r in rows_of(rows, name) if Path(r["run"]).is_dir()}
+            if len(members) >= 2:
+                chosen = [members[seed] for seed in sorted(members)][:MAX_MEMBERS]
+                rows = add_row(results, ensemble_row(chosen, out, data_dir), markdown)
     return rows
 
 

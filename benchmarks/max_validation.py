@@ -4,6 +4,10 @@ that hold-out only (never the test set), with and without test-time augmentation
     DIGITLAB_DATA=../shared/data digitlab train digitnet-max --val-split 0.1 --out runs/max-val
     DIGITLAB_DATA=../shared/data digitlab train digitnet-max --val-split 0.1 --out runs/max-val \
         --set augment=2,12,0.15,0,0,0,0,0,0,2,0.3,0        # + elastic 2 px, random erasing 0.3
+    DIGITLAB_DATA=../shared/data digitlab train digitnet-max --val-split 0.1 --out runs/max-val \
+        --epochs 60                                          # a longer schedule
+    DIGITLAB_DATA=../shared/data digitlab train digitnet-max --val-split 0.1 --out runs/max-val \
+        --epochs 60 --set augment=2,12,0.15,0,0,0,0,0,0,1,0,0 # 60 epochs + elastic 1 px
     DIGITLAB_DATA=../shared/data python benchmarks/max_validation.py LABEL=RUN LABEL=RUN ...
 
 For each run: its accuracy on the 6,000 held-out training images, and with test-time augmentation

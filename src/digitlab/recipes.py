@@ -349,8 +349,9 @@ DIGITNET_MAX = dataclasses.replace(
 
 # Fashion-MNIST (issue 17; the target: >= 95% test in <= 60 minutes on 2 CPU cores). Clothes are not
 # digits: a wider digitnet (64-128-256, two convolutions a stage), mirrored half the time, shifted, and
-# with a random box erased (Zhong et al. report random erasing for Fashion-MNIST); no rotation. One
-# run: 94.99%, 3,986 s on one core (BENCHMARKS.md): the target is not met yet.
+# with a random box erased (Zhong et al. report random erasing for Fashion-MNIST); no rotation.
+# 40 epochs (30 read 94.99% and still underfit their augmented images): 95.08% in one run, 2,389 s
+# on the 2 cores (BENCHMARKS.md).
 FASHION_MAX = dataclasses.replace(
     DIGITNET,
     name="fashion-max",
@@ -359,7 +360,7 @@ FASHION_MAX = dataclasses.replace(
     dataset="fashion-mnist",
     model_args={"widths": (64, 128, 256), "depth": 2},
     batch_size=128,
-    epochs=30,
+    epochs=40,
     augment=Augment(shift=2.0, scale=0.05, erase=0.5, flip=0.5),
     bf16=True,
     source="digitlab",

@@ -66,7 +66,7 @@ def threads(config: dict) -> str:
     return "1 thread (another training on the other core)" if count == 1 else f"{count} threads"
 
 
-def card(name: str, folder: Path, config: dict, seconds: float, command: str) -> str:
+def card(name: str, folder: Path, config: dict, seconds: float, command: str, note: str = "") -> str:
     evaluation = config["evaluation"]
     model = digitlab.load_model(folder, backend="torch")
     files = ", ".join(f"`{p.name}` ({p.stat().st_size / 1024:,.0f} KB)" for p in sorted(folder.iterdir()))
@@ -75,15 +75,16 @@ def card(name: str, folder: Path, config: dict, seconds: float, command: str) ->
 `--model {name}` in predict, read, serve, evaluate and export; `digitlab.load_model("{name}")`.
 
 - What: {describe(config)}; {count_parameters(model.module):,} parameters.
-- Data: MNIST train (60,000 images), nothing else; no choice was made on the test set (the recipe was
-  chosen on a validation split of MNIST train: BENCHMARKS.md, "The most accurate models").
+- Data: MNIST train (60,000 images), nothing else; neither the recipe nor a seed was chosen on the test
+  set (the recipe was chosen on a validation split of MNIST train: BENCHMARKS.md, "The most accurate
+  models").
 - Made by: `{command}`, then `python benchmarks/ship_models.py ...` ({date.today().isoformat()}).
 - Training: {seconds:.0f} s{" (its members together)" if "ensemble" in config else ""} on a {machine()},
   {threads(config)}, bf16 autocast.
 - Test accuracy: **{evaluation["accuracy"]:.2%}** on the {evaluation["n"]:,} images of the {evaluation["dataset"]}
   test split; `digitlab evaluate {name}` reproduces it.
 - Files: {files}.
-"""
+""" + (f"- Note: {note}\n" if note else "")
 
 
 def main() -> None:
@@ -95,7 +96,15 @@ def main() -> None:
         "--max-seconds 100000 --out runs/max",
         help="the command that trained them, for the cards",
     )
+    parser.add_argument(
+        "--note",
+        action="append",
+        default=[],
+        metavar="NAME=TEXT",
+        help="a line for NAME's card: what a reader should know of how it was made (repeatable)",
+    )
     args = parser.parse_args()
+    notes = dict(spec.partition("=")[::2] for spec in args.note)
     for spec in args.models:
         name, _, run = spec.partition("=")
         run = Path(run)
@@ -117,7 +126,7 @@ def main() -> None:
         folder.mkdir()
         save_weights(folder / WEIGHTS, load_weights(run / WEIGHTS))
         write_json(folder / CONFIG, config)
-        text = card(name, folder, config, seconds, args.command)
+        text = card(name, folder, config, seconds, args.command, notes.get(name, ""))
         write_text(folder / "README.md", text)
         print(text)
         print(json.dumps({name: config["evaluation"]}))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from digitlab.bench import seeds
+from digitlab.errors import ConfigError
 
 
 def test_seed_runs_and_their_ensemble_are_rows_of_the_table(tmp_path, shared_data_dir, monkeypatch):
@@ -27,3 +30,14 @@ def test_seed_runs_and_their_ensemble_are_rows_of_the_table(tmp_path, shared_dat
     assert text.startswith("# Benchmarks\n\nKept.\n")
     assert "| `fast` ensemble of 2 | — | " + f"{together['accuracy'] * 100:.2f}% (1 run)" in text
     assert "Byerly et al. 2021" in text and "fast ensemble" in json.loads((tmp_path / "measured.json").read_text())
+    # --seeds 0 --ensemble: no training, the ensemble of the runs already there made again, in place of the row
+    again = seeds.bench_seeds(["fast"], 0, 1e9, results, markdown, tmp_path / "runs", **common)
+    assert [r for r in again if r["recipe"] == "fast"] == singles
+    (remade,) = [r for r in again if r["recipe"] == "fast ensemble"]
+    assert remade["seed"] == [0, 1] and remade["run"] != together["run"] and remade["accuracy"] == together["accuracy"]
+
+
+def test_no_seeds_without_the_ensemble_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="at least 1"):
+        seeds.bench_seeds(["fast"], 0, 1e9, tmp_path / "s.json", tmp_path / "B.md", tmp_path / "runs")
+    assert not (tmp_path / "s.json").exists()

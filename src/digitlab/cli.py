@@ -978,7 +978,11 @@ def _bench_seeds_options(parser: CommandParser) -> None:
     parser.set_defaults(func=cmd_bench_seeds)
     parser.add_argument("--recipes", nargs="+", help="recipes to run (default: every recipe whose data is available)")
     parser.add_argument(
-        "--seeds", type=int, default=3, help="seeds per recipe (fewer for the slow ones, see --max-seconds)"
+        "--seeds",
+        type=int,
+        default=3,
+        help="seeds per recipe (fewer for the slow ones, see --max-seconds); 0 with --ensemble: train nothing, "
+        "only make the ensemble of the runs already there (after seeds trained side by side)",
     )
     parser.add_argument(
         "--max-seconds",

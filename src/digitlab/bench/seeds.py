@@ -52,9 +52,11 @@ def bench_seeds(
 ) -> list[dict]:
     """Train each recipe over `seeds` seeds from `first_seed` (default: the recipe's own), a row each
     in `results`; with `ensemble_of`, also the ensemble of each recipe's seed runs in `results` whose
-    run directories are still there, this invocation's and earlier ones' (a row "RECIPE ensemble")."""
-    if seeds < 1:
-        raise ConfigError("--seeds must be at least 1")
+    run directories are still there, this invocation's and earlier ones' (a row "RECIPE ensemble");
+    `seeds` 0 with `ensemble_of` trains nothing and only makes that ensemble (once seeds trained in
+    invocations side by side have all finished)."""
+    if seeds < 0 or (seeds == 0 and not ensemble_of):
+        raise ConfigError("--seeds must be at least 1 (or 0 with --ensemble: only the ensemble)")
     if threads is not None:
         if threads < 1:
             raise ConfigError("--threads must be at least 1")
@@ -129,7 +131,11 @@ def ensemble_row(runs: list[dict], out: Path, data_dir) -> dict:
     """The ensemble of one recipe's seed runs (`digitlab ensemble`), measured on the test set: a row
     whose training time is its members' summed."""
     name = runs[0]["recipe"]
-    folder = Path(out) / f"{name}-ensemble-{'-'.join(str(r['seed']) for r in runs)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = f"{name}-ensemble-{'-'.join(str(r['seed']) for r in runs)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, suffix = Path(out) / stem, 1
+    while folder.exists():  # made again within the same second (`--seeds 0 --ensemble`)
+        suffix += 1
+        folder = Path(out) / f"{stem}-{suffix}"
     metrics = evaluate(ensemble([r["run"] for r in runs], folder), data_dir=data_dir, progress=False)
     print(
         f"{name} ensemble of seeds {', '.join(str(r['seed']) for r in runs)}: {metrics.accuracy * 100:.2f}%", flush=True

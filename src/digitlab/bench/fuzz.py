@@ -208,8 +208,14 @@ def _last_error(stderr: str) -> str:
 
 
 def _innermost_frame(dump: str) -> str:
-    frames = [line.strip() for line in dump.splitlines() if line.strip().startswith("File ")]
-    return frames[0] if frames else ""  # faulthandler lists the innermost frame first
+    """Where faulthandler's dump says the process was: its innermost frame (listed first), else what it
+    wrote in its place (`<no Python frame>` when the watchdog fired while no Python code ran)."""
+    lines = [line.strip() for line in dump.splitlines() if line.strip()]
+    frames = [line for line in lines if line.startswith("File ")]
+    if frames:
+        return frames[0]
+    other = [line for line in lines if not line.startswith(("Timeout (", "Thread 0x", "Current thread 0x"))]
+    return other[0] if other else "(no frame in faulthandler's dump)"
 
 
 # --- the child: one target -------------------------------------------------------------------------

@@ -115,6 +115,16 @@ def _choices(suffixes: tuple[str, ...]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
+def free_name(parent: Path, stem: str) -> Path:
+    """parent/stem, or parent/stem-2, stem-3, ...: the first that does not exist (two run folders
+    stamped in the same second)."""
+    path, suffix = parent / stem, 1
+    while path.exists():
+        suffix += 1
+        path = parent / f"{stem}-{suffix}"
+    return path
+
+
 def make_temp_dir(parent: Path, prefix: str) -> Path:
     """A new hidden folder in `parent` with the usual permissions (mkdtemp makes it 0700)."""
     try:

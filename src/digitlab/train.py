@@ -83,7 +83,7 @@ from .data.orand import orand_strings
 from .distributed import Cluster, DistributedError
 from .errors import CheckpointError, ConfigError, DigitlabError, WriteError
 from .evaluate import fit_temperature, line_loss_accuracy, predict_logits
-from .files import make_temp_dir, read_json, write_json
+from .files import free_name, make_temp_dir, read_json, write_json
 from .model_files import MAX_TENSORS, weight_shapes
 from .models import create_model, model_task, tensor_count
 from .preprocess import LINE_HEIGHT, LINE_SAMPLE_WIDTH, LINE_STRIDE
@@ -1386,10 +1386,7 @@ def create_run_dir(out: Path, recipe_name: str, config: dict) -> Path:
     tmp = make_temp_dir(Path(out), f"{recipe_name}-{stamp}")
     try:
         write_json(tmp / CONFIG, config)
-        path, suffix = Path(out) / f"{recipe_name}-{stamp}", 1
-        while path.exists():
-            suffix += 1
-            path = Path(out) / f"{recipe_name}-{stamp}-{suffix}"
+        path = free_name(Path(out), f"{recipe_name}-{stamp}")
         os.rename(tmp, path)
     except OSError as err:
         raise WriteError(f"could not create a run directory in {out}: {err.strerror or err}") from err

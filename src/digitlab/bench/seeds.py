@@ -20,7 +20,7 @@ from ..api import ensemble, evaluate, train
 from ..catalog import MEASURED
 from ..data import DATASETS, resolve_data_dir
 from ..errors import ConfigError
-from ..files import read_json, write_json
+from ..files import free_name, read_json, write_json
 from ..models.ensemble import MAX_MEMBERS
 from ..recipes import RECIPES, get_recipe
 from .common import machine, write_section
@@ -132,10 +132,7 @@ def ensemble_row(runs: list[dict], out: Path, data_dir) -> dict:
     whose training time is its members' summed."""
     name = runs[0]["recipe"]
     stem = f"{name}-ensemble-{'-'.join(str(r['seed']) for r in runs)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder, suffix = Path(out) / stem, 1
-    while folder.exists():  # made again within the same second (`--seeds 0 --ensemble`)
-        suffix += 1
-        folder = Path(out) / f"{stem}-{suffix}"
+    folder = free_name(Path(out), stem)  # made again within the same second (`--seeds 0 --ensemble`)
     metrics = evaluate(ensemble([r["run"] for r in runs], folder), data_dir=data_dir, progress=False)
     print(
         f"{name} ensemble of seeds {', '.join(str(r['seed']) for r in runs)}: {metrics.accuracy * 100:.2f}%", flush=True

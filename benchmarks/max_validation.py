@@ -12,7 +12,16 @@ that hold-out only (never the test set), with and without test-time augmentation
 
 For each run: its accuracy on the 6,000 held-out training images, and with test-time augmentation
 (the probabilities of the image and of its four one-pixel shifts averaged), with the errors each
-makes. The results go to benchmarks/results/max-validation.json.
+makes. The results are added to benchmarks/results/max-validation.json.
+
+Ensembles on the same held-out images (issue 17, third session): runs of other training seeds that
+hold out seed 0's images (`--seed 1 --set split_seed=0`), then LABEL=RUN+RUN+RUN: the members'
+softmax probabilities averaged at temperature 1, as for members trained on all of MNIST train
+(which have no held-out images to calibrate on; the hold-out runs' own temperatures were fitted on
+these very images, so they are not used here).
+
+    DIGITLAB_DATA=../shared/data digitlab train digitnet-max --val-split 0.1 --seed 1 --set split_seed=0
+    DIGITLAB_DATA=../shared/data python benchmarks/max_validation.py "S=RUN0+RUN1+RUN2" ...
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ import torch
 
 import digitlab
 from digitlab.data.dataset import split_validation
-from digitlab.files import write_json
+from digitlab.files import read_json, write_json
+from digitlab.recipes import held_out_seed
 
 SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))  # (rows, columns): the image, then four 1-pixel shifts
 
@@ -37,13 +47,19 @@ def shifted_probabilities(model, images: torch.Tensor) -> np.ndarray:
     return np.mean(views, 0)
 
 
+def held_out(config: dict):
+    """The run's held-out training images and labels, as training split them."""
+    dataset = digitlab.load_dataset(config["dataset"]["name"], progress=False)
+    _, _, images, labels = split_validation(
+        dataset, config["train"]["val_split"], config["train"]["subset"], held_out_seed(config["recipe"])
+    )
+    return images, labels
+
+
 def measure(run: Path) -> dict:
     model = digitlab.load_model(run)
     config = model.config
-    dataset = digitlab.load_dataset(config["dataset"]["name"], progress=False)
-    _, _, images, labels = split_validation(
-        dataset, config["train"]["val_split"], config["train"]["subset"], config["recipe"]["seed"]
-    )
+    images, labels = held_out(config)
     labels = labels.numpy()
     plain = model.predict_proba(images.numpy()).argmax(1)
     tta = shifted_probabilities(model, images).argmax(1)
@@ -60,14 +76,43 @@ def measure(run: Path) -> dict:
     }
 
 
+def measure_ensemble(runs: list[Path]) -> dict:
+    """The members' probabilities at temperature 1, averaged, on the held-out images they share."""
+    models = [digitlab.load_model(run) for run in runs]
+    splits = {
+        (m.config["train"]["val_split"], m.config["train"]["subset"], held_out_seed(m.config["recipe"])) for m in models
+    }
+    if len(splits) != 1 or not next(iter(splits))[0]:
+        raise SystemExit(f"the members do not hold out the same images: (val_split, subset, seed) {sorted(splits)}")
+    images, labels = held_out(models[0].config)
+    labels = labels.numpy()
+    probabilities = np.mean([torch.softmax(torch.from_numpy(m.logits(images.numpy())), 1).numpy() for m in models], 0)
+    predicted = probabilities.argmax(1)
+    return {
+        "runs": [str(run) for run in runs],
+        "held_out": len(labels),
+        "accuracy": float((predicted == labels).mean()),
+        "errors": int((predicted != labels).sum()),
+        "seeds": [m.config["recipe"]["seed"] for m in models],
+        "members_errors": [int((m.logits(images.numpy()).argmax(1) != labels).sum()) for m in models],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", metavar="LABEL=RUN")
+    parser.add_argument("runs", nargs="+", metavar="LABEL=RUN", help="a run, or RUN+RUN+... for an ensemble")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/max-validation.json"))
     args = parser.parse_args()
-    results = {}
+    results = read_json(args.results) if args.results.exists() else {}
     for spec in args.runs:
         label, _, run = spec.partition("=")
+        if "+" in run:
+            results[label] = r = measure_ensemble([Path(member) for member in run.split("+")])
+            print(
+                f"{label}: held-out accuracy {r['accuracy']:.2%} ({r['errors']} errors of {r['held_out']}), "
+                f"members {r['members_errors']} errors"
+            )
+            continue
         results[label] = measure(Path(run))
         r = results[label]
         print(

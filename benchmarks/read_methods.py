@@ -29,6 +29,7 @@ from digitlab.data.synth import make_pages, make_scenes
 from digitlab.evaluate import string_metrics
 from digitlab.read.combine import choose
 from digitlab.read.results import union
+from digitlab.recipes import held_out_seed
 
 MARGINS = (-np.inf, -2.0, 0.0, 2.0, 5.0, 10.0, np.inf)  # -inf: the sequence reading whenever they differ
 
@@ -37,7 +38,7 @@ def held_out_strings(line_run) -> list:
     """The ORAND-CAR-A training strings the line model's run held out (data.lines.load_line_data)."""
     config = line_run.config
     strings = orand_strings("train")
-    val_split, seed = config["train"]["val_split"], config["recipe"]["seed"]
+    val_split, seed = config["train"]["val_split"], held_out_seed(config["recipe"])
     order = torch.randperm(len(strings), generator=torch.Generator().manual_seed(seed)).tolist()
     return [strings[i] for i in sorted(order[: int(round(val_split * len(strings)))])]
 

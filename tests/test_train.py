@@ -137,6 +137,49 @@ def test_val_split_validates_on_held_out_training_images(mnist, tmp_path):
         digitlab.train("keras-mlp-dropout", val_split=1.0, dataset=mnist, out=tmp_path, progress=False)
 
 
+def test_runs_of_other_seeds_given_one_split_seed_hold_out_the_same_images(mnist, tmp_path):
+    # How several seeds, and their ensemble, are compared on one hold-out (benchmarks/max_validation.py).
+    def held_out_run(seed, *settings):
+        return digitlab.train(
+            "keras-mlp-dropout",
+            epochs=1,
+            subset=2000,
+            val_split=0.25,
+            seed=seed,
+            settings=list(settings),
+            dataset=mnist,
+            out=tmp_path / f"seed{seed}{len(settings)}",
+            progress=False,
+            evaluate_after=False,
+        )
+
+    first, second = held_out_run(1, "split_seed=0"), held_out_run(2, "split_seed=0")
+    assert (first.recipe.held_out_seed, second.recipe.held_out_seed) == (0, 0)
+    assert first.config["recipe"]["split_seed"] == 0
+    _, _, images, labels = split_validation(mnist, 0.25, 2000, seed=0)
+    for run in (first, second):
+        held_out = digitlab.evaluate(run.path, split="val", dataset=mnist, out=run.path / "eval", progress=False)
+        np.testing.assert_array_equal(held_out.labels, labels.numpy())
+        assert held_out.accuracy == pytest.approx(run.history[0]["val_accuracy"], abs=1e-9)  # as training held it out
+    assert first.history[0]["loss"] != second.history[0]["loss"]  # the seed still draws the weights and the order
+    both = digitlab.ensemble([first.path, second.path], tmp_path / "ensemble")
+    assert json.loads((both / "config.json").read_text())["train"]["val_split"] == 0.25  # one hold-out: kept
+    assert len(digitlab.evaluate(both, split="val", dataset=mnist, progress=False).labels) == 500
+    own = held_out_run(1)  # without split_seed, the seed draws them as before
+    assert own.recipe.held_out_seed == 1 and own.config["recipe"]["split_seed"] is None
+    assert not np.array_equal(
+        digitlab.evaluate(own.path, split="val", dataset=mnist, out=own.path / "eval", progress=False).labels,
+        labels.numpy(),
+    )
+    mixed = digitlab.ensemble([first.path, own.path], tmp_path / "mixed")
+    assert json.loads((mixed / "config.json").read_text())["train"]["val_split"] == 0.0  # two hold-outs: no 'val'
+    assert get_recipe("digitnet").with_settings(["split_seed=none"]).split_seed is None
+    with pytest.raises(ConfigError, match="split_seed"):
+        get_recipe("digitnet").with_settings(["split_seed=2.5"])
+    with pytest.raises(ConfigError, match="split_seed"):
+        Recipe.from_json({**get_recipe("digitnet").to_json(), "split_seed": "0"})
+
+
 def test_loaded_model_predicts_uint8_and_float_arrays(mnist, tmp_path):
     run = digitlab.train(
         "keras-mlp-dropout", epochs=1, subset=5000, dataset=mnist, out=tmp_path, progress=False, evaluate_after=False

@@ -392,7 +392,8 @@ def _train_options(parser: CommandParser) -> None:
         help=f"change any other recipe field, repeatable: optimizer={'|'.join(OPTIMIZER_NAMES)}, "
         f"schedule={'|'.join(SCHEDULE_NAMES)}, label_smoothing=0.1, momentum=0.9, "
         "weight_decay=5e-4, augment=SHIFT,ROTATE,SCALE (e.g. 2,10,0.1), channels_last=true, "
-        "mix=SOURCE:WEIGHT,... (datasets or your folders, each its share of every epoch) ...",
+        "mix=SOURCE:WEIGHT,... (datasets or your folders, each its share of every epoch), "
+        "split_seed=0 (hold out the images seed 0 holds out, to compare seeds on one hold-out) ...",
     )
     parser.add_argument("--out", default=defaults["out"], help="folder for run directories")
     parser.add_argument(

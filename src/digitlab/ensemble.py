@@ -24,6 +24,7 @@ from .files import make_temp_dir, read_json, write_json
 from .model_files import build_network
 from .models import model_task
 from .models.ensemble import MAX_MEMBERS
+from .recipes import held_out_seed
 from .version import __version__
 
 # What the members must share: the images they take, the classes they give, the data they learnt.
@@ -122,7 +123,7 @@ def ensemble_config(members: list[dict]) -> dict:
     }
     train = dict(first.get("train", {}))
     # evaluate's 'val' split is the held-out part of one seed's split: only where every member held out the same
-    same_split = len(splits) == 1 and len({m["config"]["recipe"].get("seed") for m in members}) == 1
+    same_split = len(splits) == 1 and len({held_out_seed(m["config"]["recipe"]) for m in members}) == 1
     train.update(val_split=train.get("val_split") if same_split else 0.0, processes=None, threads=None)
     return {
         "digitlab_version": __version__,

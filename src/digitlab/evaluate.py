@@ -28,6 +28,7 @@ from .data.folders import load_sources
 from .errors import ConfigError
 from .files import read_json, write_json, write_text
 from .models import evaluating
+from .recipes import held_out_seed
 
 
 @dataclass(eq=False)  # eq=False: `==` on numpy fields would be ambiguous rather than useful
@@ -280,7 +281,7 @@ def run_dataset(config: dict, data_dir: str | Path | None = None, progress: bool
     loaded it: the sources it recorded in train.data (--data: dataset names, folders and CSVs, joined
     by data.folders.load_sources), else the dataset it names. Where train.test says the run tested
     on its held-out training images, the test split is that part again, rebuilt from the run's
-    seed, val_split and subset (split_validation), as train.py held it out."""
+    held-out seed, val_split and subset (split_validation), as train.py held it out."""
     train = config.get("train") or {}
     sources = train.get("data") or []
     if not (isinstance(sources, list) and all(type(s) is str for s in sources)):
@@ -292,7 +293,7 @@ def run_dataset(config: dict, data_dir: str | Path | None = None, progress: bool
     )
     if train.get("test") == HELD_OUT_TEST:
         _, _, images, labels = split_validation(
-            dataset, train.get("val_split") or 0.0, train.get("subset"), config["recipe"]["seed"]
+            dataset, train.get("val_split") or 0.0, train.get("subset"), held_out_seed(config["recipe"])
         )
         if images is None:
             raise ConfigError("config.json says the run tested on held-out training images, but its val_split is 0")
@@ -344,14 +345,14 @@ def loss_notes(config: dict, temperature: float) -> list[str]:
 
 def _split_images(model, dataset: Dataset, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The images and labels of `split`: 'val' is the held-out part of the training set, rebuilt
-    from the run's seed as training split it."""
+    from the run's held-out seed as training split it."""
     if split != "val":
         return dataset.split(split)
     train_config = model.config["train"]
     if not train_config.get("val_split"):
         raise ConfigError(f"{model.path} was trained without --val-split: it has no validation split")
     _, _, images, labels = split_validation(
-        dataset, train_config["val_split"], train_config["subset"], model.config["recipe"]["seed"]
+        dataset, train_config["val_split"], train_config["subset"], held_out_seed(model.config["recipe"])
     )
     return images, labels
 

@@ -92,6 +92,10 @@ class Recipe:
     bf16: bool = False  # bfloat16 autocast where the hardware has it (CPU AVX-512 BF16/AMX, CUDA); else fp32
     compile: bool = False  # torch.compile the model (pays on GPUs; on 2 CPU cores it costs 22 s and is slower)
     seed: int = 0
+    # The seed that draws --val-split's held-out images (and --limit's subset); None: `seed`. Runs of
+    # several seeds given one split_seed hold out the same images, so that they, and ensembles made
+    # of them, can be compared on those images (benchmarks/max_validation.py).
+    split_seed: int | None = None
     source: str = ""  # where the recipe comes from
     published_accuracy: float | None = None  # test accuracy the source reports, 0..1
 
@@ -124,7 +128,7 @@ class Recipe:
                         raise ValueError(text)
                     value = text.lower() in ("true", "1", "yes")
                 elif kind.startswith("int"):
-                    value = int(text)
+                    value = None if kind == "int | None" and text.lower() == "none" else int(text)
                 elif kind.startswith("float"):
                     value = None if text.lower() == "none" else float(text)
                 elif kind.startswith("Augment"):
@@ -175,8 +179,15 @@ class Recipe:
         for source, weight in self.mix.items():
             if not (isinstance(source, str) and source and _is_number(weight) and weight > 0):
                 raise ConfigError(f"mix maps each source to a weight above 0, not {source!r:.60}: {weight!r:.20}")
-        if not -(2**63) <= self.seed < 2**63 - 1:
-            raise ConfigError(f"seed must be between -2**63 and 2**63 - 2, got {self.seed}")
+        for name in ("seed", "split_seed"):
+            value = getattr(self, name)
+            if value is not None and not -(2**63) <= value < 2**63 - 1:
+                raise ConfigError(f"{name} must be between -2**63 and 2**63 - 2, got {value}")
+
+    @property
+    def held_out_seed(self) -> int:
+        """The seed that draws the held-out images: split_seed, else seed."""
+        return held_out_seed({"seed": self.seed, "split_seed": self.split_seed})
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -195,6 +206,13 @@ class Recipe:
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"the recipe lacks its {f.name!r} field")
         return cls(**values)
+
+
+def held_out_seed(recipe: dict) -> int:
+    """The seed that drew a run's held-out images, from its recipe as config.json records it (a
+    run made before split_seed existed has none: its seed drew them)."""
+    split_seed = recipe.get("split_seed")
+    return recipe["seed"] if split_seed is None else split_seed
 
 
 def parse_mix(text: str) -> dict:
@@ -228,6 +246,7 @@ def _field_value(name: str, kind: str, value):
     checks = {
         "str": (lambda v: isinstance(v, str), "a string"),
         "int": (lambda v: type(v) is int, "a whole number"),
+        "int | None": (lambda v: v is None or type(v) is int, "a whole number or null"),
         "float": (_is_number, "a finite number"),
         "float | None": (lambda v: v is None or _is_number(v), "a finite number or null"),
         "bool": (lambda v: type(v) is bool, "true or false"),

@@ -177,7 +177,7 @@ def _fit(recipe: Recipe | str | None, options: RunOptions, dev: torch.device) ->
     if model_task(recipe.model) == "lines":
         return fit_lines(plan, checkpoint, options, dev)
     dataset = load_data(recipe, options, plan.data)
-    train_x, train_y, val_x, val_y = split_validation(dataset, plan.val_split, plan.subset, recipe.seed)
+    train_x, train_y, val_x, val_y = split_validation(dataset, plan.val_split, plan.subset, recipe.held_out_seed)
     sampling = source_sampling(recipe, plan, dataset)
     if not len(dataset.test_labels):  # --data with no dataset named: the held-out part is the test split
         dataset = replace(dataset, test_images=val_x, test_labels=val_y)
@@ -356,7 +356,7 @@ def load_lines(recipe: Recipe, plan: RunPlan, options: RunOptions) -> LoadedLine
         real_lines(train_strings),
         real_lines(test_strings),
         plan.val_split,
-        recipe.seed,
+        recipe.held_out_seed,
         recipe.dataset,
         plan.subset,
     )
@@ -1108,7 +1108,7 @@ def source_sampling(recipe: Recipe, plan: RunPlan, dataset: Dataset) -> tuple[to
     like one dataset, give each image once an epoch."""
     if not recipe.mix or list(plan.data) != normalise_sources(list(recipe.mix), dataset_names()):
         return None
-    sources = split_sources(dataset, plan.val_split, plan.subset, recipe.seed)
+    sources = split_sources(dataset, plan.val_split, plan.subset, recipe.held_out_seed)
     shares = mix_shares(recipe)
     missing = [name for s, name in enumerate(recipe.mix) if not (sources == s).any()]
     if missing:

@@ -11,8 +11,9 @@ that hold-out only (never the test set), with and without test-time augmentation
     DIGITLAB_DATA=../shared/data python benchmarks/max_validation.py LABEL=RUN LABEL=RUN ...
 
 For each run: its accuracy on the 6,000 held-out training images, and with test-time augmentation
-(the probabilities of the image and of its four one-pixel shifts averaged), with the errors each
-makes. The results are added to benchmarks/results/max-validation.json.
+(the probabilities of the image and of its four one-pixel shifts averaged at temperature 1, as
+`digitlab ensemble --shifts 1` averages them), with the errors each makes. The results are added
+to benchmarks/results/max-validation.json.
 
 Ensembles on the same held-out images (issue 17, third session): runs of other training seeds that
 hold out seed 0's images (`--seed 1 --set split_seed=0`), then LABEL=RUN+RUN+RUN: the members'
@@ -36,15 +37,23 @@ import torch
 import digitlab
 from digitlab.data.dataset import split_validation
 from digitlab.files import read_json, write_json
+from digitlab.models.ensemble import SHIFTS, shifted
 from digitlab.recipes import held_out_seed
 
-SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))  # (rows, columns): the image, then four 1-pixel shifts
+
+def shifted_probabilities(model, images: torch.Tensor, temperature: float | None = None) -> np.ndarray:
+    """The model's probabilities averaged over the image and its four one-pixel shifts, background-
+    filled, as `digitlab ensemble --shifts 1` computes them (models/ensemble.py's SHIFTS and shifted).
+    temperature: instead of the run's calibration temperature (None). (Before 2026-12-07's third
+    session the shifts were torch.roll's, which wraps the few digits that touch the edge around.)"""
+    views = [images] + [shifted(images, rows, columns) for rows, columns in SHIFTS[1]]
+    return np.mean([probabilities(model, view.numpy(), temperature) for view in views], 0)
 
 
-def shifted_probabilities(model, images: torch.Tensor) -> np.ndarray:
-    """The model's probabilities averaged over SHIFTS (MNIST's 4-pixel empty border: rolling loses no ink)."""
-    views = [model.predict_proba(torch.roll(images, shift, dims=(2, 3)).numpy()) for shift in SHIFTS]
-    return np.mean(views, 0)
+def probabilities(model, images: np.ndarray, temperature: float | None = None) -> np.ndarray:
+    if temperature is None:
+        return model.predict_proba(images)
+    return torch.softmax(torch.from_numpy(model.logits(images)) / temperature, 1).numpy()
 
 
 def held_out(config: dict):
@@ -62,7 +71,9 @@ def measure(run: Path) -> dict:
     images, labels = held_out(config)
     labels = labels.numpy()
     plain = model.predict_proba(images.numpy()).argmax(1)
-    tta = shifted_probabilities(model, images).argmax(1)
+    # at temperature 1, as the members trained on all of MNIST train (no held-out images to calibrate
+    # on) average their views; these runs' own temperatures were fitted on these very images
+    tta = shifted_probabilities(model, images, 1.0).argmax(1)
     return {
         "run": str(run),
         "held_out": len(labels),
@@ -86,13 +97,15 @@ def measure_ensemble(runs: list[Path]) -> dict:
         raise SystemExit(f"the members do not hold out the same images: (val_split, subset, seed) {sorted(splits)}")
     images, labels = held_out(models[0].config)
     labels = labels.numpy()
-    probabilities = np.mean([torch.softmax(torch.from_numpy(m.logits(images.numpy())), 1).numpy() for m in models], 0)
-    predicted = probabilities.argmax(1)
+    plain = np.mean([probabilities(m, images.numpy(), 1.0) for m in models], 0).argmax(1)
+    tta = np.mean([shifted_probabilities(m, images, 1.0) for m in models], 0).argmax(1)
     return {
         "runs": [str(run) for run in runs],
         "held_out": len(labels),
-        "accuracy": float((predicted == labels).mean()),
-        "errors": int((predicted != labels).sum()),
+        "accuracy": float((plain == labels).mean()),
+        "errors": int((plain != labels).sum()),
+        "accuracy_tta": float((tta == labels).mean()),
+        "errors_tta": int((tta != labels).sum()),
         "seeds": [m.config["recipe"]["seed"] for m in models],
         "members_errors": [int((m.logits(images.numpy()).argmax(1) != labels).sum()) for m in models],
     }
@@ -110,6 +123,7 @@ def main() -> None:
             results[label] = r = measure_ensemble([Path(member) for member in run.split("+")])
             print(
                 f"{label}: held-out accuracy {r['accuracy']:.2%} ({r['errors']} errors of {r['held_out']}), "
+                f"with shifts averaged {r['accuracy_tta']:.2%} ({r['errors_tta']}), "
                 f"members {r['members_errors']} errors"
             )
             continue

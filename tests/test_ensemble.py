@@ -140,3 +140,51 @@ def test_the_service_serves_an_ensemble(ensemble_dir, members, mnist):
     expected = member_probabilities(members, mnist.test_images[:1].numpy())[0]
     assert answer["digit"] == str(expected.argmax())
     assert answer["confidence"] == pytest.approx(float(expected.max()), abs=1e-4)
+
+
+def test_shifted_views_average_the_image_and_its_four_one_pixel_shifts(members, mnist, tmp_path, capsys):
+    # Test-time augmentation (issue 17): each member reads the image and its shifts by one pixel up,
+    # down, left and right, the uncovered row or column background (a few MNIST digits touch the edge).
+    images = mnist.test_images[:300].numpy()
+    padded = np.pad(images, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    views = [padded[:, :, 1 - r : 29 - r, 1 - c : 29 - c] for r, c in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
+    for runs in ([members[0]], members):
+        folder = digitlab.ensemble(runs, tmp_path / f"tta{len(runs)}", shifts=1)
+        expected = np.mean([member_probabilities(runs, view) for view in views], 0)
+        for backend, atol in (("torch", 2e-5), ("onnx", 1e-4)):  # ONNX: folded batch norms, five views' rounding
+            model = digitlab.load_model(folder, backend=backend)
+            np.testing.assert_allclose(model.predict_proba(images), expected, atol=atol)
+        config = json.loads((folder / "config.json").read_text())
+        assert config["model"]["args"]["shifts"] == 1 and config["ensemble"]["shifts"] == 1
+        assert "four one-pixel shifts" in config["recipe"]["description"]
+    plain = digitlab.load_model(members[0], backend="torch").predict_proba(images)
+    assert not np.allclose(plain, expected, atol=1e-3)  # the views change the probabilities
+    code, out, _ = run_cli(capsys, "ensemble", members[1], "--shifts", "1", "--out", tmp_path / "cli", "--no-evaluate")
+    assert code == 0 and "1 member, each over the image and its four one-pixel shifts" in out
+    with pytest.raises(ConfigError, match="--shifts is 0"):
+        digitlab.ensemble(members, tmp_path / "two", shifts=2)
+    code, _, err = run_cli(capsys, "ensemble", members[1], "--out", tmp_path / "one")
+    assert code == 2 and "one run with --shifts 1" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli", "tta1", "tta2"]
+
+
+def test_a_shifted_view_fills_what_it_uncovers_with_background_instead_of_wrapping():
+    import torch
+
+    from digitlab.models.ensemble import shifted
+
+    x = torch.arange(1, 17, dtype=torch.float32).reshape(1, 1, 4, 4)
+    down = shifted(x, 1, 0)
+    assert torch.equal(down[0, 0, 0], torch.zeros(4)) and torch.equal(down[0, 0, 1:], x[0, 0, :3])
+    left = shifted(x, 0, -1)
+    assert torch.equal(left[0, 0, :, 3], torch.zeros(4)) and torch.equal(left[0, 0, :, :3], x[0, 0, :, 1:])
+
+
+def test_damaged_shifts_in_config_json_are_refused(members, tmp_path):
+    folder = digitlab.ensemble([members[0]], tmp_path / "tta", shifts=1)
+    config = json.loads((folder / "config.json").read_text())
+    for shifts, words in ((3, "shifts are 0"), ("1", "shifts are 0"), (0, "2 to 8 members")):
+        config["model"]["args"]["shifts"] = shifts
+        (folder / "config.json").write_text(json.dumps(config))
+        with pytest.raises(CheckpointError, match=words):
+            digitlab.load_model(folder)

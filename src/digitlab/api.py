@@ -151,12 +151,13 @@ def evaluate(
     return evaluate_run(model, split, out=out, dataset=dataset, data_dir=data_dir, progress=progress)
 
 
-def ensemble(runs: list[str | Path | Run], out: str | Path) -> Path:
+def ensemble(runs: list[str | Path | Run], out: str | Path, shifts: int = 0) -> Path:
     """One model from several runs of digit models on the same data: their probabilities averaged
     (each at its own calibration temperature), written as a new run directory `out` that load_model,
     evaluate, export and serve take like any run; its ONNX export is one graph holding every member.
-    Returns `out`."""
-    return make_ensemble([run.path if isinstance(run, Run) else run for run in runs], out)
+    shifts=1: over the image and its four one-pixel shifts too (test-time augmentation; then one run
+    is enough). Returns `out`."""
+    return make_ensemble([run.path if isinstance(run, Run) else run for run in runs], out, shifts)
 
 
 @dataclass

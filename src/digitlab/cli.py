@@ -888,10 +888,23 @@ def _ensemble_options(parser: CommandParser) -> None:
         "temperature. The result is a run directory like any other -- `--model DIR` in predict, read "
         "and serve, `digitlab evaluate DIR`, `digitlab export DIR` (one ONNX file holding every "
         "member) -- written whole or not at all. Then it is evaluated on the test set, beside what "
-        "each member measured (each run's own metrics.json)."
+        "each member measured (each run's own metrics.json). With --shifts 1 every member also reads "
+        "the image's four one-pixel shifts (test-time augmentation: five times the computation), and "
+        "one run is enough: `digitlab ensemble RUN --shifts 1 --out DIR`."
     )
     parser.add_argument(
-        "runs", nargs="+", metavar="RUN", help=_shipped("run directories or shipped models' names (SHIPPED), 2 to 8")
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help=_shipped("run directories or shipped models' names (SHIPPED), 2 to 8 (1 with --shifts 1)"),
+    )
+    parser.add_argument(
+        "--shifts",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="1: average over the image and its four one-pixel shifts (up, down, left, right), as "
+        "digitnet-max and mnist-ensemble do; 0: the image alone (default)",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="the new folder to write (must not exist)")
     parser.add_argument(
@@ -904,9 +917,10 @@ def cmd_ensemble(args) -> int:
     from . import api  # imported here: start-up time (torch)
     from .files import read_json
 
-    folder = api.ensemble(args.runs, args.out)
+    folder = api.ensemble(args.runs, args.out, args.shifts)
     members = read_json(folder / "config.json")["ensemble"]["members"]
-    print(f"wrote {folder}: {len(members)} members")
+    views = ", each over the image and its four one-pixel shifts" if args.shifts else ""
+    print(f"wrote {folder}: {len(members)} member{'s' * (len(members) > 1)}{views}")
     for member in members:
         accuracy = member["test_accuracy"]
         shown = f"{accuracy * 100:.2f}%" if isinstance(accuracy, (int, float)) else "not evaluated"

@@ -1,8 +1,9 @@
-"""Ensembles of trained runs: `digitlab ensemble RUN... --out DIR`.
+"""Ensembles of trained runs: `digitlab ensemble RUN... --out DIR [--shifts 1]`.
 
     from digitlab.ensemble import make_ensemble
     folder = make_ensemble(["runs/a", "runs/b", "runs/c"], "runs/ensemble")
     model = digitlab.load_model(folder)          # like any run: predict, evaluate, serve, export
+    make_ensemble(["runs/a"], "runs/a-tta", shifts=1)   # one run over the image and its 4 one-pixel shifts
 
 The result is a run directory like any other: config.json names the registered model `ensemble`
 (models/ensemble.py) with the members' model entries and calibration temperatures as its arguments;
@@ -23,7 +24,7 @@ from .errors import CheckpointError, ConfigError
 from .files import make_temp_dir, read_json, write_json
 from .model_files import build_network
 from .models import model_task
-from .models.ensemble import MAX_MEMBERS
+from .models.ensemble import MAX_MEMBERS, SHIFTS
 from .recipes import held_out_seed
 from .version import __version__
 
@@ -31,13 +32,20 @@ from .version import __version__
 SHARED = ("dataset", "train.data", "train.test")
 
 
-def make_ensemble(runs: list[str | Path], out: str | Path) -> Path:
+def make_ensemble(runs: list[str | Path], out: str | Path, shifts: int = 0) -> Path:
     """Write the ensemble of `runs` (2 to MAX_MEMBERS run directories or shipped models' names, digit
-    models trained on the same dataset) into the new folder `out`, and return it. ConfigError where
-    the runs cannot be averaged (a line model, another dataset or classes, the same weights twice)
-    or `out` exists."""
-    if not 2 <= len(runs) <= MAX_MEMBERS:
-        raise ConfigError(f"an ensemble has 2 to {MAX_MEMBERS} runs, not {len(runs)}")
+    models trained on the same dataset; 1 with `shifts`) into the new folder `out`, and return it.
+    shifts 1: every member reads the image and its four one-pixel shifts (test-time augmentation),
+    all their probabilities averaged. ConfigError where the runs cannot be averaged (a line model,
+    another dataset or classes, the same weights twice) or `out` exists."""
+    if shifts not in SHIFTS:
+        raise ConfigError(f"--shifts is 0 (the image alone) or 1 (also its four one-pixel shifts), not {shifts!r}")
+    fewest = 1 if shifts else 2
+    if not fewest <= len(runs) <= MAX_MEMBERS:
+        raise ConfigError(
+            f"an ensemble has {fewest} to {MAX_MEMBERS} runs{' with --shifts' if shifts else ''}, not {len(runs)}"
+            + ("" if shifts or len(runs) != 1 else " (one run with --shifts 1: its test-time augmentation)")
+        )
     out = Path(out)
     if out.exists():
         raise ConfigError(f"{out} exists already: name a new folder for the ensemble")
@@ -53,7 +61,7 @@ def make_ensemble(runs: list[str | Path], out: str | Path) -> Path:
     staging = make_temp_dir(out.parent, out.name)
     try:
         save_weights(staging / WEIGHTS, state)
-        write_json(staging / CONFIG, ensemble_config(members))
+        write_json(staging / CONFIG, ensemble_config(members, shifts))
         os.rename(staging, out)  # the whole folder at once: a kill before this leaves only the hidden staging one
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -112,7 +120,7 @@ def _check_compatible(members: list[dict]) -> None:
             )
 
 
-def ensemble_config(members: list[dict]) -> dict:
+def ensemble_config(members: list[dict], shifts: int = 0) -> dict:
     """The ensemble's config.json: the first member's recipe, dataset and training data under the
     name `ensemble`, the model entry models/ensemble.py builds, and a record of each member."""
     first = members[0]["config"]
@@ -130,7 +138,10 @@ def ensemble_config(members: list[dict]) -> dict:
         "recipe": {
             **first["recipe"],
             "name": "ensemble",
-            "description": f"{len(members)} runs of {', '.join(recipes)}, their probabilities averaged",
+            "description": f"{len(members)} run{'s' * (len(members) > 1)} of {', '.join(recipes)}, "
+            + ("their probabilities" if len(members) > 1 else "its probabilities")
+            + (" over the image and its four one-pixel shifts" if shifts else "")
+            + " averaged",
             "model": "ensemble",
             "model_args": {},
         },
@@ -141,15 +152,18 @@ def ensemble_config(members: list[dict]) -> dict:
                 "num_classes": first["model"]["args"]["num_classes"],
                 "members": [m["config"]["model"] for m in members],
                 "temperatures": temperatures,
+                "shifts": shifts,
             },
         },
         "dataset": first["dataset"],
         "train": train,
         "calibration": {
             "temperature": 1.0,
-            "note": "an ensemble: each member's probabilities at its own calibration temperature, averaged",
+            "note": "an ensemble: each member's probabilities at its own calibration temperature, averaged"
+            + (" over the image and its four one-pixel shifts" if shifts else ""),
         },
         "ensemble": {
+            "shifts": shifts,
             "members": [
                 {
                     "run": str(m["path"]),

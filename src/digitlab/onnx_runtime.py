@@ -142,6 +142,9 @@ def onnx_bytes(network: nn.Module, image_shape: tuple[int, int, int], *, fold: b
                 # ... and that tensors read as Python numbers (opencv-mlp's alpha, beta) become constants:
                 # they are buffers fixed for the exported weights, so constants are right
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                # ... and that the pads of a shifted view (an ensemble's --shifts: a negative F.pad) are
+                # sliced by a step of -1, which it does not fold: the graph is right, one node longer
+                warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)
                 torch.onnx.export(
                     wrapper,
                     example,

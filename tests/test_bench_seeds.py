@@ -1,4 +1,5 @@
-"""`digitlab bench seeds --ensemble`: a recipe's seed runs, then their ensemble, each a row of the table."""
+"""`digitlab bench seeds --ensemble --shifts 1`: a recipe's seed runs, then their ensemble, each also over shifted
+views, each a row of the table."""
 
 from __future__ import annotations
 
@@ -35,6 +36,21 @@ def test_seed_runs_and_their_ensemble_are_rows_of_the_table(tmp_path, shared_dat
     assert [r for r in again if r["recipe"] == "fast"] == singles
     (remade,) = [r for r in again if r["recipe"] == "fast ensemble"]
     assert remade["seed"] == [0, 1] and remade["run"] != together["run"] and remade["accuracy"] == together["accuracy"]
+    # --seeds 0 --shifts 1: each seed run and the ensemble over the image and its four one-pixel shifts
+    shifted = seeds.bench_seeds(["fast"], 0, 1e9, results, markdown, tmp_path / "new" / "runs", shifts=1, **common)
+    assert [r for r in shifted if r["recipe"] == "fast"] == singles
+    views = [r for r in shifted if r["recipe"] == "fast +shifts"]
+    assert [r["seed"] for r in views] == [0, 1] and all(r["accuracy"] > 0.98 for r in views)
+    (both,) = [r for r in shifted if r["recipe"] == "fast ensemble +shifts"]
+    assert both["seed"] == [0, 1] and both["train_seconds"] == together["train_seconds"]
+    for row, members in zip(views + [both], ([singles[0]], [singles[1]], singles)):
+        config = json.loads((tmp_path / row["run"]).joinpath("config.json").read_text())
+        assert config["model"]["args"]["shifts"] == 1
+        assert [m["run"] for m in config["ensemble"]["members"]] == [m["run"] for m in members]
+    text = markdown.read_text()
+    mean = sum(r["accuracy"] for r in views) / 2 * 100
+    assert f"| `fast` over the image and its four one-pixel shifts (`--shifts 1`) | — | {mean:.2f}% ± " in text
+    assert "| `fast` ensemble of 2 over the image and its four one-pixel shifts (`--shifts 1`) | — | " in text
 
 
 def test_no_seeds_without_the_ensemble_is_refused(tmp_path):

@@ -102,6 +102,7 @@ def test_every_model_argument_says_the_shipped_names(capsys, monkeypatch):
     assert code == 0
     assert "bundled          digitnet-real: the default model" in listing
     assert "linenet          recipe linenet" in listing
+    assert "mnist-ensemble   recipe 5 x digitnet-max +shifts" in listing and "recipe digitnet-max +shifts" in listing
 
 
 def test_summary_takes_a_shipped_name(capsys, tmp_path, monkeypatch):

@@ -114,8 +114,21 @@ def shipped_table() -> list[dict]:
                 row["evaluation"] = evaluation
             recipe = config.get("recipe") if isinstance(config, dict) else None
             row["recipe"] = recipe.get("name") if isinstance(recipe, dict) else None
+            row["recipe"] = _ensemble_recipe(config) or row["recipe"]
         rows.append(row)
     return rows
+
+
+def _ensemble_recipe(config) -> str | None:
+    """An ensemble's recipe in a few words ("5 x digitnet-max +shifts"; one run over shifted views:
+    "digitnet-max +shifts"), from the members its config.json records; None for a plain run."""
+    together = config.get("ensemble") if isinstance(config, dict) else None
+    members = together.get("members") if isinstance(together, dict) else None
+    if not (isinstance(members, list) and members and all(isinstance(m, dict) for m in members)):
+        return None
+    names = sorted({str(m.get("recipe")) for m in members})
+    count = "" if len(members) == 1 else f"{len(members)} x "
+    return count + "/".join(names) + (" +shifts" if together.get("shifts") else "")
 
 
 def summary_text(target: str) -> str:

@@ -255,7 +255,7 @@ def cmd_recipes(args) -> int:
             continue
         tested = row["evaluation"]
         shown = f"{tested['accuracy'] * 100:.2f}% on {tested['dataset']} {tested['split']}" if tested else ""
-        print(f"  {row['name']:<17}recipe {row['recipe'] or '?':<17}{shown}")
+        print(f"  {row['name']:<17}recipe {row['recipe'] or '?':<25}{shown}")
     return 0
 
 
@@ -898,12 +898,9 @@ def _ensemble_options(parser: CommandParser) -> None:
         metavar="RUN",
         help=_shipped("run directories or shipped models' names (SHIPPED), 2 to 8 (1 with --shifts 1)"),
     )
-    parser.add_argument(
-        "--shifts",
-        type=int,
-        choices=(0, 1),
-        default=0,
-        help="1: average over the image and its four one-pixel shifts (up, down, left, right), as "
+    _add_shifts(
+        parser,
+        "1: average over the image and its four one-pixel shifts (up, down, left, right), as "
         "digitnet-max and mnist-ensemble do; 0: the image alone (default)",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="the new folder to write (must not exist)")
@@ -911,6 +908,11 @@ def _ensemble_options(parser: CommandParser) -> None:
         "--no-evaluate", action="store_true", help="only write it (evaluating needs the dataset's test split)"
     )
     _add_data_dir(parser)
+
+
+def _add_shifts(parser: CommandParser, help: str) -> None:
+    """--shifts: test-time augmentation, the image's four one-pixel shifts (models/ensemble.py's SHIFTS)."""
+    parser.add_argument("--shifts", type=int, choices=(0, 1), default=0, help=help)
 
 
 def cmd_ensemble(args) -> int:
@@ -996,8 +998,8 @@ def _bench_seeds_options(parser: CommandParser) -> None:
         "--seeds",
         type=int,
         default=3,
-        help="seeds per recipe (fewer for the slow ones, see --max-seconds); 0 with --ensemble: train nothing, "
-        "only make the ensemble of the runs already there (after seeds trained side by side)",
+        help="seeds per recipe (fewer for the slow ones, see --max-seconds); 0 with --ensemble or --shifts 1: "
+        "train nothing, only measure the runs already there (after seeds trained side by side)",
     )
     parser.add_argument(
         "--max-seconds",
@@ -1018,6 +1020,11 @@ def _bench_seeds_options(parser: CommandParser) -> None:
         action="store_true",
         help="also make the ensemble of each recipe's seed runs in the results file whose run directories "
         "are still there, this invocation's and earlier ones' (`digitlab ensemble`), and add its row",
+    )
+    _add_shifts(
+        parser,
+        "1: also measure each seed run (and with --ensemble the ensemble) over the image and its four "
+        "one-pixel shifts (`digitlab ensemble --shifts 1`), rows 'RECIPE +shifts'",
     )
     parser.add_argument(
         "--first-seed", type=int, help="the first seed (default: the recipe's); e.g. one seed per invocation"
@@ -1045,6 +1052,7 @@ def cmd_bench_seeds(args) -> int:
         threads=args.threads,
         ensemble_of=args.ensemble,
         first_seed=args.first_seed,
+        shifts=args.shifts,
     )
     return 0
 

@@ -49,14 +49,19 @@ def bench_seeds(
     threads: int | None = None,
     ensemble_of: bool = False,
     first_seed: int | None = None,
+    shifts: int = 0,
 ) -> list[dict]:
     """Train each recipe over `seeds` seeds from `first_seed` (default: the recipe's own), a row each
     in `results`; with `ensemble_of`, also the ensemble of each recipe's seed runs in `results` whose
     run directories are still there, this invocation's and earlier ones' (a row "RECIPE ensemble");
     `seeds` 0 with `ensemble_of` trains nothing and only makes that ensemble (once seeds trained in
-    invocations side by side have all finished)."""
-    if seeds < 0 or (seeds == 0 and not ensemble_of):
-        raise ConfigError("--seeds must be at least 1 (or 0 with --ensemble: only the ensemble)")
+    invocations side by side have all finished). `shifts` 1: also each of those seed runs, and the
+    ensemble, over the image and its four one-pixel shifts (`digitlab ensemble --shifts 1`), rows
+    "RECIPE +shifts" and "RECIPE ensemble +shifts"; with `seeds` 0 only those are measured."""
+    if seeds < 0 or (seeds == 0 and not (ensemble_of or shifts)):
+        raise ConfigError(
+            "--seeds must be at least 1 (or 0 with --ensemble or --shifts 1: only measure the runs there)"
+        )
     if threads is not None:
         if threads < 1:
             raise ConfigError("--threads must be at least 1")
@@ -107,11 +112,15 @@ def bench_seeds(
             }
             print(f"{name} seed {seed}: {accuracy * 100:.2f}% in {row['train_seconds']:.0f} s", flush=True)
             rows = add_row(results, row, markdown)  # after every run: a crash later loses nothing
-        if ensemble_of:
-            members = {r["seed"]: r for r in rows_of(rows, name) if Path(r["run"]).is_dir()}
-            if len(members) >= 2:
-                chosen = [members[seed] for seed in sorted(members)][:MAX_MEMBERS]
-                rows = add_row(results, ensemble_row(chosen, out, data_dir), markdown)
+        members = {r["seed"]: r for r in rows_of(rows, name) if Path(r["run"]).is_dir()}
+        if shifts:
+            for seed in sorted(members):
+                rows = add_row(results, ensemble_row([members[seed]], out, data_dir, command, shifts), markdown)
+        if ensemble_of and len(members) >= 2:
+            chosen = [members[seed] for seed in sorted(members)][:MAX_MEMBERS]
+            rows = add_row(results, ensemble_row(chosen, out, data_dir, command), markdown)
+            if shifts:
+                rows = add_row(results, ensemble_row(chosen, out, data_dir, command, shifts), markdown)
     return rows
 
 
@@ -120,32 +129,39 @@ def add_row(results: Path, row: dict, markdown: Path) -> list[dict]:
     rebuilt. The file is read again here, not once at the start: another invocation running beside
     this one (a slow recipe in its own process) keeps the rows it wrote meanwhile."""
     rows = read_json(results) if results.exists() else []
-    together = row["recipe"].endswith(" ensemble")  # one ensemble row a recipe, whatever its members
+    together = " ensemble" in row["recipe"]  # one ensemble row a recipe, whatever its members
     rows = [r for r in rows if r["recipe"] != row["recipe"] or (r["seed"] != row["seed"] and not together)] + [row]
     write_json(results, rows)
     publish(rows, markdown)
     return rows
 
 
-def ensemble_row(runs: list[dict], out: Path, data_dir) -> dict:
-    """The ensemble of one recipe's seed runs (`digitlab ensemble`), measured on the test set: a row
-    whose training time is its members' summed."""
+def ensemble_row(runs: list[dict], out: Path, data_dir, command: str, shifts: int = 0) -> dict:
+    """The ensemble of one recipe's seed runs (`digitlab ensemble`; with `shifts` 1 over the image and
+    its four one-pixel shifts, which one run is enough for), measured on the test set: a row whose
+    training time is its members' summed, and whose command is the one that made it."""
     name = runs[0]["recipe"]
-    stem = f"{name}-ensemble-{'-'.join(str(r['seed']) for r in runs)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    label = name + (" ensemble" if len(runs) > 1 else "") + (SHIFTED if shifts else "")
+    seeds = "-".join(str(r["seed"]) for r in runs)
+    stem = f"{label.replace(' +', '-').replace(' ', '-')}-{seeds}-{time.strftime('%Y%m%d-%H%M%S')}"
+    Path(out).mkdir(parents=True, exist_ok=True)  # with --seeds 0 no training has made it
     folder = free_name(Path(out), stem)  # made again within the same second (`--seeds 0 --ensemble`)
-    metrics = evaluate(ensemble([r["run"] for r in runs], folder), data_dir=data_dir, progress=False)
-    print(
-        f"{name} ensemble of seeds {', '.join(str(r['seed']) for r in runs)}: {metrics.accuracy * 100:.2f}%", flush=True
-    )
+    metrics = evaluate(ensemble([r["run"] for r in runs], folder, shifts), data_dir=data_dir, progress=False)
+    print(f"{label} of seed(s) {', '.join(str(r['seed']) for r in runs)}: {metrics.accuracy * 100:.2f}%", flush=True)
     return {
         **runs[-1],
-        "recipe": f"{name} ensemble",
-        "seed": [r["seed"] for r in runs],
+        "recipe": label,
+        "seed": [r["seed"] for r in runs] if len(runs) > 1 else runs[0]["seed"],
         "accuracy": metrics.accuracy,
         "train_seconds": sum(r["train_seconds"] for r in runs),
         "wall_seconds": sum(r["wall_seconds"] for r in runs),
+        "command": command,
         "run": str(folder),
     }
+
+
+# The rows of runs read over the image and its four one-pixel shifts: "RECIPE +shifts", "RECIPE ensemble +shifts".
+SHIFTED = " +shifts"
 
 
 def summarise(rows: list[dict]) -> dict[str, dict]:
@@ -218,17 +234,20 @@ def publish(rows: list[dict], markdown: Path) -> None:
         else:
             verdict = "our recipe"
         lines.append(table_row(f"`{name}`", pub, s, verdict))
-        together = summary.get(f"{name} ensemble")
-        if together is not None:
-            members = len(rows_of(rows, f"{name} ensemble")[-1]["seed"])
-            lines.append(
-                table_row(
-                    f"`{name}` ensemble of {members}",
-                    "—",
-                    together,
-                    "`digitlab ensemble` of the seed runs above; time: its members' together",
+        views = "over the image and its four one-pixel shifts (`--shifts 1`)"
+        if (shifted := summary.get(name + SHIFTED)) is not None:
+            lines.append(table_row(f"`{name}` {views}", "—", shifted, "the seed runs above, each; time: training"))
+        for label in (f"{name} ensemble", f"{name} ensemble{SHIFTED}"):
+            if (together := summary.get(label)) is not None:
+                members = len(rows_of(rows, label)[-1]["seed"])
+                lines.append(
+                    table_row(
+                        f"`{name}` ensemble of {members}" + (f" {views}" if label.endswith(SHIFTED) else ""),
+                        "—",
+                        together,
+                        "`digitlab ensemble` of the seed runs above; time: its members' together",
+                    )
                 )
-            )
     lines.append("")
     lines.append(RECORDS)
     lines.append("")

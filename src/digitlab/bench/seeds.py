@@ -112,15 +112,26 @@ def bench_seeds(
             }
             print(f"{name} seed {seed}: {accuracy * 100:.2f}% in {row['train_seconds']:.0f} s", flush=True)
             rows = add_row(results, row, markdown)  # after every run: a crash later loses nothing
-        members = {r["seed"]: r for r in rows_of(rows, name) if Path(r["run"]).is_dir()}
+        if ensemble_of or shifts:
+            rows = measure_runs(name, rows, results, markdown, out, data_dir, command, ensemble_of, shifts)
+    return rows
+
+
+def measure_runs(
+    name: str, rows: list[dict], results: Path, markdown: Path, out: Path, data_dir, command: str, ensemble_of, shifts
+) -> list[dict]:
+    """The rows that read `name`'s seed runs in `rows` whose run directories are still there: each
+    over shifted views (`shifts` 1), and their ensemble (`ensemble_of`; with `shifts`, also over
+    shifted views), each added to `results` and `markdown` as it is measured."""
+    members = {r["seed"]: r for r in rows_of(rows, name) if Path(r["run"]).is_dir()}
+    if shifts:
+        for seed in sorted(members):
+            rows = add_row(results, ensemble_row([members[seed]], out, data_dir, command, shifts), markdown)
+    if ensemble_of and len(members) >= 2:
+        chosen = [members[seed] for seed in sorted(members)][:MAX_MEMBERS]
+        rows = add_row(results, ensemble_row(chosen, out, data_dir, command), markdown)
         if shifts:
-            for seed in sorted(members):
-                rows = add_row(results, ensemble_row([members[seed]], out, data_dir, command, shifts), markdown)
-        if ensemble_of and len(members) >= 2:
-            chosen = [members[seed] for seed in sorted(members)][:MAX_MEMBERS]
-            rows = add_row(results, ensemble_row(chosen, out, data_dir, command), markdown)
-            if shifts:
-                rows = add_row(results, ensemble_row(chosen, out, data_dir, command, shifts), markdown)
+            rows = add_row(results, ensemble_row(chosen, out, data_dir, command, shifts), markdown)
     return rows
 
 

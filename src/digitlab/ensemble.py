@@ -24,7 +24,7 @@ from .errors import CheckpointError, ConfigError
 from .files import make_temp_dir, read_json, write_json
 from .model_files import build_network
 from .models import model_task
-from .models.ensemble import MAX_MEMBERS, SHIFTS
+from .models.ensemble import MAX_MEMBERS, SHIFTS, fewest_members
 from .recipes import held_out_seed
 from .version import __version__
 
@@ -40,7 +40,7 @@ def make_ensemble(runs: list[str | Path], out: str | Path, shifts: int = 0) -> P
     another dataset or classes, the same weights twice) or `out` exists."""
     if shifts not in SHIFTS:
         raise ConfigError(f"--shifts is 0 (the image alone) or 1 (also its four one-pixel shifts), not {shifts!r}")
-    fewest = 1 if shifts else 2
+    fewest = fewest_members(shifts)
     if not fewest <= len(runs) <= MAX_MEMBERS:
         raise ConfigError(
             f"an ensemble has {fewest} to {MAX_MEMBERS} runs{' with --shifts' if shifts else ''}, not {len(runs)}"

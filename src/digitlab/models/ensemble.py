@@ -59,6 +59,11 @@ class Ensemble(nn.Module):
         return f"members={len(self.members)}, temperatures={self.temperatures}, shifts={self.shifts}"
 
 
+def fewest_members(shifts: int) -> int:
+    """The fewest members an ensemble has: 2, or 1 over shifted views (one run's test-time augmentation)."""
+    return 1 if shifts else 2
+
+
 def _check_shifts(shifts) -> int:
     if type(shifts) is not int or shifts not in SHIFTS:
         raise ConfigError(
@@ -71,7 +76,7 @@ def _member_entries(members, shifts: int = 0) -> list[dict]:
     """The members' {"name", "args"} entries, checked: 2 to MAX_MEMBERS digit classifiers (1 with
     shifted views: one run's test-time augmentation), none an ensemble (config.json is untrusted: no
     nesting, no size beyond what the cap allows)."""
-    fewest = 1 if shifts else 2
+    fewest = fewest_members(shifts)
     if not isinstance(members, (list, tuple)) or not fewest <= len(members) <= MAX_MEMBERS:
         count = len(members) if isinstance(members, (list, tuple)) else members
         raise ConfigError(
